@@ -1,0 +1,988 @@
+//! Configuration: the environment (and flags, given as overrides of the same variables) turned
+//! into one typed [`Config`], rejected at once with the variable's name when anything is off.
+//!
+//! This is the only module that reads the environment. Tests call [`Config::from_vars`] with a
+//! list of pairs and never touch the process environment. The database password lives only inside
+//! [`tokio_postgres::Config`], whose `Debug` redacts it; nothing here formats the raw URL.
+
+use crate::error::Error;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+use tokio_postgres::config::Host;
+
+/// Every `PORTCULLIS_*` variable this version understands (without the prefix). Anything else
+/// with the prefix is a configuration error: a typo must not fall back to a default silently.
+pub const KNOWN_PORTCULLIS_VARS: &[&str] = &[
+    "DATABASE_URL",
+    "MIGRATIONS_DIR",
+    "SEEDS_DIR",
+    "MIGRATIONS_SCHEMA",
+    "MIGRATIONS_TABLE",
+    "WAIT_TIMEOUT",
+    "LOCK_WAIT_TIMEOUT",
+    "OUT_OF_ORDER",
+    "TRANSACTION",
+    "DDL_LOCK_TIMEOUT",
+    "DDL_LOCK_RETRIES",
+    "STATEMENT_TIMEOUT",
+    "LOG_FORMAT",
+    "LOG_LEVEL",
+];
+
+/// What to do with a migration older than the newest applied one that was never applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutOfOrder {
+    /// Refuse with exit 4 and name each one (the default).
+    Error,
+    /// Apply them, in journal order, together with the normal pending ones.
+    Apply,
+    /// Skip them with a warning: drizzle-kit 0.x's silent behaviour.
+    Skip,
+}
+
+/// How pending migrations are grouped into transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransactionMode {
+    /// All pending migrations in one transaction, as drizzle does.
+    All,
+    /// One transaction per migration.
+    Each,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+/// libpq's `sslmode`, as far as this version supports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    /// libpq tries plaintext first; we treat it like `prefer` (TLS first, plaintext fallback).
+    Allow,
+    Prefer,
+    /// Encrypt, without verifying the certificate (libpq's meaning when no root cert is given).
+    Require,
+}
+
+/// The typed configuration of one run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database: Database,
+    pub migrations_dir: PathBuf,
+    pub migrations_schema: String,
+    pub migrations_table: String,
+    pub wait_timeout: Duration,
+    pub lock_wait_timeout: Duration,
+    pub out_of_order: OutOfOrder,
+    pub transaction: TransactionMode,
+    pub ddl_lock_timeout: Duration,
+    pub ddl_lock_retries: u32,
+    pub statement_timeout: Duration,
+    pub log_format: LogFormat,
+    pub log_level: LogLevel,
+}
+
+/// Where and how to connect. `Debug` never shows the password (tokio-postgres redacts it).
+#[derive(Clone)]
+pub struct Database {
+    pub pg: tokio_postgres::Config,
+    pub ssl_mode: SslMode,
+}
+
+impl fmt::Debug for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Database")
+            .field("target", &self.target())
+            .field("ssl_mode", &self.ssl_mode)
+            .field("password", &self.pg.get_password().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl Database {
+    /// `host:port/dbname`, for messages. Never contains the password.
+    pub fn target(&self) -> String {
+        format!(
+            "{}/{}",
+            self.host_port(),
+            self.pg.get_dbname().unwrap_or("?")
+        )
+    }
+
+    /// `host:port` (several joined with `,`), for "waiting for ..." lines.
+    pub fn host_port(&self) -> String {
+        let ports = self.pg.get_ports();
+        self.pg
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let port = ports
+                    .get(i)
+                    .or_else(|| ports.first())
+                    .copied()
+                    .unwrap_or(5432);
+                match h {
+                    Host::Tcp(name) => format!("{name}:{port}"),
+                    Host::Unix(path) => format!("{}/.s.PGSQL.{port}", path.display()),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn user(&self) -> &str {
+        self.pg.get_user().unwrap_or("?")
+    }
+}
+
+/// The `PORTCULLIS_*` variables, as envy reads them (values still text: each is converted below
+/// so that a bad value is reported with its variable's name).
+#[derive(Debug, Default, Deserialize)]
+struct RawPortcullis {
+    database_url: Option<String>,
+    migrations_dir: Option<String>,
+    seeds_dir: Option<String>,
+    migrations_schema: Option<String>,
+    migrations_table: Option<String>,
+    wait_timeout: Option<String>,
+    lock_wait_timeout: Option<String>,
+    out_of_order: Option<String>,
+    transaction: Option<String>,
+    ddl_lock_timeout: Option<String>,
+    ddl_lock_retries: Option<String>,
+    statement_timeout: Option<String>,
+    log_format: Option<String>,
+    log_level: Option<String>,
+}
+
+/// The unprefixed variables: the URL, its file, libpq's `PG*` and the host name.
+#[derive(Debug, Default, Deserialize)]
+struct RawEnv {
+    database_url: Option<String>,
+    database_url_file: Option<String>,
+    pghost: Option<String>,
+    pgport: Option<String>,
+    pguser: Option<String>,
+    pgpassword: Option<String>,
+    pgdatabase: Option<String>,
+    pgsslmode: Option<String>,
+    pgsslrootcert: Option<String>,
+    pgappname: Option<String>,
+    hostname: Option<String>,
+}
+
+impl Config {
+    /// Reads the process environment (plus the kernel's host name when `HOSTNAME` is unset).
+    /// `overrides` are flag values given as the variables they override.
+    pub fn from_env(overrides: &[(String, String)]) -> Result<Config, Error> {
+        let mut vars: Vec<(String, String)> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        if !vars.iter().any(|(k, _)| k == "HOSTNAME")
+            && let Ok(name) = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        {
+            vars.push(("HOSTNAME".into(), name.trim().to_string()));
+        }
+        vars.extend(overrides.iter().cloned());
+        Config::from_vars(vars)
+    }
+
+    /// Builds the configuration from `(name, value)` pairs; a later pair wins over an earlier
+    /// one of the same name (so flags appended after the environment override it).
+    pub fn from_vars<I, K, V>(vars: I) -> Result<Config, Error>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        // Last value wins, empty means unset (templated manifests often leave a variable empty).
+        let mut map: BTreeMap<String, String> = BTreeMap::new();
+        for (k, v) in vars {
+            let (k, v) = (k.into(), v.into());
+            if v.is_empty() {
+                map.remove(&k);
+            } else {
+                map.insert(k, v);
+            }
+        }
+        reject_unknown(&map)?;
+
+        let p: RawPortcullis = envy::prefixed("PORTCULLIS_")
+            .from_iter(map.iter().map(|(k, v)| (k.clone(), v.clone())))
+            .map_err(|e| Error::Config(format!("cannot read PORTCULLIS_* variables: {e}")))?;
+        let env: RawEnv = envy::from_iter(map.iter().map(|(k, v)| (k.clone(), v.clone())))
+            .map_err(|e| Error::Config(format!("cannot read the environment: {e}")))?;
+
+        if p.seeds_dir.is_some() {
+            return Err(Error::Config(
+                "PORTCULLIS_SEEDS_DIR is set, but this version of portcullis does not run seeds \
+                 yet; unset it (and run your seed scripts another way) or use a release with seed \
+                 support."
+                    .into(),
+            ));
+        }
+
+        let database = database_config(&p, &env)?;
+        let migrations_schema = identifier(
+            "PORTCULLIS_MIGRATIONS_SCHEMA",
+            p.migrations_schema.as_deref(),
+            "drizzle",
+        )?;
+        let migrations_table = identifier(
+            "PORTCULLIS_MIGRATIONS_TABLE",
+            p.migrations_table.as_deref(),
+            "__drizzle_migrations",
+        )?;
+
+        Ok(Config {
+            database,
+            migrations_dir: PathBuf::from(p.migrations_dir.as_deref().unwrap_or("./migrations")),
+            migrations_schema,
+            migrations_table,
+            wait_timeout: duration_var("PORTCULLIS_WAIT_TIMEOUT", &p.wait_timeout, "60s")?,
+            lock_wait_timeout: duration_var(
+                "PORTCULLIS_LOCK_WAIT_TIMEOUT",
+                &p.lock_wait_timeout,
+                "10m",
+            )?,
+            out_of_order: choice(
+                "PORTCULLIS_OUT_OF_ORDER",
+                &p.out_of_order,
+                OutOfOrder::Error,
+                "error, apply, skip",
+            )?,
+            transaction: choice(
+                "PORTCULLIS_TRANSACTION",
+                &p.transaction,
+                TransactionMode::All,
+                "all, each",
+            )?,
+            ddl_lock_timeout: duration_var(
+                "PORTCULLIS_DDL_LOCK_TIMEOUT",
+                &p.ddl_lock_timeout,
+                "5s",
+            )?,
+            ddl_lock_retries: match &p.ddl_lock_retries {
+                None => 10,
+                Some(v) => v.trim().parse::<u32>().map_err(|_| {
+                    Error::Config(format!(
+                        "PORTCULLIS_DDL_LOCK_RETRIES={v:?} is not a whole number of retries \
+                         (e.g. 10, or 0 for none)."
+                    ))
+                })?,
+            },
+            statement_timeout: duration_var(
+                "PORTCULLIS_STATEMENT_TIMEOUT",
+                &p.statement_timeout,
+                "0",
+            )?,
+            log_format: choice(
+                "PORTCULLIS_LOG_FORMAT",
+                &p.log_format,
+                LogFormat::Text,
+                "text, json",
+            )?,
+            log_level: choice(
+                "PORTCULLIS_LOG_LEVEL",
+                &p.log_level,
+                LogLevel::Info,
+                "error, warn, info, debug, trace",
+            )?,
+        })
+    }
+}
+
+/// Reads only the logging variables, leniently, so that logging can be set up before the full
+/// configuration is validated (and a configuration error can itself be logged as JSON).
+pub fn logging_from_env() -> (LogFormat, LogLevel) {
+    let get = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .map(|v| v.trim().to_ascii_lowercase())
+    };
+    let format = match get("PORTCULLIS_LOG_FORMAT").as_deref() {
+        Some("json") => LogFormat::Json,
+        _ => LogFormat::Text,
+    };
+    let level = match get("PORTCULLIS_LOG_LEVEL").as_deref() {
+        Some("error") => LogLevel::Error,
+        Some("warn") => LogLevel::Warn,
+        Some("debug") => LogLevel::Debug,
+        Some("trace") => LogLevel::Trace,
+        _ => LogLevel::Info,
+    };
+    (format, level)
+}
+
+fn reject_unknown(map: &BTreeMap<String, String>) -> Result<(), Error> {
+    let unknown: Vec<&str> = map
+        .keys()
+        .filter_map(|k| k.strip_prefix("PORTCULLIS_"))
+        .filter(|rest| !KNOWN_PORTCULLIS_VARS.contains(rest))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let described: Vec<String> = unknown
+        .iter()
+        .map(|rest| match closest_known(rest) {
+            Some(known) => format!("PORTCULLIS_{rest} (did you mean PORTCULLIS_{known}?)"),
+            None => format!("PORTCULLIS_{rest}"),
+        })
+        .collect();
+    Err(Error::Config(format!(
+        "unknown configuration variable{}: {}. portcullis refuses unknown PORTCULLIS_* names so \
+         that a typo never falls back to a default; fix or remove {}. Known names: {}.",
+        if unknown.len() > 1 { "s" } else { "" },
+        described.join(", "),
+        if unknown.len() > 1 { "them" } else { "it" },
+        KNOWN_PORTCULLIS_VARS
+            .iter()
+            .map(|k| format!("PORTCULLIS_{k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
+}
+
+/// The known name within edit distance 3 of `name`, if any (for "did you mean").
+fn closest_known(name: &str) -> Option<&'static str> {
+    KNOWN_PORTCULLIS_VARS
+        .iter()
+        .map(|k| (edit_distance(name, k), *k))
+        .filter(|(d, _)| *d <= 3)
+        .min()
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn choice<T: for<'de> Deserialize<'de>>(
+    name: &str,
+    value: &Option<String>,
+    default: T,
+    allowed: &str,
+) -> Result<T, Error> {
+    let Some(raw) = value else {
+        return Ok(default);
+    };
+    let lowered = raw.trim().to_ascii_lowercase();
+    serde_json::from_value(serde_json::Value::String(lowered)).map_err(|_| {
+        Error::Config(format!(
+            "{name}={raw:?} is not one of the accepted values: {allowed}."
+        ))
+    })
+}
+
+fn identifier(name: &str, value: Option<&str>, default: &str) -> Result<String, Error> {
+    let v = value.unwrap_or(default);
+    if v.contains('\0') {
+        return Err(Error::Config(format!(
+            "{name} contains a NUL character, which PostgreSQL identifiers cannot hold."
+        )));
+    }
+    if v.len() > 63 {
+        return Err(Error::Config(format!(
+            "{name}={v:?} is {} bytes long; PostgreSQL truncates identifiers to 63 bytes, so \
+             drizzle and portcullis would disagree on the name. Use a shorter name.",
+            v.len()
+        )));
+    }
+    Ok(v.to_string())
+}
+
+fn duration_var(name: &str, value: &Option<String>, default: &str) -> Result<Duration, Error> {
+    let raw = value.as_deref().unwrap_or(default);
+    parse_duration(raw).map_err(|why| Error::Config(format!("{name}={raw:?}: {why}")))
+}
+
+/// Parses `500ms`, `30s`, `10m`, `1h`, `1m30s`, and `0`. A bare number other than 0 is refused:
+/// `30` could mean seconds or milliseconds, and guessing wrong silently is worse than asking.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let s = raw.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if s.is_empty() {
+        return Err("empty duration; write it like 500ms, 30s, 10m or 1h".into());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.chars().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 {
+            return Err(format!(
+                "expected a number at {rest:?}; write durations like 500ms, 30s, 10m or 1h"
+            ));
+        }
+        let number: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| "number too large".to_string())?;
+        rest = &rest[digits..];
+        let unit_len = rest.chars().take_while(|c| c.is_ascii_alphabetic()).count();
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let part = match unit {
+            "ms" => Duration::from_millis(number),
+            "s" => Duration::from_secs(number),
+            "m" => Duration::from_secs(number.saturating_mul(60)),
+            "h" => Duration::from_secs(number.saturating_mul(3600)),
+            "" => {
+                return Err(format!(
+                    "{number} has no unit; write it like {number}s or {number}ms"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "unknown unit {other:?}; use ms, s, m or h (e.g. 30s, 10m)"
+                ));
+            }
+        };
+        total = total.saturating_add(part);
+    }
+    Ok(total)
+}
+
+/// Formats a duration the way it is written in configuration (`1m30s`, `500ms`).
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    if !ms.is_multiple_of(1000) {
+        return if ms < 1000 {
+            format!("{ms}ms")
+        } else {
+            format!("{:.1}s", d.as_secs_f64())
+        };
+    }
+    let s = d.as_secs();
+    let (h, m, s) = (s / 3600, (s % 3600) / 60, s % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s > 0 {
+        out.push_str(&format!("{s}s"));
+    }
+    out
+}
+
+/// Which variable supplied the connection string, for error messages.
+fn url_source(p: &RawPortcullis, env: &RawEnv) -> Result<Option<(String, &'static str)>, Error> {
+    if let Some(url) = &p.database_url {
+        return Ok(Some((url.clone(), "PORTCULLIS_DATABASE_URL")));
+    }
+    match (&env.database_url, &env.database_url_file) {
+        (Some(_), Some(_)) => Err(Error::Config(
+            "both DATABASE_URL and DATABASE_URL_FILE are set; they are exclusive. Keep the one \
+             you mean (DATABASE_URL_FILE for a mounted secret) and unset the other, or set \
+             PORTCULLIS_DATABASE_URL, which takes precedence over both."
+                .into(),
+        )),
+        (Some(url), None) => Ok(Some((url.clone(), "DATABASE_URL"))),
+        (None, Some(file)) => {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                Error::Config(format!(
+                    "DATABASE_URL_FILE={file}: cannot read the file ({e}). Check that the secret \
+                     is mounted at that path and readable by this user."
+                ))
+            })?;
+            let url = text.trim().to_string();
+            if url.is_empty() {
+                return Err(Error::Config(format!(
+                    "DATABASE_URL_FILE={file}: the file is empty; it should hold one connection \
+                     string such as postgres://user:password@host:5432/dbname."
+                )));
+            }
+            Ok(Some((url, "DATABASE_URL_FILE")))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn parse_ssl_mode(source: &str, raw: &str) -> Result<SslMode, Error> {
+    match raw {
+        "disable" => Ok(SslMode::Disable),
+        "allow" => Ok(SslMode::Allow),
+        "prefer" => Ok(SslMode::Prefer),
+        "require" => Ok(SslMode::Require),
+        "verify-ca" | "verify-full" => Err(Error::Config(format!(
+            "{source}: sslmode={raw} is not supported by this version of portcullis, which can \
+             encrypt but not verify the server certificate. Use sslmode=require (encrypted, not \
+             verified, as libpq does without a root certificate) or a release with certificate \
+             verification."
+        ))),
+        other => Err(Error::Config(format!(
+            "{source}: sslmode={other:?} is not one of disable, allow, prefer, require."
+        ))),
+    }
+}
+
+/// Takes the libpq TLS parameters out of a `postgres://` URL's query string (tokio-postgres does
+/// not know all of them) and returns the URL without them, plus their values.
+fn take_tls_params(url: &str) -> (String, Option<String>, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_string(), None, None);
+    };
+    let (mut mode, mut rootcert) = (None, None);
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("sslmode", v)) => mode = Some(v.to_string()),
+            Some(("sslrootcert" | "sslcert" | "sslkey", v)) => rootcert = Some(v.to_string()),
+            _ => kept.push(pair),
+        }
+    }
+    let rebuilt = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    (rebuilt, mode, rootcert)
+}
+
+/// Adds `:port` to every host of a URL whose authority names no port.
+fn with_default_port(url: &str, port: u16) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let host_start = authority.rfind('@').map_or(0, |i| i + 1);
+    let hosts = &authority[host_start..];
+    let has_port = hosts
+        .split(',')
+        .any(|h| h.rsplit_once(':').is_some_and(|(_, p)| !p.contains(']')));
+    if hosts.is_empty() || has_port {
+        return url.to_string();
+    }
+    let hosts = hosts
+        .split(',')
+        .map(|h| format!("{h}:{port}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    format!(
+        "{}{}{}{}",
+        &url[..scheme_end],
+        &authority[..host_start],
+        hosts,
+        &rest[end..]
+    )
+}
+
+fn database_config(p: &RawPortcullis, env: &RawEnv) -> Result<Database, Error> {
+    let source = url_source(p, env)?;
+    let (mut pg, url_ssl, url_cert, source_name) = match &source {
+        Some((url, name)) => {
+            let is_url = url.starts_with("postgres://") || url.starts_with("postgresql://");
+            let (mut clean, mode, cert) = if is_url {
+                take_tls_params(url)
+            } else {
+                (url.clone(), None, None)
+            };
+            // tokio-postgres fills in 5432 for a URL without a port; libpq uses PGPORT first.
+            if let (true, Some(port)) = (is_url, &env.pgport) {
+                let port: u16 = port.trim().parse().map_err(|_| {
+                    Error::Config(format!("PGPORT={port:?} is not a port number (1-65535)."))
+                })?;
+                clean = with_default_port(&clean, port);
+            }
+            // The parser's messages name the option, never the value, so no secret leaks here.
+            let pg = tokio_postgres::Config::from_str(&clean).map_err(|e| {
+                Error::Config(format!(
+                    "{name} is not a valid PostgreSQL connection string ({e}). Expected \
+                     postgres://user:password@host:5432/dbname?sslmode=require; characters such \
+                     as @ : / in the password must be percent-encoded."
+                ))
+            })?;
+            (pg, mode, cert, *name)
+        }
+        None => (tokio_postgres::Config::new(), None, None, "PGHOST"),
+    };
+
+    if pg.get_hosts().is_empty() {
+        match &env.pghost {
+            Some(hosts) => {
+                for h in hosts.split(',') {
+                    pg.host(h.trim());
+                }
+            }
+            None => {
+                return Err(Error::Config(
+                    "no database given: set DATABASE_URL (or DATABASE_URL_FILE, or \
+                     PORTCULLIS_DATABASE_URL) to postgres://user:password@host:5432/dbname, or \
+                     set libpq's PGHOST, PGUSER, PGPASSWORD and PGDATABASE."
+                        .into(),
+                ));
+            }
+        }
+    }
+    if pg.get_ports().is_empty()
+        && let Some(port) = &env.pgport
+    {
+        let port: u16 = port.trim().parse().map_err(|_| {
+            Error::Config(format!("PGPORT={port:?} is not a port number (1-65535)."))
+        })?;
+        pg.port(port);
+    }
+    if pg.get_user().is_none() {
+        match &env.pguser {
+            Some(u) => {
+                pg.user(u);
+            }
+            None => {
+                return Err(Error::Config(format!(
+                    "no database user: {source_name} names none and PGUSER is unset. Put the \
+                     user in the URL (postgres://USER:password@host/db) or set PGUSER."
+                )));
+            }
+        }
+    }
+    if pg.get_password().is_none()
+        && let Some(pw) = &env.pgpassword
+    {
+        pg.password(pw.as_bytes());
+    }
+    if pg.get_dbname().is_none() {
+        if let Some(db) = &env.pgdatabase {
+            pg.dbname(db);
+        } else {
+            // libpq's default: the database named like the user.
+            let user = pg.get_user().unwrap_or_default().to_string();
+            pg.dbname(&user);
+        }
+    }
+    if url_cert.is_some() || env.pgsslrootcert.is_some() {
+        return Err(Error::Config(
+            "sslrootcert/sslcert/sslkey (or PGSSLROOTCERT) is set, but this version of portcullis \
+             cannot verify certificates or present client certificates; it would connect without \
+             the verification you asked for, so it refuses. Remove the setting and use \
+             sslmode=require, or use a release with certificate verification."
+                .into(),
+        ));
+    }
+    let ssl_mode = match (url_ssl, &env.pgsslmode) {
+        (Some(m), _) => parse_ssl_mode(source_name, &m)?,
+        (None, Some(m)) => parse_ssl_mode("PGSSLMODE", m)?,
+        (None, None) => SslMode::Prefer,
+    };
+    if pg.get_application_name().is_none() {
+        let name = match (&env.pgappname, &env.hostname) {
+            (Some(app), _) => app.clone(),
+            (None, Some(host)) => format!("portcullis@{host}"),
+            (None, None) => "portcullis".to_string(),
+        };
+        // application_name is cut to 63 bytes by the server; cut on a char boundary ourselves.
+        let mut end = name.len().min(63);
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        pg.application_name(&name[..end]);
+    }
+    Ok(Database { pg, ssl_mode })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(vars: &[(&str, &str)]) -> Result<Config, Error> {
+        Config::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    const URL: &str = "postgres://app:hunter2-secret@db.internal:6543/shop";
+
+    #[test]
+    fn defaults_follow_the_interface() {
+        let c = cfg(&[("DATABASE_URL", URL)]).unwrap();
+        assert_eq!(c.migrations_dir, PathBuf::from("./migrations"));
+        assert_eq!(c.migrations_schema, "drizzle");
+        assert_eq!(c.migrations_table, "__drizzle_migrations");
+        assert_eq!(c.wait_timeout, Duration::from_secs(60));
+        assert_eq!(c.lock_wait_timeout, Duration::from_secs(600));
+        assert_eq!(c.out_of_order, OutOfOrder::Error);
+        assert_eq!(c.transaction, TransactionMode::All);
+        assert_eq!(c.ddl_lock_timeout, Duration::from_secs(5));
+        assert_eq!(c.ddl_lock_retries, 10);
+        assert_eq!(c.statement_timeout, Duration::ZERO);
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.log_level, LogLevel::Info);
+        assert_eq!(c.database.ssl_mode, SslMode::Prefer);
+        assert_eq!(c.database.target(), "db.internal:6543/shop");
+    }
+
+    #[test]
+    fn later_values_override_earlier_ones_like_flags_do() {
+        let c = cfg(&[
+            ("DATABASE_URL", URL),
+            ("PORTCULLIS_WAIT_TIMEOUT", "5s"),
+            ("PORTCULLIS_WAIT_TIMEOUT", "2m"),
+        ])
+        .unwrap();
+        assert_eq!(c.wait_timeout, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn every_value_is_parsed() {
+        let c = cfg(&[
+            ("DATABASE_URL", URL),
+            ("PORTCULLIS_MIGRATIONS_DIR", "/app/drizzle"),
+            ("PORTCULLIS_MIGRATIONS_SCHEMA", "Ops"),
+            ("PORTCULLIS_MIGRATIONS_TABLE", "my \"table\""),
+            ("PORTCULLIS_WAIT_TIMEOUT", "0"),
+            ("PORTCULLIS_LOCK_WAIT_TIMEOUT", "1m30s"),
+            ("PORTCULLIS_OUT_OF_ORDER", "Apply"),
+            ("PORTCULLIS_TRANSACTION", "each"),
+            ("PORTCULLIS_DDL_LOCK_TIMEOUT", "500ms"),
+            ("PORTCULLIS_DDL_LOCK_RETRIES", "3"),
+            ("PORTCULLIS_STATEMENT_TIMEOUT", "1h"),
+            ("PORTCULLIS_LOG_FORMAT", "json"),
+            ("PORTCULLIS_LOG_LEVEL", "debug"),
+        ])
+        .unwrap();
+        assert_eq!(c.migrations_dir, PathBuf::from("/app/drizzle"));
+        assert_eq!(c.migrations_schema, "Ops");
+        assert_eq!(c.migrations_table, "my \"table\"");
+        assert_eq!(c.wait_timeout, Duration::ZERO);
+        assert_eq!(c.lock_wait_timeout, Duration::from_secs(90));
+        assert_eq!(c.out_of_order, OutOfOrder::Apply);
+        assert_eq!(c.transaction, TransactionMode::Each);
+        assert_eq!(c.ddl_lock_timeout, Duration::from_millis(500));
+        assert_eq!(c.ddl_lock_retries, 3);
+        assert_eq!(c.statement_timeout, Duration::from_secs(3600));
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.log_level, LogLevel::Debug);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("PORTCULLIS_WAIT_TIMEOUT", "30"),
+            ("PORTCULLIS_WAIT_TIMEOUT", "-1s"),
+            ("PORTCULLIS_LOCK_WAIT_TIMEOUT", "10 minutes"),
+            ("PORTCULLIS_OUT_OF_ORDER", "maybe"),
+            ("PORTCULLIS_TRANSACTION", "none"),
+            ("PORTCULLIS_DDL_LOCK_RETRIES", "-2"),
+            ("PORTCULLIS_LOG_FORMAT", "xml"),
+            ("PORTCULLIS_LOG_LEVEL", "loud"),
+        ] {
+            let err = cfg(&[("DATABASE_URL", URL), (var, value)]).unwrap_err();
+            assert!(matches!(err, Error::Config(_)), "{var}");
+            assert!(err.to_string().contains(var), "{var}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_portcullis_variables_are_refused_with_a_suggestion() {
+        let err = cfg(&[("DATABASE_URL", URL), ("PORTCULLIS_WAIT_TIMOUT", "5s")]).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("PORTCULLIS_WAIT_TIMOUT"), "{msg}");
+        assert!(
+            msg.contains("did you mean PORTCULLIS_WAIT_TIMEOUT"),
+            "{msg}"
+        );
+        // Other prefixes are not ours to judge.
+        assert!(cfg(&[("DATABASE_URL", URL), ("PORTCULLISX", "1")]).is_ok());
+    }
+
+    #[test]
+    fn seeds_dir_is_refused_until_seeds_exist() {
+        let err = cfg(&[("DATABASE_URL", URL), ("PORTCULLIS_SEEDS_DIR", "./seeds")]).unwrap_err();
+        assert!(err.to_string().contains("PORTCULLIS_SEEDS_DIR"));
+    }
+
+    #[test]
+    fn empty_values_count_as_unset() {
+        let c = cfg(&[("DATABASE_URL", URL), ("PORTCULLIS_WAIT_TIMEOUT", "")]).unwrap();
+        assert_eq!(c.wait_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn the_password_never_shows_in_debug_or_errors() {
+        let c = cfg(&[("DATABASE_URL", URL)]).unwrap();
+        let dump = format!("{c:?}");
+        assert!(!dump.contains("hunter2"), "{dump}");
+        assert_eq!(c.database.pg.get_password(), Some(&b"hunter2-secret"[..]));
+        // A malformed URL: the error must not echo it.
+        let err = cfg(&[("DATABASE_URL", "postgres://app:hunter2@db:notaport/x")]).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(err.to_string().contains("DATABASE_URL"));
+    }
+
+    #[test]
+    fn libpq_variables_fill_what_the_url_leaves_out() {
+        let c = cfg(&[
+            ("DATABASE_URL", "postgres://db.internal/shop"),
+            ("PGUSER", "app"),
+            ("PGPASSWORD", "pw"),
+            ("PGPORT", "5433"),
+            ("PGSSLMODE", "require"),
+        ])
+        .unwrap();
+        assert_eq!(c.database.user(), "app");
+        assert_eq!(c.database.pg.get_password(), Some(&b"pw"[..]));
+        assert_eq!(c.database.target(), "db.internal:5433/shop");
+        assert_eq!(c.database.ssl_mode, SslMode::Require);
+
+        let c = cfg(&[
+            ("PGHOST", "10.0.0.5"),
+            ("PGUSER", "app"),
+            ("PGDATABASE", "shop"),
+        ])
+        .unwrap();
+        assert_eq!(c.database.target(), "10.0.0.5:5432/shop");
+
+        // The URL's own sslmode wins over PGSSLMODE.
+        let c = cfg(&[
+            ("DATABASE_URL", "postgres://u@h/db?sslmode=disable"),
+            ("PGSSLMODE", "require"),
+        ])
+        .unwrap();
+        assert_eq!(c.database.ssl_mode, SslMode::Disable);
+    }
+
+    #[test]
+    fn url_sources_have_a_precedence_and_exclusions() {
+        let dir = std::env::temp_dir().join(format!("portcullis-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("url");
+        std::fs::write(&file, "postgres://u:p@fromfile/db\n").unwrap();
+        let file = file.to_str().unwrap();
+
+        let c = cfg(&[("DATABASE_URL_FILE", file)]).unwrap();
+        assert_eq!(c.database.target(), "fromfile:5432/db");
+        let err = cfg(&[("DATABASE_URL_FILE", file), ("DATABASE_URL", URL)]).unwrap_err();
+        assert!(err.to_string().contains("exclusive"));
+        let c = cfg(&[
+            ("DATABASE_URL", URL),
+            ("PORTCULLIS_DATABASE_URL", "postgres://u@direct/db"),
+        ])
+        .unwrap();
+        assert_eq!(c.database.target(), "direct:5432/db");
+        let err = cfg(&[("DATABASE_URL_FILE", "/nonexistent/secret")]).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/secret"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_database_is_a_config_error() {
+        let err = cfg(&[]).unwrap_err();
+        assert!(err.to_string().contains("DATABASE_URL"));
+        let err = cfg(&[("PGHOST", "h")]).unwrap_err();
+        assert!(err.to_string().contains("PGUSER"));
+    }
+
+    #[test]
+    fn unverifiable_tls_settings_are_refused() {
+        assert!(cfg(&[("DATABASE_URL", "postgres://u@h/db?sslmode=verify-full")]).is_err());
+        assert!(cfg(&[("DATABASE_URL", "postgres://u@h/db?sslrootcert=/ca.pem")]).is_err());
+        assert!(
+            cfg(&[
+                ("DATABASE_URL", "postgres://u@h/db"),
+                ("PGSSLMODE", "bogus")
+            ])
+            .is_err()
+        );
+        let c = cfg(&[(
+            "DATABASE_URL",
+            "postgres://u@h/db?sslmode=require&connect_timeout=3",
+        )])
+        .unwrap();
+        assert_eq!(c.database.ssl_mode, SslMode::Require);
+        assert_eq!(
+            c.database.pg.get_connect_timeout(),
+            Some(&Duration::from_secs(3))
+        );
+    }
+
+    #[test]
+    fn application_name_carries_the_host_name() {
+        let c = cfg(&[("DATABASE_URL", URL), ("HOSTNAME", "web-7d9f-abcde")]).unwrap();
+        assert_eq!(
+            c.database.pg.get_application_name(),
+            Some("portcullis@web-7d9f-abcde")
+        );
+        let c = cfg(&[("DATABASE_URL", URL), ("PGAPPNAME", "deployer")]).unwrap();
+        assert_eq!(c.database.pg.get_application_name(), Some("deployer"));
+    }
+
+    #[test]
+    fn pgport_applies_only_when_the_url_has_no_port() {
+        assert_eq!(
+            with_default_port("postgres://u:p@h/db?x=1", 7),
+            "postgres://u:p@h:7/db?x=1"
+        );
+        assert_eq!(
+            with_default_port("postgres://u@h:5/db", 7),
+            "postgres://u@h:5/db"
+        );
+        assert_eq!(
+            with_default_port("postgres://a,b/db", 7),
+            "postgres://a:7,b:7/db"
+        );
+        assert_eq!(
+            with_default_port("postgres://[::1]/db", 7),
+            "postgres://[::1]:7/db"
+        );
+        assert_eq!(
+            with_default_port("postgres:///db?host=/run", 7),
+            "postgres:///db?host=/run"
+        );
+        let c = cfg(&[("DATABASE_URL", "postgres://u@h:5/db"), ("PGPORT", "7")]).unwrap();
+        assert_eq!(c.database.target(), "h:5/db");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("30").is_err());
+        assert!(parse_duration("1.5s").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("5d").is_err());
+        assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(format_duration(Duration::from_millis(500)), "500ms");
+        assert_eq!(format_duration(Duration::from_secs(60)), "1m");
+        assert_eq!(format_duration(Duration::ZERO), "0s");
+    }
+}

@@ -1,0 +1,208 @@
+//! Waiting for PostgreSQL: connect with exponential backoff and jitter (backon) until the
+//! deadline, retrying only what is transient and failing fast on what waiting cannot fix.
+
+use super::{Session, tls};
+use crate::config::{Database, SslMode, format_duration};
+use crate::error::Error;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod};
+use std::time::{Duration, Instant};
+
+/// Connect attempts never wait longer than this for one TCP/TLS/startup handshake.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the "still waiting" line is logged at info.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Whether a failed connection attempt is worth retrying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// The server may accept us later (not up yet, restarting, full, network blip).
+    Transient(String),
+    /// Waiting cannot help (wrong password, no such database, TLS refused).
+    Permanent(String),
+}
+
+/// Classifies a connection error. SQLSTATEs: 57P03 starting up, 53300 too many connections,
+/// 08xxx connection exceptions and 57P01/57P02 shutdowns are transient; 28xxx authentication,
+/// 3D000 missing database, 42501 no CONNECT privilege are permanent, as are TLS failures and
+/// client-side configuration errors. I/O errors (refused, reset, timeouts, DNS) are transient.
+pub fn classify(e: &tokio_postgres::Error, db: &Database) -> Attempt {
+    if let Some(dbe) = e.as_db_error() {
+        let code = dbe.code().code();
+        let text = format!("{} ({code})", dbe.message());
+        return if code.starts_with("08") || matches!(code, "57P03" | "53300" | "57P01" | "57P02") {
+            Attempt::Transient(text)
+        } else if code == "28P01" || code == "28000" {
+            Attempt::Permanent(format!(
+                "authentication failed: {text}. Check the user and password in DATABASE_URL \
+                 (user {:?}), and the server's pg_hba.conf",
+                db.user()
+            ))
+        } else if code == "3D000" {
+            Attempt::Permanent(format!(
+                "{text}. Create the database first, or fix its name in DATABASE_URL"
+            ))
+        } else {
+            Attempt::Permanent(text)
+        };
+    }
+    let shown = e.to_string();
+    if shown.starts_with("error performing TLS handshake") {
+        let why = source_text(e).unwrap_or_default();
+        let hint = if why.contains("does not support TLS") {
+            "; set sslmode=disable or sslmode=prefer if this server is meant to be reached \
+             without encryption"
+        } else {
+            ""
+        };
+        return Attempt::Permanent(format!("TLS failed: {why}{hint}"));
+    }
+    if shown.starts_with("invalid configuration") {
+        let why = source_text(e).unwrap_or_default();
+        let hint = if why.contains("password missing") {
+            ": the server asks for a password and none was given (DATABASE_URL or PGPASSWORD)"
+        } else {
+            ""
+        };
+        return Attempt::Permanent(format!("{shown}: {why}{hint}"));
+    }
+    Attempt::Transient(short_reason(e))
+}
+
+/// "connection refused", "timed out", ... for the progress line.
+fn short_reason(e: &tokio_postgres::Error) -> String {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
+                std::io::ErrorKind::ConnectionReset => "connection reset".into(),
+                std::io::ErrorKind::ConnectionAborted => "connection aborted".into(),
+                std::io::ErrorKind::TimedOut => "timed out".into(),
+                std::io::ErrorKind::UnexpectedEof => "server closed the connection".into(),
+                _ => io.to_string(),
+            };
+        }
+        source = s.source();
+    }
+    match source_text(e) {
+        Some(why) => format!("{e}: {why}"),
+        None => e.to_string(),
+    }
+}
+
+fn source_text(e: &tokio_postgres::Error) -> Option<String> {
+    std::error::Error::source(e).map(|s| s.to_string())
+}
+
+/// Builds the connection factory (a one-connection deadpool pool).
+fn pool(db: &Database) -> Result<Pool, Error> {
+    let mut pg = db.pg.clone();
+    pg.ssl_mode(match db.ssl_mode {
+        SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+        SslMode::Allow | SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+        SslMode::Require => tokio_postgres::config::SslMode::Require,
+    });
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(ATTEMPT_TIMEOUT);
+    }
+    pg.keepalives(true);
+    pg.keepalives_idle(Duration::from_secs(30));
+    let tls = tls::connector().map_err(Error::Internal)?;
+    let manager = Manager::from_config(
+        pg,
+        tls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(1)
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot build the connection factory: {e}")))
+}
+
+/// Connects, waiting up to `timeout` for the server to accept us (`0` = one attempt).
+pub async fn wait_for(db: &Database, timeout: Duration) -> Result<Session, Error> {
+    let pool = pool(db)?;
+    let target = db.host_port();
+    let started = Instant::now();
+    let mut delays = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(2))
+        .with_factor(1.6)
+        .with_jitter()
+        .without_max_times()
+        .build();
+    let mut attempt = 0u32;
+    let mut last_progress = Instant::now();
+    loop {
+        attempt += 1;
+        let remaining = timeout.saturating_sub(started.elapsed());
+        // The last attempt may overshoot the deadline by up to a second rather than be too short
+        // to complete a handshake; `0` (try once) gets a full attempt.
+        let per_attempt = if timeout.is_zero() {
+            ATTEMPT_TIMEOUT
+        } else {
+            remaining.clamp(Duration::from_secs(1), ATTEMPT_TIMEOUT)
+        };
+        let tried = tokio::time::timeout(per_attempt, pool.get()).await;
+        let reason = match tried {
+            Ok(Ok(client)) => {
+                let pid = client
+                    .query_one("select pg_backend_pid()", &[])
+                    .await
+                    .map(|r| r.get::<_, i32>(0))
+                    .unwrap_or_default();
+                tracing::debug!(attempt, pid, "connected to {target}");
+                if attempt > 1 {
+                    tracing::info!(
+                        "{target} accepts connections (after {} attempts, {:.1}s)",
+                        attempt,
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                return Ok(Session::new(client, pid, db.clone()));
+            }
+            Ok(Err(PoolError::Backend(e))) => match classify(&e, db) {
+                Attempt::Transient(why) => why,
+                Attempt::Permanent(why) => {
+                    return Err(Error::Refused(format!(
+                        "the database at {} refused the connection as user {:?}: {why}. Waiting \
+                         will not help, so portcullis stops now.",
+                        db.target(),
+                        db.user()
+                    )));
+                }
+            },
+            Ok(Err(other)) => other.to_string(),
+            Err(_) => "timed out".to_string(),
+        };
+        let elapsed = started.elapsed();
+        tracing::debug!(
+            attempt,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "connecting to {target} failed: {reason}"
+        );
+        if elapsed >= timeout {
+            return Err(Error::Unreachable(format!(
+                "the database at {} did not accept connections within {} ({attempt} attempt{}, \
+                 last error: {reason}). Check that it is running and reachable from here (host, \
+                 port, DNS, network policy), or raise PORTCULLIS_WAIT_TIMEOUT; a restart may help.",
+                db.target(),
+                format_duration(timeout),
+                if attempt == 1 { "" } else { "s" }
+            )));
+        }
+        if last_progress.elapsed() >= PROGRESS_EVERY || attempt == 1 {
+            last_progress = Instant::now();
+            tracing::info!(
+                "waiting for {target}: {reason} (attempt {attempt}, {:.1}s of {})",
+                elapsed.as_secs_f64(),
+                format_duration(timeout)
+            );
+        }
+        let delay = delays.next().unwrap_or(Duration::from_secs(1));
+        tokio::time::sleep(delay.min(timeout.saturating_sub(started.elapsed()))).await;
+    }
+}

@@ -1,0 +1,340 @@
+//! Drizzle's tracking table: created exactly as drizzle creates it when absent, inspected for a
+//! shape drizzle can work with, and read whole (drizzle-compat.md 2.2, E23-E30).
+
+use super::{Session, qualified, query_failed, quote_ident};
+use crate::error::Error;
+use crate::plan::HistoryRow;
+
+/// What we learned about the table, needed to write rows drizzle would write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    pub schema: String,
+    pub name: String,
+    /// `"schema"."table"`, for SQL and messages.
+    pub qualified: String,
+    /// The table has drizzle 1.0's `name` column: fill it so drizzle 1.0 does not re-apply.
+    pub has_name_column: bool,
+    /// Whether this run created the schema or table.
+    pub created: bool,
+}
+
+/// One column, as `pg_attribute` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    /// `format_type` output, e.g. `bigint`, `numeric`, `character varying(64)`.
+    pub ty: String,
+    pub not_null: bool,
+    /// Has a default or is an identity column.
+    pub has_default: bool,
+}
+
+const SCHEMA_EXISTS: &str = "select exists(select 1 from pg_namespace where nspname = $1)";
+const TABLE_KIND: &str = "\
+select c.relkind::text from pg_class c join pg_namespace n on n.oid = c.relnamespace
+ where n.nspname = $1 and c.relname = $2";
+const COLUMNS: &str = "\
+select a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+       a.atthasdef or a.attidentity <> ''
+  from pg_attribute a join pg_class c on c.oid = a.attrelid
+  join pg_namespace n on n.oid = c.relnamespace
+ where n.nspname = $1 and c.relname = $2 and a.attnum > 0 and not a.attisdropped
+ order by a.attnum";
+const ELSEWHERE: &str = "\
+select n.nspname::text, c.relname::text from pg_class c join pg_namespace n on n.oid = c.relnamespace
+ where c.relkind in ('r', 'p') and c.relname in ('__drizzle_migrations', $2)
+   and not (n.nspname = $1 and c.relname = $2)
+ order by 1, 2";
+
+/// drizzle-orm 0.x's DDL for the table, verbatim apart from the quoted names.
+fn create_table_sql(qualified: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {qualified} (\n\t\t\tid SERIAL PRIMARY KEY,\n\t\t\thash text NOT NULL,\n\t\t\tcreated_at bigint\n\t\t)"
+    )
+}
+
+/// Checks that drizzle (and we) can use the table: `hash` text-like and long enough,
+/// `created_at` bigint or numeric (pg-proxy), `id` generated, no other required column.
+/// Returns every problem found.
+pub fn check_columns(qualified: &str, columns: &[Column]) -> Result<bool, Vec<String>> {
+    let mut problems = Vec::new();
+    let find = |n: &str| columns.iter().find(|c| c.name == n);
+    match find("hash") {
+        None => problems.push("it has no `hash` column".to_string()),
+        Some(c) => {
+            let ok = c.ty == "text"
+                || c.ty == "character varying"
+                || varchar_len(&c.ty).is_some_and(|n| n >= 64);
+            if !ok {
+                problems.push(format!(
+                    "its `hash` column is {}, which cannot hold a 64-character sha256 hex; \
+                     drizzle creates it as text",
+                    c.ty
+                ));
+            }
+        }
+    }
+    match find("created_at") {
+        None => problems.push("it has no `created_at` column".to_string()),
+        Some(c) if c.ty == "bigint" || c.ty == "numeric" || c.ty.starts_with("numeric(") => {}
+        Some(c) => {
+            let why = match c.ty.as_str() {
+                "integer" | "smallint" => "too small for millisecond timestamps: inserts overflow",
+                t if t.starts_with("timestamp") || t == "date" => {
+                    "drizzle reads it as a number, gets NaN, and then never applies anything"
+                }
+                t if t == "text" || t.contains("char") => {
+                    "it sorts as text, so drizzle picks the wrong newest migration once values \
+                     differ in length"
+                }
+                _ => "drizzle compares it as a number of milliseconds",
+            };
+            problems.push(format!(
+                "its `created_at` column is {} ({why}); drizzle creates it as bigint. Convert it \
+                 (ALTER TABLE {qualified} ALTER COLUMN created_at TYPE bigint USING ...) after \
+                 taking a backup",
+                c.ty
+            ));
+        }
+    }
+    match find("id") {
+        Some(c) if !c.has_default => problems.push(
+            "its `id` column has no default, so inserts without an id fail; drizzle creates it \
+             as SERIAL"
+                .to_string(),
+        ),
+        _ => {}
+    }
+    for c in columns {
+        if !matches!(
+            c.name.as_str(),
+            "id" | "hash" | "created_at" | "name" | "applied_at"
+        ) && c.not_null
+            && !c.has_default
+        {
+            problems.push(format!(
+                "its column `{}` is NOT NULL without a default, so drizzle's inserts fail",
+                c.name
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(columns.iter().any(|c| c.name == "name"))
+    } else {
+        Err(problems)
+    }
+}
+
+fn varchar_len(ty: &str) -> Option<u32> {
+    ty.strip_prefix("character varying(")
+        .or_else(|| ty.strip_prefix("character("))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .and_then(|n| n.parse().ok())
+}
+
+/// Creates the schema and table when absent (issuing DDL only then, so a role without CREATE
+/// privilege works on an existing table, E30), checks its shape and reads every row.
+pub async fn prepare(
+    session: &Session,
+    schema: &str,
+    table: &str,
+) -> Result<(Table, Vec<HistoryRow>), Error> {
+    let client = session.client();
+    let qualified = qualified(schema, table);
+    let mut created = false;
+
+    let schema_exists: bool = client
+        .query_one(SCHEMA_EXISTS, &[&schema])
+        .await
+        .map_err(|e| query_failed("checking the migrations schema", &e))?
+        .get(0);
+    if !schema_exists {
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {}",
+                quote_ident(schema)
+            ))
+            .await
+            .map_err(|e| query_failed(&format!("creating schema {}", quote_ident(schema)), &e))?;
+        created = true;
+    }
+    let kind = client
+        .query_opt(TABLE_KIND, &[&schema, &table])
+        .await
+        .map_err(|e| query_failed("looking up the tracking table", &e))?
+        .map(|r| r.get::<_, String>(0));
+    match kind.as_deref() {
+        None => {
+            client
+                .batch_execute(&create_table_sql(&qualified))
+                .await
+                .map_err(|e| query_failed(&format!("creating {qualified}"), &e))?;
+            created = true;
+            tracing::info!("created the tracking table {qualified}");
+        }
+        Some("r" | "p") => {}
+        Some(other) => {
+            return Err(Error::History(format!(
+                "{qualified} exists but is not a table (pg_class.relkind {other:?}); drizzle \
+                 needs a plain table there. Rename that object or set \
+                 PORTCULLIS_MIGRATIONS_SCHEMA / PORTCULLIS_MIGRATIONS_TABLE to drizzle.config's \
+                 migrations.schema / migrations.table."
+            )));
+        }
+    }
+
+    let columns: Vec<Column> = client
+        .query(COLUMNS, &[&schema, &table])
+        .await
+        .map_err(|e| query_failed("reading the tracking table's columns", &e))?
+        .iter()
+        .map(|r| Column {
+            name: r.get(0),
+            ty: r.get(1),
+            not_null: r.get(2),
+            has_default: r.get(3),
+        })
+        .collect();
+    let has_name_column = check_columns(&qualified, &columns).map_err(|problems| {
+        Error::History(format!(
+            "the tracking table {qualified} does not have the shape drizzle gives it, so neither \
+             drizzle nor portcullis can use it safely; nothing was applied. {}.",
+            problems.join("; ")
+        ))
+    })?;
+
+    let rows = client
+        .query(
+            &format!("select id::int8, hash::text, created_at::text from {qualified} order by id"),
+            &[],
+        )
+        .await
+        .map_err(|e| query_failed(&format!("reading {qualified}"), &e))?;
+    let mut history = Vec::with_capacity(rows.len());
+    let mut bad = Vec::new();
+    for r in &rows {
+        let id: i64 = r.get(0);
+        let created_at: Option<String> = r.get(2);
+        let created_at = match created_at {
+            None => None,
+            Some(text) => match text.parse::<i64>() {
+                Ok(v) => Some(v),
+                Err(_) => {
+                    bad.push(format!("id {id}: created_at {text}"));
+                    continue;
+                }
+            },
+        };
+        history.push(HistoryRow {
+            id,
+            hash: r.get(1),
+            created_at,
+        });
+    }
+    if !bad.is_empty() {
+        return Err(Error::History(format!(
+            "{qualified} has created_at values that are not whole milliseconds ({}); drizzle only \
+             writes integers. Correct those rows by hand (after a backup); nothing was applied.",
+            bad.join(", ")
+        )));
+    }
+
+    if history.is_empty() {
+        let others: Vec<String> = client
+            .query(ELSEWHERE, &[&schema, &table])
+            .await
+            .map_err(|e| query_failed("looking for other tracking tables", &e))?
+            .iter()
+            .map(|r| qualified_of(&r.get::<_, String>(0), &r.get::<_, String>(1)))
+            .collect();
+        if !others.is_empty() {
+            tracing::warn!(
+                "{qualified} is empty, but {} exist(s); if this database was migrated with another \
+                 migrations.schema/table setting, set PORTCULLIS_MIGRATIONS_SCHEMA and \
+                 PORTCULLIS_MIGRATIONS_TABLE to match, or every migration will run again",
+                others.join(", ")
+            );
+        }
+    }
+
+    Ok((
+        Table {
+            schema: schema.to_string(),
+            name: table.to_string(),
+            qualified,
+            has_name_column,
+            created,
+        },
+        history,
+    ))
+}
+
+fn qualified_of(schema: &str, table: &str) -> String {
+    qualified(schema, table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(name: &str, ty: &str, not_null: bool, has_default: bool) -> Column {
+        Column {
+            name: name.into(),
+            ty: ty.into(),
+            not_null,
+            has_default,
+        }
+    }
+
+    fn drizzle_columns() -> Vec<Column> {
+        vec![
+            col("id", "integer", true, true),
+            col("hash", "text", true, false),
+            col("created_at", "bigint", false, false),
+        ]
+    }
+
+    #[test]
+    fn drizzle_shapes_are_accepted() {
+        assert_eq!(check_columns("t", &drizzle_columns()), Ok(false));
+        let mut numeric = drizzle_columns();
+        numeric[2].ty = "numeric".into();
+        assert_eq!(check_columns("t", &numeric), Ok(false));
+        let mut v1 = drizzle_columns();
+        v1.push(col("name", "text", false, false));
+        v1.push(col("applied_at", "timestamp with time zone", false, true));
+        assert_eq!(check_columns("t", &v1), Ok(true));
+    }
+
+    #[test]
+    fn broken_shapes_are_explained() {
+        for (ty, needle) in [
+            ("integer", "overflow"),
+            ("text", "sorts as text"),
+            ("timestamp without time zone", "NaN"),
+        ] {
+            let mut cols = drizzle_columns();
+            cols[2].ty = ty.into();
+            let p = check_columns("t", &cols).unwrap_err();
+            assert!(p[0].contains(needle), "{ty}: {p:?}");
+        }
+        let mut cols = drizzle_columns();
+        cols[1].ty = "character varying(32)".into();
+        cols[0].has_default = false;
+        cols.push(col("owner", "text", true, false));
+        let p = check_columns("t", &cols).unwrap_err();
+        assert_eq!(p.len(), 3, "{p:?}");
+        let mut cols = drizzle_columns();
+        cols.remove(1);
+        assert!(check_columns("t", &cols).unwrap_err()[0].contains("no `hash`"));
+    }
+
+    #[test]
+    fn ddl_is_drizzles() {
+        let sql = create_table_sql("\"drizzle\".\"__drizzle_migrations\"");
+        assert!(sql.starts_with("CREATE TABLE IF NOT EXISTS \"drizzle\".\"__drizzle_migrations\""));
+        assert!(sql.contains("id SERIAL PRIMARY KEY"));
+        assert!(sql.contains("hash text NOT NULL"));
+        assert!(sql.contains("created_at bigint"));
+    }
+}

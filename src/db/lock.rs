@@ -1,0 +1,165 @@
+//! The session-level advisory lock that makes exactly one runner migrate at a time.
+//!
+//! Key: the first 8 bytes (big-endian, as a signed 64-bit integer) of
+//! sha256("portcullis" NUL schema NUL table) (NUL cannot occur in an identifier), so runners sharing a tracking table exclude each
+//! other and projects with separate tables do not. Advisory locks are per database already.
+//! It is taken with `pg_try_advisory_lock`, polled with backoff, so a waiting runner never sits
+//! in a server-side lock queue, and it is released explicitly (and by the server when the session
+//! ends, whatever way the process ends).
+
+use super::{Session, query_failed};
+use crate::config::format_duration;
+use crate::error::Error;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use sha2::{Digest, Sha256};
+use std::time::{Duration, Instant};
+
+/// The key of the default table `"drizzle"."__drizzle_migrations"` (see the unit test).
+pub const DEFAULT_KEY_FOR_DOCS: i64 = -8_126_967_830_540_195_935;
+
+const REPORT_EVERY: Duration = Duration::from_secs(5);
+
+/// The advisory lock key for a tracking table.
+pub fn key(schema: &str, table: &str) -> i64 {
+    let digest = Sha256::digest(format!("portcullis\0{schema}\0{table}").as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
+}
+
+/// Who holds the lock, as one line per session, from pg_locks + pg_stat_activity.
+const HOLDERS: &str = "\
+select l.pid, coalesce(a.application_name, ''), coalesce(host(a.client_addr), 'local socket'),
+       coalesce(a.state, 'unknown'),
+       coalesce(extract(epoch from now() - a.backend_start)::float8, 0),
+       coalesce(extract(epoch from now() - a.state_change)::float8, 0)
+  from pg_locks l left join pg_stat_activity a on a.pid = l.pid
+ where l.locktype = 'advisory' and l.granted
+   and l.database = (select oid from pg_database where datname = current_database())
+   and l.classid = $1 and l.objid = $2 and l.objsubid = 1";
+
+async fn holders(session: &Session, key: i64) -> Vec<String> {
+    let classid = ((key as u64) >> 32) as u32;
+    let objid = (key as u64 & 0xffff_ffff) as u32;
+    match session.client().query(HOLDERS, &[&classid, &objid]).await {
+        Ok(rows) => rows
+            .iter()
+            .map(|r| {
+                format!(
+                    "pid {} ({:?} from {}, {} for {:.0}s, connected {:.0}s ago)",
+                    r.get::<_, i32>(0),
+                    r.get::<_, String>(1),
+                    r.get::<_, String>(2),
+                    r.get::<_, String>(3),
+                    r.get::<_, f64>(5),
+                    r.get::<_, f64>(4)
+                )
+            })
+            .collect(),
+        Err(e) => vec![format!("(could not list the holder: {e})")],
+    }
+}
+
+/// Takes the lock, waiting up to `timeout`.
+pub async fn acquire(
+    session: &Session,
+    key: i64,
+    table: &str,
+    timeout: Duration,
+) -> Result<(), Error> {
+    let started = Instant::now();
+    let mut delays = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(1))
+        .with_jitter()
+        .without_max_times()
+        .build();
+    let mut last_report: Option<Instant> = None;
+    loop {
+        let got: bool = session
+            .client()
+            .query_one("select pg_try_advisory_lock($1)", &[&key])
+            .await
+            .map_err(|e| query_failed("taking the advisory lock", &e))?
+            .get(0);
+        if got {
+            if last_report.is_some() {
+                tracing::info!(
+                    "took the migration lock after waiting {:.1}s",
+                    started.elapsed().as_secs_f64()
+                );
+            } else {
+                tracing::debug!(key, "took the migration lock");
+            }
+            return Ok(());
+        }
+        let waited = started.elapsed();
+        if waited >= timeout {
+            let who = holders(session, key).await;
+            return Err(Error::LockTimeout(format!(
+                "another runner held the migration lock for {table} for the whole \
+                 PORTCULLIS_LOCK_WAIT_TIMEOUT ({}); held by {}. If that runner is stuck, stop it \
+                 (SELECT pg_terminate_backend(<pid>)); if it is just slow, raise \
+                 PORTCULLIS_LOCK_WAIT_TIMEOUT. A restart may help.",
+                format_duration(timeout),
+                if who.is_empty() {
+                    "a session that has just released it".to_string()
+                } else {
+                    who.join("; ")
+                }
+            )));
+        }
+        if last_report.is_none_or(|t| t.elapsed() >= REPORT_EVERY) {
+            last_report = Some(Instant::now());
+            let who = holders(session, key).await;
+            tracing::info!(
+                "waiting for the migration lock on {table} ({:.1}s of {}); held by {}",
+                waited.as_secs_f64(),
+                format_duration(timeout),
+                if who.is_empty() {
+                    "nobody any more".to_string()
+                } else {
+                    who.join("; ")
+                }
+            );
+        }
+        let delay = delays.next().unwrap_or(Duration::from_secs(1));
+        tokio::time::sleep(delay.min(timeout.saturating_sub(started.elapsed()))).await;
+    }
+}
+
+/// Releases the lock. A failure is only logged: the server releases it when the session ends.
+pub async fn release(session: &Session, key: i64) {
+    match session
+        .client()
+        .query_one("select pg_advisory_unlock($1)", &[&key])
+        .await
+    {
+        Ok(row) if row.get::<_, bool>(0) => tracing::debug!(key, "released the migration lock"),
+        Ok(_) => tracing::warn!("the migration lock was not held when releasing it"),
+        Err(e) => tracing::debug!(
+            "could not release the migration lock ({e}); the server releases it with the session"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_depends_on_schema_and_table_only() {
+        assert_eq!(
+            key("drizzle", "__drizzle_migrations"),
+            key("drizzle", "__drizzle_migrations")
+        );
+        assert_ne!(
+            key("drizzle", "__drizzle_migrations"),
+            key("other", "__drizzle_migrations")
+        );
+        assert_ne!(key("a.b", "c"), key("a", "b.c"));
+        // Pinned: the README documents this value for the default table, so operators can find
+        // the lock in pg_locks; changing it would let old and new runners migrate at once.
+        assert_eq!(key("drizzle", "__drizzle_migrations"), DEFAULT_KEY_FOR_DOCS);
+    }
+}

@@ -1,0 +1,108 @@
+//! The one error type. Each variant is a class of failure with its own exit code; the message
+//! inside is a full sentence, written where the subject (variable, file, migration, statement)
+//! is known, and it always ends with what the operator should do next.
+
+use crate::exit::ExitCode;
+use std::fmt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Configuration or usage invalid; the message names the variable or flag.
+    #[error("{0}")]
+    Config(String),
+    /// The migrations folder is unusable; the message names the file (and line:column).
+    #[error("{0}")]
+    Source(String),
+    /// The tracking table disagrees with the folder; the message names each migration.
+    #[error("{0}")]
+    History(String),
+    /// The database did not accept connections before the wait deadline.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The database refused us in a way that waiting cannot fix.
+    #[error("{0}")]
+    Refused(String),
+    /// Another runner held the advisory lock for the whole lock wait timeout.
+    #[error("{0}")]
+    LockTimeout(String),
+    /// A migration failed and was rolled back.
+    #[error("{0}")]
+    MigrationFailed(Box<MigrationFailure>),
+    /// A bug, or something the database did that we did not expect.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The exit code for this error: the contract in `exit.rs`, chosen here and applied in `main`.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Error::Config(_) => ExitCode::Config,
+            Error::Source(_) => ExitCode::Source,
+            Error::History(_) => ExitCode::History,
+            Error::Unreachable(_) => ExitCode::Unreachable,
+            Error::Refused(_) => ExitCode::Refused,
+            Error::LockTimeout(_) => ExitCode::LockTimeout,
+            Error::MigrationFailed(_) => ExitCode::MigrationFailed,
+            Error::Internal(_) => ExitCode::Internal,
+        }
+    }
+}
+
+/// Everything an operator needs to find and fix a failed statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationFailure {
+    /// Journal tag of the failed migration.
+    pub tag: String,
+    /// Path of its SQL file as configured (relative paths stay relative).
+    pub file: String,
+    /// 1-based number of the failed chunk (statement-breakpoint section) and how many there are.
+    pub chunk: usize,
+    pub chunks: usize,
+    /// 1-based line and column inside the file, from the server's error position when it sent
+    /// one, else where the chunk starts.
+    pub line: usize,
+    pub column: usize,
+    /// Whether line:column points at the error itself (true) or only at the chunk's start.
+    pub exact_position: bool,
+    /// The first non-blank line of the failed statement, for orientation.
+    pub statement_excerpt: String,
+    pub sqlstate: String,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+    /// What happened to the run's other work (rolled back, or committed in `each` mode).
+    pub consequence: String,
+}
+
+impl fmt::Display for MigrationFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = if self.exact_position {
+            format!("{}:{}:{}", self.file, self.line, self.column)
+        } else {
+            format!("{}:{} (the statement starting there)", self.file, self.line)
+        };
+        write!(
+            f,
+            "migration {} failed at {} in statement {} of {} (`{}`): ERROR {} {}",
+            self.tag,
+            at,
+            self.chunk,
+            self.chunks,
+            self.statement_excerpt,
+            self.sqlstate,
+            self.message
+        )?;
+        if let Some(detail) = &self.detail {
+            write!(f, "; DETAIL: {detail}")?;
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, "; HINT: {hint}")?;
+        }
+        write!(
+            f,
+            ". {} Fix the SQL in {} (or the database state it conflicts with) and deploy again.",
+            self.consequence, self.file
+        )
+    }
+}

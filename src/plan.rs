@@ -1,0 +1,525 @@
+//! History rows + local migrations -> what each migration's state is and what to apply (pure).
+//!
+//! Pending follows drizzle 0.x exactly: an entry is pending when its `when` is greater than the
+//! newest `created_at` (the high-water mark), so the rows we write are the rows drizzle would.
+//! Beyond drizzle, every entry at or below the mark is matched against the rows, which finds what
+//! drizzle silently gets wrong: out-of-order entries it would skip forever, applied files that were
+//! edited, and NULL `created_at` rows that would make it re-run everything.
+
+use crate::config::OutOfOrder;
+use crate::error::Error;
+use crate::report::utc;
+use crate::source::Migration;
+use crate::source::split::cosmetic_variant_hashes;
+
+/// One row of drizzle's tracking table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRow {
+    pub id: i64,
+    pub hash: String,
+    pub created_at: Option<i64>,
+}
+
+/// What a local migration is, relative to the tracking table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Recorded. `moved` when matched by hash under another `created_at` (its `when` changed).
+    Applied { row_id: i64, moved: bool },
+    /// Newer than the mark: drizzle would apply it now.
+    Pending,
+    /// Older than the mark and not recorded: drizzle 0.x skips it silently forever.
+    OutOfOrder,
+    /// Recorded under its `when`, but the file's hash differs. `cosmetic` when the difference is
+    /// only line endings or a BOM (a git `autocrlf` checkout, an editor).
+    Edited {
+        row_id: i64,
+        recorded_hash: String,
+        cosmetic: bool,
+    },
+}
+
+/// The analysis of one folder against one tracking table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The newest non-NULL `created_at`, drizzle's high-water mark.
+    pub mark: Option<i64>,
+    /// One state per migration, in folder order.
+    pub states: Vec<State>,
+    /// Rows that match no local migration: written by a newer image (a rollback deploy), or by
+    /// another project sharing the table.
+    pub unknown_rows: Vec<HistoryRow>,
+    /// Rows with `created_at` NULL: drizzle would re-run every migration.
+    pub null_rows: Vec<HistoryRow>,
+}
+
+/// What to do now, once the plan passed the checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Positions (indices into the folder's migrations) to apply, in folder order.
+    pub apply: Vec<usize>,
+    /// Things an operator should know that do not stop the run.
+    pub warnings: Vec<String>,
+    /// Things worth an info line (rows from a newer image).
+    pub notes: Vec<String>,
+}
+
+impl Plan {
+    /// Matches rows to migrations. Pure: no database, no disk.
+    pub fn analyse(migrations: &[Migration], rows: &[HistoryRow]) -> Plan {
+        let mark = rows.iter().filter_map(|r| r.created_at).max();
+        let mut claimed = vec![false; rows.len()];
+        let mut states: Vec<Option<State>> = vec![None; migrations.len()];
+
+        // 1. Exact matches: same `created_at` and same hash.
+        for (i, m) in migrations.iter().enumerate() {
+            if let Some(r) = (0..rows.len()).find(|&r| {
+                !claimed[r] && rows[r].created_at == Some(m.when) && rows[r].hash == m.hash
+            }) {
+                claimed[r] = true;
+                states[i] = Some(State::Applied {
+                    row_id: rows[r].id,
+                    moved: false,
+                });
+            }
+        }
+        // 2. Newer than the mark: pending, by drizzle's rule.
+        for (i, m) in migrations.iter().enumerate() {
+            if states[i].is_none() && mark.is_none_or(|mark| m.when > mark) {
+                states[i] = Some(State::Pending);
+            }
+        }
+        // 3. A row under this `when` with another hash: the file was edited after it was applied.
+        for (i, m) in migrations.iter().enumerate() {
+            if states[i].is_some() {
+                continue;
+            }
+            if let Some(r) =
+                (0..rows.len()).find(|&r| !claimed[r] && rows[r].created_at == Some(m.when))
+            {
+                claimed[r] = true;
+                let cosmetic = cosmetic_variant_hashes(&m.text).contains(&rows[r].hash);
+                states[i] = Some(State::Edited {
+                    row_id: rows[r].id,
+                    recorded_hash: rows[r].hash.clone(),
+                    cosmetic,
+                });
+            }
+        }
+        // 4. Recorded by hash under another `created_at` (or NULL): applied, but its `when` moved.
+        for (i, m) in migrations.iter().enumerate() {
+            if states[i].is_some() {
+                continue;
+            }
+            if let Some(r) = (0..rows.len()).find(|&r| !claimed[r] && rows[r].hash == m.hash) {
+                claimed[r] = true;
+                states[i] = Some(State::Applied {
+                    row_id: rows[r].id,
+                    moved: true,
+                });
+            }
+        }
+        // 5. Everything else at or below the mark was never applied: out of order.
+        let states = states
+            .into_iter()
+            .map(|s| s.unwrap_or(State::OutOfOrder))
+            .collect();
+        let unknown_rows = rows
+            .iter()
+            .zip(&claimed)
+            .filter(|(r, c)| !**c && r.created_at.is_some())
+            .map(|(r, _)| r.clone())
+            .collect();
+        let null_rows = rows
+            .iter()
+            .filter(|r| r.created_at.is_none())
+            .cloned()
+            .collect();
+        Plan {
+            mark,
+            states,
+            unknown_rows,
+            null_rows,
+        }
+    }
+
+    /// Positions of the migrations drizzle would apply now (its pending rule alone).
+    pub fn pending(&self) -> Vec<usize> {
+        self.positions(|s| matches!(s, State::Pending))
+    }
+
+    /// Positions of out-of-order migrations.
+    pub fn out_of_order(&self) -> Vec<usize> {
+        self.positions(|s| matches!(s, State::OutOfOrder))
+    }
+
+    fn positions(&self, f: impl Fn(&State) -> bool) -> Vec<usize> {
+        self.states
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| f(s))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Checks the plan against the policy and says what to apply. Every blocking problem is
+    /// reported at once (exit 4), each naming the migration and the way out.
+    pub fn decide(
+        &self,
+        migrations: &[Migration],
+        policy: OutOfOrder,
+        table: &str,
+    ) -> Result<Decision, Error> {
+        let mut problems = Vec::new();
+        let mut warnings = Vec::new();
+        let mut notes = Vec::new();
+        let newest = self.mark.map(|mark| {
+            migrations
+                .iter()
+                .find(|m| m.when == mark)
+                .map(|m| format!("{} ({})", m.tag, utc(mark)))
+                .unwrap_or_else(|| format!("created_at {mark} ({})", utc(mark)))
+        });
+
+        if !self.null_rows.is_empty() {
+            let mut fixes = Vec::new();
+            for r in &self.null_rows {
+                match migrations.iter().find(|m| m.hash == r.hash) {
+                    Some(m) => fixes.push(format!(
+                        "UPDATE {table} SET created_at = {} WHERE id = {};  -- {}",
+                        m.when, r.id, m.tag
+                    )),
+                    None => fixes.push(format!(
+                        "-- row id {} matches no local migration by hash; delete it if it is junk: \
+                         DELETE FROM {table} WHERE id = {};",
+                        r.id, r.id
+                    )),
+                }
+            }
+            problems.push(format!(
+                "{table} has {} row(s) with created_at NULL (ids {}). drizzle-kit sorts NULL first \
+                 and would re-run every migration; portcullis refuses instead. Give each row its \
+                 migration's `when`:\n      {}",
+                self.null_rows.len(),
+                self.null_rows
+                    .iter()
+                    .map(|r| r.id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                fixes.join("\n      ")
+            ));
+        }
+
+        for (i, state) in self.states.iter().enumerate() {
+            let m = &migrations[i];
+            match state {
+                State::Edited {
+                    row_id,
+                    recorded_hash,
+                    cosmetic: true,
+                } => warnings.push(format!(
+                    "{} ({}) differs from what was applied (row id {row_id}) only in line endings \
+                     or a byte order mark: recorded hash {}, file hash {}. Check git's autocrlf \
+                     setting; the content is the same, so the run goes on",
+                    m.tag,
+                    m.file(),
+                    short(recorded_hash),
+                    short(&m.hash)
+                )),
+                State::Edited {
+                    row_id,
+                    recorded_hash,
+                    cosmetic: false,
+                } => problems.push(format!(
+                    "{} ({}) was edited after it was applied (row id {row_id}): the recorded hash is \
+                     {} but the file's is {}. The database has the old version; the edit will never \
+                     run. Restore the file as it was applied (git log -p -- {}) and put the change \
+                     in a new migration (drizzle-kit generate)",
+                    m.tag,
+                    m.file(),
+                    short(recorded_hash),
+                    short(&m.hash),
+                    m.file()
+                )),
+                State::Applied { row_id, moved: true } => warnings.push(format!(
+                    "{} ({}) is recorded (row id {row_id}) under another created_at than its \
+                     journal `when` {}; the journal entry was changed after it was applied",
+                    m.tag,
+                    m.file(),
+                    m.when
+                )),
+                State::OutOfOrder if policy == OutOfOrder::Error => problems.push(format!(
+                    "{} ({}, when {}) was never applied, but it is older than the newest applied \
+                     migration {}, so drizzle-kit would skip it silently forever (typically a \
+                     migration generated on a branch merged after a newer one was deployed). Either \
+                     set PORTCULLIS_OUT_OF_ORDER=apply to apply it now (fine when it does not depend \
+                     on the newer migrations), or give it a newer place: remove it with `drizzle-kit \
+                     drop` and generate it again",
+                    m.tag,
+                    m.file(),
+                    utc(m.when),
+                    newest.as_deref().unwrap_or("?")
+                )),
+                State::OutOfOrder if policy == OutOfOrder::Skip => warnings.push(format!(
+                    "{} ({}) is out of order (older than the newest applied migration {}) and is \
+                     skipped because PORTCULLIS_OUT_OF_ORDER=skip; its SQL has never run here",
+                    m.tag,
+                    m.file(),
+                    newest.as_deref().unwrap_or("?")
+                )),
+                _ => {}
+            }
+        }
+        if !problems.is_empty() {
+            let mut msg = format!(
+                "the tracking table {table} disagrees with the migrations folder; nothing was \
+                 applied. {} problem(s):",
+                problems.len()
+            );
+            for (n, p) in problems.iter().enumerate() {
+                msg.push_str(&format!("\n  {}. {p}.", n + 1));
+            }
+            return Err(Error::History(msg));
+        }
+
+        if !self.unknown_rows.is_empty() {
+            notes.push(format!(
+                "{} row(s) of {table} match no migration in this folder (ids {}, newest created_at \
+                 {}): a newer release has migrated this database (normal during a rollback), or \
+                 another project shares the table",
+                self.unknown_rows.len(),
+                self.unknown_rows
+                    .iter()
+                    .map(|r| r.id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.unknown_rows
+                    .iter()
+                    .filter_map(|r| r.created_at)
+                    .max()
+                    .map(utc)
+                    .unwrap_or_default()
+            ));
+        }
+        let apply = self
+            .states
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                matches!(s, State::Pending)
+                    || (policy == OutOfOrder::Apply && matches!(s, State::OutOfOrder))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        Ok(Decision {
+            apply,
+            warnings,
+            notes,
+        })
+    }
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn m(position: usize, when: i64, sql: &str) -> Migration {
+        Migration::new(
+            position,
+            &format!("{position:04}_m"),
+            when,
+            PathBuf::from(format!("migrations/{position:04}_m.sql")),
+            sql.as_bytes(),
+        )
+    }
+
+    fn row(id: i64, mig: &Migration) -> HistoryRow {
+        HistoryRow {
+            id,
+            hash: mig.hash.clone(),
+            created_at: Some(mig.when),
+        }
+    }
+
+    const T: &str = "\"drizzle\".\"__drizzle_migrations\"";
+
+    #[test]
+    fn empty_table_makes_everything_pending() {
+        let ms = vec![m(0, 10, "a"), m(1, 20, "b")];
+        let p = Plan::analyse(&ms, &[]);
+        assert_eq!(p.mark, None);
+        assert_eq!(p.pending(), vec![0, 1]);
+        let d = p.decide(&ms, OutOfOrder::Error, T).unwrap();
+        assert_eq!(d.apply, vec![0, 1]);
+    }
+
+    #[test]
+    fn high_water_mark_is_strict_and_in_journal_order() {
+        // Journal order 30, 20, 40 with mark 20: 30 and 40 pending, applied in journal order.
+        let ms = vec![m(0, 30, "a"), m(1, 20, "b"), m(2, 40, "c")];
+        let rows = vec![row(1, &ms[1])];
+        let p = Plan::analyse(&ms, &rows);
+        assert_eq!(p.mark, Some(20));
+        assert_eq!(p.pending(), vec![0, 2]);
+        assert_eq!(
+            p.states[1],
+            State::Applied {
+                row_id: 1,
+                moved: false
+            }
+        );
+        // An entry equal to the mark is not pending (E17): it is applied or out of order.
+        let ms2 = vec![m(0, 20, "x")];
+        let p2 = Plan::analyse(&ms2, &rows);
+        assert!(p2.pending().is_empty());
+    }
+
+    #[test]
+    fn fully_applied_is_a_no_op() {
+        let ms = vec![m(0, 10, "a"), m(1, 20, "b")];
+        let rows = vec![row(1, &ms[0]), row(2, &ms[1])];
+        let d = Plan::analyse(&ms, &rows)
+            .decide(&ms, OutOfOrder::Error, T)
+            .unwrap();
+        assert!(d.apply.is_empty());
+        assert!(d.warnings.is_empty() && d.notes.is_empty());
+    }
+
+    #[test]
+    fn out_of_order_follows_the_policy() {
+        // 0 and 2 applied; 1 (older than the mark 30) never was.
+        let ms = vec![m(0, 10, "a"), m(1, 20, "b"), m(2, 30, "c"), m(3, 40, "d")];
+        let rows = vec![row(1, &ms[0]), row(2, &ms[2])];
+        let p = Plan::analyse(&ms, &rows);
+        assert_eq!(p.out_of_order(), vec![1]);
+        assert_eq!(p.pending(), vec![3]);
+
+        let err = p.decide(&ms, OutOfOrder::Error, T).unwrap_err();
+        assert!(matches!(err, Error::History(_)));
+        let msg = err.to_string();
+        assert!(msg.contains("0001_m"), "{msg}");
+        assert!(msg.contains("PORTCULLIS_OUT_OF_ORDER=apply"), "{msg}");
+        assert!(msg.contains("drizzle-kit"), "{msg}");
+
+        let d = p.decide(&ms, OutOfOrder::Apply, T).unwrap();
+        assert_eq!(d.apply, vec![1, 3]);
+        let d = p.decide(&ms, OutOfOrder::Skip, T).unwrap();
+        assert_eq!(d.apply, vec![3]);
+        assert_eq!(d.warnings.len(), 1);
+    }
+
+    #[test]
+    fn edited_files_are_refused_but_line_endings_only_warn() {
+        let ms = vec![m(0, 10, "create table a();\n"), m(1, 20, "b")];
+        let mut rows = vec![row(1, &ms[0]), row(2, &ms[1])];
+        rows[0].hash = crate::source::split::hash("create table a (id int);\n");
+        let p = Plan::analyse(&ms, &rows);
+        assert!(matches!(
+            p.states[0],
+            State::Edited {
+                cosmetic: false,
+                ..
+            }
+        ));
+        let msg = p.decide(&ms, OutOfOrder::Error, T).unwrap_err().to_string();
+        assert!(msg.contains("0000_m") && msg.contains("edited"), "{msg}");
+
+        rows[0].hash = crate::source::split::hash("create table a();\r\n");
+        let p = Plan::analyse(&ms, &rows);
+        assert!(matches!(p.states[0], State::Edited { cosmetic: true, .. }));
+        let d = p.decide(&ms, OutOfOrder::Error, T).unwrap();
+        assert!(d.apply.is_empty());
+        assert!(d.warnings[0].contains("line endings"), "{:?}", d.warnings);
+    }
+
+    #[test]
+    fn null_created_at_is_refused_with_the_fix() {
+        let ms = vec![m(0, 10, "a"), m(1, 20, "b")];
+        let rows = vec![
+            HistoryRow {
+                id: 7,
+                hash: ms[0].hash.clone(),
+                created_at: None,
+            },
+            HistoryRow {
+                id: 8,
+                hash: "f".repeat(64),
+                created_at: None,
+            },
+        ];
+        let p = Plan::analyse(&ms, &rows);
+        assert_eq!(p.null_rows.len(), 2);
+        let msg = p.decide(&ms, OutOfOrder::Apply, T).unwrap_err().to_string();
+        assert!(msg.contains("created_at NULL"), "{msg}");
+        assert!(msg.contains("SET created_at = 10 WHERE id = 7"), "{msg}");
+        assert!(msg.contains("DELETE FROM"), "{msg}");
+    }
+
+    #[test]
+    fn rows_from_a_newer_release_are_only_noted() {
+        let ms = vec![m(0, 10, "a")];
+        let rows = vec![
+            row(1, &ms[0]),
+            HistoryRow {
+                id: 2,
+                hash: "e".repeat(64),
+                created_at: Some(50),
+            },
+        ];
+        let p = Plan::analyse(&ms, &rows);
+        assert_eq!(p.unknown_rows.len(), 1);
+        let d = p.decide(&ms, OutOfOrder::Error, T).unwrap();
+        assert!(d.apply.is_empty());
+        assert_eq!(d.notes.len(), 1);
+        assert!(d.notes[0].contains("newer release"), "{:?}", d.notes);
+    }
+
+    #[test]
+    fn identical_files_are_matched_by_when_first() {
+        // Two untouched --custom files have the same hash (E41); only the first is applied, and
+        // the second (when below the mark? no: above) stays pending by drizzle's rule.
+        let ms = vec![m(0, 10, "-- custom"), m(1, 20, "-- custom")];
+        let rows = vec![row(1, &ms[0])];
+        let p = Plan::analyse(&ms, &rows);
+        assert_eq!(p.pending(), vec![1]);
+        // With a newer row present, the second is out of order, not "applied by hash".
+        let rows = vec![
+            row(1, &ms[0]),
+            HistoryRow {
+                id: 2,
+                hash: "e".repeat(64),
+                created_at: Some(30),
+            },
+        ];
+        let p = Plan::analyse(&ms, &rows);
+        assert_eq!(p.out_of_order(), vec![1]);
+    }
+
+    #[test]
+    fn a_moved_when_is_applied_by_hash() {
+        let ms = vec![m(0, 15, "a"), m(1, 20, "b")];
+        let rows = vec![
+            HistoryRow {
+                id: 1,
+                hash: ms[0].hash.clone(),
+                created_at: Some(10),
+            },
+            row(2, &ms[1]),
+        ];
+        let p = Plan::analyse(&ms, &rows);
+        assert_eq!(
+            p.states[0],
+            State::Applied {
+                row_id: 1,
+                moved: true
+            }
+        );
+        let d = p.decide(&ms, OutOfOrder::Error, T).unwrap();
+        assert!(d.apply.is_empty());
+        assert_eq!(d.warnings.len(), 1);
+    }
+}

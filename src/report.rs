@@ -1,0 +1,125 @@
+//! What happened, in words: dates, the run summary, and names derived from timestamps. Pure
+//! functions of values, so each line can be tested exactly.
+
+use std::time::Duration;
+
+/// Civil date (year, month, day) of a day count since 1970-01-01 (proleptic Gregorian).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    // Shift the epoch to 0000-03-01 so leap days fall at the end of each 400-year era.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// (year, month, day, hour, minute, second) in UTC of a Unix millisecond timestamp.
+fn utc_parts(ms: i64) -> (i64, u32, u32, u32, u32, u32) {
+    let secs = ms.div_euclid(1000);
+    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+    let rem = secs.rem_euclid(86_400);
+    (
+        y,
+        mo,
+        d,
+        (rem / 3600) as u32,
+        ((rem % 3600) / 60) as u32,
+        (rem % 60) as u32,
+    )
+}
+
+/// `2023-03-31 14:12:03 UTC` for a journal `when` (milliseconds).
+pub fn utc(ms: i64) -> String {
+    let (y, mo, d, h, mi, s) = utc_parts(ms);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02} UTC")
+}
+
+/// The folder name `drizzle-kit up` gives a journal entry when converting to the 1.0 layout:
+/// the UTC `YYYYMMDDHHmmss` of `when`, `_`, and the tag without its first `_`-separated part
+/// (drizzle-compat.md 4.6). Written into a 1.0-shaped table's `name` column so drizzle 1.0
+/// recognises the migration as applied.
+pub fn drizzle_up_folder_name(tag: &str, when: i64) -> String {
+    let (y, mo, d, h, mi, s) = utc_parts(when);
+    let rest = tag.split('_').skip(1).collect::<Vec<_>>().join("_");
+    format!("{y:04}{mo:02}{d:02}{h:02}{mi:02}{s:02}_{rest}")
+}
+
+/// The last line of a successful migrate.
+pub fn summary(applied: &[(String, Duration)], total: Duration, known: usize) -> String {
+    if applied.is_empty() {
+        return format!(
+            "up to date, {known} migration{} applied, nothing pending",
+            if known == 1 { "" } else { "s" }
+        );
+    }
+    let tags: Vec<&str> = applied.iter().map(|(t, _)| t.as_str()).collect();
+    let listed = if tags.len() > 10 {
+        format!(
+            "{} ... {} ({} in all)",
+            tags[..5].join(", "),
+            tags[tags.len() - 2..].join(", "),
+            tags.len()
+        )
+    } else {
+        tags.join(", ")
+    };
+    format!(
+        "applied {} migration{} in {} ms: {listed}",
+        applied.len(),
+        if applied.len() == 1 { "" } else { "s" },
+        total.as_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_utc() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        // drizzle's own fixture: 0000_puzzling_flatman, when 1680271923328.
+        assert_eq!(utc(1_680_271_923_328), "2023-03-31 14:12:03 UTC");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(4_107_542_399_000), "2100-02-28 23:59:59 UTC");
+    }
+
+    #[test]
+    fn up_folder_names_match_drizzle_kit_up() {
+        assert_eq!(
+            drizzle_up_folder_name("0000_puzzling_flatman", 1_680_271_923_328),
+            "20230331141203_puzzling_flatman"
+        );
+        assert_eq!(
+            drizzle_up_folder_name("20240101120000_init", 1_680_271_923_328),
+            "20230331141203_init"
+        );
+        assert_eq!(drizzle_up_folder_name("init", 0), "19700101000000_");
+    }
+
+    #[test]
+    fn summaries() {
+        assert_eq!(
+            summary(&[], Duration::from_millis(3), 120),
+            "up to date, 120 migrations applied, nothing pending"
+        );
+        let applied = vec![
+            ("0012_x".to_string(), Duration::from_millis(100)),
+            ("0013_y".to_string(), Duration::from_millis(200)),
+        ];
+        assert_eq!(
+            summary(&applied, Duration::from_millis(412), 14),
+            "applied 2 migrations in 412 ms: 0012_x, 0013_y"
+        );
+        let many: Vec<_> = (0..12).map(|i| (format!("m{i}"), Duration::ZERO)).collect();
+        assert!(
+            summary(&many, Duration::ZERO, 12)
+                .contains("m0, m1, m2, m3, m4 ... m10, m11 (12 in all)")
+        );
+    }
+}
