@@ -1,0 +1,546 @@
+//! Every exit code of the contract that `migrate` can produce, each on a real PostgreSQL (or
+//! before connecting, for configuration and folder errors), with the message an operator sees.
+
+use crate::run::*;
+use crate::support::{Cluster, PASSWORD, execute, free_port, query};
+use std::time::{Duration, Instant};
+
+// ---- 2: configuration -------------------------------------------------------------------
+
+#[test]
+fn exit_2_for_bad_configuration_before_anything_else() {
+    let url = Cluster::shared().url("postgres");
+    let out = run(command(&url, &example_dir())
+        .env("PORTCULLIS_WAIT_TIMOUT", "5s")
+        .arg("migrate"));
+    out.expect(2);
+    assert!(
+        out.stderr.contains("did you mean PORTCULLIS_WAIT_TIMEOUT"),
+        "{}",
+        out.stderr
+    );
+
+    let out = run(command(&url, &example_dir())
+        .env("PORTCULLIS_LOCK_WAIT_TIMEOUT", "10")
+        .arg("migrate"));
+    out.expect(2);
+    assert!(
+        out.stderr.contains("PORTCULLIS_LOCK_WAIT_TIMEOUT"),
+        "{}",
+        out.stderr
+    );
+
+    // A flag value is checked the same way.
+    let out = run(command(&url, &example_dir()).args(["migrate", "--out-of-order", "sometimes"]));
+    out.expect(2);
+    assert!(
+        out.stderr.contains("PORTCULLIS_OUT_OF_ORDER"),
+        "{}",
+        out.stderr
+    );
+
+    // Unknown flags and commands are usage errors.
+    run(command(&url, &example_dir()).arg("--no-such-flag")).expect(2);
+    run(command(&url, &example_dir()).arg("frobnicate")).expect(2);
+
+    // No database at all.
+    let out = run(std::process::Command::new(BIN).env_clear().arg("migrate"));
+    out.expect(2);
+    assert!(out.stderr.contains("DATABASE_URL"), "{}", out.stderr);
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    let out = run(std::process::Command::new(BIN).arg("--help"));
+    out.expect(0);
+    assert!(out.stdout.contains("migrate") && out.stdout.contains("--wait-timeout"));
+    let out = run(std::process::Command::new(BIN).arg("--version"));
+    out.expect(0);
+    assert!(out.stdout.starts_with("portcullis "));
+}
+
+// ---- 3: folder ------------------------------------------------------------------------------
+
+/// Folder errors exit 3 without connecting: the URL points at a closed port, and the run must
+/// not wait for it.
+fn folder_error(folder: &Folder) -> Output {
+    let url = format!("postgres://postgres:{PASSWORD}@127.0.0.1:{}/x", free_port());
+    let out = run(command(&url, folder.path())
+        .env("PORTCULLIS_WAIT_TIMEOUT", "30s")
+        .arg("migrate"));
+    out.expect(3);
+    assert!(out.elapsed < Duration::from_secs(3), "{:?}", out.elapsed);
+    out
+}
+
+#[test]
+fn exit_3_for_a_missing_folder_or_journal() {
+    let url = format!("postgres://postgres:{PASSWORD}@127.0.0.1:{}/x", free_port());
+    let out = run(command(&url, std::path::Path::new("/nonexistent/drizzle")).arg("migrate"));
+    out.expect(3);
+    assert!(
+        out.stderr.contains("/nonexistent/drizzle"),
+        "{}",
+        out.stderr
+    );
+
+    let folder = Folder::new();
+    std::fs::remove_file(folder.path().join("meta/_journal.json")).unwrap();
+    let out = folder_error(&folder);
+    assert!(
+        out.stderr.contains("no meta/_journal.json"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn exit_3_for_malformed_journal_with_line_and_column() {
+    let folder = Folder::new();
+    folder.write(
+        "meta/_journal.json",
+        b"{\n  \"entries\": [\n    { \"tag\": \"0000_a\", \"when\": 1 },\n  ]\n}",
+    );
+    let out = folder_error(&folder);
+    assert!(
+        out.stderr.contains("_journal.json:4:3: malformed JSON"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn exit_3_for_missing_file_duplicate_tag_and_bad_when_all_listed() {
+    let mut folder = Folder::new();
+    folder
+        .add("0000_a", 1, "select 1;")
+        .add_raw("0001_b", "\"yesterday\"", b"select 1;")
+        .add("0002_c", 3, "select 1;")
+        .add("0002_c", 4, "select 1;")
+        .add("0004_gone", 5, "select 1;");
+    std::fs::remove_file(folder.path().join("0004_gone.sql")).unwrap();
+    let out = folder_error(&folder);
+    assert!(out.stderr.contains("0001_b"), "{}", out.stderr);
+    assert!(out.stderr.contains("same tag 0002_c"), "{}", out.stderr);
+    // The missing file is reported once the journal itself is valid: fix and rerun.
+    let mut folder = Folder::new();
+    folder
+        .add("0000_a", 1, "select 1;")
+        .add("0001_gone", 2, "x");
+    std::fs::remove_file(folder.path().join("0001_gone.sql")).unwrap();
+    let out = folder_error(&folder);
+    assert!(out.stderr.contains("0001_gone.sql"), "{}", out.stderr);
+    assert!(out.stderr.contains("does not exist"), "{}", out.stderr);
+}
+
+// ---- 4: history disagrees ---------------------------------------------------------------
+
+fn three() -> Folder {
+    let mut f = Folder::new();
+    f.add("0000_a", 1000, "create table h_a (id int);")
+        .add("0001_b", 2000, "create table h_b (id int);")
+        .add("0002_c", 3000, "create table h_c (id int);");
+    f
+}
+
+#[test]
+fn exit_4_for_out_of_order_unless_told_to_apply_or_skip() {
+    let url = fresh_db("ooo");
+    let mut folder = Folder::new();
+    folder
+        .add("0000_a", 1000, "create table o_a (id int);")
+        .add("0002_c", 3000, "create table o_c (id int);");
+    migrate(&url, folder.path()).expect(0);
+    // A branch merged later: older `when`, never applied.
+    let mut merged = Folder::new();
+    merged
+        .add("0000_a", 1000, "create table o_a (id int);")
+        .add("0001_b", 2000, "create table o_b (id int);")
+        .add("0002_c", 3000, "create table o_c (id int);")
+        .add("0003_d", 4000, "create table o_d (id int);");
+    let out = migrate(&url, merged.path());
+    out.expect(4);
+    assert!(out.stderr.contains("0001_b"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("PORTCULLIS_OUT_OF_ORDER=apply"),
+        "{}",
+        out.stderr
+    );
+    assert!(!table_exists(&url, "o_d"), "nothing applied on refusal");
+
+    let out = run(command(&url, merged.path())
+        .env("PORTCULLIS_OUT_OF_ORDER", "skip")
+        .arg("migrate"));
+    out.expect(0);
+    assert!(out.stderr.contains("skipped"), "{}", out.stderr);
+    assert!(table_exists(&url, "o_d") && !table_exists(&url, "o_b"));
+
+    let out = run(command(&url, merged.path())
+        .env("PORTCULLIS_OUT_OF_ORDER", "apply")
+        .arg("migrate"));
+    out.expect(0);
+    assert!(table_exists(&url, "o_b"));
+    let r = rows(&url);
+    assert_eq!(r.len(), 4);
+    assert_eq!(r[3].1, "2000", "the out-of-order row keeps its own when");
+    migrate(&url, merged.path()).expect(0);
+}
+
+#[test]
+fn exit_4_for_an_edited_file_but_not_for_line_endings_only() {
+    let url = fresh_db("edited");
+    let folder = three();
+    migrate(&url, folder.path()).expect(0);
+    folder.write("0001_b.sql", b"create table h_b (id bigint);");
+    let out = migrate(&url, folder.path());
+    out.expect(4);
+    assert!(
+        out.stderr.contains("0001_b") && out.stderr.contains("edited"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("0001_b.sql"), "{}", out.stderr);
+
+    folder.write("0001_b.sql", b"create table h_b (id int);");
+    let mut crlf = three();
+    crlf.add("0003_d", 4000, "create table h_d (id int);\n");
+    migrate(&url, crlf.path()).expect(0);
+    crlf.write("0003_d.sql", b"create table h_d (id int);\r\n");
+    let out = migrate(&url, crlf.path());
+    out.expect(0);
+    assert!(out.stderr.contains("line endings"), "{}", out.stderr);
+}
+
+#[test]
+fn exit_4_for_null_created_at_with_the_fix() {
+    let url = fresh_db("nullrow");
+    let folder = three();
+    migrate(&url, folder.path()).expect(0);
+    execute(
+        &url,
+        "update drizzle.__drizzle_migrations set created_at = null where id = 2",
+    );
+    let out = migrate(&url, folder.path());
+    out.expect(4);
+    assert!(out.stderr.contains("created_at NULL"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("SET created_at = 2000 WHERE id = 2"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn exit_4_for_a_mistyped_created_at() {
+    let url = fresh_db("mistyped");
+    execute(
+        &url,
+        "create schema drizzle; create table drizzle.__drizzle_migrations \
+         (id serial primary key, hash text not null, created_at timestamp)",
+    );
+    let out = migrate(&url, three().path());
+    out.expect(4);
+    assert!(out.stderr.contains("created_at"), "{}", out.stderr);
+    assert!(out.stderr.contains("timestamp"), "{}", out.stderr);
+    assert!(!table_exists(&url, "h_a"));
+}
+
+// ---- 5 and 6: waiting and refusal --------------------------------------------------------
+
+#[test]
+fn exit_5_when_nothing_answers_within_the_wait_timeout() {
+    let url = format!("postgres://postgres:{PASSWORD}@127.0.0.1:{}/x", free_port());
+    let out = run(command(&url, &example_dir())
+        .env("PORTCULLIS_WAIT_TIMEOUT", "2s")
+        .arg("migrate"));
+    out.expect(5);
+    assert!(out.elapsed >= Duration::from_secs(2), "{:?}", out.elapsed);
+    assert!(out.elapsed < Duration::from_secs(6), "{:?}", out.elapsed);
+    assert!(out.stderr.contains("connection refused"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("did not accept connections within 2s"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("waiting for 127.0.0.1:"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn exit_6_fast_for_a_wrong_password_or_a_missing_database() {
+    let cluster = Cluster::shared();
+    let url = cluster.url_with("postgres", "wrong-password", "postgres");
+    let out = run(command(&url, &example_dir())
+        .env("PORTCULLIS_WAIT_TIMEOUT", "60s")
+        .arg("migrate"));
+    out.expect(6);
+    assert!(out.elapsed < Duration::from_secs(1), "{:?}", out.elapsed);
+    assert!(
+        out.stderr.contains("authentication failed"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("28P01"), "{}", out.stderr);
+
+    let url = cluster.url("no_such_database");
+    let out = run(command(&url, &example_dir()).arg("migrate"));
+    out.expect(6);
+    assert!(out.elapsed < Duration::from_secs(1), "{:?}", out.elapsed);
+    assert!(out.stderr.contains("3D000"), "{}", out.stderr);
+    assert!(out.stderr.contains("no_such_database"), "{}", out.stderr);
+}
+
+#[test]
+fn exit_6_when_tls_is_required_but_the_server_has_none() {
+    let url = Cluster::shared()
+        .url("postgres")
+        .replace("sslmode=disable", "sslmode=require");
+    let out = run(command(&url, &example_dir()).arg("migrate"));
+    out.expect(6);
+    assert!(out.stderr.contains("TLS"), "{}", out.stderr);
+}
+
+#[test]
+fn the_database_appearing_three_seconds_late_is_waited_for() {
+    let port = free_port();
+    let mut cluster = Cluster::init(port);
+    let url = cluster.url("postgres");
+    let started = Instant::now();
+    let child = spawn(
+        command(&url, &example_dir())
+            .env("PORTCULLIS_WAIT_TIMEOUT", "30s")
+            .arg("migrate"),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    cluster.start();
+    let out = finish(child, started, Duration::from_secs(40));
+    out.expect(0);
+    assert!(out.elapsed >= Duration::from_secs(3));
+    assert!(
+        out.stderr.contains(&format!(
+            "waiting for 127.0.0.1:{port}: connection refused (attempt 1"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("accepts connections"), "{}", out.stderr);
+    assert_eq!(rows(&url).len(), 4);
+}
+
+// ---- 7: lock ---------------------------------------------------------------------------------
+
+#[test]
+fn exit_7_when_another_runner_keeps_the_lock() {
+    let url = fresh_db("locked");
+    let key = portcullis::db::lock::key("drizzle", "__drizzle_migrations");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let holder_url = format!("{url}&application_name=lock-holder-test");
+    let (client, conn) = rt
+        .block_on(tokio_postgres::connect(&holder_url, tokio_postgres::NoTls))
+        .unwrap();
+    let conn_task = rt.spawn(conn);
+    rt.block_on(client.query_one("select pg_advisory_lock($1)", &[&key]))
+        .unwrap();
+    let out = run(command(&url, &example_dir())
+        .env("PORTCULLIS_LOCK_WAIT_TIMEOUT", "2s")
+        .arg("migrate"));
+    out.expect(7);
+    assert!(out.stderr.contains("lock-holder-test"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("waiting for the migration lock"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !table_exists(&url, "users"),
+        "nothing applied without the lock"
+    );
+
+    // Once released, the next run goes through.
+    rt.block_on(client.query_one("select pg_advisory_unlock($1)", &[&key]))
+        .unwrap();
+    drop(client);
+    conn_task.abort();
+    migrate(&url, &example_dir()).expect(0);
+}
+
+// ---- 8: a failing migration ------------------------------------------------------------------
+
+#[test]
+fn exit_8_a_failing_third_of_five_rolls_everything_back_and_names_file_and_line() {
+    let url = fresh_db("fail3");
+    let mut folder = Folder::new();
+    folder
+        .add("0000_a", 1, "create table f_a (id int);")
+        .add("0001_b", 2, "create table f_b (id int);")
+        .add(
+            "0002_c",
+            3,
+            "create table f_c (id int);\n--> statement-breakpoint\n-- add a column\nALTER TABLE f_c\n  ADD COLUMN note txet;",
+        )
+        .add("0003_d", 4, "create table f_d (id int);")
+        .add("0004_e", 5, "create table f_e (id int);");
+    let out = migrate(&url, folder.path());
+    out.expect(8);
+    let file = folder.path().join("0002_c.sql").display().to_string();
+    assert!(
+        out.stderr.contains(&format!("{file}:5:")),
+        "names file:line:col\n{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("statement 2 of 2"), "{}", out.stderr);
+    assert!(out.stderr.contains("42704"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("type \"txet\" does not exist"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("none of the 5 pending migrations"),
+        "{}",
+        out.stderr
+    );
+    for t in ["f_a", "f_b", "f_c", "f_d", "f_e"] {
+        assert!(!table_exists(&url, t), "{t} must be rolled back");
+    }
+    assert!(rows(&url).is_empty());
+    assert_eq!(advisory_locks(&url), 0);
+
+    // Fix the file: the next run applies all five.
+    folder.write("0002_c.sql", b"create table f_c (id int);");
+    migrate(&url, folder.path()).expect(0);
+    assert_eq!(rows(&url).len(), 5);
+}
+
+#[test]
+fn exit_8_reports_detail_and_hint() {
+    let url = fresh_db("detail");
+    let mut folder = Folder::new();
+    folder.add(
+        "0000_a",
+        1,
+        "create table d_a (id int primary key);\n--> statement-breakpoint\ninsert into d_a values (1), (1);",
+    );
+    let out = migrate(&url, folder.path());
+    out.expect(8);
+    assert!(out.stderr.contains("23505"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("DETAIL: Key (id)=(1) already exists."),
+        "{}",
+        out.stderr
+    );
+}
+
+// ---- kill -9 -----------------------------------------------------------------------------------
+
+#[test]
+fn kill_9_during_a_migration_leaves_nothing_half_applied() {
+    let url = fresh_db("kill9");
+    let mut folder = Folder::new();
+    folder
+        .add("0000_a", 1, "create table k_a (id int);")
+        .add(
+            "0001_b",
+            2,
+            "create table k_b (id int);\n--> statement-breakpoint\nselect pg_sleep(3);\n--> statement-breakpoint\ncreate table k_c (id int);",
+        );
+    let started = Instant::now();
+    let mut child = spawn(command(&url, folder.path()).arg("migrate"));
+    // Wait until the sleep is running, then kill the runner outright.
+    loop {
+        let busy = query(
+            &url,
+            "select count(*) from pg_stat_activity where query like '%pg_sleep(3)%' \
+             and application_name = 'portcullis@it-runner' and pid <> pg_backend_pid()",
+        );
+        if busy[0][0].as_deref() == Some("1") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "sleep never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for t in ["k_a", "k_b", "k_c"] {
+        assert!(
+            !table_exists(&url, t),
+            "{t} is not visible: the transaction never committed"
+        );
+    }
+    assert!(rows(&url).is_empty());
+
+    // The next run waits for the orphaned backend to finish and release the lock, then applies
+    // everything exactly once.
+    let out = migrate(&url, folder.path());
+    out.expect(0);
+    assert_eq!(rows(&url).len(), 2);
+    for t in ["k_a", "k_b", "k_c"] {
+        assert!(table_exists(&url, t), "{t}");
+    }
+}
+
+// ---- secrets -----------------------------------------------------------------------------------
+
+#[test]
+fn the_password_is_never_printed() {
+    let cluster = Cluster::shared();
+    let db = cluster.create_database("secret");
+    let url = cluster.url(&db);
+    assert!(url.contains(PASSWORD));
+    let bad_folder = Folder::new();
+    std::fs::remove_file(bad_folder.path().join("meta/_journal.json")).unwrap();
+    let mut failing = Folder::new();
+    failing.add("0000_a", 1, "select nonsense;");
+    let closed = format!("postgres://postgres:{PASSWORD}@127.0.0.1:{}/x", free_port());
+    let mut outputs = vec![
+        run(command(&url, &example_dir())
+            .env("PORTCULLIS_LOG_LEVEL", "trace")
+            .arg("migrate")),
+        run(command(&url, &example_dir())
+            .env("PORTCULLIS_LOG_FORMAT", "json")
+            .env("PORTCULLIS_LOG_LEVEL", "debug")
+            .arg("migrate")),
+        run(command(&url, bad_folder.path()).arg("migrate")),
+        run(command(&fresh_db("secret2"), failing.path()).arg("migrate")),
+        run(command(&closed, &example_dir())
+            .env("PORTCULLIS_WAIT_TIMEOUT", "1s")
+            .env("PORTCULLIS_LOG_LEVEL", "debug")
+            .arg("migrate")),
+        run(command(&cluster.url("missing_db"), &example_dir()).arg("migrate")),
+        run(command(&url, &example_dir())
+            .env("PORTCULLIS_WAIT_TIMEOUT", "soon")
+            .arg("migrate")),
+        run(command(
+            &format!("postgres://postgres:{PASSWORD}@127.0.0.1:notaport/x"),
+            &example_dir(),
+        )
+        .arg("migrate")),
+        run(command(&url, &example_dir()).arg("--help")),
+        run(command(&url, &example_dir()).args([
+            "migrate",
+            "--database-url",
+            &url,
+            "--log-level",
+            "trace",
+        ])),
+    ];
+    let codes: Vec<i32> = outputs.iter().map(|o| o.code).collect();
+    assert_eq!(codes, vec![0, 0, 3, 8, 5, 6, 2, 2, 0, 0]);
+    for o in outputs.drain(..) {
+        assert!(
+            !o.all().contains(PASSWORD),
+            "password printed (exit {}):\n{}",
+            o.code,
+            o.all()
+        );
+    }
+}

@@ -1,0 +1,6 @@
+//! One integration-test binary: every scenario against real PostgreSQL clusters (see support).
+mod failures;
+mod harness_smoke;
+mod migrate_basics;
+mod run;
+mod support;

@@ -1,0 +1,221 @@
+//! Running the real `portcullis` binary in tests, and building migration folders on disk.
+
+use crate::support::{Cluster, query};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+/// The example app's real drizzle-kit output.
+pub fn example_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations")
+}
+
+/// What one run printed and how it ended.
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Output {
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+
+    #[track_caller]
+    pub fn expect(&self, code: i32) -> &Output {
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}, got {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// A command with a clean environment: only what the test gives it (plus a fixed host name).
+pub fn command(url: &str, dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("HOSTNAME", "it-runner")
+        .env("DATABASE_URL", url)
+        .env("PORTCULLIS_MIGRATIONS_DIR", dir)
+        .env("PORTCULLIS_WAIT_TIMEOUT", "10s")
+        .stdin(Stdio::null());
+    cmd
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    let started = Instant::now();
+    let out = cmd.output().expect("run portcullis");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        elapsed: started.elapsed(),
+    }
+}
+
+/// `portcullis migrate` on `dir` against `url`.
+pub fn migrate(url: &str, dir: &Path) -> Output {
+    run(command(url, dir).arg("migrate"))
+}
+
+pub fn spawn(cmd: &mut Command) -> Child {
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn portcullis")
+}
+
+/// Waits for a spawned run, killing it after `limit`.
+pub fn finish(mut child: Child, started: Instant, limit: Duration) -> Output {
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "portcullis did not finish within {limit:?}\n--- stderr\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("collect output");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        elapsed: started.elapsed(),
+    }
+}
+
+/// A fresh database on the shared cluster and its URL.
+pub fn fresh_db(prefix: &str) -> String {
+    let cluster = Cluster::shared();
+    let db = cluster.create_database(prefix);
+    cluster.url(&db)
+}
+
+/// The tracking rows as (hash, created_at), in id order.
+pub fn rows(url: &str) -> Vec<(String, String)> {
+    rows_of(url, "\"drizzle\".\"__drizzle_migrations\"")
+}
+
+pub fn rows_of(url: &str, table: &str) -> Vec<(String, String)> {
+    query(
+        url,
+        &format!("select hash, created_at::text from {table} order by id"),
+    )
+    .into_iter()
+    .map(|r| {
+        (
+            r[0].clone().unwrap_or_default(),
+            r[1].clone().unwrap_or_else(|| "NULL".into()),
+        )
+    })
+    .collect()
+}
+
+/// Advisory locks held in this URL's database (pg_locks is cluster-wide).
+pub fn advisory_locks(url: &str) -> usize {
+    query(
+        url,
+        "select count(*) from pg_locks where locktype = 'advisory' \
+         and database = (select oid from pg_database where datname = current_database())",
+    )[0][0]
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+pub fn table_exists(url: &str, name: &str) -> bool {
+    query(url, &format!("select to_regclass('{name}') is not null"))[0][0].as_deref() == Some("t")
+}
+
+/// A migrations folder in the journal layout, written to a temp dir and removed on drop.
+pub struct Folder {
+    pub dir: PathBuf,
+    entries: Vec<(String, String)>,
+}
+
+static FOLDERS: AtomicUsize = AtomicUsize::new(0);
+
+impl Folder {
+    pub fn new() -> Folder {
+        let dir = std::env::temp_dir().join(format!(
+            "portcullis-folder-{}-{}",
+            std::process::id(),
+            FOLDERS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("meta")).unwrap();
+        let f = Folder {
+            dir,
+            entries: Vec::new(),
+        };
+        f.write_journal();
+        f
+    }
+
+    /// Adds `<tag>.sql` with `bytes` and a journal entry with `when` (a JSON literal).
+    pub fn add_raw(&mut self, tag: &str, when: &str, bytes: &[u8]) -> &mut Folder {
+        std::fs::write(self.dir.join(format!("{tag}.sql")), bytes).unwrap();
+        self.entries.push((tag.to_string(), when.to_string()));
+        self.write_journal();
+        self
+    }
+
+    pub fn add(&mut self, tag: &str, when: i64, sql: &str) -> &mut Folder {
+        self.add_raw(tag, &when.to_string(), sql.as_bytes())
+    }
+
+    fn write_journal(&self) {
+        let entries: Vec<String> = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, (tag, when))| {
+                format!(
+                    "    {{\n      \"idx\": {i},\n      \"version\": \"7\",\n      \"when\": {when},\n      \"tag\": \"{tag}\",\n      \"breakpoints\": true\n    }}"
+                )
+            })
+            .collect();
+        let journal = format!(
+            "{{\n  \"version\": \"7\",\n  \"dialect\": \"postgresql\",\n  \"entries\": [\n{}\n  ]\n}}",
+            entries.join(",\n")
+        );
+        std::fs::write(self.dir.join("meta/_journal.json"), journal).unwrap();
+    }
+
+    pub fn write(&self, rel: &str, bytes: &[u8]) {
+        std::fs::write(self.dir.join(rel), bytes).unwrap();
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Folder {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Decodes hex test vectors.
+pub fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
