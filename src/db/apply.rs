@@ -254,12 +254,13 @@ async fn rollback(session: &Session) {
 /// What a failure leaves behind, in words.
 fn consequence(mode: TransactionMode, group: &[&Migration], earlier: &[Applied]) -> String {
     match mode {
+        TransactionMode::All if group.len() == 1 => "The transaction was rolled back: the \
+            migration was not applied and no tracking row was written."
+            .to_string(),
         TransactionMode::All => format!(
-            "The transaction was rolled back: none of the {} pending migration{} of this run {} \
+            "The transaction was rolled back: none of the {} pending migrations of this run were \
              applied and no tracking rows were written.",
-            group.len(),
-            if group.len() == 1 { "" } else { "s" },
-            if group.len() == 1 { "was" } else { "were" }
+            group.len()
         ),
         TransactionMode::Each => {
             let kept = if earlier.is_empty() {
