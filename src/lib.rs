@@ -1,8 +1,10 @@
 //! portcullis: applies drizzle-kit migrations to PostgreSQL before the app starts.
 //!
-//! The single orchestration path lives here: read the folder (before connecting), wait for the
-//! database, take the advisory lock, read the tracking table, plan, apply, report, and release the
-//! lock on every way out. Commands differ only in what they do with the plan.
+//! The single orchestration path lives here. Every command goes through the same steps, reading
+//! the folder (before connecting), waiting for the database, taking the advisory lock when it
+//! writes, reading the tracking table and planning, and differs only in what it does with the plan:
+//! `migrate` applies it, `plan` prints it, `status` reports it, `validate` judges it, `baseline`
+//! records it, `repair` fixes the table, `await` waits until it is empty.
 
 pub mod config;
 pub mod db;
@@ -10,24 +12,118 @@ pub mod error;
 pub mod exit;
 pub mod logging;
 pub mod plan;
+pub mod repair;
 pub mod report;
 pub mod source;
 
 use config::Config;
+use db::history::Snapshot;
 use error::Error;
-use std::time::Instant;
+use plan::{Plan, State};
+use source::{Folder, Migration};
+use std::time::{Duration, Instant};
 
-/// What a successful `migrate` did.
+/// Output format of `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// A command of the interface (`../shared/spec/interface.md`).
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Migrate,
+    /// `plan`, also `migrate --dry-run`.
+    Plan,
+    Status {
+        format: Format,
+        colour: bool,
+    },
+    Validate {
+        offline: bool,
+    },
+    Baseline {
+        to: Option<String>,
+        force: bool,
+    },
+    Repair {
+        apply: bool,
+    },
+    Wait,
+    Await,
+}
+
+/// What a successful command produced: a report for stdout (may be empty) and the summary line
+/// for the log.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Outcome {
-    pub applied: Vec<db::apply::Applied>,
+    pub stdout: String,
     pub summary: String,
+    pub applied: Vec<db::apply::Applied>,
+}
+
+/// Runs one command. The caller (main) turns an `Err` into its exit code.
+pub async fn run(command: &Command, cfg: &Config) -> Result<Outcome, Error> {
+    match command {
+        Command::Migrate => migrate(cfg).await,
+        Command::Wait => {
+            db::connect::wait_for(&cfg.database, cfg.wait_timeout).await?;
+            Ok(Outcome {
+                summary: format!("{} accepts connections", cfg.database.target()),
+                ..Outcome::default()
+            })
+        }
+        Command::Validate { offline: true } => {
+            let folder = read_folder(cfg)?;
+            validate(cfg, &folder, None)
+        }
+        _ => {
+            let folder = read_folder(cfg)?;
+            if *command == Command::Await {
+                return await_ready(cfg, &folder).await;
+            }
+            let session = db::connect::wait_for(&cfg.database, cfg.wait_timeout).await?;
+            match command {
+                Command::Plan => {
+                    let snapshot = read_history(cfg, &session).await?;
+                    plan_report(cfg, &folder, &snapshot)
+                }
+                Command::Status { format, colour } => {
+                    let snapshot = read_history(cfg, &session).await?;
+                    status(cfg, &folder, &snapshot, *format, *colour)
+                }
+                Command::Validate { .. } => {
+                    let snapshot = read_history(cfg, &session).await?;
+                    validate(cfg, &folder, Some(&snapshot))
+                }
+                Command::Baseline { to, force } => {
+                    with_lock(cfg, &session, baseline(cfg, &session, &folder, to, *force)).await
+                }
+                Command::Repair { apply } => {
+                    with_lock(cfg, &session, repair(cfg, &session, &folder, *apply)).await
+                }
+                Command::Migrate | Command::Wait | Command::Await => unreachable!("handled above"),
+            }
+        }
+    }
 }
 
 /// `portcullis migrate`: wait, lock, apply pending migrations exactly as drizzle would, unlock.
 pub async fn migrate(cfg: &Config) -> Result<Outcome, Error> {
     let started = Instant::now();
-    // The folder is read and checked completely before any connection is made.
+    let folder = read_folder(cfg)?;
+    let session = db::connect::wait_for(&cfg.database, cfg.wait_timeout).await?;
+    with_lock(
+        cfg,
+        &session,
+        migrate_locked(cfg, &session, &folder, started),
+    )
+    .await
+}
+
+/// Reads and checks the folder completely, before any connection; logs its warnings.
+fn read_folder(cfg: &Config) -> Result<Folder, Error> {
     let folder = source::load(&cfg.migrations_dir)?;
     for w in &folder.warnings {
         tracing::warn!("{w}");
@@ -37,40 +133,68 @@ pub async fn migrate(cfg: &Config) -> Result<Outcome, Error> {
         "read {}",
         folder.dir.display()
     );
+    Ok(folder)
+}
 
-    let session = db::connect::wait_for(&cfg.database, cfg.wait_timeout).await?;
-    tracing::debug!(
-        pid = session.backend_pid,
-        "connected to {} as {}",
-        cfg.database.target(),
-        cfg.database.user()
-    );
+/// Runs `work` holding the advisory lock, releasing it whatever `work` returns.
+async fn with_lock<F>(cfg: &Config, session: &db::Session, work: F) -> Result<Outcome, Error>
+where
+    F: std::future::Future<Output = Result<Outcome, Error>>,
+{
     let table = db::qualified(&cfg.migrations_schema, &cfg.migrations_table);
     let key = db::lock::key(&cfg.migrations_schema, &cfg.migrations_table);
-    db::lock::acquire(&session, key, &table, cfg.lock_wait_timeout).await?;
-    let result = migrate_locked(cfg, &session, &folder, started).await;
-    db::lock::release(&session, key).await;
+    db::lock::acquire(session, key, &table, cfg.lock_wait_timeout).await?;
+    let result = work.await;
+    db::lock::release(session, key).await;
     result
 }
 
-/// The part of `migrate` that runs while holding the lock.
-async fn migrate_locked(
+async fn read_history(cfg: &Config, session: &db::Session) -> Result<Snapshot, Error> {
+    db::history::read(session, &cfg.migrations_schema, &cfg.migrations_table).await
+}
+
+/// The decision `migrate` would take now, from a read-only snapshot.
+fn decide(
     cfg: &Config,
-    session: &db::Session,
-    folder: &source::Folder,
-    started: Instant,
-) -> Result<Outcome, Error> {
-    let (table, rows) =
-        db::history::prepare(session, &cfg.migrations_schema, &cfg.migrations_table).await?;
-    let plan = plan::Plan::analyse(&folder.migrations, &rows);
-    let decision = plan.decide(&folder.migrations, cfg.out_of_order, &table.qualified)?;
+    folder: &Folder,
+    snapshot: &Snapshot,
+) -> Result<(Plan, plan::Decision), Error> {
+    let rows = if snapshot.exists {
+        snapshot.require_usable()?
+    } else {
+        Vec::new()
+    };
+    let plan = Plan::analyse(&folder.migrations, &rows);
+    let decision = plan.decide(
+        &folder.migrations,
+        cfg.out_of_order,
+        &snapshot.table.qualified,
+    )?;
+    Ok((plan, decision))
+}
+
+fn log_decision(decision: &plan::Decision) {
     for w in &decision.warnings {
         tracing::warn!("{w}");
     }
     for n in &decision.notes {
         tracing::info!("{n}");
     }
-    let todo: Vec<&source::Migration> = decision
+}
+
+/// The part of `migrate` that runs while holding the lock.
+async fn migrate_locked(
+    cfg: &Config,
+    session: &db::Session,
+    folder: &Folder,
+    started: Instant,
+) -> Result<Outcome, Error> {
+    let (table, rows) =
+        db::history::prepare(session, &cfg.migrations_schema, &cfg.migrations_table).await?;
+    let plan = Plan::analyse(&folder.migrations, &rows);
+    let decision = plan.decide(&folder.migrations, cfg.out_of_order, &table.qualified)?;
+    log_decision(&decision);
+    let todo: Vec<&Migration> = decision
         .apply
         .iter()
         .map(|&i| &folder.migrations[i])
@@ -79,18 +203,11 @@ async fn migrate_locked(
         Vec::new()
     } else {
         tracing::info!(
-            "applying {} migration{} to {} ({} transaction{})",
+            "applying {} migration{} to {} ({})",
             todo.len(),
             if todo.len() == 1 { "" } else { "s" },
             cfg.database.target(),
-            match cfg.transaction {
-                config::TransactionMode::All => "one",
-                config::TransactionMode::Each => "one per migration,",
-            },
-            match cfg.transaction {
-                config::TransactionMode::All => "",
-                config::TransactionMode::Each => " as PORTCULLIS_TRANSACTION=each asks",
-            }
+            transaction_words(cfg)
         );
         db::apply::apply(
             session,
@@ -108,7 +225,7 @@ async fn migrate_locked(
     let recorded = plan
         .states
         .iter()
-        .filter(|s| matches!(s, plan::State::Applied { .. } | plan::State::Edited { .. }))
+        .filter(|s| matches!(s, State::Applied { .. } | State::Edited { .. }))
         .count()
         + applied.len();
     let summary = report::summary(
@@ -119,5 +236,559 @@ async fn migrate_locked(
         started.elapsed(),
         recorded,
     );
-    Ok(Outcome { applied, summary })
+    Ok(Outcome {
+        stdout: String::new(),
+        summary,
+        applied,
+    })
+}
+
+fn transaction_words(cfg: &Config) -> &'static str {
+    match cfg.transaction {
+        config::TransactionMode::All => "one transaction",
+        config::TransactionMode::Each => "one transaction per migration",
+    }
+}
+
+/// `portcullis plan` / `migrate --dry-run`: what `migrate` would apply now, with its SQL.
+fn plan_report(cfg: &Config, folder: &Folder, snapshot: &Snapshot) -> Result<Outcome, Error> {
+    let (_, decision) = decide(cfg, folder, snapshot)?;
+    log_decision(&decision);
+    let mut out = String::new();
+    if decision.apply.is_empty() {
+        let summary = format!(
+            "nothing to apply: all {} migrations of {} are recorded in {}",
+            folder.migrations.len(),
+            folder.dir.display(),
+            snapshot.table.qualified
+        );
+        out.push_str(&format!("-- {summary}\n"));
+        return Ok(Outcome {
+            stdout: out,
+            summary,
+            applied: Vec::new(),
+        });
+    }
+    let n = decision.apply.len();
+    out.push_str(&format!(
+        "-- portcullis plan for {}: {n} migration{} to apply, in this order, in {}.\n",
+        cfg.database.target(),
+        if n == 1 { "" } else { "s" },
+        transaction_words(cfg)
+    ));
+    if !snapshot.exists {
+        out.push_str(&format!(
+            "-- {} does not exist yet; migrate creates it first.\n",
+            snapshot.table.qualified
+        ));
+    }
+    for (k, &i) in decision.apply.iter().enumerate() {
+        let m = &folder.migrations[i];
+        let chunks = m.chunks();
+        let sent: Vec<_> = chunks.iter().filter(|c| !c.is_blank()).collect();
+        out.push_str(&format!(
+            "\n-- [{}/{n}] {} ({}), when {} ({}), {} statement{}{}\n",
+            k + 1,
+            m.tag,
+            m.file(),
+            m.when,
+            report::utc(m.when),
+            sent.len(),
+            if sent.len() == 1 { "" } else { "s" },
+            match cfg.transaction {
+                config::TransactionMode::All => ", in the batch transaction",
+                config::TransactionMode::Each => ", in its own transaction",
+            }
+        ));
+        for (s, c) in sent.iter().enumerate() {
+            out.push_str(&format!("-- statement {}\n", s + 1));
+            out.push_str(c.text.trim_matches(['\n', '\r']));
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "-- then: insert into {} (\"hash\", \"created_at\") values ('{}', {})\n",
+            snapshot.table.qualified, m.hash, m.when
+        ));
+    }
+    Ok(Outcome {
+        stdout: out,
+        summary: format!(
+            "{n} migration{} would be applied; nothing was changed",
+            if n == 1 { "" } else { "s" }
+        ),
+        applied: Vec::new(),
+    })
+}
+
+/// `portcullis status`: every migration's state, read-only, no lock.
+fn status(
+    cfg: &Config,
+    folder: &Folder,
+    snapshot: &Snapshot,
+    format: Format,
+    colour: bool,
+) -> Result<Outcome, Error> {
+    let rows = snapshot.rows();
+    let plan = Plan::analyse(&folder.migrations, &rows);
+    let applied_at = |id: i64| {
+        snapshot
+            .raw
+            .iter()
+            .find(|r| r.id == id)
+            .and_then(|r| r.applied_at.clone())
+    };
+    let mut counts = report::StatusCounts::default();
+    let migrations: Vec<report::StatusEntry> = folder
+        .migrations
+        .iter()
+        .zip(&plan.states)
+        .map(|(m, s)| {
+            let (state, row_id, recorded_hash, note) = match s {
+                State::Applied { row_id, moved } => {
+                    counts.applied += 1;
+                    let note = moved.then(|| "recorded under another created_at".to_string());
+                    ("applied", Some(*row_id), None, note)
+                }
+                State::Pending => {
+                    counts.pending += 1;
+                    ("pending", None, None, None)
+                }
+                State::OutOfOrder => {
+                    counts.out_of_order += 1;
+                    ("out-of-order", None, None, None)
+                }
+                State::Edited {
+                    row_id,
+                    recorded_hash,
+                    cosmetic,
+                } => {
+                    counts.edited += 1;
+                    let note = cosmetic.then(|| "line endings or BOM only".to_string());
+                    ("edited", Some(*row_id), Some(recorded_hash.clone()), note)
+                }
+            };
+            report::StatusEntry {
+                tag: m.tag.clone(),
+                when: m.when,
+                when_utc: report::utc(m.when),
+                state,
+                file: m.file(),
+                hash: m.hash.clone(),
+                row_id,
+                recorded_hash,
+                applied_at: row_id.and_then(applied_at),
+                note,
+            }
+        })
+        .collect();
+    let unknown_rows: Vec<report::UnknownRow> = plan
+        .unknown_rows
+        .iter()
+        .map(|r| report::UnknownRow {
+            id: r.id,
+            hash: r.hash.clone(),
+            created_at: r.created_at.map(|v| v.to_string()),
+            created_at_utc: r.created_at.map(report::utc),
+            applied_at: applied_at(r.id),
+        })
+        .collect();
+    counts.unknown = unknown_rows.len();
+    let mut problems = snapshot.shape_problems();
+    for r in snapshot.unparsable() {
+        problems.push(format!(
+            "row id {} has created_at {:?}, which is not whole milliseconds",
+            r.id,
+            r.created_at.as_deref().unwrap_or("")
+        ));
+    }
+    for r in &plan.null_rows {
+        if !snapshot.unparsable().iter().any(|u| u.id == r.id) {
+            problems.push(format!(
+                "row id {} has created_at NULL (drizzle-kit would re-run every migration)",
+                r.id
+            ));
+        }
+    }
+    let summary = report::Status::summary_line(&counts, folder.migrations.len());
+    let doc = report::Status {
+        version: env!("CARGO_PKG_VERSION"),
+        database: cfg.database.target(),
+        table: snapshot.table.qualified.clone(),
+        table_exists: snapshot.exists,
+        migrations_dir: folder.dir.display().to_string(),
+        migrations,
+        unknown_rows,
+        problems,
+        counts,
+        summary: summary.clone(),
+    };
+    let stdout = match format {
+        Format::Text => doc.to_text(colour),
+        Format::Json => {
+            let mut s = serde_json::to_string_pretty(&doc)
+                .map_err(|e| Error::Internal(format!("cannot render status as JSON: {e}")))?;
+            s.push('\n');
+            s
+        }
+    };
+    Ok(Outcome {
+        stdout,
+        summary,
+        applied: Vec::new(),
+    })
+}
+
+/// `portcullis validate`: every problem of the folder (and, online, of the tracking table
+/// against it), listed together. Exit 3 for folder problems, 4 for history problems.
+fn validate(cfg: &Config, folder: &Folder, snapshot: Option<&Snapshot>) -> Result<Outcome, Error> {
+    let mut folder_problems = Vec::new();
+    for pair in folder.migrations.windows(2) {
+        if pair[1].when <= pair[0].when {
+            folder_problems.push(format!(
+                "{} has `when` {} ({}), not later than {} before it ({}): once {} is applied, \
+                 drizzle skips {} forever",
+                pair[1].tag,
+                pair[1].when,
+                report::utc(pair[1].when),
+                pair[0].tag,
+                report::utc(pair[0].when),
+                pair[0].tag,
+                pair[1].tag
+            ));
+        }
+    }
+    for m in &folder.migrations {
+        folder_problems.extend(source::lexer::marker_problems(m));
+    }
+    let mut history_problems = Vec::new();
+    if let Some(snapshot) = snapshot {
+        history_problems.extend(snapshot.shape_problems());
+        for r in snapshot.unparsable() {
+            history_problems.push(format!(
+                "row id {} has created_at {:?}, which is not whole milliseconds",
+                r.id,
+                r.created_at.as_deref().unwrap_or("")
+            ));
+        }
+        let plan = Plan::analyse(&folder.migrations, &snapshot.rows());
+        for r in &plan.null_rows {
+            if !snapshot.unparsable().iter().any(|u| u.id == r.id) {
+                history_problems.push(format!("row id {} has created_at NULL", r.id));
+            }
+        }
+        for (m, s) in folder.migrations.iter().zip(&plan.states) {
+            match s {
+                State::Edited {
+                    row_id,
+                    cosmetic: false,
+                    ..
+                } => history_problems.push(format!(
+                    "{} ({}) was edited after it was applied (row id {row_id})",
+                    m.tag,
+                    m.file()
+                )),
+                State::OutOfOrder => history_problems.push(format!(
+                    "{} ({}) is out of order: never applied, older than the newest applied \
+                     migration",
+                    m.tag,
+                    m.file()
+                )),
+                _ => {}
+            }
+        }
+        for r in &plan.unknown_rows {
+            history_problems.push(format!(
+                "row id {} (created_at {}) matches no migration in {}",
+                r.id,
+                r.created_at.map(report::utc).unwrap_or_default(),
+                folder.dir.display()
+            ));
+        }
+    }
+    let numbered = |ps: &[String], start: usize| -> String {
+        ps.iter()
+            .enumerate()
+            .map(|(i, p)| format!("\n  {}. {p}.", start + i + 1))
+            .collect()
+    };
+    let total = folder_problems.len() + history_problems.len();
+    if total > 0 {
+        let msg = format!(
+            "validate found {total} problem{} in {}{}:{}{}",
+            if total == 1 { "" } else { "s" },
+            folder.dir.display(),
+            if snapshot.is_some() {
+                format!(" against {}", cfg.database.target())
+            } else {
+                String::new()
+            },
+            numbered(&folder_problems, 0),
+            numbered(&history_problems, folder_problems.len())
+        );
+        return Err(if folder_problems.is_empty() {
+            Error::History(msg)
+        } else {
+            Error::Source(msg)
+        });
+    }
+    Ok(Outcome {
+        stdout: String::new(),
+        summary: format!(
+            "valid: {} migrations in {}{}",
+            folder.migrations.len(),
+            folder.dir.display(),
+            match snapshot {
+                Some(s) if s.exists => format!(", consistent with {}", s.table.qualified),
+                Some(s) => format!(", {} not created yet", s.table.qualified),
+                None => " (offline: the database was not consulted)".to_string(),
+            }
+        ),
+        applied: Vec::new(),
+    })
+}
+
+/// `portcullis baseline`: records migrations up to `to` as applied, without running them, with
+/// exactly the rows drizzle writes.
+async fn baseline(
+    cfg: &Config,
+    session: &db::Session,
+    folder: &Folder,
+    to: &Option<String>,
+    force: bool,
+) -> Result<Outcome, Error> {
+    let upto = match to {
+        None => folder.migrations.len(),
+        Some(tag) => match folder.migrations.iter().position(|m| &m.tag == tag) {
+            Some(i) => i + 1,
+            None => {
+                return Err(Error::Config(format!(
+                    "baseline --to {tag}: no migration with that tag in {}; tags look like {}",
+                    folder.dir.display(),
+                    folder
+                        .migrations
+                        .first()
+                        .map(|m| m.tag.as_str())
+                        .unwrap_or("0000_name")
+                )));
+            }
+        },
+    };
+    let (table, rows) =
+        db::history::prepare(session, &cfg.migrations_schema, &cfg.migrations_table).await?;
+    let plan = Plan::analyse(&folder.migrations, &rows);
+    let targets = &folder.migrations[..upto];
+    for (m, s) in targets.iter().zip(&plan.states) {
+        if let State::Edited { row_id, .. } = s {
+            return Err(Error::History(format!(
+                "baseline: {} already has a row (id {row_id}) with another hash; the file was \
+                 edited after it was recorded. Restore the file, or fix the row by hand.",
+                m.tag
+            )));
+        }
+    }
+    let claimed: Vec<i64> = plan.states[..upto]
+        .iter()
+        .filter_map(|s| match s {
+            State::Applied { row_id, .. } => Some(*row_id),
+            _ => None,
+        })
+        .collect();
+    let others: Vec<i64> = rows
+        .iter()
+        .map(|r| r.id)
+        .filter(|id| !claimed.contains(id))
+        .collect();
+    if !others.is_empty() && !force {
+        return Err(Error::History(format!(
+            "baseline refuses: {} already has {} row(s) beyond the ones it would record (ids {}), \
+             so this database's history is not simply \"nothing recorded yet\". Check `portcullis \
+             status`; re-run with --force to record the missing rows anyway.",
+            table.qualified,
+            others.len(),
+            others
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let todo: Vec<&Migration> = targets
+        .iter()
+        .zip(&plan.states)
+        .filter(|(_, s)| !matches!(s, State::Applied { .. }))
+        .map(|(m, _)| m)
+        .collect();
+    if todo.is_empty() {
+        return Ok(Outcome {
+            summary: format!(
+                "nothing to record: the {upto} migration(s) up to {} are already recorded",
+                targets.last().map(|m| m.tag.as_str()).unwrap_or("-")
+            ),
+            ..Outcome::default()
+        });
+    }
+    db::apply::record(session, &table, &todo).await?;
+    let mut stdout = String::new();
+    for m in &todo {
+        stdout.push_str(&format!(
+            "recorded {} (hash {}, created_at {}) without running it\n",
+            m.tag, m.hash, m.when
+        ));
+    }
+    Ok(Outcome {
+        stdout,
+        summary: format!(
+            "baseline recorded {} migration{} as applied in {}, up to {}",
+            todo.len(),
+            if todo.len() == 1 { "" } else { "s" },
+            table.qualified,
+            targets.last().map(|m| m.tag.as_str()).unwrap_or("-")
+        ),
+        applied: Vec::new(),
+    })
+}
+
+/// `portcullis repair`: shows (and with `--apply` makes, after a backup) the changes that turn a
+/// damaged tracking table into one drizzle and portcullis accept.
+async fn repair(
+    cfg: &Config,
+    session: &db::Session,
+    folder: &Folder,
+    apply: bool,
+) -> Result<Outcome, Error> {
+    let snapshot = read_history(cfg, session).await?;
+    let q = snapshot.table.qualified.clone();
+    if !snapshot.exists {
+        return Ok(Outcome {
+            summary: format!("{q} does not exist; nothing to repair (migrate creates it)"),
+            ..Outcome::default()
+        });
+    }
+    let missing: Vec<&str> = ["id", "hash", "created_at"]
+        .into_iter()
+        .filter(|c| !snapshot.columns.iter().any(|col| col.name == *c))
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::History(format!(
+            "{q} lacks the column(s) {}; repair only fixes values and the created_at type. Move \
+             the table aside and run `portcullis baseline` to rebuild it from the folder.",
+            missing.join(", ")
+        )));
+    }
+    let ty = snapshot.created_at_type().unwrap_or("bigint").to_string();
+    let plan = repair::plan(&folder.migrations, &ty, &snapshot.raw);
+    if !plan.unresolved.is_empty() {
+        return Err(Error::History(format!(
+            "repair cannot fix {q} from this folder; nothing was changed:\n  {}",
+            plan.unresolved.join("\n  ")
+        )));
+    }
+    if plan.is_empty() {
+        return Ok(Outcome {
+            summary: format!("{q} needs no repair"),
+            ..Outcome::default()
+        });
+    }
+    let mut stdout = String::new();
+    for a in &plan.actions {
+        stdout.push_str(&format!(
+            "{} {}\n",
+            if apply { "did:" } else { "would:" },
+            repair::describe(a, &q)
+        ));
+    }
+    if !apply {
+        return Ok(Outcome {
+            stdout,
+            summary: format!(
+                "repair would make {} change(s) to {q} after backing it up; nothing was changed. \
+                 Run `portcullis repair --apply` to do it.",
+                plan.actions.len()
+            ),
+            applied: Vec::new(),
+        });
+    }
+    let stamp = report::stamp(now_millis());
+    let backup = db::history::apply_repair(session, &snapshot, &plan, &stamp).await?;
+    stdout.insert_str(0, &format!("did: copy {q} to {backup}\n"));
+    Ok(Outcome {
+        stdout,
+        summary: format!(
+            "repaired {q} ({} change(s)); the previous contents are kept in {backup}",
+            plan.actions.len()
+        ),
+        applied: Vec::new(),
+    })
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// `portcullis await`: for app containers that must not migrate themselves. Polls, read-only and
+/// without the lock, until nothing is pending for this folder; exit 5 at the wait timeout.
+async fn await_ready(cfg: &Config, folder: &Folder) -> Result<Outcome, Error> {
+    let started = Instant::now();
+    let mut last_report: Option<Instant> = None;
+    let mut session: Option<db::Session> = None;
+    loop {
+        if session.is_none() {
+            let remaining = cfg.wait_timeout.saturating_sub(started.elapsed());
+            session = Some(db::connect::wait_for(&cfg.database, remaining).await?);
+        }
+        let snapshot = match read_history(cfg, session.as_ref().expect("connected above")).await {
+            Ok(s) => s,
+            // The connection dropped (a restart, a failover): connect again within the deadline.
+            Err(Error::Unreachable(why)) if started.elapsed() < cfg.wait_timeout => {
+                tracing::debug!("reconnecting: {why}");
+                session = None;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        // Problems that would stop `migrate` stop `await` too: waiting cannot fix them.
+        let (_, decision) = decide(cfg, folder, &snapshot)?;
+        if decision.apply.is_empty() {
+            return Ok(Outcome {
+                summary: format!(
+                    "schema ready: all {} migrations of {} are applied on {}",
+                    folder.migrations.len(),
+                    folder.dir.display(),
+                    cfg.database.target()
+                ),
+                ..Outcome::default()
+            });
+        }
+        let pending: Vec<&str> = decision
+            .apply
+            .iter()
+            .map(|&i| folder.migrations[i].tag.as_str())
+            .collect();
+        if started.elapsed() >= cfg.wait_timeout {
+            return Err(Error::Unreachable(format!(
+                "{} migration(s) were still pending after {} ({}); the schema is not ready for \
+                 this image. Check that the migration Job (or init container) ran and succeeded, \
+                 or raise PORTCULLIS_WAIT_TIMEOUT; a restart may help.",
+                pending.len(),
+                config::format_duration(cfg.wait_timeout),
+                pending.join(", ")
+            )));
+        }
+        if last_report.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+            last_report = Some(Instant::now());
+            tracing::info!(
+                "waiting for {} pending migration(s) to be applied by another runner ({}; {:.1}s \
+                 of {})",
+                pending.len(),
+                pending.join(", "),
+                started.elapsed().as_secs_f64(),
+                config::format_duration(cfg.wait_timeout)
+            );
+        }
+        let pause = Duration::from_secs(1).min(cfg.wait_timeout.saturating_sub(started.elapsed()));
+        tokio::time::sleep(pause).await;
+    }
 }

@@ -19,7 +19,7 @@ use std::process;
                   other users of the machine can see in the process list.\n\nExit codes: 0 ok, \
                   2 configuration, 3 migrations folder, 4 history disagrees with folder, 5 \
                   database unreachable (retry), 6 refused (auth/database/TLS), 7 lock timeout \
-                  (retry), 8 migration failed."
+                  (retry), 8 migration failed, 9 seed failed, 130/143 interrupted."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -28,10 +28,55 @@ struct Cli {
     flags: Flags,
 }
 
-#[derive(Subcommand, Debug, Clone, Copy)]
+#[derive(Subcommand, Debug, Clone)]
 enum Command {
     /// Wait for the database, lock, apply pending migrations, unlock (the default).
-    Migrate,
+    Migrate {
+        /// Print what would be applied (like `plan`) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Every migration's state: applied, pending, out-of-order, edited, unknown rows. Read-only.
+    Status {
+        /// text (an aligned table) or json (one document, shape documented in README).
+        #[arg(long, value_enum, default_value = "text")]
+        format: FormatArg,
+    },
+    /// The migrations `migrate` would apply now, in order, with their SQL. Changes nothing.
+    Plan,
+    /// Check the folder (and, unless --offline, the tracking table against it); exit 0, 3 or 4.
+    Validate {
+        /// Check the folder only; do not connect.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Record migrations as applied without running them (for a schema made by `drizzle-kit
+    /// push` or restored from a dump), with exactly the rows drizzle writes.
+    Baseline {
+        /// Record up to and including this tag (default: all).
+        #[arg(long, value_name = "TAG")]
+        to: Option<String>,
+        /// Record even when the table already has other rows.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Fix a damaged tracking table (created_at type, NULLs, duplicates) after a backup; shows
+    /// the changes, makes them only with --apply.
+    Repair {
+        /// Make the changes (in one transaction, under the lock, after copying the table).
+        #[arg(long)]
+        apply: bool,
+    },
+    /// Wait until the database accepts connections, then exit 0.
+    Wait,
+    /// For app containers: wait until no migration of this folder is pending (a peer migrated).
+    Await,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+enum FormatArg {
+    Text,
+    Json,
 }
 
 /// Flags override the environment variable named in each help line.
@@ -143,9 +188,19 @@ fn main() -> process::ExitCode {
     }
     portcullis::logging::init(format, level);
 
-    let code = match run(cli.command.unwrap_or(Command::Migrate), &overrides) {
-        Ok(summary) => {
-            tracing::info!("{summary}");
+    let code = match run(
+        cli.command.unwrap_or(Command::Migrate { dry_run: false }),
+        &overrides,
+    ) {
+        Ok(outcome) => {
+            if !outcome.stdout.is_empty() {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                // A closed pipe (`portcullis status | head`) is not an error of the run.
+                let _ = out.write_all(outcome.stdout.as_bytes());
+                let _ = out.flush();
+            }
+            tracing::info!("{}", outcome.summary);
             ExitCode::Success
         }
         Err(e) => {
@@ -160,7 +215,7 @@ fn main() -> process::ExitCode {
 fn run(
     command: Command,
     overrides: &[(String, String)],
-) -> Result<String, portcullis::error::Error> {
+) -> Result<portcullis::Outcome, portcullis::error::Error> {
     let cfg = Config::from_env(overrides)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -168,9 +223,22 @@ fn run(
         .map_err(|e| {
             portcullis::error::Error::Internal(format!("cannot start the runtime: {e}"))
         })?;
-    match command {
-        Command::Migrate => runtime
-            .block_on(portcullis::migrate(&cfg))
-            .map(|o| o.summary),
-    }
+    use portcullis::Command as C;
+    let command = match command {
+        Command::Migrate { dry_run: false } => C::Migrate,
+        Command::Migrate { dry_run: true } | Command::Plan => C::Plan,
+        Command::Status { format } => C::Status {
+            format: match format {
+                FormatArg::Text => portcullis::Format::Text,
+                FormatArg::Json => portcullis::Format::Json,
+            },
+            colour: std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        },
+        Command::Validate { offline } => C::Validate { offline },
+        Command::Baseline { to, force } => C::Baseline { to, force },
+        Command::Repair { apply } => C::Repair { apply },
+        Command::Wait => C::Wait,
+        Command::Await => C::Await,
+    };
+    runtime.block_on(portcullis::run(&command, &cfg))
 }

@@ -49,6 +49,12 @@ pub fn drizzle_up_folder_name(tag: &str, when: i64) -> String {
     format!("{y:04}{mo:02}{d:02}{h:02}{mi:02}{s:02}_{rest}")
 }
 
+/// `YYYYMMDDHHMMSS` in UTC, for backup table names.
+pub fn stamp(ms: i64) -> String {
+    let (y, mo, d, h, mi, s) = utc_parts(ms);
+    format!("{y:04}{mo:02}{d:02}{h:02}{mi:02}{s:02}")
+}
+
 /// The last line of a successful migrate.
 pub fn summary(applied: &[(String, Duration)], total: Duration, known: usize) -> String {
     if applied.is_empty() {
@@ -121,5 +127,155 @@ mod tests {
             summary(&many, Duration::ZERO, 12)
                 .contains("m0, m1, m2, m3, m4 ... m10, m11 (12 in all)")
         );
+    }
+}
+
+/// One migration's line in `status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StatusEntry {
+    pub tag: String,
+    /// Journal `when` in milliseconds, and as a UTC date.
+    pub when: i64,
+    pub when_utc: String,
+    /// `applied`, `pending`, `out-of-order` or `edited`.
+    pub state: &'static str,
+    pub file: String,
+    pub hash: String,
+    /// The tracking row matched to it, if any.
+    pub row_id: Option<i64>,
+    /// The hash in that row when it differs from the file's.
+    pub recorded_hash: Option<String>,
+    /// `applied_at` of that row, where the table records it (drizzle 1.0 shape).
+    pub applied_at: Option<String>,
+    /// A remark: `line endings only`, `recorded under another when`, ...
+    pub note: Option<String>,
+}
+
+/// A tracking row that matches no local migration (`applied-but-unknown-locally`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UnknownRow {
+    pub id: i64,
+    pub hash: String,
+    pub created_at: Option<String>,
+    pub created_at_utc: Option<String>,
+    pub applied_at: Option<String>,
+}
+
+/// Counts for the one-line summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StatusCounts {
+    pub applied: usize,
+    pub pending: usize,
+    pub out_of_order: usize,
+    pub edited: usize,
+    pub unknown: usize,
+}
+
+/// The whole `status` document. Its JSON form is documented in README and kept stable:
+/// fields are only ever added.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Status {
+    pub version: &'static str,
+    pub database: String,
+    pub table: String,
+    pub table_exists: bool,
+    pub migrations_dir: String,
+    pub migrations: Vec<StatusEntry>,
+    pub unknown_rows: Vec<UnknownRow>,
+    /// Problems that would stop `migrate` (NULL or unreadable created_at, a bad table shape).
+    pub problems: Vec<String>,
+    pub counts: StatusCounts,
+    pub summary: String,
+}
+
+impl Status {
+    pub fn summary_line(counts: &StatusCounts, total: usize) -> String {
+        let mut parts = vec![format!("{} of {total} applied", counts.applied)];
+        for (n, what) in [
+            (counts.pending, "pending"),
+            (counts.out_of_order, "out of order"),
+            (counts.edited, "edited after apply"),
+            (counts.unknown, "recorded but unknown here"),
+        ] {
+            if n > 0 {
+                parts.push(format!("{n} {what}"));
+            }
+        }
+        parts.join(", ")
+    }
+
+    /// An aligned table for people; `colour` adds ANSI colours to the state column.
+    pub fn to_text(&self, colour: bool) -> String {
+        let mut rows: Vec<[String; 4]> = vec![[
+            "TAG".into(),
+            "WHEN (UTC)".into(),
+            "STATE".into(),
+            "APPLIED AT".into(),
+        ]];
+        for m in &self.migrations {
+            let state = match &m.note {
+                Some(note) => format!("{} ({note})", m.state),
+                None => m.state.to_string(),
+            };
+            rows.push([
+                m.tag.clone(),
+                m.when_utc.trim_end_matches(" UTC").to_string(),
+                state,
+                m.applied_at.clone().unwrap_or_else(|| "-".into()),
+            ]);
+        }
+        for u in &self.unknown_rows {
+            rows.push([
+                format!("(row id {})", u.id),
+                u.created_at_utc
+                    .as_deref()
+                    .map(|d| d.trim_end_matches(" UTC").to_string())
+                    .unwrap_or_else(|| "-".into()),
+                "applied-but-unknown-locally".into(),
+                u.applied_at.clone().unwrap_or_else(|| "-".into()),
+            ]);
+        }
+        let widths: Vec<usize> = (0..4)
+            .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+            .collect();
+        let mut out = format!(
+            "{} on {}, {} tracked in {}{}\n\n",
+            self.migrations_dir,
+            self.database,
+            self.migrations.len(),
+            self.table,
+            if self.table_exists {
+                ""
+            } else {
+                " (not created yet)"
+            }
+        );
+        for (i, r) in rows.iter().enumerate() {
+            let mut line = String::new();
+            for (c, cell) in r.iter().enumerate() {
+                let pad = widths[c] - cell.chars().count();
+                let shown = if colour && c == 2 && i > 0 {
+                    let code = match cell.split(' ').next().unwrap_or("") {
+                        "applied" => "32",
+                        "pending" => "33",
+                        _ => "31",
+                    };
+                    format!("\x1b[{code}m{cell}\x1b[0m")
+                } else {
+                    cell.clone()
+                };
+                line.push_str(&shown);
+                if c < 3 {
+                    line.push_str(&" ".repeat(pad + 2));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        for p in &self.problems {
+            out.push_str(&format!("\nproblem: {p}\n"));
+        }
+        out.push_str(&format!("\n{}\n", self.summary));
+        out
     }
 }

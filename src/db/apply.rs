@@ -116,17 +116,7 @@ async fn run_group(
     mode: TransactionMode,
 ) -> Result<Vec<Applied>, GroupError> {
     let client = session.client();
-    let insert = if table.has_name_column {
-        format!(
-            "insert into {} (\"hash\", \"created_at\", \"name\") values ($1, $2::int8, $3)",
-            table.qualified
-        )
-    } else {
-        format!(
-            "insert into {} (\"hash\", \"created_at\") values ($1, $2::int8)",
-            table.qualified
-        )
-    };
+    let insert = insert_sql(table);
     let lost = |what: &str, e: &tokio_postgres::Error| GroupError::Failed(query_failed(what, e));
     client
         .batch_execute("BEGIN")
@@ -192,12 +182,7 @@ async fn run_group(
             }
             statements += 1;
         }
-        let name = drizzle_up_folder_name(&m.tag, m.when);
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&m.hash, &m.when];
-        if table.has_name_column {
-            params.push(&name);
-        }
-        if let Err(e) = client.execute(insert.as_str(), &params).await {
+        if let Err(e) = insert_row(client, &insert, table, m).await {
             rollback(session).await;
             return Err(GroupError::Failed(query_failed(
                 &format!("recording {} in {}", m.tag, table.qualified),
@@ -242,6 +227,65 @@ async fn run_group(
         }));
     }
     Ok(done)
+}
+
+/// The tracking-row insert drizzle issues: hash and created_at bound as parameters (`$2::int8`
+/// so the value converts to a `numeric` column too), plus `name` in a drizzle-1.0-shaped table.
+fn insert_sql(table: &Table) -> String {
+    if table.has_name_column {
+        format!(
+            "insert into {} (\"hash\", \"created_at\", \"name\") values ($1, $2::int8, $3)",
+            table.qualified
+        )
+    } else {
+        format!(
+            "insert into {} (\"hash\", \"created_at\") values ($1, $2::int8)",
+            table.qualified
+        )
+    }
+}
+
+async fn insert_row(
+    client: &tokio_postgres::Client,
+    insert: &str,
+    table: &Table,
+    m: &Migration,
+) -> Result<u64, tokio_postgres::Error> {
+    let name = drizzle_up_folder_name(&m.tag, m.when);
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&m.hash, &m.when];
+    if table.has_name_column {
+        params.push(&name);
+    }
+    client.execute(insert, &params).await
+}
+
+/// `baseline`: writes the rows drizzle would have written for `migrations`, in one transaction,
+/// without running their SQL.
+pub async fn record(
+    session: &Session,
+    table: &Table,
+    migrations: &[&Migration],
+) -> Result<(), Error> {
+    let client = session.client();
+    let insert = insert_sql(table);
+    client
+        .batch_execute("BEGIN")
+        .await
+        .map_err(|e| query_failed("BEGIN", &e))?;
+    for m in migrations {
+        if let Err(e) = insert_row(client, &insert, table, m).await {
+            rollback(session).await;
+            return Err(query_failed(
+                &format!("recording {} in {}", m.tag, table.qualified),
+                &e,
+            ));
+        }
+    }
+    if let Err(e) = client.batch_execute("COMMIT").await {
+        rollback(session).await;
+        return Err(query_failed("COMMIT", &e));
+    }
+    Ok(())
 }
 
 /// Best effort: if the connection is gone the server rolls back by itself.

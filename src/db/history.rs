@@ -132,17 +132,188 @@ fn varchar_len(ty: &str) -> Option<u32> {
         .and_then(|n| n.parse().ok())
 }
 
-/// Creates the schema and table when absent (issuing DDL only then, so a role without CREATE
-/// privilege works on an existing table, E30), checks its shape and reads every row.
-pub async fn prepare(
-    session: &Session,
-    schema: &str,
-    table: &str,
-) -> Result<(Table, Vec<HistoryRow>), Error> {
+/// A row as stored, `created_at` still as text (it may not be a number in a damaged table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawRow {
+    pub id: i64,
+    pub hash: String,
+    pub created_at: Option<String>,
+    /// `applied_at` as text, when the table has that column (drizzle 1.0 shape).
+    pub applied_at: Option<String>,
+}
+
+/// Everything read from the tracking table, without judging it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub table: Table,
+    pub exists: bool,
+    pub columns: Vec<Column>,
+    pub raw: Vec<RawRow>,
+}
+
+impl Snapshot {
+    /// Problems with the table's shape (empty when drizzle can use it).
+    pub fn shape_problems(&self) -> Vec<String> {
+        if !self.exists {
+            return Vec::new();
+        }
+        check_columns(&self.table.qualified, &self.columns)
+            .err()
+            .unwrap_or_default()
+    }
+
+    /// The rows whose `created_at` is not a whole number (mistyped or damaged values).
+    pub fn unparsable(&self) -> Vec<&RawRow> {
+        self.raw
+            .iter()
+            .filter(|r| {
+                r.created_at
+                    .as_deref()
+                    .is_some_and(|t| t.parse::<i64>().is_err())
+            })
+            .collect()
+    }
+
+    /// The rows as the planner sees them; unparsable `created_at` values count as NULL (the
+    /// caller reports them separately).
+    pub fn rows(&self) -> Vec<HistoryRow> {
+        self.raw
+            .iter()
+            .map(|r| HistoryRow {
+                id: r.id,
+                hash: r.hash.clone(),
+                created_at: r.created_at.as_deref().and_then(|t| t.parse().ok()),
+            })
+            .collect()
+    }
+
+    /// The type of `created_at` as `format_type` prints it.
+    pub fn created_at_type(&self) -> Option<&str> {
+        self.columns
+            .iter()
+            .find(|c| c.name == "created_at")
+            .map(|c| c.ty.as_str())
+    }
+
+    /// Refuses a table drizzle cannot use or rows it cannot read (exit 4), as `migrate` must.
+    pub fn require_usable(&self) -> Result<Vec<HistoryRow>, Error> {
+        let q = &self.table.qualified;
+        let problems = self.shape_problems();
+        if !problems.is_empty() {
+            return Err(Error::History(format!(
+                "the tracking table {q} does not have the shape drizzle gives it, so neither \
+                 drizzle nor portcullis can use it safely; nothing was applied. {}. \
+                 `portcullis repair` shows how it would fix the table.",
+                problems.join("; ")
+            )));
+        }
+        let bad: Vec<String> = self
+            .unparsable()
+            .iter()
+            .map(|r| {
+                format!(
+                    "id {}: created_at {}",
+                    r.id,
+                    r.created_at.as_deref().unwrap_or("")
+                )
+            })
+            .collect();
+        if !bad.is_empty() {
+            return Err(Error::History(format!(
+                "{q} has created_at values that are not whole milliseconds ({}); drizzle only \
+                 writes integers. `portcullis repair` shows how it would fix them; nothing was \
+                 applied.",
+                bad.join(", ")
+            )));
+        }
+        Ok(self.rows())
+    }
+}
+
+/// Reads the table without changing anything (no DDL): for `status`, `plan`, `validate`, `await`.
+pub async fn read(session: &Session, schema: &str, table: &str) -> Result<Snapshot, Error> {
+    let client = session.client();
+    let qualified = qualified(schema, table);
+    let kind = client
+        .query_opt(TABLE_KIND, &[&schema, &table])
+        .await
+        .map_err(|e| query_failed("looking up the tracking table", &e))?
+        .map(|r| r.get::<_, String>(0));
+    let mut snapshot = Snapshot {
+        table: Table {
+            schema: schema.to_string(),
+            name: table.to_string(),
+            qualified: qualified.clone(),
+            has_name_column: false,
+            created: false,
+        },
+        exists: false,
+        columns: Vec::new(),
+        raw: Vec::new(),
+    };
+    match kind.as_deref() {
+        None => return Ok(snapshot),
+        Some("r" | "p") => {}
+        Some(other) => {
+            return Err(Error::History(format!(
+                "{qualified} exists but is not a table (pg_class.relkind {other:?}); drizzle \
+                 needs a plain table there. Rename that object or set \
+                 PORTCULLIS_MIGRATIONS_SCHEMA / PORTCULLIS_MIGRATIONS_TABLE to drizzle.config's \
+                 migrations.schema / migrations.table."
+            )));
+        }
+    }
+    snapshot.exists = true;
+    snapshot.columns = client
+        .query(COLUMNS, &[&schema, &table])
+        .await
+        .map_err(|e| query_failed("reading the tracking table's columns", &e))?
+        .iter()
+        .map(|r| Column {
+            name: r.get(0),
+            ty: r.get(1),
+            not_null: r.get(2),
+            has_default: r.get(3),
+        })
+        .collect();
+    let has = |n: &str| snapshot.columns.iter().any(|c| c.name == n);
+    snapshot.table.has_name_column = has("name");
+    if !(has("id") && has("hash") && has("created_at")) {
+        // The shape check reports what is missing; there is nothing to read.
+        return Ok(snapshot);
+    }
+    let applied_at = if has("applied_at") {
+        "applied_at::text"
+    } else {
+        "null::text"
+    };
+    snapshot.raw = client
+        .query(
+            &format!(
+                "select id::int8, hash::text, created_at::text, {applied_at} from {qualified} \
+                 order by id"
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| query_failed(&format!("reading {qualified}"), &e))?
+        .iter()
+        .map(|r| RawRow {
+            id: r.get(0),
+            hash: r.get(1),
+            created_at: r.get(2),
+            applied_at: r.get(3),
+        })
+        .collect();
+    Ok(snapshot)
+}
+
+/// Creates the schema and table when absent, issuing DDL only then (so a role without CREATE
+/// privilege works on an existing table, E30). Returns whether anything was created.
+pub async fn ensure(session: &Session, schema: &str, table: &str) -> Result<bool, Error> {
     let client = session.client();
     let qualified = qualified(schema, table);
     let mut created = false;
-
     let schema_exists: bool = client
         .query_one(SCHEMA_EXISTS, &[&schema])
         .await
@@ -158,119 +329,139 @@ pub async fn prepare(
             .map_err(|e| query_failed(&format!("creating schema {}", quote_ident(schema)), &e))?;
         created = true;
     }
-    let kind = client
+    let exists = client
         .query_opt(TABLE_KIND, &[&schema, &table])
         .await
         .map_err(|e| query_failed("looking up the tracking table", &e))?
-        .map(|r| r.get::<_, String>(0));
-    match kind.as_deref() {
-        None => {
-            client
-                .batch_execute(&create_table_sql(&qualified))
-                .await
-                .map_err(|e| query_failed(&format!("creating {qualified}"), &e))?;
-            created = true;
-            tracing::info!("created the tracking table {qualified}");
-        }
-        Some("r" | "p") => {}
-        Some(other) => {
-            return Err(Error::History(format!(
-                "{qualified} exists but is not a table (pg_class.relkind {other:?}); drizzle \
-                 needs a plain table there. Rename that object or set \
-                 PORTCULLIS_MIGRATIONS_SCHEMA / PORTCULLIS_MIGRATIONS_TABLE to drizzle.config's \
-                 migrations.schema / migrations.table."
-            )));
-        }
+        .is_some();
+    if !exists {
+        client
+            .batch_execute(&create_table_sql(&qualified))
+            .await
+            .map_err(|e| query_failed(&format!("creating {qualified}"), &e))?;
+        created = true;
+        tracing::info!("created the tracking table {qualified}");
     }
+    Ok(created)
+}
 
-    let columns: Vec<Column> = client
-        .query(COLUMNS, &[&schema, &table])
-        .await
-        .map_err(|e| query_failed("reading the tracking table's columns", &e))?
-        .iter()
-        .map(|r| Column {
-            name: r.get(0),
-            ty: r.get(1),
-            not_null: r.get(2),
-            has_default: r.get(3),
-        })
-        .collect();
-    let has_name_column = check_columns(&qualified, &columns).map_err(|problems| {
-        Error::History(format!(
-            "the tracking table {qualified} does not have the shape drizzle gives it, so neither \
-             drizzle nor portcullis can use it safely; nothing was applied. {}.",
-            problems.join("; ")
-        ))
-    })?;
-
-    let rows = client
-        .query(
-            &format!("select id::int8, hash::text, created_at::text from {qualified} order by id"),
-            &[],
-        )
-        .await
-        .map_err(|e| query_failed(&format!("reading {qualified}"), &e))?;
-    let mut history = Vec::with_capacity(rows.len());
-    let mut bad = Vec::new();
-    for r in &rows {
-        let id: i64 = r.get(0);
-        let created_at: Option<String> = r.get(2);
-        let created_at = match created_at {
-            None => None,
-            Some(text) => match text.parse::<i64>() {
-                Ok(v) => Some(v),
-                Err(_) => {
-                    bad.push(format!("id {id}: created_at {text}"));
-                    continue;
-                }
-            },
-        };
-        history.push(HistoryRow {
-            id,
-            hash: r.get(1),
-            created_at,
-        });
-    }
-    if !bad.is_empty() {
-        return Err(Error::History(format!(
-            "{qualified} has created_at values that are not whole milliseconds ({}); drizzle only \
-             writes integers. Correct those rows by hand (after a backup); nothing was applied.",
-            bad.join(", ")
-        )));
-    }
-
-    if history.is_empty() {
-        let others: Vec<String> = client
+/// For `migrate`: ensure the table, read it, refuse what drizzle cannot use, and warn when an
+/// empty table sits beside another drizzle tracking table (a changed migrations.schema/table).
+pub async fn prepare(
+    session: &Session,
+    schema: &str,
+    table: &str,
+) -> Result<(Table, Vec<HistoryRow>), Error> {
+    let created = ensure(session, schema, table).await?;
+    let mut snapshot = read(session, schema, table).await?;
+    snapshot.table.created = created;
+    let rows = snapshot.require_usable()?;
+    if rows.is_empty() {
+        let others: Vec<String> = session
+            .client()
             .query(ELSEWHERE, &[&schema, &table])
             .await
             .map_err(|e| query_failed("looking for other tracking tables", &e))?
             .iter()
-            .map(|r| qualified_of(&r.get::<_, String>(0), &r.get::<_, String>(1)))
+            .map(|r| qualified(&r.get::<_, String>(0), &r.get::<_, String>(1)))
             .collect();
         if !others.is_empty() {
             tracing::warn!(
-                "{qualified} is empty, but {} exist(s); if this database was migrated with another \
+                "{} is empty, but {} exist(s); if this database was migrated with another \
                  migrations.schema/table setting, set PORTCULLIS_MIGRATIONS_SCHEMA and \
                  PORTCULLIS_MIGRATIONS_TABLE to match, or every migration will run again",
+                snapshot.table.qualified,
                 others.join(", ")
             );
         }
     }
-
-    Ok((
-        Table {
-            schema: schema.to_string(),
-            name: table.to_string(),
-            qualified,
-            has_name_column,
-            created,
-        },
-        history,
-    ))
+    Ok((snapshot.table, rows))
 }
 
-fn qualified_of(schema: &str, table: &str) -> String {
-    qualified(schema, table)
+/// `repair --apply`: in one transaction, copies the table to `<table>_backup_<stamp>` in the same
+/// schema, then applies `plan`. Returns the backup's qualified name. Touches no other table.
+pub async fn apply_repair(
+    session: &Session,
+    snapshot: &Snapshot,
+    plan: &crate::repair::RepairPlan,
+    stamp: &str,
+) -> Result<String, Error> {
+    use crate::repair::Action;
+    let client = session.client();
+    let t = &snapshot.table;
+    // Keep the backup name within 63 bytes by shortening the table part.
+    let suffix = format!("_backup_{stamp}");
+    let mut base = t.name.clone();
+    while base.len() + suffix.len() > 63 {
+        base.pop();
+    }
+    let backup = qualified(&t.schema, &format!("{base}{suffix}"));
+    let fail = |what: &str, e: tokio_postgres::Error| query_failed(what, &e);
+    client
+        .batch_execute("BEGIN")
+        .await
+        .map_err(|e| fail("BEGIN", e))?;
+    let result = async {
+        client
+            .batch_execute(&format!("CREATE TABLE {backup} AS TABLE {}", t.qualified))
+            .await
+            .map_err(|e| fail(&format!("backing up {} to {backup}", t.qualified), e))?;
+        for action in &plan.actions {
+            match action {
+                Action::ConvertToBigint { .. } => {
+                    // Every kept row's value is an integer computed by the plan; inlining
+                    // integers is safe, and one statement converts the column.
+                    let cases: String = plan
+                        .values
+                        .iter()
+                        .map(|(id, v)| format!(" WHEN {id} THEN {v}::bigint"))
+                        .collect();
+                    let using = if cases.is_empty() {
+                        "NULL::bigint".to_string()
+                    } else {
+                        format!("CASE id{cases} END")
+                    };
+                    client
+                        .batch_execute(&format!(
+                            "ALTER TABLE {} ALTER COLUMN created_at TYPE bigint USING {using}",
+                            t.qualified
+                        ))
+                        .await
+                        .map_err(|e| fail("converting created_at to bigint", e))?;
+                }
+                Action::SetCreatedAt { id, to, .. } => {
+                    client
+                        .execute(
+                            &format!(
+                                "UPDATE {} SET created_at = $1::int8 WHERE id = $2::int8",
+                                t.qualified
+                            ),
+                            &[to, id],
+                        )
+                        .await
+                        .map_err(|e| fail(&format!("setting created_at of row {id}"), e))?;
+                }
+                Action::DeleteDuplicate { id, .. } => {
+                    client
+                        .execute(
+                            &format!("DELETE FROM {} WHERE id = $1::int8", t.qualified),
+                            &[id],
+                        )
+                        .await
+                        .map_err(|e| fail(&format!("deleting duplicate row {id}"), e))?;
+                }
+            }
+        }
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| fail("COMMIT", e))
+    }
+    .await;
+    if result.is_err() {
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    result.map(|()| backup)
 }
 
 #[cfg(test)]

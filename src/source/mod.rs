@@ -2,6 +2,7 @@
 //! (`journal`, `split`); [`load`] is the thin disk loader that runs them, before any connection.
 
 pub mod journal;
+pub mod lexer;
 pub mod split;
 
 use crate::error::Error;

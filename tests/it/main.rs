@@ -1,4 +1,5 @@
 //! One integration-test binary: every scenario against real PostgreSQL clusters (see support).
+mod commands;
 mod failures;
 mod harness_smoke;
 mod migrate_basics;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 /// The rows the real `drizzle-kit migrate` (0.31.11, drizzle-orm 0.45.4) wrote for the example
 /// folder when it was generated (examples/drizzle-app): sha256 of each file and its journal `when`.
-const DRIZZLE_ROWS: [(&str, &str); 4] = [
+pub const DRIZZLE_ROWS: [(&str, &str); 4] = [
     (
         "154232f67c1dbb4e99c269503b079c3ddfa86ff0e5941b150ea45408cc00c517",
         "1795250321020",

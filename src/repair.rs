@@ -1,0 +1,218 @@
+//! What `portcullis repair` would change in a damaged tracking table (pure). It only ever touches
+//! the tracking table: `created_at` converted to bigint, NULL or unreadable values filled from the
+//! local migration with the same hash, exact duplicate rows dropped. Rows it cannot resolve are
+//! reported, and then nothing is changed at all.
+
+use crate::db::history::RawRow;
+use crate::source::Migration;
+use std::collections::BTreeMap;
+
+/// One change, in the order it is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// `ALTER COLUMN created_at TYPE bigint`, every row getting its resolved value.
+    ConvertToBigint { from: String },
+    /// Give row `id` the `created_at` of the local migration with its hash.
+    SetCreatedAt {
+        id: i64,
+        was: Option<String>,
+        to: i64,
+        tag: String,
+    },
+    /// Drop row `id`, an exact copy (hash and created_at) of row `keep`.
+    DeleteDuplicate { id: i64, keep: i64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RepairPlan {
+    pub actions: Vec<Action>,
+    /// The final `created_at` of every kept row (for the type conversion).
+    pub values: BTreeMap<i64, i64>,
+    /// Rows that cannot be fixed from the folder; with any, nothing is applied.
+    pub unresolved: Vec<String>,
+}
+
+impl RepairPlan {
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+}
+
+/// A stored value read as whole milliseconds: integers, and numerics such as `1700.000`.
+fn as_millis(text: &str) -> Option<i64> {
+    let t = text.trim();
+    if let Ok(v) = t.parse::<i64>() {
+        return Some(v);
+    }
+    let (int, frac) = t.split_once('.')?;
+    if frac.bytes().all(|b| b == b'0') {
+        int.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// Plans the repair of `rows` (whose `created_at` column has type `created_at_type`).
+pub fn plan(migrations: &[Migration], created_at_type: &str, rows: &[RawRow]) -> RepairPlan {
+    let mut out = RepairPlan::default();
+    let needs_conversion = created_at_type != "bigint";
+    let mut resolved: Vec<(i64, String, i64)> = Vec::new();
+    let mut fills = Vec::new();
+    for r in rows {
+        let parsed = r.created_at.as_deref().and_then(as_millis);
+        let value = match parsed {
+            // A readable integer is kept, even under a text or numeric type.
+            Some(v) => v,
+            None => match migrations.iter().find(|m| m.hash == r.hash) {
+                Some(m) => {
+                    fills.push(Action::SetCreatedAt {
+                        id: r.id,
+                        was: r.created_at.clone(),
+                        to: m.when,
+                        tag: m.tag.clone(),
+                    });
+                    m.when
+                }
+                None => {
+                    out.unresolved.push(format!(
+                        "row id {} has created_at {} and a hash ({}) that matches no migration in \
+                         this folder; set its created_at by hand (the journal `when` of the \
+                         migration it records) or delete it",
+                        r.id,
+                        r.created_at.as_deref().unwrap_or("NULL"),
+                        &r.hash[..r.hash.len().min(12)]
+                    ));
+                    continue;
+                }
+            },
+        };
+        resolved.push((r.id, r.hash.clone(), value));
+    }
+    let mut deletes = Vec::new();
+    let mut kept: Vec<&(i64, String, i64)> = Vec::new();
+    for row in &resolved {
+        match kept.iter().find(|k| k.1 == row.1 && k.2 == row.2) {
+            Some(first) => deletes.push(Action::DeleteDuplicate {
+                id: row.0,
+                keep: first.0,
+            }),
+            None => kept.push(row),
+        }
+    }
+    out.values = kept.iter().map(|(id, _, v)| (*id, *v)).collect();
+    if needs_conversion {
+        out.actions.push(Action::ConvertToBigint {
+            from: created_at_type.to_string(),
+        });
+    }
+    out.actions.extend(fills);
+    out.actions.extend(deletes);
+    out
+}
+
+/// One line per action, for the printed plan.
+pub fn describe(action: &Action, table: &str) -> String {
+    match action {
+        Action::ConvertToBigint { from } => {
+            format!("convert {table}.created_at from {from} to bigint (drizzle's type)")
+        }
+        Action::SetCreatedAt { id, was, to, tag } => format!(
+            "set created_at of row id {id} from {} to {to} (the `when` of {tag}, matched by hash)",
+            was.as_deref().unwrap_or("NULL")
+        ),
+        Action::DeleteDuplicate { id, keep } => {
+            format!("delete row id {id}, an exact duplicate of row id {keep}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn m(when: i64, sql: &str) -> Migration {
+        Migration::new(
+            0,
+            &format!("m{when}"),
+            when,
+            PathBuf::from("x.sql"),
+            sql.as_bytes(),
+        )
+    }
+
+    fn raw(id: i64, hash: &str, created_at: Option<&str>) -> RawRow {
+        RawRow {
+            id,
+            hash: hash.into(),
+            created_at: created_at.map(str::to_string),
+            applied_at: None,
+        }
+    }
+
+    #[test]
+    fn a_healthy_table_needs_nothing() {
+        let ms = vec![m(10, "a"), m(20, "b")];
+        let rows = vec![
+            raw(1, &ms[0].hash, Some("10")),
+            raw(2, &ms[1].hash, Some("20")),
+        ];
+        let p = plan(&ms, "bigint", &rows);
+        assert!(p.is_empty() && p.unresolved.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn fills_nulls_by_hash_and_drops_exact_duplicates() {
+        let ms = vec![m(10, "a"), m(20, "b")];
+        let rows = vec![
+            raw(1, &ms[0].hash, Some("10")),
+            raw(2, &ms[1].hash, None),
+            raw(3, &ms[0].hash, Some("10")),
+        ];
+        let p = plan(&ms, "bigint", &rows);
+        assert_eq!(
+            p.actions,
+            vec![
+                Action::SetCreatedAt {
+                    id: 2,
+                    was: None,
+                    to: 20,
+                    tag: "m20".into()
+                },
+                Action::DeleteDuplicate { id: 3, keep: 1 },
+            ]
+        );
+        assert_eq!(p.values, BTreeMap::from([(1, 10), (2, 20)]));
+    }
+
+    #[test]
+    fn converts_text_numeric_and_timestamps() {
+        let ms = vec![m(10, "a"), m(20, "b")];
+        let rows = vec![
+            raw(1, &ms[0].hash, Some("10")),
+            raw(2, &ms[1].hash, Some("20.000")),
+        ];
+        let p = plan(&ms, "numeric", &rows);
+        assert_eq!(
+            p.actions,
+            vec![Action::ConvertToBigint {
+                from: "numeric".into()
+            }]
+        );
+        assert_eq!(p.values, BTreeMap::from([(1, 10), (2, 20)]));
+        // A timestamp value is not milliseconds: taken from the migration with the same hash.
+        let rows = vec![raw(1, &ms[0].hash, Some("2024-01-01 00:00:00"))];
+        let p = plan(&ms, "timestamp without time zone", &rows);
+        assert_eq!(p.actions.len(), 2);
+        assert_eq!(p.values, BTreeMap::from([(1, 10)]));
+    }
+
+    #[test]
+    fn unknown_rows_it_cannot_fix_are_reported() {
+        let ms = vec![m(10, "a")];
+        let rows = vec![raw(7, &"f".repeat(64), None)];
+        let p = plan(&ms, "bigint", &rows);
+        assert_eq!(p.unresolved.len(), 1);
+        assert!(p.unresolved[0].contains("row id 7"));
+    }
+}

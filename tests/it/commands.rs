@@ -1,0 +1,502 @@
+//! The operator commands (status, plan, validate, baseline, repair, wait, await) on fresh, partly
+//! migrated, fully migrated and damaged databases.
+
+use crate::run::*;
+use crate::support::{Cluster, PASSWORD, execute, free_port, query};
+use std::time::{Duration, Instant};
+
+fn cmd(url: &str, dir: &std::path::Path, args: &[&str]) -> Output {
+    run(command(url, dir).args(args))
+}
+
+/// Everything a command could change: tables in every schema and the tracking rows.
+fn fingerprint(url: &str) -> Vec<Vec<Option<String>>> {
+    let mut all = query(
+        url,
+        "select table_schema || '.' || table_name from information_schema.tables \
+         where table_schema not in ('pg_catalog', 'information_schema') order by 1",
+    );
+    if table_exists(url, "drizzle.__drizzle_migrations") {
+        all.extend(query(
+            url,
+            "select id::text || hash || coalesce(created_at::text, 'NULL') \
+             from drizzle.__drizzle_migrations order by id",
+        ));
+    }
+    all
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
+}
+
+fn states(doc: &serde_json::Value) -> Vec<String> {
+    doc["migrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["state"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn four() -> Folder {
+    let mut f = Folder::new();
+    f.add("0000_a", 1_700_000_000_000, "create table c_a (id int);")
+        .add("0001_b", 1_700_000_001_000, "create table c_b (id int);")
+        .add("0002_c", 1_700_000_002_000, "create table c_c (id int);")
+        .add("0003_d", 1_700_000_003_000, "create table c_d (id int);");
+    f
+}
+
+// ---- status -------------------------------------------------------------------------------
+
+#[test]
+fn status_on_fresh_partial_full_and_damaged_databases() {
+    let url = fresh_db("status");
+    let folder = four();
+
+    // Fresh: everything pending, nothing created (read-only).
+    let out = cmd(&url, folder.path(), &["status", "--format", "json"]);
+    out.expect(0);
+    let doc = json(&out);
+    assert_eq!(doc["table_exists"], false);
+    assert_eq!(states(&doc), ["pending"; 4]);
+    assert!(!table_exists(&url, "drizzle.__drizzle_migrations"));
+
+    // Partly migrated: apply the first two with a shorter journal.
+    let mut first_two = Folder::new();
+    first_two
+        .add("0000_a", 1_700_000_000_000, "create table c_a (id int);")
+        .add("0001_b", 1_700_000_001_000, "create table c_b (id int);");
+    migrate(&url, first_two.path()).expect(0);
+    let doc = json(&cmd(&url, folder.path(), &["status", "--format", "json"]));
+    assert_eq!(states(&doc), ["applied", "applied", "pending", "pending"]);
+    assert_eq!(doc["counts"]["applied"], 2);
+    assert_eq!(doc["counts"]["pending"], 2);
+    assert_eq!(doc["summary"], "2 of 4 applied, 2 pending");
+
+    // Text: an aligned table with the summary, no colour when not on a terminal.
+    let out = cmd(&url, folder.path(), &["status"]);
+    out.expect(0);
+    assert!(out.stdout.contains("TAG"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("0002_c  2023-11-14 22:13:22  pending"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains('\x1b'));
+    assert!(out.stdout.contains("2 of 4 applied, 2 pending"));
+
+    // Fully migrated.
+    migrate(&url, folder.path()).expect(0);
+    let doc = json(&cmd(&url, folder.path(), &["status", "--format", "json"]));
+    assert_eq!(states(&doc), ["applied"; 4]);
+    assert_eq!(doc["migrations"][0]["row_id"], 1);
+    assert_eq!(doc["migrations"][0]["when_utc"], "2023-11-14 22:13:20 UTC");
+
+    // Damaged: an edited file, an out-of-order entry, an unknown row, a NULL created_at and a
+    // text-typed created_at: status still exits 0 and shows each.
+    let mut merged = Folder::new();
+    merged
+        .add("0000_a", 1_700_000_000_000, "create table c_a (id int);")
+        .add("0001_b", 1_700_000_001_000, "create table c_b (id bigint);")
+        .add("0001_x", 1_700_000_001_500, "create table c_x (id int);")
+        .add("0002_c", 1_700_000_002_000, "create table c_c (id int);")
+        .add("0003_d", 1_700_000_003_000, "create table c_d (id int);");
+    execute(
+        &url,
+        "insert into drizzle.__drizzle_migrations (hash, created_at) values (repeat('e', 64), 1800000000000);\
+         insert into drizzle.__drizzle_migrations (hash, created_at) values (repeat('f', 64), null);",
+    );
+    let doc = json(&cmd(&url, merged.path(), &["status", "--format", "json"]));
+    assert_eq!(
+        states(&doc),
+        ["applied", "edited", "out-of-order", "applied", "applied"]
+    );
+    assert_eq!(doc["counts"]["unknown"], 1);
+    assert_eq!(doc["unknown_rows"][0]["id"], 5);
+    assert!(
+        doc["problems"][0].as_str().unwrap().contains("NULL"),
+        "{doc}"
+    );
+    execute(
+        &url,
+        "alter table drizzle.__drizzle_migrations alter column created_at type text",
+    );
+    let out = cmd(&url, merged.path(), &["status"]);
+    out.expect(0);
+    assert!(
+        out.stdout
+            .contains("problem: its `created_at` column is text"),
+        "{}",
+        out.stdout
+    );
+}
+
+// ---- plan ----------------------------------------------------------------------------------
+
+#[test]
+fn plan_and_dry_run_show_the_sql_and_change_nothing() {
+    let url = fresh_db("plan");
+    let folder = four();
+    let before = fingerprint(&url);
+    let out = cmd(&url, folder.path(), &["plan"]);
+    out.expect(0);
+    assert!(
+        out.stdout
+            .contains("4 migrations to apply, in this order, in one transaction")
+    );
+    assert!(out.stdout.contains("[3/4] 0002_c"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("create table c_c (id int);"),
+        "{}",
+        out.stdout
+    );
+    let dry = cmd(&url, folder.path(), &["migrate", "--dry-run"]);
+    dry.expect(0);
+    assert_eq!(dry.stdout, out.stdout);
+    assert_eq!(fingerprint(&url), before, "plan changed the database");
+
+    let each = run(command(&url, folder.path())
+        .env("PORTCULLIS_TRANSACTION", "each")
+        .arg("plan"));
+    assert!(
+        each.stdout.contains("in its own transaction"),
+        "{}",
+        each.stdout
+    );
+
+    migrate(&url, folder.path()).expect(0);
+    let out = cmd(&url, folder.path(), &["plan"]);
+    out.expect(0);
+    assert!(out.stdout.contains("nothing to apply"), "{}", out.stdout);
+
+    // With an out-of-order entry, plan refuses exactly like migrate would (exit 4).
+    let mut merged = four();
+    merged.add("0001_x", 1_700_000_001_500, "create table c_x (id int);");
+    // (0001_x comes last in the journal but its `when` is below the mark.)
+    let out = cmd(&url, merged.path(), &["plan"]);
+    out.expect(4);
+    assert!(out.stderr.contains("0001_x"), "{}", out.stderr);
+}
+
+// ---- validate ------------------------------------------------------------------------------
+
+#[test]
+fn validate_offline_lists_every_folder_problem() {
+    let folder = four();
+    let nowhere = format!("postgres://postgres:{PASSWORD}@127.0.0.1:{}/x", free_port());
+    let out = cmd(&nowhere, folder.path(), &["validate", "--offline"]);
+    out.expect(0);
+    assert!(out.stderr.contains("valid: 4 migrations"), "{}", out.stderr);
+
+    let mut bad = Folder::new();
+    bad.add("0000_a", 2000, "create table v_a (id int);")
+        .add("0001_b", 1000, "create table v_b (id int);\n-->statement-breakpoint\nselect 1;")
+        .add(
+            "0002_baseline",
+            3000,
+            "-- Current sql file was generated after introspecting the database\n\
+             /*\nCREATE TABLE v_c (id int);\n--> statement-breakpoint\nCREATE TABLE v_d (id int);\n*/",
+        );
+    let out = cmd(&nowhere, bad.path(), &["validate", "--offline"]);
+    out.expect(3);
+    assert!(out.stderr.contains("3 problems"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("0001_b has `when` 1000"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("0001_b.sql:2:"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("0002_baseline.sql:4:"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("/* */ comment"), "{}", out.stderr);
+
+    let mut broken = Folder::new();
+    broken.add("0000_a", 1, "select 1;");
+    broken.write(
+        "meta/_journal.json",
+        b"{\"entries\": [ {\"tag\": \"0000_a\" } ] }",
+    );
+    cmd(&nowhere, broken.path(), &["validate", "--offline"]).expect(3);
+}
+
+#[test]
+fn validate_online_checks_the_table_against_the_folder() {
+    let url = fresh_db("validate");
+    let folder = four();
+    cmd(&url, folder.path(), &["validate"]).expect(0);
+    migrate(&url, folder.path()).expect(0);
+    cmd(&url, folder.path(), &["validate"]).expect(0);
+
+    // Edit, out-of-order, NULL and unknown rows, all listed in one run.
+    folder.write("0001_b.sql", b"create table c_b (id bigint);");
+    let mut merged = Folder::new();
+    merged
+        .add("0000_a", 1_700_000_000_000, "create table c_a (id int);")
+        .add("0001_b", 1_700_000_001_000, "create table c_b (id bigint);")
+        .add("0001_x", 1_700_000_001_500, "create table c_x (id int);")
+        .add("0002_c", 1_700_000_002_000, "create table c_c (id int);")
+        .add("0003_d", 1_700_000_003_000, "create table c_d (id int);");
+    execute(
+        &url,
+        "insert into drizzle.__drizzle_migrations (hash, created_at) values (repeat('e', 64), 1800000000000);\
+         update drizzle.__drizzle_migrations set created_at = null where id = 3;",
+    );
+    let out = cmd(&url, merged.path(), &["validate"]);
+    out.expect(4);
+    for needle in [
+        "0001_b",
+        "edited",
+        "0001_x",
+        "out of order",
+        "created_at NULL",
+        "row id 5",
+    ] {
+        assert!(out.stderr.contains(needle), "{needle}: {}", out.stderr);
+    }
+}
+
+// ---- baseline ------------------------------------------------------------------------------
+
+/// The example's SQL run by hand (as `drizzle-kit push` or a restored dump would leave it).
+fn push_schema(url: &str, upto: usize) {
+    let dir = example_dir();
+    let mut tags: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".sql"))
+        .collect();
+    tags.sort();
+    for t in &tags[..upto] {
+        let sql = std::fs::read_to_string(dir.join(t)).unwrap();
+        execute(url, &sql.replace("--> statement-breakpoint", ""));
+    }
+}
+
+#[test]
+fn baseline_writes_exactly_drizzles_rows_without_running_sql() {
+    let url = fresh_db("baseline");
+    push_schema(&url, 4);
+    let out = cmd(&url, &example_dir(), &["baseline"]);
+    out.expect(0);
+    assert!(out.stdout.contains("recorded 0000_init"), "{}", out.stdout);
+    // Byte-identical to the rows the real drizzle-kit wrote for this folder.
+    let expected: Vec<(String, String)> = crate::migrate_basics::DRIZZLE_ROWS
+        .iter()
+        .map(|(h, w)| (h.to_string(), w.to_string()))
+        .collect();
+    assert_eq!(rows(&url), expected);
+    let out = migrate(&url, &example_dir());
+    out.expect(0);
+    assert!(
+        out.stderr.contains("up to date, 4 migrations"),
+        "{}",
+        out.stderr
+    );
+    // Idempotent.
+    cmd(&url, &example_dir(), &["baseline"]).expect(0);
+    assert_eq!(rows(&url).len(), 4);
+}
+
+#[test]
+fn baseline_to_a_tag_then_migrate_applies_the_rest() {
+    let url = fresh_db("baseline_to");
+    push_schema(&url, 2);
+    cmd(
+        &url,
+        &example_dir(),
+        &["baseline", "--to", "0001_add_user_display_name"],
+    )
+    .expect(0);
+    assert_eq!(rows(&url).len(), 2);
+    let out = migrate(&url, &example_dir());
+    out.expect(0);
+    assert!(
+        out.stderr.contains("applied 2 migrations"),
+        "{}",
+        out.stderr
+    );
+    assert!(table_exists(&url, "invitations"));
+
+    let out = cmd(&url, &example_dir(), &["baseline", "--to", "9999_nope"]);
+    out.expect(2);
+    assert!(out.stderr.contains("9999_nope"), "{}", out.stderr);
+}
+
+#[test]
+fn baseline_refuses_a_table_with_other_rows_unless_forced() {
+    let url = fresh_db("baseline_force");
+    push_schema(&url, 4);
+    migrate(&url, &Folder::new().dir).expect(0); // creates the empty table
+    execute(
+        &url,
+        "insert into drizzle.__drizzle_migrations (hash, created_at) values (repeat('e', 64), 1)",
+    );
+    let out = cmd(&url, &example_dir(), &["baseline"]);
+    out.expect(4);
+    assert!(out.stderr.contains("--force"), "{}", out.stderr);
+    assert_eq!(rows(&url).len(), 1);
+    cmd(&url, &example_dir(), &["baseline", "--force"]).expect(0);
+    assert_eq!(rows(&url).len(), 5);
+}
+
+// ---- repair --------------------------------------------------------------------------------
+
+#[test]
+fn repair_shows_then_fixes_a_damaged_table_keeping_a_backup() {
+    let url = fresh_db("repair");
+    let folder = four();
+    migrate(&url, folder.path()).expect(0);
+    // Damage: text-typed created_at, a NULL, a duplicate row.
+    execute(
+        &url,
+        "alter table drizzle.__drizzle_migrations alter column created_at type text;\
+         update drizzle.__drizzle_migrations set created_at = null where id = 2;\
+         insert into drizzle.__drizzle_migrations (hash, created_at) \
+           select hash, created_at from drizzle.__drizzle_migrations where id = 3;",
+    );
+    migrate(&url, folder.path()).expect(4);
+    let before = fingerprint(&url);
+
+    let out = cmd(&url, folder.path(), &["repair"]);
+    out.expect(0);
+    assert!(out.stdout.contains("would: convert"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("set created_at of row id 2 from NULL to 1700000001000"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("delete row id 5, an exact duplicate of row id 3"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        fingerprint(&url),
+        before,
+        "repair without --apply changed something"
+    );
+
+    let out = cmd(&url, folder.path(), &["repair", "--apply"]);
+    out.expect(0);
+    let backup = query(
+        &url,
+        "select table_name from information_schema.tables \
+         where table_schema = 'drizzle' and table_name like '__drizzle_migrations_backup_%'",
+    );
+    assert_eq!(backup.len(), 1, "one backup table");
+    let backup = backup[0][0].clone().unwrap();
+    assert_eq!(
+        query(&url, &format!("select count(*) from drizzle.\"{backup}\""))[0][0].as_deref(),
+        Some("5"),
+        "the backup holds the damaged rows"
+    );
+    assert_eq!(
+        query(
+            &url,
+            "select data_type from information_schema.columns where table_schema = 'drizzle' \
+             and table_name = '__drizzle_migrations' and column_name = 'created_at'"
+        )[0][0]
+            .as_deref(),
+        Some("bigint")
+    );
+    assert_eq!(rows(&url).len(), 4);
+    let out = migrate(&url, folder.path());
+    out.expect(0);
+    assert!(
+        out.stderr.contains("up to date, 4 migrations"),
+        "{}",
+        out.stderr
+    );
+    cmd(&url, folder.path(), &["validate"]).expect(0);
+    // Nothing left to do.
+    let out = cmd(&url, folder.path(), &["repair"]);
+    out.expect(0);
+    assert!(out.stderr.contains("needs no repair"), "{}", out.stderr);
+}
+
+#[test]
+fn repair_refuses_rows_it_cannot_resolve_and_changes_nothing() {
+    let url = fresh_db("repair_unres");
+    let folder = four();
+    migrate(&url, folder.path()).expect(0);
+    execute(
+        &url,
+        "insert into drizzle.__drizzle_migrations (hash, created_at) values (repeat('e', 64), null)",
+    );
+    let before = fingerprint(&url);
+    let out = cmd(&url, folder.path(), &["repair", "--apply"]);
+    out.expect(4);
+    assert!(out.stderr.contains("row id 5"), "{}", out.stderr);
+    assert_eq!(fingerprint(&url), before);
+}
+
+// ---- wait and await ------------------------------------------------------------------------
+
+#[test]
+fn wait_exits_0_5_or_6() {
+    let cluster = Cluster::shared();
+    let out = cmd(&cluster.url("postgres"), &example_dir(), &["wait"]);
+    out.expect(0);
+    assert!(out.stderr.contains("accepts connections"), "{}", out.stderr);
+    let closed = format!("postgres://postgres:{PASSWORD}@127.0.0.1:{}/x", free_port());
+    run(command(&closed, &example_dir())
+        .env("PORTCULLIS_WAIT_TIMEOUT", "1s")
+        .arg("wait"))
+    .expect(5);
+    cmd(
+        &cluster.url_with("postgres", "nope", "postgres"),
+        &example_dir(),
+        &["wait"],
+    )
+    .expect(6);
+}
+
+#[test]
+fn await_returns_once_a_peer_has_migrated() {
+    let url = fresh_db("await");
+    // Nothing migrated and nobody migrating: exit 5 at the timeout, naming what is pending.
+    let out = run(command(&url, &example_dir())
+        .env("PORTCULLIS_WAIT_TIMEOUT", "2s")
+        .arg("await"));
+    out.expect(5);
+    assert!(out.stderr.contains("still pending"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("0003_add_invitations"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !table_exists(&url, "drizzle.__drizzle_migrations"),
+        "await is read-only"
+    );
+
+    // An app pod waits; the migration Job runs a moment later; the app pod goes on.
+    let started = Instant::now();
+    let waiter = spawn(
+        command(&url, &example_dir())
+            .env("PORTCULLIS_WAIT_TIMEOUT", "30s")
+            .arg("await"),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    migrate(&url, &example_dir()).expect(0);
+    let out = finish(waiter, started, Duration::from_secs(30));
+    out.expect(0);
+    assert!(out.stderr.contains("schema ready"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("waiting for 4 pending migration(s)"),
+        "{}",
+        out.stderr
+    );
+
+    // Already migrated: immediate.
+    let out = cmd(&url, &example_dir(), &["await"]);
+    out.expect(0);
+    assert!(out.elapsed < Duration::from_secs(2));
+}
