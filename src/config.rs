@@ -31,6 +31,7 @@ pub const KNOWN_PORTCULLIS_VARS: &[&str] = &[
     "STATEMENT_TIMEOUT",
     "LOG_FORMAT",
     "LOG_LEVEL",
+    "TERMINATION_LOG",
 ];
 
 /// What to do with a migration older than the newest applied one that was never applied.
@@ -72,15 +73,29 @@ pub enum LogLevel {
     Trace,
 }
 
-/// libpq's `sslmode`, as far as this version supports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// libpq's `sslmode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SslMode {
     Disable,
     /// libpq tries plaintext first; we treat it like `prefer` (TLS first, plaintext fallback).
     Allow,
     Prefer,
-    /// Encrypt, without verifying the certificate (libpq's meaning when no root cert is given).
+    /// Encrypt, without verifying the certificate (libpq's meaning when no root cert is given;
+    /// with one, libpq and portcullis verify the chain as for `verify-ca`).
     Require,
+    /// Encrypt and verify the chain against the root certificate(s), not the host name.
+    VerifyCa,
+    /// Encrypt, verify the chain and that the certificate names the host.
+    VerifyFull,
+}
+
+/// Where trusted root certificates come from (`sslrootcert`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootCerts {
+    /// A PEM file.
+    File(PathBuf),
+    /// The operating system's store (`sslrootcert=system`).
+    System,
 }
 
 /// The typed configuration of one run.
@@ -106,6 +121,9 @@ pub struct Config {
 pub struct Database {
     pub pg: tokio_postgres::Config,
     pub ssl_mode: SslMode,
+    pub root_certs: Option<RootCerts>,
+    /// Client certificate and key (PEM files), presented when the server asks.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl fmt::Debug for Database {
@@ -113,6 +131,8 @@ impl fmt::Debug for Database {
         f.debug_struct("Database")
             .field("target", &self.target())
             .field("ssl_mode", &self.ssl_mode)
+            .field("root_certs", &self.root_certs)
+            .field("client_cert", &self.client_cert)
             .field("password", &self.pg.get_password().map(|_| "<redacted>"))
             .finish()
     }
@@ -173,6 +193,9 @@ struct RawPortcullis {
     statement_timeout: Option<String>,
     log_format: Option<String>,
     log_level: Option<String>,
+    // Read by `termination_log_path` (main needs it even when the configuration is invalid).
+    #[allow(dead_code)]
+    termination_log: Option<String>,
 }
 
 /// The unprefixed variables: the URL, its file, libpq's `PG*` and the host name.
@@ -187,8 +210,11 @@ struct RawEnv {
     pgdatabase: Option<String>,
     pgsslmode: Option<String>,
     pgsslrootcert: Option<String>,
+    pgsslcert: Option<String>,
+    pgsslkey: Option<String>,
     pgappname: Option<String>,
     hostname: Option<String>,
+    home: Option<String>,
 }
 
 impl Config {
@@ -332,6 +358,17 @@ pub fn logging_from_env() -> (LogFormat, LogLevel) {
         _ => LogLevel::Info,
     };
     (format, level)
+}
+
+/// Where to write the one-line failure reason Kubernetes shows in `kubectl describe pod`, and
+/// whether it was named explicitly: `PORTCULLIS_TERMINATION_LOG` (created if missing), else
+/// `/dev/termination-log` (written only when it exists). Read leniently, because a configuration
+/// error must be reported there too.
+pub fn termination_log_path() -> (std::path::PathBuf, bool) {
+    match std::env::var_os("PORTCULLIS_TERMINATION_LOG").filter(|v| !v.is_empty()) {
+        Some(p) => (std::path::PathBuf::from(p), true),
+        None => (std::path::PathBuf::from("/dev/termination-log"), false),
+    }
 }
 
 fn reject_unknown(map: &BTreeMap<String, String>) -> Result<(), Error> {
@@ -541,30 +578,38 @@ fn parse_ssl_mode(source: &str, raw: &str) -> Result<SslMode, Error> {
         "allow" => Ok(SslMode::Allow),
         "prefer" => Ok(SslMode::Prefer),
         "require" => Ok(SslMode::Require),
-        "verify-ca" | "verify-full" => Err(Error::Config(format!(
-            "{source}: sslmode={raw} is not supported by this version of portcullis, which can \
-             encrypt but not verify the server certificate. Use sslmode=require (encrypted, not \
-             verified, as libpq does without a root certificate) or a release with certificate \
-             verification."
-        ))),
+        "verify-ca" => Ok(SslMode::VerifyCa),
+        "verify-full" => Ok(SslMode::VerifyFull),
         other => Err(Error::Config(format!(
-            "{source}: sslmode={other:?} is not one of disable, allow, prefer, require."
+            "{source}: sslmode={other:?} is not one of disable, allow, prefer, require, \
+             verify-ca, verify-full."
         ))),
     }
 }
 
-/// Takes the libpq TLS parameters out of a `postgres://` URL's query string (tokio-postgres does
-/// not know all of them) and returns the URL without them, plus their values.
-fn take_tls_params(url: &str) -> (String, Option<String>, Option<String>) {
+/// libpq's TLS parameters taken out of a URL's query string (tokio-postgres knows only some).
+#[derive(Debug, Default)]
+struct TlsParams {
+    mode: Option<String>,
+    rootcert: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+}
+
+/// Takes the libpq TLS parameters out of a `postgres://` URL's query string and returns the URL
+/// without them, plus their (percent-decoded) values.
+fn take_tls_params(url: &str) -> (String, TlsParams) {
+    let mut p = TlsParams::default();
     let Some((base, query)) = url.split_once('?') else {
-        return (url.to_string(), None, None);
+        return (url.to_string(), p);
     };
-    let (mut mode, mut rootcert) = (None, None);
     let mut kept = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
-            Some(("sslmode", v)) => mode = Some(v.to_string()),
-            Some(("sslrootcert" | "sslcert" | "sslkey", v)) => rootcert = Some(v.to_string()),
+            Some(("sslmode", v)) => p.mode = Some(percent_decode(v)),
+            Some(("sslrootcert", v)) => p.rootcert = Some(percent_decode(v)),
+            Some(("sslcert", v)) => p.cert = Some(percent_decode(v)),
+            Some(("sslkey", v)) => p.key = Some(percent_decode(v)),
             _ => kept.push(pair),
         }
     }
@@ -573,7 +618,117 @@ fn take_tls_params(url: &str) -> (String, Option<String>, Option<String>) {
     } else {
         format!("{base}?{}", kept.join("&"))
     };
-    (rebuilt, mode, rootcert)
+    (rebuilt, p)
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Checks that a certificate or key file named by `source` can be read.
+fn readable(source: &str, path: &str) -> Result<PathBuf, Error> {
+    std::fs::File::open(path).map_err(|e| {
+        Error::Config(format!(
+            "{source}={path}: cannot read the file ({e}). Mount it into the container, or fix \
+             the path."
+        ))
+    })?;
+    Ok(PathBuf::from(path))
+}
+
+/// What the TLS settings resolve to: mode, trusted roots, client certificate and key.
+type TlsSettings = (SslMode, Option<RootCerts>, Option<(PathBuf, PathBuf)>);
+
+/// Resolves sslmode, sslrootcert, sslcert and sslkey the way libpq does.
+fn tls_settings(source_name: &str, url: TlsParams, env: &RawEnv) -> Result<TlsSettings, Error> {
+    let explicit_mode = match (&url.mode, &env.pgsslmode) {
+        (Some(m), _) => Some(parse_ssl_mode(source_name, m)?),
+        (None, Some(m)) => Some(parse_ssl_mode("PGSSLMODE", m)?),
+        (None, None) => None,
+    };
+    let (root_source, root) = match (&url.rootcert, &env.pgsslrootcert) {
+        (Some(r), _) => (format!("{source_name} sslrootcert"), Some(r.clone())),
+        (None, Some(r)) => ("PGSSLROOTCERT".to_string(), Some(r.clone())),
+        (None, None) => (String::new(), None),
+    };
+    let mut root_certs = match root.as_deref() {
+        Some("system") => Some(RootCerts::System),
+        Some(path) => Some(RootCerts::File(readable(&root_source, path)?)),
+        // libpq's default root certificate file, used when it exists.
+        None => env
+            .home
+            .as_ref()
+            .map(|h| PathBuf::from(h).join(".postgresql/root.crt"))
+            .filter(|p| p.is_file())
+            .map(RootCerts::File),
+    };
+    let mode = match (explicit_mode, &root_certs) {
+        // libpq 16: sslrootcert=system means verify-full, and refuses weaker modes.
+        (None, Some(RootCerts::System)) => SslMode::VerifyFull,
+        (Some(m), Some(RootCerts::System)) if m != SslMode::VerifyFull => {
+            return Err(Error::Config(format!(
+                "{root_source}=system asks for the operating system's certificate store, which \
+                 libpq only allows with sslmode=verify-full; set sslmode=verify-full (or give a \
+                 CA file instead of `system`)."
+            )));
+        }
+        // libpq: `require` with a root certificate verifies the chain like verify-ca.
+        (Some(SslMode::Require), Some(_)) => SslMode::VerifyCa,
+        (Some(m), _) => m,
+        (None, _) => SslMode::Prefer,
+    };
+    if mode >= SslMode::VerifyCa && root_certs.is_none() {
+        return Err(Error::Config(format!(
+            "sslmode={} needs trusted root certificates to verify the server: set sslrootcert \
+             (in the URL) or PGSSLROOTCERT to the CA's PEM file, or to `system` for the \
+             operating system's store.",
+            if mode == SslMode::VerifyCa {
+                "verify-ca"
+            } else {
+                "verify-full"
+            }
+        )));
+    }
+    if mode < SslMode::Require {
+        // Under disable/allow/prefer libpq does not verify; neither do we.
+        root_certs = None;
+    }
+    let cert = match (&url.cert, &env.pgsslcert) {
+        (Some(c), _) => Some((format!("{source_name} sslcert"), c.clone())),
+        (None, Some(c)) => Some(("PGSSLCERT".to_string(), c.clone())),
+        (None, None) => None,
+    };
+    let key = match (&url.key, &env.pgsslkey) {
+        (Some(k), _) => Some((format!("{source_name} sslkey"), k.clone())),
+        (None, Some(k)) => Some(("PGSSLKEY".to_string(), k.clone())),
+        (None, None) => None,
+    };
+    let client_cert = match (cert, key) {
+        (None, None) => None,
+        (Some((cs, c)), Some((ks, k))) => Some((readable(&cs, &c)?, readable(&ks, &k)?)),
+        (Some((cs, _)), None) | (None, Some((cs, _))) => {
+            return Err(Error::Config(format!(
+                "{cs} is set without its pair: a client certificate needs both sslcert and \
+                 sslkey (or PGSSLCERT and PGSSLKEY)."
+            )));
+        }
+    };
+    Ok((mode, root_certs, client_cert))
 }
 
 /// Adds `:port` to every host of a URL whose authority names no port.
@@ -608,13 +763,13 @@ fn with_default_port(url: &str, port: u16) -> String {
 
 fn database_config(p: &RawPortcullis, env: &RawEnv) -> Result<Database, Error> {
     let source = url_source(p, env)?;
-    let (mut pg, url_ssl, url_cert, source_name) = match &source {
+    let (mut pg, url_tls, source_name) = match &source {
         Some((url, name)) => {
             let is_url = url.starts_with("postgres://") || url.starts_with("postgresql://");
-            let (mut clean, mode, cert) = if is_url {
+            let (mut clean, tls) = if is_url {
                 take_tls_params(url)
             } else {
-                (url.clone(), None, None)
+                (url.clone(), TlsParams::default())
             };
             // tokio-postgres fills in 5432 for a URL without a port; libpq uses PGPORT first.
             if let (true, Some(port)) = (is_url, &env.pgport) {
@@ -631,9 +786,13 @@ fn database_config(p: &RawPortcullis, env: &RawEnv) -> Result<Database, Error> {
                      as @ : / in the password must be percent-encoded."
                 ))
             })?;
-            (pg, mode, cert, *name)
+            (pg, tls, *name)
         }
-        None => (tokio_postgres::Config::new(), None, None, "PGHOST"),
+        None => (
+            tokio_postgres::Config::new(),
+            TlsParams::default(),
+            "PGHOST",
+        ),
     };
 
     if pg.get_hosts().is_empty() {
@@ -688,20 +847,11 @@ fn database_config(p: &RawPortcullis, env: &RawEnv) -> Result<Database, Error> {
             pg.dbname(&user);
         }
     }
-    if url_cert.is_some() || env.pgsslrootcert.is_some() {
-        return Err(Error::Config(
-            "sslrootcert/sslcert/sslkey (or PGSSLROOTCERT) is set, but this version of portcullis \
-             cannot verify certificates or present client certificates; it would connect without \
-             the verification you asked for, so it refuses. Remove the setting and use \
-             sslmode=require, or use a release with certificate verification."
-                .into(),
-        ));
+    let (mut ssl_mode, root_certs, client_cert) = tls_settings(source_name, url_tls, env)?;
+    // Unix-domain sockets never use TLS (libpq ignores sslmode there).
+    if pg.get_hosts().iter().all(|h| matches!(h, Host::Unix(_))) {
+        ssl_mode = SslMode::Disable;
     }
-    let ssl_mode = match (url_ssl, &env.pgsslmode) {
-        (Some(m), _) => parse_ssl_mode(source_name, &m)?,
-        (None, Some(m)) => parse_ssl_mode("PGSSLMODE", m)?,
-        (None, None) => SslMode::Prefer,
-    };
     if pg.get_application_name().is_none() {
         let name = match (&env.pgappname, &env.hostname) {
             (Some(app), _) => app.clone(),
@@ -715,7 +865,12 @@ fn database_config(p: &RawPortcullis, env: &RawEnv) -> Result<Database, Error> {
         }
         pg.application_name(&name[..end]);
     }
-    Ok(Database { pg, ssl_mode })
+    Ok(Database {
+        pg,
+        ssl_mode,
+        root_certs,
+        client_cert,
+    })
 }
 
 #[cfg(test)]
@@ -909,9 +1064,44 @@ mod tests {
     }
 
     #[test]
-    fn unverifiable_tls_settings_are_refused() {
-        assert!(cfg(&[("DATABASE_URL", "postgres://u@h/db?sslmode=verify-full")]).is_err());
-        assert!(cfg(&[("DATABASE_URL", "postgres://u@h/db?sslrootcert=/ca.pem")]).is_err());
+    fn tls_settings_follow_libpq() {
+        let dir = std::env::temp_dir().join(format!("portcullis-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, "not parsed here").unwrap();
+        let ca = ca.to_str().unwrap();
+        // Verification needs a root certificate.
+        let err = cfg(&[("DATABASE_URL", "postgres://u@h/db?sslmode=verify-full")]).unwrap_err();
+        assert!(err.to_string().contains("sslrootcert"), "{err}");
+        let url = format!("postgres://u@h/db?sslmode=verify-full&sslrootcert={ca}");
+        let c = cfg(&[("DATABASE_URL", url.as_str())]).unwrap();
+        assert_eq!(c.database.ssl_mode, SslMode::VerifyFull);
+        assert_eq!(c.database.root_certs, Some(RootCerts::File(ca.into())));
+        // require + a root certificate = verify-ca, as in libpq.
+        let c = cfg(&[
+            ("DATABASE_URL", "postgres://u@h/db?sslmode=require"),
+            ("PGSSLROOTCERT", ca),
+        ])
+        .unwrap();
+        assert_eq!(c.database.ssl_mode, SslMode::VerifyCa);
+        // sslrootcert=system implies verify-full and refuses weaker modes.
+        let c = cfg(&[("DATABASE_URL", "postgres://u@h/db?sslrootcert=system")]).unwrap();
+        assert_eq!(c.database.ssl_mode, SslMode::VerifyFull);
+        let weak = "postgres://u@h/db?sslrootcert=system&sslmode=require";
+        assert!(cfg(&[("DATABASE_URL", weak)]).is_err());
+        // Missing files and half a client certificate are configuration errors.
+        let err =
+            cfg(&[("DATABASE_URL", "postgres://u@h/db?sslrootcert=/nope/ca.pem")]).unwrap_err();
+        assert!(err.to_string().contains("/nope/ca.pem"), "{err}");
+        assert!(cfg(&[("DATABASE_URL", "postgres://u@h/db"), ("PGSSLCERT", ca)]).is_err());
+        // Unix sockets never use TLS.
+        let c = cfg(&[(
+            "DATABASE_URL",
+            "postgres://u@%2Frun%2Fpg/db?sslmode=require",
+        )])
+        .unwrap();
+        assert_eq!(c.database.ssl_mode, SslMode::Disable);
+        std::fs::remove_dir_all(&dir).unwrap();
         assert!(
             cfg(&[
                 ("DATABASE_URL", "postgres://u@h/db"),

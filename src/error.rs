@@ -31,6 +31,9 @@ pub enum Error {
     /// A bug, or something the database did that we did not expect.
     #[error("{0}")]
     Internal(String),
+    /// SIGINT (2) or SIGTERM (15) arrived; what was running was cancelled and rolled back.
+    #[error("{message}")]
+    Interrupted { signal: i32, message: String },
 }
 
 impl Error {
@@ -45,6 +48,8 @@ impl Error {
             Error::LockTimeout(_) => ExitCode::LockTimeout,
             Error::MigrationFailed(_) => ExitCode::MigrationFailed,
             Error::Internal(_) => ExitCode::Internal,
+            Error::Interrupted { signal: 2, .. } => ExitCode::Interrupted,
+            Error::Interrupted { .. } => ExitCode::Terminated,
         }
     }
 }

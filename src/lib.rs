@@ -10,6 +10,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod exit;
+pub mod interrupt;
 pub mod logging;
 pub mod plan;
 pub mod repair;
@@ -189,6 +190,7 @@ async fn migrate_locked(
     folder: &Folder,
     started: Instant,
 ) -> Result<Outcome, Error> {
+    interrupt::set_activity("reading the tracking table");
     let (table, rows) =
         db::history::prepare(session, &cfg.migrations_schema, &cfg.migrations_table).await?;
     let plan = Plan::analyse(&folder.migrations, &rows);
@@ -789,6 +791,6 @@ async fn await_ready(cfg: &Config, folder: &Folder) -> Result<Outcome, Error> {
             );
         }
         let pause = Duration::from_secs(1).min(cfg.wait_timeout.saturating_sub(started.elapsed()));
-        tokio::time::sleep(pause).await;
+        interrupt::sleep(pause).await?;
     }
 }

@@ -206,6 +206,7 @@ fn main() -> process::ExitCode {
         Err(e) => {
             let code = e.exit_code();
             tracing::error!(exit_code = code.code(), "{e}");
+            write_termination_log(&format!("exit {}: {e}", code.code()));
             code
         }
     };
@@ -240,5 +241,73 @@ fn run(
         Command::Wait => C::Wait,
         Command::Await => C::Await,
     };
-    runtime.block_on(portcullis::run(&command, &cfg))
+    runtime.block_on(run_until_signal(&command, &cfg))
+}
+
+/// Runs the command; on SIGTERM or SIGINT cancels the running statement and gives the run a
+/// moment to roll back and release the lock through its own error paths, then reports the
+/// interruption (exit 143 / 130). A second signal ends the wait at once.
+async fn run_until_signal(
+    command: &portcullis::Command,
+    cfg: &Config,
+) -> Result<portcullis::Outcome, portcullis::error::Error> {
+    use portcullis::interrupt;
+    use tokio::signal::unix::{SignalKind, signal};
+    let handlers =
+        signal(SignalKind::terminate()).and_then(|t| Ok((t, signal(SignalKind::interrupt())?)));
+    let (mut term, mut int) = handlers.map_err(|e| {
+        portcullis::error::Error::Internal(format!("cannot install signal handlers: {e}"))
+    })?;
+    let work = portcullis::run(command, cfg);
+    tokio::pin!(work);
+    let sig = tokio::select! {
+        result = &mut work => return result,
+        _ = term.recv() => interrupt::SIGTERM,
+        _ = int.recv() => interrupt::SIGINT,
+    };
+    tracing::warn!(
+        "received {}: cancelling what is running ({}), rolling back, releasing the lock",
+        if sig == interrupt::SIGINT {
+            "SIGINT"
+        } else {
+            "SIGTERM"
+        },
+        interrupt::activity()
+    );
+    interrupt::interrupt(sig).await;
+    tokio::select! {
+        // Work that finished anyway (a commit that raced the signal) reports what it did.
+        result = &mut work => match result {
+            Ok(outcome) => Ok(outcome),
+            Err(e @ portcullis::error::Error::Interrupted { .. }) => Err(e),
+            Err(_) => Err(interrupt::error()),
+        },
+        // Dropping the run closes the connection: the server ends the session, rolling back and
+        // releasing the advisory lock.
+        _ = tokio::time::sleep(std::time::Duration::from_millis(1000)) => Err(interrupt::error()),
+        _ = term.recv() => Err(interrupt::error()),
+        _ = int.recv() => Err(interrupt::error()),
+    }
+}
+
+/// Writes the failure reason where Kubernetes reads it, when that file exists and is writable.
+fn write_termination_log(reason: &str) {
+    let (path, explicit) = config::termination_log_path();
+    // Kubernetes keeps at most 4096 bytes; one line, cut on a character boundary.
+    let mut line: String = reason.replace('\n', " ");
+    let mut end = line.len().min(4000);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    line.truncate(end);
+    line.push('\n');
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .create(explicit)
+        .open(&path)
+    {
+        use std::io::Write;
+        let _ = f.write_all(line.as_bytes());
+    }
 }

@@ -57,6 +57,14 @@ pub(crate) fn query_failed(what: &str, e: &tokio_postgres::Error) -> Error {
             text.push_str(&format!("; HINT: {h}"));
         }
         return match db.code().code() {
+            // A statement prepared on one server session and executed on another: only a
+            // transaction-mode pooler does that.
+            "26000" => Error::Refused(format!(
+                "{text}. This happens behind a transaction-mode connection pooler (PgBouncer, \
+                 Supavisor on 6543), where the migration lock cannot work either. Point \
+                 portcullis at the database directly (PORTCULLIS_DATABASE_URL with the direct \
+                 host and port)."
+            )),
             "42501" => Error::Refused(format!(
                 "{text}. The database user lacks a privilege portcullis needs; grant it (or run \
                  portcullis as the migration owner)."

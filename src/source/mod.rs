@@ -24,6 +24,9 @@ pub struct Migration {
     pub text: String,
     /// Lowercase hex sha256 of `text`.
     pub hash: String,
+    /// `Some(reason)` when the migration must run outside a transaction (a statement that
+    /// refuses one, or the `-- portcullis: no-transaction` marker); set by [`load`].
+    pub no_transaction: Option<String>,
 }
 
 impl Migration {
@@ -38,6 +41,7 @@ impl Migration {
             path,
             text,
             hash,
+            no_transaction: None,
         }
     }
 
@@ -125,6 +129,12 @@ pub fn load(dir: &Path) -> Result<Folder, Error> {
                     entry.tag
                 ));
             }
+        }
+    }
+    for m in &mut migrations {
+        match lexer::transaction_refusal(m) {
+            Ok(reason) => m.no_transaction = reason,
+            Err(problem) => problems.push(problem),
         }
     }
     if !problems.is_empty() {
