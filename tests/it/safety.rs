@@ -157,35 +157,81 @@ fn a_non_transactional_statement_sharing_its_chunk_is_refused_before_connecting(
 
 // ---- DDL that waits politely ------------------------------------------------------------------
 
-/// Holds an ACCESS SHARE lock on `table` (an open transaction that read it) for `hold`, from a
-/// session named `blocker-test`.
-fn hold_lock(url: &str, table: &str, hold: Duration) -> std::thread::JoinHandle<()> {
-    let url = format!("{url}&application_name=blocker-test");
-    let table = table.to_string();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let handle = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
+/// An open transaction that read `table` (so it holds ACCESS SHARE, which blocks ALTER TABLE),
+/// from a session named `blocker-test`, until released.
+struct Holder {
+    release: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Holder {
+    fn hold(url: &str, table: &str) -> Holder {
+        let url = format!("{url}&application_name=blocker-test");
+        let table = table.to_string();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
                 .unwrap();
-            let task = tokio::spawn(conn);
-            client
-                .batch_execute(&format!("BEGIN; SELECT count(*) FROM {table};"))
-                .await
-                .unwrap();
-            ready_tx.send(()).unwrap();
-            tokio::time::sleep(hold).await;
-            client.batch_execute("COMMIT").await.unwrap();
-            drop(client);
-            task.abort();
+            rt.block_on(async {
+                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                let task = tokio::spawn(conn);
+                client
+                    .batch_execute(&format!("BEGIN; SELECT count(*) FROM {table};"))
+                    .await
+                    .unwrap();
+                ready_tx.send(()).unwrap();
+                // Wait (off the runtime) for the test to let go, at most a minute.
+                let _ = tokio::task::spawn_blocking(move || {
+                    release_rx.recv_timeout(Duration::from_secs(60))
+                })
+                .await;
+                client.batch_execute("COMMIT").await.unwrap();
+                drop(client);
+                task.abort();
+            });
         });
-    });
-    ready_rx.recv_timeout(Duration::from_secs(20)).unwrap();
-    handle
+        ready_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        Holder { release, thread }
+    }
+
+    fn release(self) {
+        let _ = self.release.send(());
+        self.thread.join().unwrap();
+    }
+}
+
+/// Holds `table` for `hold`, then releases it (for tests that only need a short-lived lock).
+fn hold_lock(url: &str, table: &str, hold: Duration) -> std::thread::JoinHandle<()> {
+    let holder = Holder::hold(url, table);
+    std::thread::spawn(move || {
+        std::thread::sleep(hold);
+        holder.release();
+    })
+}
+
+/// Waits until a portcullis session of this test waits for a lock (wait_event_type Lock).
+fn wait_until_blocked(url: &str) {
+    let started = Instant::now();
+    loop {
+        let n = query(
+            url,
+            "select count(*) from pg_stat_activity where application_name = 'portcullis@it-runner' \
+             and wait_event_type = 'Lock'",
+        );
+        if n[0][0].as_deref() == Some("1") {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "portcullis never waited for the lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -194,12 +240,19 @@ fn ddl_blocked_for_three_seconds_succeeds_after_retries_and_names_the_blocker() 
     execute(&url, "create table busy (id int)");
     let mut folder = Folder::new();
     folder.add("0000_alter", 1, "ALTER TABLE busy ADD COLUMN note text;");
-    let blocker = hold_lock(&url, "busy", Duration::from_secs(3));
-    let out = run(command(&url, folder.path())
-        .env("PORTCULLIS_DDL_LOCK_TIMEOUT", "500ms")
-        .env("PORTCULLIS_DDL_LOCK_RETRIES", "20")
-        .arg("migrate"));
-    blocker.join().unwrap();
+    let holder = Holder::hold(&url, "busy");
+    let started = Instant::now();
+    let child = spawn(
+        command(&url, folder.path())
+            .env("PORTCULLIS_DDL_LOCK_TIMEOUT", "500ms")
+            .env("PORTCULLIS_DDL_LOCK_RETRIES", "20")
+            .arg("migrate"),
+    );
+    // Keep blocking for 3 s from the moment the ALTER first waits: several lock timeouts.
+    wait_until_blocked(&url);
+    std::thread::sleep(Duration::from_secs(3));
+    holder.release();
+    let out = finish(child, started, Duration::from_secs(120));
     out.expect(0);
     assert!(
         out.stderr
@@ -235,11 +288,13 @@ fn ddl_lock_retries_exhausted_exit_8_with_the_story() {
         2,
         "ALTER TABLE busy2 ADD COLUMN note text;",
     );
-    let blocker = hold_lock(&url, "busy2", Duration::from_secs(8));
+    // Held until portcullis has given up.
+    let holder = Holder::hold(&url, "busy2");
     let out = run(command(&url, folder.path())
         .env("PORTCULLIS_DDL_LOCK_TIMEOUT", "300ms")
         .env("PORTCULLIS_DDL_LOCK_RETRIES", "2")
         .arg("migrate"));
+    holder.release();
     out.expect(8);
     assert!(out.stderr.contains("55P03"), "{}", out.stderr);
     assert!(out.stderr.contains("3 times in a row"), "{}", out.stderr);
@@ -252,7 +307,6 @@ fn ddl_lock_retries_exhausted_exit_8_with_the_story() {
     );
     assert!(!table_exists(&url, "calm"), "the batch was rolled back");
     assert!(rows(&url).is_empty());
-    blocker.join().unwrap();
 }
 
 // ---- signals and the termination log ---------------------------------------------------------
