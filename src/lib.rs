@@ -14,6 +14,7 @@ pub mod logging;
 pub mod plan;
 pub mod repair;
 pub mod report;
+pub mod seeds;
 pub mod source;
 
 use config::Config;
