@@ -4,7 +4,8 @@
 //! the folder (before connecting), waiting for the database, taking the advisory lock when it
 //! writes, reading the tracking table and planning, and differs only in what it does with the plan:
 //! `migrate` applies it, `plan` prints it, `status` reports it, `validate` judges it, `baseline`
-//! records it, `repair` fixes the table, `await` waits until it is empty.
+//! records it, `repair` fixes the table, `await` waits until it is empty. Seeds are read with the
+//! folder and run last, under the same lock (`migrate`, or `seed` alone).
 
 pub mod config;
 pub mod db;
@@ -53,6 +54,8 @@ pub enum Command {
     },
     Wait,
     Await,
+    /// `seed`: wait, lock, run the seeds only.
+    Seed,
 }
 
 /// What a successful command produced: a report for stdout (may be empty) and the summary line
@@ -68,6 +71,7 @@ pub struct Outcome {
 pub async fn run(command: &Command, cfg: &Config) -> Result<Outcome, Error> {
     match command {
         Command::Migrate => migrate(cfg).await,
+        Command::Seed => seed(cfg).await,
         Command::Wait => {
             db::connect::wait_for(&cfg.database, cfg.wait_timeout).await?;
             Ok(Outcome {
@@ -77,12 +81,16 @@ pub async fn run(command: &Command, cfg: &Config) -> Result<Outcome, Error> {
         }
         Command::Validate { offline: true } => {
             let folder = read_folder(cfg)?;
+            read_seeds(cfg)?;
             validate(cfg, &folder, None)
         }
         _ => {
             let folder = read_folder(cfg)?;
             if *command == Command::Await {
                 return await_ready(cfg, &folder).await;
+            }
+            if let Command::Validate { .. } = command {
+                read_seeds(cfg)?;
             }
             let session = db::connect::wait_for(&cfg.database, cfg.wait_timeout).await?;
             match command {
@@ -104,22 +112,36 @@ pub async fn run(command: &Command, cfg: &Config) -> Result<Outcome, Error> {
                 Command::Repair { apply } => {
                     with_lock(cfg, &session, repair(cfg, &session, &folder, *apply)).await
                 }
-                Command::Migrate | Command::Wait | Command::Await => unreachable!("handled above"),
+                Command::Migrate | Command::Wait | Command::Await | Command::Seed => {
+                    unreachable!("handled above")
+                }
             }
         }
     }
 }
 
-/// `portcullis migrate`: wait, lock, apply pending migrations exactly as drizzle would, unlock.
+/// `portcullis migrate`: wait, lock, apply pending migrations exactly as drizzle would, run the
+/// seeds, unlock.
 pub async fn migrate(cfg: &Config) -> Result<Outcome, Error> {
     let started = Instant::now();
     let folder = read_folder(cfg)?;
+    let seeds = if cfg.seeds.enabled {
+        Some(read_seeds(cfg)?)
+    } else {
+        tracing::info!(
+            "seeds are off for this run (PORTCULLIS_SEEDS=false or --no-seed): {} is not run",
+            cfg.seeds.dir.display()
+        );
+        None
+    };
     let session = db::connect::wait_for(&cfg.database, cfg.wait_timeout).await?;
-    with_lock(
-        cfg,
-        &session,
-        migrate_locked(cfg, &session, &folder, started),
-    )
+    with_lock(cfg, &session, async {
+        let mut outcome = migrate_locked(cfg, &session, &folder, started).await?;
+        if let Some(seeds) = &seeds {
+            seed_locked(cfg, &session, seeds, &mut outcome).await?;
+        }
+        Ok(outcome)
+    })
     .await
 }
 
@@ -792,4 +814,113 @@ async fn await_ready(cfg: &Config, folder: &Folder) -> Result<Outcome, Error> {
         let pause = Duration::from_secs(1).min(cfg.wait_timeout.saturating_sub(started.elapsed()));
         tokio::time::sleep(pause).await;
     }
+}
+
+// ---- seeds ----------------------------------------------------------------------------------
+
+/// Reads the seeds folder completely, before any connection; logs its notes.
+fn read_seeds(cfg: &Config) -> Result<seeds::SeedSet, Error> {
+    let set = seeds::load(&cfg.seeds)?;
+    for n in &set.notes {
+        tracing::info!("{n}");
+    }
+    tracing::debug!(seeds = set.seeds.len(), "read {}", set.dir.display());
+    Ok(set)
+}
+
+fn mode_word(mode: config::SeedMode) -> &'static str {
+    match mode {
+        config::SeedMode::Always => "always",
+        config::SeedMode::Changed => "changed",
+    }
+}
+
+/// `portcullis seed`: wait, lock, run the seeds only.
+async fn seed(cfg: &Config) -> Result<Outcome, Error> {
+    let seeds = read_seeds(cfg)?;
+    // Only to warn when migrations are pending (the seeds may need their tables); a missing or
+    // broken migrations folder is `migrate`'s business, not this command's.
+    let folder = source::load(&cfg.migrations_dir).ok();
+    let session = db::connect::wait_for(&cfg.database, cfg.wait_timeout).await?;
+    with_lock(cfg, &session, async {
+        if let Some(folder) = &folder
+            && let Ok(snapshot) = read_history(cfg, &session).await
+            && let Ok((_, decision)) = decide(cfg, folder, &snapshot)
+            && !decision.apply.is_empty()
+        {
+            tracing::warn!(
+                "{} migration(s) of {} are not applied yet; seeds that need their tables will \
+                 fail. Run `portcullis migrate` (which runs the seeds too) instead.",
+                decision.apply.len(),
+                folder.dir.display()
+            );
+        }
+        let mut outcome = Outcome::default();
+        seed_locked(cfg, &session, &seeds, &mut outcome).await?;
+        if outcome.summary.is_empty() {
+            outcome.summary = format!("seeds: none in {}", seeds.dir.display());
+        }
+        Ok(outcome)
+    })
+    .await
+}
+
+/// The seeds phase, holding the lock: runs the seeds and adds their line to the summary.
+async fn seed_locked(
+    cfg: &Config,
+    session: &db::Session,
+    set: &seeds::SeedSet,
+    outcome: &mut Outcome,
+) -> Result<(), Error> {
+    if set.seeds.is_empty() {
+        if set.exists {
+            tracing::info!("no seeds: {} holds no .sql files", set.dir.display());
+        }
+        return Ok(());
+    }
+    let started = Instant::now();
+    tracing::info!(
+        "seeding from {}{}: {} file{}, mode {}, one transaction{}",
+        set.dir.display(),
+        set.env
+            .as_deref()
+            .map(|e| format!(" (+ {e}/)"))
+            .unwrap_or_default(),
+        set.seeds.len(),
+        if set.seeds.len() == 1 { "" } else { "s" },
+        mode_word(cfg.seeds.mode),
+        if cfg.seeds.vars.is_empty() {
+            String::new()
+        } else {
+            format!(", with the settings {}", cfg.seeds.vars.settings())
+        }
+    );
+    let seeded = db::seeds::run(
+        session,
+        &cfg.migrations_schema,
+        set,
+        db::seeds::Options {
+            mode: cfg.seeds.mode,
+            vars: &cfg.seeds.vars,
+            lock_timeout: cfg.ddl_lock_timeout,
+            lock_retries: cfg.ddl_lock_retries,
+            statement_timeout: cfg.statement_timeout,
+        },
+    )
+    .await?;
+    let line = report::seeds_summary(
+        &seeded
+            .ran
+            .iter()
+            .map(|r| (r.name.clone(), r.duration))
+            .collect::<Vec<_>>(),
+        seeded.skipped.len(),
+        started.elapsed(),
+    );
+    outcome.summary = if outcome.summary.is_empty() {
+        line
+    } else {
+        format!("{}; {line}", outcome.summary)
+    };
+    Ok(())
 }

@@ -279,3 +279,53 @@ impl Status {
         out
     }
 }
+
+/// The last line of a seeds phase: what ran, in order, and what was left out as unchanged.
+pub fn seeds_summary(ran: &[(String, Duration)], skipped: usize, total: Duration) -> String {
+    let unchanged = if skipped > 0 {
+        format!(", {skipped} unchanged left out (PORTCULLIS_SEED_MODE=changed)")
+    } else {
+        String::new()
+    };
+    if ran.is_empty() {
+        return format!("seeds: none ran{unchanged}");
+    }
+    let names: Vec<&str> = ran.iter().map(|(n, _)| n.as_str()).collect();
+    let listed = if names.len() > 10 {
+        format!(
+            "{} ... {} ({} in all)",
+            names[..5].join(", "),
+            names[names.len() - 2..].join(", "),
+            names.len()
+        )
+    } else {
+        names.join(", ")
+    };
+    format!(
+        "seeds: ran {} in {} ms: {listed}{unchanged}",
+        ran.len(),
+        total.as_millis()
+    )
+}
+
+#[cfg(test)]
+mod seed_tests {
+    use super::*;
+
+    #[test]
+    fn seeds_summaries() {
+        assert_eq!(seeds_summary(&[], 0, Duration::ZERO), "seeds: none ran");
+        assert_eq!(
+            seeds_summary(&[], 2, Duration::ZERO),
+            "seeds: none ran, 2 unchanged left out (PORTCULLIS_SEED_MODE=changed)"
+        );
+        let ran = vec![
+            ("1_a.sql".to_string(), Duration::from_millis(3)),
+            ("staging/1_b.sql".to_string(), Duration::from_millis(4)),
+        ];
+        assert_eq!(
+            seeds_summary(&ran, 0, Duration::from_millis(9)),
+            "seeds: ran 2 in 9 ms: 1_a.sql, staging/1_b.sql"
+        );
+    }
+}

@@ -4,4 +4,5 @@ mod failures;
 mod harness_smoke;
 mod migrate_basics;
 mod run;
+mod seeds;
 mod support;
