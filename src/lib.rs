@@ -89,18 +89,30 @@ pub async fn run(command: &Command, cfg: &Config) -> Result<Outcome, Error> {
             if *command == Command::Await {
                 return await_ready(cfg, &folder).await;
             }
-            if let Command::Validate { .. } = command {
-                read_seeds(cfg)?;
-            }
+            let seeds = match command {
+                Command::Plan if !cfg.seeds.enabled => None,
+                Command::Plan | Command::Status { .. } | Command::Validate { .. } => {
+                    Some(read_seeds(cfg)?)
+                }
+                _ => None,
+            };
             let session = db::connect::wait_for(&cfg.database, cfg.wait_timeout).await?;
             match command {
                 Command::Plan => {
                     let snapshot = read_history(cfg, &session).await?;
-                    plan_report(cfg, &folder, &snapshot)
+                    let mut outcome = plan_report(cfg, &folder, &snapshot)?;
+                    if let Some(seeds) = &seeds {
+                        let records = db::seeds::read(&session, &cfg.migrations_schema).await?;
+                        seeds_plan(cfg, seeds, records.as_deref(), &mut outcome);
+                    }
+                    Ok(outcome)
                 }
                 Command::Status { format, colour } => {
                     let snapshot = read_history(cfg, &session).await?;
-                    status(cfg, &folder, &snapshot, *format, *colour)
+                    let records = db::seeds::read(&session, &cfg.migrations_schema).await?;
+                    let seeds =
+                        seeds_status(cfg, seeds.as_ref().expect("read above"), records.as_deref());
+                    status(cfg, &folder, &snapshot, seeds, *format, *colour)
                 }
                 Command::Validate { .. } => {
                     let snapshot = read_history(cfg, &session).await?;
@@ -348,6 +360,7 @@ fn status(
     cfg: &Config,
     folder: &Folder,
     snapshot: &Snapshot,
+    seeds: report::SeedsStatus,
     format: Format,
     colour: bool,
 ) -> Result<Outcome, Error> {
@@ -444,6 +457,7 @@ fn status(
         problems,
         counts,
         summary: summary.clone(),
+        seeds,
     };
     let stdout = match format {
         Format::Text => doc.to_text(colour),
@@ -923,4 +937,109 @@ async fn seed_locked(
         format!("{}; {line}", outcome.summary)
     };
     Ok(())
+}
+
+/// The seeds part of `plan`: which seeds `migrate` would run after the migrations, and why.
+fn seeds_plan(
+    cfg: &Config,
+    set: &seeds::SeedSet,
+    records: Option<&[seeds::Record]>,
+    outcome: &mut Outcome,
+) {
+    let records = records.unwrap_or_default();
+    let mode = cfg.seeds.mode;
+    let todo = seeds::select(&set.seeds, records, mode);
+    let out = &mut outcome.stdout;
+    if set.seeds.is_empty() {
+        out.push_str(&format!(
+            "\n-- seeds: none ({} {})\n",
+            set.dir.display(),
+            if set.exists {
+                "holds no .sql files"
+            } else {
+                "does not exist"
+            }
+        ));
+        return;
+    }
+    out.push_str(&format!(
+        "\n-- seeds: {} of {} in {} would run after the migrations, in this order, in one \
+         transaction (PORTCULLIS_SEED_MODE={}){}.\n",
+        todo.len(),
+        set.seeds.len(),
+        set.dir.display(),
+        mode_word(mode),
+        if cfg.seeds.vars.is_empty() {
+            String::new()
+        } else {
+            format!(", with the settings {}", cfg.seeds.vars.settings())
+        }
+    ));
+    for s in &set.seeds {
+        let state = seeds::state(s, records);
+        let why = match (state, seeds::runs(mode, state)) {
+            (seeds::State::New, _) => "new: never ran here",
+            (seeds::State::Changed, _) => "changed since its last run",
+            (seeds::State::Applied, true) => "unchanged, runs again (mode always)",
+            (seeds::State::Applied, false) => "unchanged, left out (mode changed)",
+        };
+        out.push_str(&format!("--   {} ({}): {why}\n", s.name, s.file()));
+    }
+    let n = todo.len();
+    outcome.summary = format!(
+        "{}; {n} seed{} would run",
+        outcome.summary,
+        if n == 1 { "" } else { "s" }
+    );
+}
+
+/// The seeds part of `status`.
+fn seeds_status(
+    cfg: &Config,
+    set: &seeds::SeedSet,
+    records: Option<&[seeds::Record]>,
+) -> report::SeedsStatus {
+    let rows = records.unwrap_or_default();
+    let files: Vec<report::SeedEntry> = set
+        .seeds
+        .iter()
+        .map(|s| {
+            let state = seeds::state(s, rows);
+            let row = rows.iter().find(|r| r.name == s.name);
+            report::SeedEntry {
+                name: s.name.clone(),
+                file: s.file(),
+                hash: s.hash.clone(),
+                state: state.word(),
+                recorded_hash: row.filter(|r| r.hash != s.hash).map(|r| r.hash.clone()),
+                run_count: row.map_or(0, |r| r.run_count),
+                first_applied_at: row.map(|r| r.first_applied_at.clone()),
+                last_applied_at: row.map(|r| r.last_applied_at.clone()),
+                next_run: seeds::runs(cfg.seeds.mode, state),
+            }
+        })
+        .collect();
+    let recorded_only = rows
+        .iter()
+        .filter(|r| !set.seeds.iter().any(|s| s.name == r.name))
+        .map(|r| report::SeedRow {
+            name: r.name.clone(),
+            hash: r.hash.clone(),
+            run_count: r.run_count,
+            first_applied_at: r.first_applied_at.clone(),
+            last_applied_at: r.last_applied_at.clone(),
+        })
+        .collect();
+    report::SeedsStatus {
+        dir: set.dir.display().to_string(),
+        dir_exists: set.exists,
+        env: set.env.clone(),
+        mode: mode_word(cfg.seeds.mode),
+        enabled: cfg.seeds.enabled,
+        table: db::seeds::table(&cfg.migrations_schema),
+        table_exists: records.is_some(),
+        summary: report::SeedsStatus::summary_line(&files, cfg.seeds.enabled),
+        files,
+        recorded_only,
+    }
 }

@@ -490,6 +490,15 @@ fn seed_variable_values_never_appear_in_any_output() {
             .env("PORTCULLIS_LOG_LEVEL", "trace")
             .arg("seed")),
         run(with_secret(fine.path())
+            .env("PORTCULLIS_LOG_LEVEL", "trace")
+            .arg("plan")),
+        run(with_secret(fine.path())
+            .env("PORTCULLIS_LOG_LEVEL", "trace")
+            .args(["status", "--format", "json"])),
+        run(with_secret(fine.path())
+            .env("PORTCULLIS_LOG_LEVEL", "trace")
+            .arg("status")),
+        run(with_secret(fine.path())
             .env("PORTCULLIS_SEED_VAR_BAD-NAME", secret)
             .arg("migrate")),
         run(with_secret(fine.path())
@@ -498,7 +507,7 @@ fn seed_variable_values_never_appear_in_any_output() {
             .arg("migrate")),
     ];
     let codes: Vec<i32> = outputs.iter().map(|o| o.code).collect();
-    assert_eq!(codes, [9, 9, 0, 0, 2, 2], "{outputs:#?}");
+    assert_eq!(codes, [9, 9, 0, 0, 0, 0, 0, 2, 2], "{outputs:#?}");
     for o in &outputs {
         assert!(
             !o.all().contains(secret) && !o.all().contains("s3cr3t"),
@@ -685,8 +694,12 @@ fn two_concurrent_migrates_seed_exactly_once_each_in_turn() {
 
 // ---- commands and opt-outs ---------------------------------------------------------------------
 
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
+}
+
 #[test]
-fn seed_command_no_seed_flag_and_seeds_false() {
+fn seed_command_no_seed_flag_seeds_false_plan_and_status() {
     let url = fresh_db("seed_cmds");
     let mut m = Folder::new();
     m.add(
@@ -725,6 +738,42 @@ fn seed_command_no_seed_flag_and_seeds_false() {
     assert_eq!(count(&url, "kv"), 0);
     assert!(!table_exists(&url, SEEDS_TABLE));
 
+    // plan lists the seed that would run, and changes nothing.
+    let out = run(cmd().arg("plan"));
+    out.expect(0);
+    assert!(
+        out.stdout.contains(
+            "-- seeds: 1 of 1 in ".to_string().as_str()
+        ) && out
+            .stdout
+            .contains("would run after the migrations, in this order, in one transaction (PORTCULLIS_SEED_MODE=always), with the settings portcullis.plan."),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(&format!(
+            "--   1_kv.sql ({}): new: never ran here",
+            seeds.file("1_kv.sql")
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stderr.contains("1 seed would run"), "{}", out.stderr);
+    let out = run(cmd().env("PORTCULLIS_SEEDS", "false").arg("plan"));
+    out.expect(0);
+    assert!(!out.stdout.contains("-- seeds"), "{}", out.stdout);
+    assert!(!table_exists(&url, SEEDS_TABLE));
+
+    // status before: the seed is new, the table not created yet.
+    let doc = json(&run(cmd().args(["status", "--format", "json"])));
+    assert_eq!(doc["seeds"]["table_exists"], false);
+    assert_eq!(doc["seeds"]["mode"], "always");
+    assert_eq!(doc["seeds"]["files"][0]["name"], "1_kv.sql");
+    assert_eq!(doc["seeds"]["files"][0]["state"], "new");
+    assert_eq!(doc["seeds"]["files"][0]["run_count"], 0);
+    assert_eq!(doc["seeds"]["files"][0]["next_run"], true);
+    assert!(!table_exists(&url, SEEDS_TABLE));
+
     // `seed` runs the seeds only, under the lock, twice without change.
     for runs in 1..=2 {
         let out = run(cmd().arg("seed"));
@@ -740,6 +789,65 @@ fn seed_command_no_seed_flag_and_seeds_false() {
         );
         assert_eq!(seed_runs(&url), [("1_kv.sql".to_string(), runs)]);
     }
+
+    // status after: applied, with its runs and last run.
+    let doc = json(&run(cmd().args(["status", "--format", "json"])));
+    let f = &doc["seeds"]["files"][0];
+    assert_eq!(f["state"], "applied");
+    assert_eq!(f["run_count"], 2);
+    assert!(f["last_applied_at"].as_str().unwrap().ends_with(" UTC"));
+    assert_eq!(doc["seeds"]["table"], "\"drizzle\".\"__portcullis_seeds\"");
+    assert_eq!(doc["seeds"]["summary"], "1 seed, 1 applied; migrate runs 1");
+    let out = run(cmd().arg("status"));
+    out.expect(0);
+    assert!(
+        out.stdout
+            .contains("SEED      STATE    RUNS  LAST RUN (UTC)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("1_kv.sql  applied  2"),
+        "{}",
+        out.stdout
+    );
+
+    // changed mode: plan says the unchanged seed is left out; an edit makes it run again.
+    let out = run(cmd().env("PORTCULLIS_SEED_MODE", "changed").arg("plan"));
+    out.expect(0);
+    assert!(
+        out.stdout.contains("-- seeds: 0 of 1")
+            && out.stdout.contains("unchanged, left out (mode changed)"),
+        "{}",
+        out.stdout
+    );
+    seeds.write(
+        "1_kv.sql",
+        "insert into kv values ('plan', current_setting('portcullis.plan') || '+')\n\
+         on conflict (k) do update set v = excluded.v;",
+    );
+    let doc = json(&run(cmd()
+        .env("PORTCULLIS_SEED_MODE", "changed")
+        .args(["status", "--format", "json"])));
+    assert_eq!(doc["seeds"]["files"][0]["state"], "changed");
+    assert!(doc["seeds"]["files"][0]["recorded_hash"].is_string());
+
+    // A tracking row whose file was renamed away shows as recorded only.
+    std::fs::rename(
+        seeds.path().join("1_kv.sql"),
+        seeds.path().join("1_kv_renamed.sql"),
+    )
+    .unwrap();
+    let doc = json(&run(cmd().args(["status", "--format", "json"])));
+    assert_eq!(doc["seeds"]["files"][0]["name"], "1_kv_renamed.sql");
+    assert_eq!(doc["seeds"]["files"][0]["state"], "new");
+    assert_eq!(doc["seeds"]["recorded_only"][0]["name"], "1_kv.sql");
+    assert_eq!(doc["seeds"]["recorded_only"][0]["run_count"], 2);
+    std::fs::rename(
+        seeds.path().join("1_kv_renamed.sql"),
+        seeds.path().join("1_kv.sql"),
+    )
+    .unwrap();
 
     // `seed` on a database whose migrations are pending warns, then fails like any seed would.
     let url2 = fresh_db("seed_cmds_pending");
@@ -770,7 +878,12 @@ fn an_unreadable_seed_an_empty_name_or_a_commit_exit_3_before_connecting() {
         seeds.path().join("2_gone.sql"),
     )
     .unwrap();
-    for args in [&["migrate"][..], &["seed"], &["validate", "--offline"]] {
+    for args in [
+        &["migrate"][..],
+        &["seed"],
+        &["validate", "--offline"],
+        &["plan"],
+    ] {
         let started = Instant::now();
         let out = run(seeded(&closed, &example_dir(), seeds.path())
             .env("PORTCULLIS_WAIT_TIMEOUT", "30s")
