@@ -20,6 +20,9 @@ pub const KNOWN_PORTCULLIS_VARS: &[&str] = &[
     "DATABASE_URL",
     "MIGRATIONS_DIR",
     "SEEDS_DIR",
+    "SEEDS",
+    "SEED_ENV",
+    "SEED_MODE",
     "MIGRATIONS_SCHEMA",
     "MIGRATIONS_TABLE",
     "WAIT_TIMEOUT",
@@ -44,6 +47,16 @@ pub enum OutOfOrder {
     Apply,
     /// Skip them with a warning: drizzle-kit 0.x's silent behaviour.
     Skip,
+}
+
+/// Which seed files a run executes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeedMode {
+    /// Every file on every run (the scripts must be idempotent), the default.
+    Always,
+    /// Only files that are new or whose hash differs from the recorded one.
+    Changed,
 }
 
 /// How pending migrations are grouped into transactions.
@@ -103,6 +116,8 @@ pub enum RootCerts {
 pub struct Config {
     pub database: Database,
     pub migrations_dir: PathBuf,
+    /// Seeds (PORTCULLIS_SEEDS_DIR, _SEEDS, _SEED_ENV, _SEED_MODE, _SEED_VAR_*).
+    pub seeds: Seeds,
     pub migrations_schema: String,
     pub migrations_table: String,
     pub wait_timeout: Duration,
@@ -182,6 +197,9 @@ struct RawPortcullis {
     database_url: Option<String>,
     migrations_dir: Option<String>,
     seeds_dir: Option<String>,
+    seeds: Option<String>,
+    seed_env: Option<String>,
+    seed_mode: Option<String>,
     migrations_schema: Option<String>,
     migrations_table: Option<String>,
     wait_timeout: Option<String>,
@@ -259,15 +277,7 @@ impl Config {
         let env: RawEnv = envy::from_iter(map.iter().map(|(k, v)| (k.clone(), v.clone())))
             .map_err(|e| Error::Config(format!("cannot read the environment: {e}")))?;
 
-        if p.seeds_dir.is_some() {
-            return Err(Error::Config(
-                "PORTCULLIS_SEEDS_DIR is set, but this version of portcullis does not run seeds \
-                 yet; unset it (and run your seed scripts another way) or use a release with seed \
-                 support."
-                    .into(),
-            ));
-        }
-
+        let seeds = seeds_config(&p, &map)?;
         let database = database_config(&p, &env)?;
         let migrations_schema = identifier(
             "PORTCULLIS_MIGRATIONS_SCHEMA",
@@ -283,6 +293,7 @@ impl Config {
         Ok(Config {
             database,
             migrations_dir: PathBuf::from(p.migrations_dir.as_deref().unwrap_or("./migrations")),
+            seeds,
             migrations_schema,
             migrations_table,
             wait_timeout: duration_var("PORTCULLIS_WAIT_TIMEOUT", &p.wait_timeout, "60s")?,
@@ -376,6 +387,7 @@ fn reject_unknown(map: &BTreeMap<String, String>) -> Result<(), Error> {
         .keys()
         .filter_map(|k| k.strip_prefix("PORTCULLIS_"))
         .filter(|rest| !KNOWN_PORTCULLIS_VARS.contains(rest))
+        .filter(|rest| !rest.starts_with(SEED_VAR_PREFIX))
         .collect();
     if unknown.is_empty() {
         return Ok(());
@@ -396,6 +408,7 @@ fn reject_unknown(map: &BTreeMap<String, String>) -> Result<(), Error> {
         KNOWN_PORTCULLIS_VARS
             .iter()
             .map(|k| format!("PORTCULLIS_{k}"))
+            .chain([format!("PORTCULLIS_{SEED_VAR_PREFIX}<NAME>")])
             .collect::<Vec<_>>()
             .join(", ")
     )))
@@ -873,6 +886,173 @@ fn database_config(p: &RawPortcullis, env: &RawEnv) -> Result<Database, Error> {
     })
 }
 
+/// `PORTCULLIS_SEED_VAR_<NAME>` (without `PORTCULLIS_`): each becomes the transaction-local
+/// setting `portcullis.<name>` that seeds read with `current_setting`.
+pub const SEED_VAR_PREFIX: &str = "SEED_VAR_";
+
+/// The seeds phase: where the scripts are, whether and which of them run, and their variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seeds {
+    /// PORTCULLIS_SEEDS_DIR (default `./seeds`); a missing folder means no seeds.
+    pub dir: PathBuf,
+    /// PORTCULLIS_SEEDS=false (or `migrate --no-seed`) leaves the phase out of `migrate`/`plan`.
+    pub enabled: bool,
+    /// PORTCULLIS_SEED_ENV: the subfolder whose files run after the common ones.
+    pub env: Option<String>,
+    pub mode: SeedMode,
+    pub vars: SeedVars,
+}
+
+/// One seed variable. Its value never reaches output: `Debug` hides it, nothing here formats
+/// it, and `db::seeds` only binds it as a query parameter.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SeedVar {
+    /// The environment variable, e.g. `PORTCULLIS_SEED_VAR_ADMIN_EMAIL`.
+    pub variable: String,
+    /// The setting seeds read, e.g. `portcullis.admin_email`.
+    pub setting: String,
+    value: String,
+}
+
+impl SeedVar {
+    /// The value, for binding as a parameter. Never format it into a message.
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+}
+
+impl fmt::Debug for SeedVar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SeedVar")
+            .field("variable", &self.variable)
+            .field("setting", &self.setting)
+            .field("value", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Every `PORTCULLIS_SEED_VAR_*`, sorted by variable name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeedVars(Vec<SeedVar>);
+
+impl SeedVars {
+    pub fn iter(&self) -> std::slice::Iter<'_, SeedVar> {
+        self.0.iter()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The settings' names (`portcullis.admin_email, ...`), for messages.
+    pub fn settings(&self) -> String {
+        self.0
+            .iter()
+            .map(|v| v.setting.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// `text` with every variable's value replaced by `<PORTCULLIS_SEED_VAR_NAME>`, longest
+    /// value first. For text that came from the server, which may quote a value (a DETAIL such
+    /// as "Failing row contains (...)").
+    pub fn redact(&self, text: &str) -> String {
+        let mut by_length: Vec<&SeedVar> = self.0.iter().filter(|v| !v.value.is_empty()).collect();
+        by_length.sort_by_key(|v| std::cmp::Reverse(v.value.len()));
+        let mut out = text.to_string();
+        for v in by_length {
+            out = out.replace(&v.value, &format!("<{}>", v.variable));
+        }
+        out
+    }
+}
+
+fn seeds_config(p: &RawPortcullis, map: &BTreeMap<String, String>) -> Result<Seeds, Error> {
+    let enabled = match &p.seeds {
+        None => true,
+        Some(raw) => match raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => {
+                return Err(Error::Config(format!(
+                    "PORTCULLIS_SEEDS={raw:?} is not true or false; false leaves the seeds out of \
+                     `migrate` (like `migrate --no-seed`)."
+                )));
+            }
+        },
+    };
+    let env = match &p.seed_env {
+        None => None,
+        Some(raw) => {
+            let e = raw.trim();
+            if e.is_empty() || e == "." || e == ".." || e.contains(['/', '\\', '\0']) {
+                return Err(Error::Config(format!(
+                    "PORTCULLIS_SEED_ENV={raw:?} is not a folder name; it names one subfolder of \
+                     the seeds folder (e.g. staging for seeds/staging/), without slashes."
+                )));
+            }
+            Some(e.to_string())
+        }
+    };
+    let mode = choice(
+        "PORTCULLIS_SEED_MODE",
+        &p.seed_mode,
+        SeedMode::Always,
+        "always, changed",
+    )?;
+    let mut vars: Vec<SeedVar> = Vec::new();
+    let mut problems = Vec::new();
+    for (variable, value) in map {
+        let Some(name) = variable
+            .strip_prefix("PORTCULLIS_")
+            .and_then(|rest| rest.strip_prefix(SEED_VAR_PREFIX))
+        else {
+            continue;
+        };
+        // PostgreSQL accepts a custom setting name part made of letters, digits and `_`, not
+        // starting with a digit. The value is never part of a message.
+        let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            problems.push(format!(
+                "{variable}: the part after PORTCULLIS_SEED_VAR_ must be letters, digits and \
+                 underscores, not starting with a digit (it becomes the setting portcullis.<name>)"
+            ));
+            continue;
+        }
+        if value.contains('\0') {
+            problems.push(format!(
+                "{variable} contains a NUL character, which a PostgreSQL setting cannot hold"
+            ));
+            continue;
+        }
+        let setting = format!("portcullis.{}", name.to_ascii_lowercase());
+        if let Some(other) = vars.iter().find(|v| v.setting == setting) {
+            problems.push(format!(
+                "{} and {variable} both become the setting {setting} (names are lowercased); \
+                 keep one",
+                other.variable
+            ));
+            continue;
+        }
+        vars.push(SeedVar {
+            variable: variable.clone(),
+            setting,
+            value: value.clone(),
+        });
+    }
+    if !problems.is_empty() {
+        return Err(Error::Config(format!("{}.", problems.join("; "))));
+    }
+    Ok(Seeds {
+        dir: PathBuf::from(p.seeds_dir.as_deref().unwrap_or("./seeds")),
+        enabled,
+        env,
+        mode,
+        vars: SeedVars(vars),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -977,9 +1157,90 @@ mod tests {
     }
 
     #[test]
-    fn seeds_dir_is_refused_until_seeds_exist() {
-        let err = cfg(&[("DATABASE_URL", URL), ("PORTCULLIS_SEEDS_DIR", "./seeds")]).unwrap_err();
-        assert!(err.to_string().contains("PORTCULLIS_SEEDS_DIR"));
+    fn seeds_settings_have_defaults_and_are_checked() {
+        let c = cfg(&[("DATABASE_URL", URL)]).unwrap();
+        assert_eq!(c.seeds.dir, PathBuf::from("./seeds"));
+        assert!(c.seeds.enabled);
+        assert_eq!(c.seeds.env, None);
+        assert_eq!(c.seeds.mode, SeedMode::Always);
+        assert!(c.seeds.vars.is_empty());
+
+        let c = cfg(&[
+            ("DATABASE_URL", URL),
+            ("PORTCULLIS_SEEDS_DIR", "/app/seeds"),
+            ("PORTCULLIS_SEEDS", "false"),
+            ("PORTCULLIS_SEED_ENV", "staging"),
+            ("PORTCULLIS_SEED_MODE", "Changed"),
+        ])
+        .unwrap();
+        assert_eq!(c.seeds.dir, PathBuf::from("/app/seeds"));
+        assert!(!c.seeds.enabled);
+        assert_eq!(c.seeds.env.as_deref(), Some("staging"));
+        assert_eq!(c.seeds.mode, SeedMode::Changed);
+
+        for (var, value) in [
+            ("PORTCULLIS_SEEDS", "maybe"),
+            ("PORTCULLIS_SEED_ENV", "../prod"),
+            ("PORTCULLIS_SEED_ENV", "a/b"),
+            ("PORTCULLIS_SEED_MODE", "sometimes"),
+        ] {
+            let err = cfg(&[("DATABASE_URL", URL), (var, value)]).unwrap_err();
+            assert!(err.to_string().contains(var), "{var}: {err}");
+        }
+    }
+
+    #[test]
+    fn seed_variables_become_lowercase_settings_and_never_show() {
+        let secret = "x'); drop table users; --";
+        let c = cfg(&[
+            ("DATABASE_URL", URL),
+            ("PORTCULLIS_SEED_VAR_ADMIN_EMAIL", secret),
+            ("PORTCULLIS_SEED_VAR_plan_2", "pro"),
+        ])
+        .unwrap();
+        let vars: Vec<(&str, &str, &str)> = c
+            .seeds
+            .vars
+            .iter()
+            .map(|v| (v.variable.as_str(), v.setting.as_str(), v.value()))
+            .collect();
+        assert_eq!(
+            vars,
+            [
+                (
+                    "PORTCULLIS_SEED_VAR_ADMIN_EMAIL",
+                    "portcullis.admin_email",
+                    secret
+                ),
+                ("PORTCULLIS_SEED_VAR_plan_2", "portcullis.plan_2", "pro"),
+            ]
+        );
+        let dump = format!("{c:?}");
+        assert!(!dump.contains(secret) && !dump.contains("pro\""), "{dump}");
+        assert!(dump.contains("portcullis.admin_email"), "{dump}");
+        assert_eq!(
+            c.seeds
+                .vars
+                .redact(&format!("Failing row contains ({secret}, pro)")),
+            "Failing row contains (<PORTCULLIS_SEED_VAR_ADMIN_EMAIL>, <PORTCULLIS_SEED_VAR_plan_2>)"
+        );
+
+        // Bad names and clashes are refused, naming the variable but never the value.
+        for vars in [
+            vec![("PORTCULLIS_SEED_VAR_", secret)],
+            vec![("PORTCULLIS_SEED_VAR_2FA", secret)],
+            vec![("PORTCULLIS_SEED_VAR_ADMIN-EMAIL", secret)],
+            vec![
+                ("PORTCULLIS_SEED_VAR_ADMIN", secret),
+                ("PORTCULLIS_SEED_VAR_admin", secret),
+            ],
+        ] {
+            let mut all = vec![("DATABASE_URL", URL)];
+            all.extend(vars.iter().copied());
+            let err = cfg(&all).unwrap_err().to_string();
+            assert!(err.contains(vars[0].0), "{err}");
+            assert!(!err.contains(secret), "{err}");
+        }
     }
 
     #[test]

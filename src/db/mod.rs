@@ -1,11 +1,13 @@
 //! The only importer of tokio-postgres and deadpool: connecting and waiting (`connect`), the
 //! advisory lock (`lock`), drizzle's tracking table (`history`) and applying migrations
 //! (`apply`). Everything here runs on one [`Session`]: the connection that holds the lock.
+//! Seeds run through the same session, under the same lock (`seeds`).
 
 pub mod apply;
 pub mod connect;
 pub mod history;
 pub mod lock;
+pub mod seeds;
 mod tls;
 
 use crate::config::Database;

@@ -5,4 +5,5 @@ mod harness_smoke;
 mod migrate_basics;
 mod run;
 mod safety;
+mod seeds;
 mod support;
