@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the tests need (PostgreSQL server binaries) and runs the whole test suite:
-# unit tests and the integration tests, which start their own throwaway PostgreSQL clusters.
+# Installs what the tests need (PostgreSQL server binaries, openssl, PgBouncer, Node.js and npm
+# for the drizzle-kit conformance suite) and runs the whole test suite: unit tests and the
+# integration tests, which start their own throwaway PostgreSQL clusters.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/pg.sh
@@ -10,6 +11,10 @@ ensure_postgres
 missing=()
 command -v openssl >/dev/null || missing+=(openssl)
 [ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null || missing+=(pgbouncer)
+# The conformance suite (tests/conformance) runs the real drizzle-kit (npm ci on first run) and
+# ../shared/bench/gen_corpus.py.
+{ command -v node >/dev/null && command -v npm >/dev/null; } || missing+=(nodejs npm)
+command -v python3 >/dev/null || missing+=(python3)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} for the tests..." >&2
   apt_install "${missing[@]}"
