@@ -332,12 +332,18 @@ fn status(
 ) -> Result<Outcome, Error> {
     let rows = snapshot.rows();
     let plan = Plan::analyse(&folder.migrations, &rows);
+    let applied_at_by_id: std::collections::HashMap<i64, Option<&str>> = snapshot
+        .raw
+        .iter()
+        .rev() // the first row with an id wins, as a scan would find it
+        .map(|r| (r.id, r.applied_at.as_deref()))
+        .collect();
     let applied_at = |id: i64| {
-        snapshot
-            .raw
-            .iter()
-            .find(|r| r.id == id)
-            .and_then(|r| r.applied_at.clone())
+        applied_at_by_id
+            .get(&id)
+            .copied()
+            .flatten()
+            .map(str::to_string)
     };
     let mut counts = report::StatusCounts::default();
     let migrations: Vec<report::StatusEntry> = folder
