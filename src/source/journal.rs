@@ -95,6 +95,8 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Journal, Vec<String>> {
             }
         }
         let label = match &tag {
+            // Escaped, so that a tag cannot put a newline or an escape code into a message.
+            Some(t) if t.chars().any(char::is_control) => format!("{label} (tag {t:?})"),
             Some(t) => format!("{label} (tag {t})"),
             None => label,
         };
@@ -197,6 +199,13 @@ fn unsafe_tag(tag: &str) -> Option<&'static str> {
     if tag.contains('\0') {
         return Some("contains a NUL character");
     }
+    // A newline or an escape sequence in a tag would forge log lines, break the one-line
+    // termination message and put control codes on the operator's terminal.
+    if tag.chars().any(char::is_control) {
+        return Some(
+            "contains a control character (a newline, tab or escape); tags are file names",
+        );
+    }
     None
 }
 
@@ -277,6 +286,30 @@ mod tests {
         assert!(all.contains("'..'"), "{all}");
         assert!(all.contains("same tag 0006_v"), "{all}");
         assert_eq!(p.len(), 7, "{all}");
+    }
+
+    #[test]
+    fn control_characters_in_tags_are_refused() {
+        // A newline would forge a log line; an escape sequence would reach the terminal.
+        for tag in [
+            "0001_a\\n2026 INFO forged",
+            "0001_\\u001b[31mred",
+            "0001_\\tx",
+        ] {
+            let p = problems(&format!(r#"{{"entries":[{{"tag":"{tag}","when":1}}]}}"#));
+            assert_eq!(p.len(), 1, "{tag}: {p:?}");
+            assert!(p[0].contains("control character"), "{p:?}");
+            assert!(!p[0].contains('\n') && !p[0].contains('\u{1b}'), "{p:?}");
+        }
+        // Other problems of the same entry do not show it raw either.
+        let p = problems(r#"{"entries":[{"tag":"a\nb","when":-1}]}"#);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p.iter().all(|p| !p.contains('\n')), "{p:?}");
+        assert!(
+            ok(r#"{"entries":[{"tag":"0001_é_🚀","when":1}]}"#)
+                .warnings
+                .is_empty()
+        );
     }
 
     #[test]
