@@ -185,8 +185,27 @@ where
     result
 }
 
+// The tracking-table phases are bounded by the session's answer timeout (exit 5 when the server
+// stops answering), so a stalled connection cannot hang a run; see `db::Session::within`.
 async fn read_history(cfg: &Config, session: &db::Session) -> Result<Snapshot, Error> {
-    db::history::read(session, &cfg.migrations_schema, &cfg.migrations_table).await
+    session
+        .within(
+            "reading the tracking table",
+            db::history::read(session, &cfg.migrations_schema, &cfg.migrations_table),
+        )
+        .await
+}
+
+async fn prepare_history(
+    cfg: &Config,
+    session: &db::Session,
+) -> Result<(db::history::Table, Vec<plan::HistoryRow>), Error> {
+    session
+        .within(
+            "reading the tracking table",
+            db::history::prepare(session, &cfg.migrations_schema, &cfg.migrations_table),
+        )
+        .await
 }
 
 /// The decision `migrate` would take now, from a read-only snapshot.
@@ -226,8 +245,7 @@ async fn migrate_locked(
     started: Instant,
 ) -> Result<Outcome, Error> {
     interrupt::set_activity("reading the tracking table");
-    let (table, rows) =
-        db::history::prepare(session, &cfg.migrations_schema, &cfg.migrations_table).await?;
+    let (table, rows) = prepare_history(cfg, session).await?;
     let plan = Plan::analyse(&folder.migrations, &rows);
     let decision = plan.decide(&folder.migrations, cfg.out_of_order, &table.qualified)?;
     log_decision(&decision);
@@ -368,12 +386,19 @@ fn status(
 ) -> Result<Outcome, Error> {
     let rows = snapshot.rows();
     let plan = Plan::analyse(&folder.migrations, &rows);
+    // By id through a map: a scan of the rows per migration is minutes for 100k of each.
+    let applied_at_by_id: std::collections::HashMap<i64, Option<&str>> = snapshot
+        .raw
+        .iter()
+        .rev() // the first row with an id wins, as a scan would find it
+        .map(|r| (r.id, r.applied_at.as_deref()))
+        .collect();
     let applied_at = |id: i64| {
-        snapshot
-            .raw
-            .iter()
-            .find(|r| r.id == id)
-            .and_then(|r| r.applied_at.clone())
+        applied_at_by_id
+            .get(&id)
+            .copied()
+            .flatten()
+            .map(str::to_string)
     };
     let mut counts = report::StatusCounts::default();
     let migrations: Vec<report::StatusEntry> = folder
@@ -612,8 +637,7 @@ async fn baseline(
             }
         },
     };
-    let (table, rows) =
-        db::history::prepare(session, &cfg.migrations_schema, &cfg.migrations_table).await?;
+    let (table, rows) = prepare_history(cfg, session).await?;
     let plan = Plan::analyse(&folder.migrations, &rows);
     let targets = &folder.migrations[..upto];
     for (m, s) in targets.iter().zip(&plan.states) {
@@ -748,7 +772,12 @@ async fn repair(
         });
     }
     let stamp = report::stamp(now_millis());
-    let backup = db::history::apply_repair(session, &snapshot, &plan, &stamp).await?;
+    let backup = session
+        .within(
+            "repairing the tracking table",
+            db::history::apply_repair(session, &snapshot, &plan, &stamp),
+        )
+        .await?;
     stdout.insert_str(0, &format!("did: copy {q} to {backup}\n"));
     Ok(Outcome {
         stdout,

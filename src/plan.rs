@@ -11,6 +11,7 @@ use crate::error::Error;
 use crate::report::utc;
 use crate::source::Migration;
 use crate::source::split::cosmetic_variant_hashes;
+use std::collections::{HashMap, VecDeque};
 
 /// One row of drizzle's tracking table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,12 +70,36 @@ impl Plan {
         let mark = rows.iter().filter_map(|r| r.created_at).max();
         let mut claimed = vec![false; rows.len()];
         let mut states: Vec<Option<State>> = vec![None; migrations.len()];
+        // Each step gives a migration the first unclaimed row (in row order) that matches it.
+        // The candidate rows are indexed by key up front, so that 100k migrations against 100k
+        // rows take milliseconds instead of a scan of every row per migration.
+        fn index<'r, K: std::hash::Hash + Eq>(
+            rows: &'r [HistoryRow],
+            key: impl Fn(&'r HistoryRow) -> Option<K>,
+        ) -> HashMap<K, VecDeque<usize>> {
+            let mut map: HashMap<K, VecDeque<usize>> = HashMap::new();
+            for (r, row) in rows.iter().enumerate() {
+                if let Some(k) = key(row) {
+                    map.entry(k).or_default().push_back(r);
+                }
+            }
+            map
+        }
+        fn first_unclaimed(queue: Option<&mut VecDeque<usize>>, claimed: &[bool]) -> Option<usize> {
+            let queue = queue?;
+            while let Some(&r) = queue.front() {
+                if !claimed[r] {
+                    return Some(r);
+                }
+                queue.pop_front();
+            }
+            None
+        }
 
         // 1. Exact matches: same `created_at` and same hash.
+        let mut exact = index(rows, |r| r.created_at.map(|c| (c, r.hash.as_str())));
         for (i, m) in migrations.iter().enumerate() {
-            if let Some(r) = (0..rows.len()).find(|&r| {
-                !claimed[r] && rows[r].created_at == Some(m.when) && rows[r].hash == m.hash
-            }) {
+            if let Some(r) = first_unclaimed(exact.get_mut(&(m.when, m.hash.as_str())), &claimed) {
                 claimed[r] = true;
                 states[i] = Some(State::Applied {
                     row_id: rows[r].id,
@@ -89,13 +114,12 @@ impl Plan {
             }
         }
         // 3. A row under this `when` with another hash: the file was edited after it was applied.
+        let mut by_when = index(rows, |r| r.created_at);
         for (i, m) in migrations.iter().enumerate() {
             if states[i].is_some() {
                 continue;
             }
-            if let Some(r) =
-                (0..rows.len()).find(|&r| !claimed[r] && rows[r].created_at == Some(m.when))
-            {
+            if let Some(r) = first_unclaimed(by_when.get_mut(&m.when), &claimed) {
                 claimed[r] = true;
                 let cosmetic = cosmetic_variant_hashes(&m.text).contains(&rows[r].hash);
                 states[i] = Some(State::Edited {
@@ -106,11 +130,12 @@ impl Plan {
             }
         }
         // 4. Recorded by hash under another `created_at` (or NULL): applied, but its `when` moved.
+        let mut by_hash = index(rows, |r| Some(r.hash.as_str()));
         for (i, m) in migrations.iter().enumerate() {
             if states[i].is_some() {
                 continue;
             }
-            if let Some(r) = (0..rows.len()).find(|&r| !claimed[r] && rows[r].hash == m.hash) {
+            if let Some(r) = first_unclaimed(by_hash.get_mut(m.hash.as_str()), &claimed) {
                 claimed[r] = true;
                 states[i] = Some(State::Applied {
                     row_id: rows[r].id,
@@ -182,8 +207,12 @@ impl Plan {
 
         if !self.null_rows.is_empty() {
             let mut fixes = Vec::new();
+            let mut by_hash: HashMap<&str, &Migration> = HashMap::new();
+            for m in migrations.iter().rev() {
+                by_hash.insert(&m.hash, m); // the first migration with a hash wins, as find did
+            }
             for r in &self.null_rows {
-                match migrations.iter().find(|m| m.hash == r.hash) {
+                match by_hash.get(r.hash.as_str()) {
                     Some(m) => fixes.push(format!(
                         "UPDATE {table} SET created_at = {} WHERE id = {};  -- {}",
                         m.when, r.id, m.tag

@@ -88,7 +88,7 @@ pub fn load(dir: &Path) -> Result<Folder, Error> {
         }
     }
     let journal_path = dir.join("meta").join("_journal.json");
-    let bytes = match std::fs::read(&journal_path) {
+    let bytes = match read_regular(&journal_path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Error::Source(missing_journal_message(dir)));
@@ -107,7 +107,7 @@ pub fn load(dir: &Path) -> Result<Folder, Error> {
     let mut migrations = Vec::with_capacity(journal.entries.len());
     for entry in &journal.entries {
         let path = dir.join(format!("{}.sql", entry.tag));
-        match std::fs::read(&path) {
+        match read_regular(&path) {
             Ok(bytes) => migrations.push(Migration::new(
                 entry.position,
                 &entry.tag,
@@ -142,6 +142,21 @@ pub fn load(dir: &Path) -> Result<Folder, Error> {
     }
 
     let mut warnings = journal.warnings;
+    let outside = outside_the_folder(dir, &migrations);
+    if !outside.is_empty() {
+        warnings.push(format!(
+            "{} migration file(s) of {shown} resolve (through symbolic links) to files outside \
+             it: {}{}. portcullis reads them as drizzle would, and records their hashes; check \
+             that these are the files you mean to deploy",
+            outside.len(),
+            outside[..outside.len().min(10)].join(", "),
+            if outside.len() > 10 {
+                format!(" and {} more", outside.len() - 10)
+            } else {
+                String::new()
+            }
+        ));
+    }
     let unlisted = unlisted_sql_files(dir, &journal.entries);
     if !unlisted.is_empty() {
         warnings.push(format!(
@@ -206,14 +221,76 @@ fn unlisted_sql_files(dir: &Path, entries: &[journal::JournalEntry]) -> Vec<Stri
     let Ok(rd) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
+    // A set, not a scan of the entries per file: 100k files must not take minutes.
+    let tags: std::collections::HashSet<&str> = entries.iter().map(|e| e.tag.as_str()).collect();
     let mut names: Vec<String> = rd
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|n| {
             n.strip_suffix(".sql")
-                .is_some_and(|stem| !entries.iter().any(|e| e.tag == stem))
+                .is_some_and(|stem| !tags.contains(stem))
         })
         .collect();
     names.sort();
     names
+}
+
+/// The largest file portcullis reads. PostgreSQL refuses a query over 1 GB, so a bigger
+/// migration could never be applied; refusing it up front also keeps a mistaken path (a disk
+/// image, a log) from being read into memory.
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
+
+/// Reads a file of the folder, refusing what is not a regular file (a FIFO would block forever,
+/// `/dev/zero` would never end) or is larger than [`MAX_FILE_BYTES`]. Symbolic links are
+/// followed, as drizzle (Node's `readFileSync`) follows them.
+fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read};
+    let meta = std::fs::metadata(path)?;
+    if meta.is_dir() {
+        return Err(Error::new(ErrorKind::IsADirectory, "it is a directory"));
+    }
+    if !meta.is_file() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "it is not a regular file (a FIFO, socket or device, perhaps through a symbolic \
+             link), which portcullis refuses to read",
+        ));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "it is {} bytes, larger than the 1 GiB PostgreSQL accepts in one query",
+                meta.len()
+            ),
+        ));
+    }
+    // Read at most one byte past the limit, in case the file grows while we read it.
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "it grew past the 1 GiB PostgreSQL accepts in one query while being read",
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Migration files whose real location (symbolic links resolved) is outside the folder's real
+/// location. They are read anyway (Kubernetes ConfigMaps, Bazel and Nix lay folders out as
+/// links), but the operator is told, since a link can point somewhere unexpected.
+fn outside_the_folder(dir: &Path, migrations: &[Migration]) -> Vec<String> {
+    let Ok(root) = std::fs::canonicalize(dir) else {
+        return Vec::new();
+    };
+    migrations
+        .iter()
+        .filter_map(|m| {
+            let real = std::fs::canonicalize(&m.path).ok()?;
+            (!real.starts_with(&root)).then(|| format!("{} -> {}", m.file(), real.display()))
+        })
+        .collect()
 }
