@@ -394,13 +394,14 @@ fn a_link_to_dev_zero_or_a_fifo_is_refused_instead_of_read_forever() {
 #[test]
 fn tags_that_leave_the_folder_or_carry_control_characters_are_refused() {
     let folder = Scratch::new("tags");
-    let outside = folder
-        .0
-        .parent()
-        .unwrap()
-        .join(format!("portcullis-rel-escape-{}.sql", std::process::id()));
-    std::fs::write(&outside, "select 'this file is outside the folder';").unwrap();
-    let escape = format!("../{}", outside.file_stem().unwrap().to_string_lossy());
+    // A real file next to the folder, which a `../` tag would reach (removed on drop, even when
+    // the test fails).
+    let beside = Scratch::new("escape");
+    std::fs::write(beside.0.join("outside.sql"), "select 'outside the folder';").unwrap();
+    let escape = format!(
+        "../{}/outside",
+        beside.0.file_name().unwrap().to_string_lossy()
+    );
     let limit = Duration::from_secs(20);
     for (tag, needle) in [
         (escape.as_str(), "contains '..'"),
@@ -440,7 +441,6 @@ fn tags_that_leave_the_folder_or_carry_control_characters_are_refused() {
     );
     out.expect(3);
     assert!(out.stderr.contains("it is a directory"), "{}", out.stderr);
-    let _ = std::fs::remove_file(&outside);
 }
 
 /// Invalid UTF-8 inside a migration is decoded as drizzle (Node) decodes it and hashed the same

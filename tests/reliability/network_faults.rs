@@ -300,16 +300,19 @@ fn stalled_mid_statement_without_statement_timeout_no_longer_hangs() {
 #[test]
 fn a_long_healthy_statement_is_not_given_up() {
     let proxy = Proxy::start(Cluster::shared().port());
-    let (url, sock) = through(&proxy, "nf_long", "connect_timeout=1");
-    // 6 s: six liveness checks, twice the three-timeout limit.
-    let folder = pausing(6);
+    // connect_timeout=2 rather than 1: on a loaded machine a debug build's SCRAM login alone
+    // can take a second, and this test is about the statement, not the login.
+    let (url, sock) = through(&proxy, "nf_long", "connect_timeout=2");
+    // 9 s: four liveness checks, half again the three-timeout (6 s) limit.
+    let folder = pausing(9);
     let out = portcullis(&url, folder.path()).run();
     out.expect(0);
     assert_eq!(rows(&sock).len(), 1);
     figure(
         "network faults",
         format!(
-            "a healthy 6 s statement with connect_timeout=1 (six liveness checks): exit 0 after {} ms",
+            "a healthy 9 s statement with connect_timeout=2 (four liveness checks, limit 6 s \
+             unconfirmed): exit 0 after {} ms",
             out.elapsed.as_millis()
         ),
     );

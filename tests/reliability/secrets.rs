@@ -68,6 +68,8 @@ fn run(case: &Case<'_>, args: &[&str], how: Given, format: &str) -> Captured {
         all.extend(["--database-url", case.url.as_str()]);
     }
     let out = inv.args(&all).spawn().finish(Duration::from_secs(120));
+    // The file holds the password: never leave it behind.
+    let _ = std::fs::remove_file(&url_file);
     if format == "json" {
         for line in out.stderr.lines() {
             assert!(
