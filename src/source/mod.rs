@@ -1,6 +1,8 @@
 //! The only reader of the migrations folder. The journal parser, hashing and splitting are pure
 //! (`journal`, `split`); [`load`] is the thin disk loader that runs them, before any connection.
 
+pub mod collate;
+pub mod folders;
 pub mod journal;
 pub mod lexer;
 pub mod split;
