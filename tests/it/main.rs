@@ -5,3 +5,4 @@ mod harness_smoke;
 mod migrate_basics;
 mod run;
 mod support;
+mod v1_layout;
