@@ -8,6 +8,12 @@ cd "$(dirname "$0")/.."
 ensure_postgres
 export PG_BIN="${PG_BIN:-$(pg_bin_dir)}"
 echo "using PostgreSQL from $PG_BIN ($("$PG_BIN/postgres" --version))"
+# tests/v1 runs the real drizzle-kit 1.0 (installed by `npm ci` into target/ on first use).
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+  echo "using node $(node --version) and npm $(npm --version 2>/dev/null) for the drizzle 1.0 interop tests"
+else
+  echo "warning: node and npm not found; the drizzle 1.0 interop tests (tests/v1) will fail" >&2
+fi
 
 # Two cores: four test threads keep both busy while PostgreSQL does its share.
 cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-4}"
