@@ -180,6 +180,26 @@ fn decide(
         cfg.out_of_order,
         &snapshot.table.qualified,
     )?;
+    if folder.layout == Layout::Journal && snapshot.table.has_name_column {
+        let nameless: Vec<&str> = (plan.states.iter().zip(&folder.migrations))
+            .filter_map(|(s, m)| match s {
+                State::Applied { row_id, .. } => rows
+                    .iter()
+                    .any(|r| r.id == *row_id && r.name.is_none())
+                    .then_some(m.tag.as_str()),
+                _ => None,
+            })
+            .collect();
+        if !nameless.is_empty() {
+            decision.warnings.push(format!(
+                "{} has drizzle 1.0's shape, but the rows of {} have no name (a drizzle 0.x \
+                 runner wrote them); once this project moves to drizzle-kit 1.0, drizzle would \
+                 run those migrations again. `portcullis repair --apply` names them",
+                snapshot.table.qualified,
+                nameless.join(", ")
+            ));
+        }
+    }
     if upgrade.is_some() {
         // drizzle 1.0 sorts its migrations by second, then name, in the run that upgrades.
         let order = upgrade::order(&folder.migrations);

@@ -407,3 +407,40 @@ fn exit_3_for_both_layouts_neither_or_a_folder_without_timestamp() {
         run(command("postgres://x@127.0.0.1:1/x", bad.path()).args(["validate", "--offline"]));
     out.expect(3);
 }
+
+#[test]
+fn nameless_rows_under_a_journal_are_warned_about_and_repair_names_them() {
+    // A 1.0-shaped table where drizzle 0.x (not portcullis) recorded the journal's entries.
+    let url = fresh_db("v1warn");
+    execute(
+        &url,
+        &format!(
+            "create schema drizzle; create table {T} (id serial primary key, hash text not null, \
+             created_at bigint, name text, applied_at timestamp with time zone default now())"
+        ),
+    );
+    let j = journal("w");
+    for (_, when, sql) in JOURNAL {
+        let sql = sql.replace("{p}", "w");
+        execute(
+            &url,
+            &format!(
+                "{sql}; insert into {T} (hash, created_at) values ('{}', {when})",
+                sha(&sql)
+            ),
+        );
+    }
+    let out = migrate(&url, j.path());
+    out.expect(0);
+    assert!(out.stderr.contains("have no name"), "{}", out.stderr);
+    cmd(&url, j.path(), &["repair", "--apply"]).expect(0);
+    let out = migrate(&url, j.path());
+    assert!(!out.stderr.contains("have no name"), "{}", out.stderr);
+    let out = migrate(&url, converted("w").path());
+    out.expect(0);
+    assert!(
+        out.stderr.contains("up to date, 3 migrations applied"),
+        "{}",
+        out.stderr
+    );
+}
