@@ -6,6 +6,16 @@ cd "$(dirname "$0")/.."
 . scripts/lib/pg.sh
 
 ensure_postgres
+# The TLS tests make certificates with openssl; the pooler test puts PgBouncer in front.
+missing=()
+command -v openssl >/dev/null || missing+=(openssl)
+[ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null || missing+=(pgbouncer)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]} for the tests..." >&2
+  apt_install "${missing[@]}"
+  # Debian starts a system PgBouncer on install; the tests run their own.
+  if command -v service >/dev/null; then service pgbouncer stop >/dev/null 2>&1 || true; fi
+fi
 export PG_BIN="${PG_BIN:-$(pg_bin_dir)}"
 echo "using PostgreSQL from $PG_BIN ($("$PG_BIN/postgres" --version))"
 # tests/v1 runs the real drizzle-kit 1.0 (installed by `npm ci` into target/ on first use).

@@ -20,6 +20,9 @@ pub const KNOWN_PORTCULLIS_VARS: &[&str] = &[
     "DATABASE_URL",
     "MIGRATIONS_DIR",
     "SEEDS_DIR",
+    "SEEDS",
+    "SEED_ENV",
+    "SEED_MODE",
     "MIGRATIONS_SCHEMA",
     "MIGRATIONS_TABLE",
     "WAIT_TIMEOUT",
@@ -31,6 +34,7 @@ pub const KNOWN_PORTCULLIS_VARS: &[&str] = &[
     "STATEMENT_TIMEOUT",
     "LOG_FORMAT",
     "LOG_LEVEL",
+    "TERMINATION_LOG",
 ];
 
 /// What to do with a migration older than the newest applied one that was never applied.
@@ -43,6 +47,16 @@ pub enum OutOfOrder {
     Apply,
     /// Skip them with a warning: drizzle-kit 0.x's silent behaviour.
     Skip,
+}
+
+/// Which seed files a run executes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeedMode {
+    /// Every file on every run (the scripts must be idempotent), the default.
+    Always,
+    /// Only files that are new or whose hash differs from the recorded one.
+    Changed,
 }
 
 /// How pending migrations are grouped into transactions.
@@ -72,15 +86,29 @@ pub enum LogLevel {
     Trace,
 }
 
-/// libpq's `sslmode`, as far as this version supports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// libpq's `sslmode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SslMode {
     Disable,
     /// libpq tries plaintext first; we treat it like `prefer` (TLS first, plaintext fallback).
     Allow,
     Prefer,
-    /// Encrypt, without verifying the certificate (libpq's meaning when no root cert is given).
+    /// Encrypt, without verifying the certificate (libpq's meaning when no root cert is given;
+    /// with one, libpq and portcullis verify the chain as for `verify-ca`).
     Require,
+    /// Encrypt and verify the chain against the root certificate(s), not the host name.
+    VerifyCa,
+    /// Encrypt, verify the chain and that the certificate names the host.
+    VerifyFull,
+}
+
+/// Where trusted root certificates come from (`sslrootcert`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootCerts {
+    /// A PEM file.
+    File(PathBuf),
+    /// The operating system's store (`sslrootcert=system`).
+    System,
 }
 
 /// The typed configuration of one run.
@@ -88,6 +116,8 @@ pub enum SslMode {
 pub struct Config {
     pub database: Database,
     pub migrations_dir: PathBuf,
+    /// Seeds (PORTCULLIS_SEEDS_DIR, _SEEDS, _SEED_ENV, _SEED_MODE, _SEED_VAR_*).
+    pub seeds: Seeds,
     pub migrations_schema: String,
     pub migrations_table: String,
     pub wait_timeout: Duration,
@@ -106,6 +136,9 @@ pub struct Config {
 pub struct Database {
     pub pg: tokio_postgres::Config,
     pub ssl_mode: SslMode,
+    pub root_certs: Option<RootCerts>,
+    /// Client certificate and key (PEM files), presented when the server asks.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl fmt::Debug for Database {
@@ -113,6 +146,8 @@ impl fmt::Debug for Database {
         f.debug_struct("Database")
             .field("target", &self.target())
             .field("ssl_mode", &self.ssl_mode)
+            .field("root_certs", &self.root_certs)
+            .field("client_cert", &self.client_cert)
             .field("password", &self.pg.get_password().map(|_| "<redacted>"))
             .finish()
     }
@@ -162,6 +197,9 @@ struct RawPortcullis {
     database_url: Option<String>,
     migrations_dir: Option<String>,
     seeds_dir: Option<String>,
+    seeds: Option<String>,
+    seed_env: Option<String>,
+    seed_mode: Option<String>,
     migrations_schema: Option<String>,
     migrations_table: Option<String>,
     wait_timeout: Option<String>,
@@ -173,6 +211,9 @@ struct RawPortcullis {
     statement_timeout: Option<String>,
     log_format: Option<String>,
     log_level: Option<String>,
+    // Read by `termination_log_path` (main needs it even when the configuration is invalid).
+    #[allow(dead_code)]
+    termination_log: Option<String>,
 }
 
 /// The unprefixed variables: the URL, its file, libpq's `PG*` and the host name.
@@ -187,8 +228,11 @@ struct RawEnv {
     pgdatabase: Option<String>,
     pgsslmode: Option<String>,
     pgsslrootcert: Option<String>,
+    pgsslcert: Option<String>,
+    pgsslkey: Option<String>,
     pgappname: Option<String>,
     hostname: Option<String>,
+    home: Option<String>,
 }
 
 impl Config {
@@ -233,15 +277,7 @@ impl Config {
         let env: RawEnv = envy::from_iter(map.iter().map(|(k, v)| (k.clone(), v.clone())))
             .map_err(|e| Error::Config(format!("cannot read the environment: {e}")))?;
 
-        if p.seeds_dir.is_some() {
-            return Err(Error::Config(
-                "PORTCULLIS_SEEDS_DIR is set, but this version of portcullis does not run seeds \
-                 yet; unset it (and run your seed scripts another way) or use a release with seed \
-                 support."
-                    .into(),
-            ));
-        }
-
+        let seeds = seeds_config(&p, &map)?;
         let database = database_config(&p, &env)?;
         let migrations_schema = identifier(
             "PORTCULLIS_MIGRATIONS_SCHEMA",
@@ -257,6 +293,7 @@ impl Config {
         Ok(Config {
             database,
             migrations_dir: PathBuf::from(p.migrations_dir.as_deref().unwrap_or("./migrations")),
+            seeds,
             migrations_schema,
             migrations_table,
             wait_timeout: duration_var("PORTCULLIS_WAIT_TIMEOUT", &p.wait_timeout, "60s")?,
@@ -334,11 +371,23 @@ pub fn logging_from_env() -> (LogFormat, LogLevel) {
     (format, level)
 }
 
+/// Where to write the one-line failure reason Kubernetes shows in `kubectl describe pod`, and
+/// whether it was named explicitly: `PORTCULLIS_TERMINATION_LOG` (created if missing), else
+/// `/dev/termination-log` (written only when it exists). Read leniently, because a configuration
+/// error must be reported there too.
+pub fn termination_log_path() -> (std::path::PathBuf, bool) {
+    match std::env::var_os("PORTCULLIS_TERMINATION_LOG").filter(|v| !v.is_empty()) {
+        Some(p) => (std::path::PathBuf::from(p), true),
+        None => (std::path::PathBuf::from("/dev/termination-log"), false),
+    }
+}
+
 fn reject_unknown(map: &BTreeMap<String, String>) -> Result<(), Error> {
     let unknown: Vec<&str> = map
         .keys()
         .filter_map(|k| k.strip_prefix("PORTCULLIS_"))
         .filter(|rest| !KNOWN_PORTCULLIS_VARS.contains(rest))
+        .filter(|rest| !rest.starts_with(SEED_VAR_PREFIX))
         .collect();
     if unknown.is_empty() {
         return Ok(());
@@ -359,6 +408,7 @@ fn reject_unknown(map: &BTreeMap<String, String>) -> Result<(), Error> {
         KNOWN_PORTCULLIS_VARS
             .iter()
             .map(|k| format!("PORTCULLIS_{k}"))
+            .chain([format!("PORTCULLIS_{SEED_VAR_PREFIX}<NAME>")])
             .collect::<Vec<_>>()
             .join(", ")
     )))
@@ -541,30 +591,38 @@ fn parse_ssl_mode(source: &str, raw: &str) -> Result<SslMode, Error> {
         "allow" => Ok(SslMode::Allow),
         "prefer" => Ok(SslMode::Prefer),
         "require" => Ok(SslMode::Require),
-        "verify-ca" | "verify-full" => Err(Error::Config(format!(
-            "{source}: sslmode={raw} is not supported by this version of portcullis, which can \
-             encrypt but not verify the server certificate. Use sslmode=require (encrypted, not \
-             verified, as libpq does without a root certificate) or a release with certificate \
-             verification."
-        ))),
+        "verify-ca" => Ok(SslMode::VerifyCa),
+        "verify-full" => Ok(SslMode::VerifyFull),
         other => Err(Error::Config(format!(
-            "{source}: sslmode={other:?} is not one of disable, allow, prefer, require."
+            "{source}: sslmode={other:?} is not one of disable, allow, prefer, require, \
+             verify-ca, verify-full."
         ))),
     }
 }
 
-/// Takes the libpq TLS parameters out of a `postgres://` URL's query string (tokio-postgres does
-/// not know all of them) and returns the URL without them, plus their values.
-fn take_tls_params(url: &str) -> (String, Option<String>, Option<String>) {
+/// libpq's TLS parameters taken out of a URL's query string (tokio-postgres knows only some).
+#[derive(Debug, Default)]
+struct TlsParams {
+    mode: Option<String>,
+    rootcert: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+}
+
+/// Takes the libpq TLS parameters out of a `postgres://` URL's query string and returns the URL
+/// without them, plus their (percent-decoded) values.
+fn take_tls_params(url: &str) -> (String, TlsParams) {
+    let mut p = TlsParams::default();
     let Some((base, query)) = url.split_once('?') else {
-        return (url.to_string(), None, None);
+        return (url.to_string(), p);
     };
-    let (mut mode, mut rootcert) = (None, None);
     let mut kept = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
-            Some(("sslmode", v)) => mode = Some(v.to_string()),
-            Some(("sslrootcert" | "sslcert" | "sslkey", v)) => rootcert = Some(v.to_string()),
+            Some(("sslmode", v)) => p.mode = Some(percent_decode(v)),
+            Some(("sslrootcert", v)) => p.rootcert = Some(percent_decode(v)),
+            Some(("sslcert", v)) => p.cert = Some(percent_decode(v)),
+            Some(("sslkey", v)) => p.key = Some(percent_decode(v)),
             _ => kept.push(pair),
         }
     }
@@ -573,7 +631,117 @@ fn take_tls_params(url: &str) -> (String, Option<String>, Option<String>) {
     } else {
         format!("{base}?{}", kept.join("&"))
     };
-    (rebuilt, mode, rootcert)
+    (rebuilt, p)
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Checks that a certificate or key file named by `source` can be read.
+fn readable(source: &str, path: &str) -> Result<PathBuf, Error> {
+    std::fs::File::open(path).map_err(|e| {
+        Error::Config(format!(
+            "{source}={path}: cannot read the file ({e}). Mount it into the container, or fix \
+             the path."
+        ))
+    })?;
+    Ok(PathBuf::from(path))
+}
+
+/// What the TLS settings resolve to: mode, trusted roots, client certificate and key.
+type TlsSettings = (SslMode, Option<RootCerts>, Option<(PathBuf, PathBuf)>);
+
+/// Resolves sslmode, sslrootcert, sslcert and sslkey the way libpq does.
+fn tls_settings(source_name: &str, url: TlsParams, env: &RawEnv) -> Result<TlsSettings, Error> {
+    let explicit_mode = match (&url.mode, &env.pgsslmode) {
+        (Some(m), _) => Some(parse_ssl_mode(source_name, m)?),
+        (None, Some(m)) => Some(parse_ssl_mode("PGSSLMODE", m)?),
+        (None, None) => None,
+    };
+    let (root_source, root) = match (&url.rootcert, &env.pgsslrootcert) {
+        (Some(r), _) => (format!("{source_name} sslrootcert"), Some(r.clone())),
+        (None, Some(r)) => ("PGSSLROOTCERT".to_string(), Some(r.clone())),
+        (None, None) => (String::new(), None),
+    };
+    let mut root_certs = match root.as_deref() {
+        Some("system") => Some(RootCerts::System),
+        Some(path) => Some(RootCerts::File(readable(&root_source, path)?)),
+        // libpq's default root certificate file, used when it exists.
+        None => env
+            .home
+            .as_ref()
+            .map(|h| PathBuf::from(h).join(".postgresql/root.crt"))
+            .filter(|p| p.is_file())
+            .map(RootCerts::File),
+    };
+    let mode = match (explicit_mode, &root_certs) {
+        // libpq 16: sslrootcert=system means verify-full, and refuses weaker modes.
+        (None, Some(RootCerts::System)) => SslMode::VerifyFull,
+        (Some(m), Some(RootCerts::System)) if m != SslMode::VerifyFull => {
+            return Err(Error::Config(format!(
+                "{root_source}=system asks for the operating system's certificate store, which \
+                 libpq only allows with sslmode=verify-full; set sslmode=verify-full (or give a \
+                 CA file instead of `system`)."
+            )));
+        }
+        // libpq: `require` with a root certificate verifies the chain like verify-ca.
+        (Some(SslMode::Require), Some(_)) => SslMode::VerifyCa,
+        (Some(m), _) => m,
+        (None, _) => SslMode::Prefer,
+    };
+    if mode >= SslMode::VerifyCa && root_certs.is_none() {
+        return Err(Error::Config(format!(
+            "sslmode={} needs trusted root certificates to verify the server: set sslrootcert \
+             (in the URL) or PGSSLROOTCERT to the CA's PEM file, or to `system` for the \
+             operating system's store.",
+            if mode == SslMode::VerifyCa {
+                "verify-ca"
+            } else {
+                "verify-full"
+            }
+        )));
+    }
+    if mode < SslMode::Require {
+        // Under disable/allow/prefer libpq does not verify; neither do we.
+        root_certs = None;
+    }
+    let cert = match (&url.cert, &env.pgsslcert) {
+        (Some(c), _) => Some((format!("{source_name} sslcert"), c.clone())),
+        (None, Some(c)) => Some(("PGSSLCERT".to_string(), c.clone())),
+        (None, None) => None,
+    };
+    let key = match (&url.key, &env.pgsslkey) {
+        (Some(k), _) => Some((format!("{source_name} sslkey"), k.clone())),
+        (None, Some(k)) => Some(("PGSSLKEY".to_string(), k.clone())),
+        (None, None) => None,
+    };
+    let client_cert = match (cert, key) {
+        (None, None) => None,
+        (Some((cs, c)), Some((ks, k))) => Some((readable(&cs, &c)?, readable(&ks, &k)?)),
+        (Some((cs, _)), None) | (None, Some((cs, _))) => {
+            return Err(Error::Config(format!(
+                "{cs} is set without its pair: a client certificate needs both sslcert and \
+                 sslkey (or PGSSLCERT and PGSSLKEY)."
+            )));
+        }
+    };
+    Ok((mode, root_certs, client_cert))
 }
 
 /// Adds `:port` to every host of a URL whose authority names no port.
@@ -608,13 +776,13 @@ fn with_default_port(url: &str, port: u16) -> String {
 
 fn database_config(p: &RawPortcullis, env: &RawEnv) -> Result<Database, Error> {
     let source = url_source(p, env)?;
-    let (mut pg, url_ssl, url_cert, source_name) = match &source {
+    let (mut pg, url_tls, source_name) = match &source {
         Some((url, name)) => {
             let is_url = url.starts_with("postgres://") || url.starts_with("postgresql://");
-            let (mut clean, mode, cert) = if is_url {
+            let (mut clean, tls) = if is_url {
                 take_tls_params(url)
             } else {
-                (url.clone(), None, None)
+                (url.clone(), TlsParams::default())
             };
             // tokio-postgres fills in 5432 for a URL without a port; libpq uses PGPORT first.
             if let (true, Some(port)) = (is_url, &env.pgport) {
@@ -631,9 +799,13 @@ fn database_config(p: &RawPortcullis, env: &RawEnv) -> Result<Database, Error> {
                      as @ : / in the password must be percent-encoded."
                 ))
             })?;
-            (pg, mode, cert, *name)
+            (pg, tls, *name)
         }
-        None => (tokio_postgres::Config::new(), None, None, "PGHOST"),
+        None => (
+            tokio_postgres::Config::new(),
+            TlsParams::default(),
+            "PGHOST",
+        ),
     };
 
     if pg.get_hosts().is_empty() {
@@ -688,20 +860,11 @@ fn database_config(p: &RawPortcullis, env: &RawEnv) -> Result<Database, Error> {
             pg.dbname(&user);
         }
     }
-    if url_cert.is_some() || env.pgsslrootcert.is_some() {
-        return Err(Error::Config(
-            "sslrootcert/sslcert/sslkey (or PGSSLROOTCERT) is set, but this version of portcullis \
-             cannot verify certificates or present client certificates; it would connect without \
-             the verification you asked for, so it refuses. Remove the setting and use \
-             sslmode=require, or use a release with certificate verification."
-                .into(),
-        ));
+    let (mut ssl_mode, root_certs, client_cert) = tls_settings(source_name, url_tls, env)?;
+    // Unix-domain sockets never use TLS (libpq ignores sslmode there).
+    if pg.get_hosts().iter().all(|h| matches!(h, Host::Unix(_))) {
+        ssl_mode = SslMode::Disable;
     }
-    let ssl_mode = match (url_ssl, &env.pgsslmode) {
-        (Some(m), _) => parse_ssl_mode(source_name, &m)?,
-        (None, Some(m)) => parse_ssl_mode("PGSSLMODE", m)?,
-        (None, None) => SslMode::Prefer,
-    };
     if pg.get_application_name().is_none() {
         let name = match (&env.pgappname, &env.hostname) {
             (Some(app), _) => app.clone(),
@@ -715,7 +878,179 @@ fn database_config(p: &RawPortcullis, env: &RawEnv) -> Result<Database, Error> {
         }
         pg.application_name(&name[..end]);
     }
-    Ok(Database { pg, ssl_mode })
+    Ok(Database {
+        pg,
+        ssl_mode,
+        root_certs,
+        client_cert,
+    })
+}
+
+/// `PORTCULLIS_SEED_VAR_<NAME>` (without `PORTCULLIS_`): each becomes the transaction-local
+/// setting `portcullis.<name>` that seeds read with `current_setting`.
+pub const SEED_VAR_PREFIX: &str = "SEED_VAR_";
+
+/// The seeds phase: where the scripts are, whether and which of them run, and their variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seeds {
+    /// PORTCULLIS_SEEDS_DIR (default `./seeds`); a missing folder means no seeds.
+    pub dir: PathBuf,
+    /// PORTCULLIS_SEEDS=false (or `migrate --no-seed`) leaves the phase out of `migrate`/`plan`.
+    pub enabled: bool,
+    /// PORTCULLIS_SEED_ENV: the subfolder whose files run after the common ones.
+    pub env: Option<String>,
+    pub mode: SeedMode,
+    pub vars: SeedVars,
+}
+
+/// One seed variable. Its value never reaches output: `Debug` hides it, nothing here formats
+/// it, and `db::seeds` only binds it as a query parameter.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SeedVar {
+    /// The environment variable, e.g. `PORTCULLIS_SEED_VAR_ADMIN_EMAIL`.
+    pub variable: String,
+    /// The setting seeds read, e.g. `portcullis.admin_email`.
+    pub setting: String,
+    value: String,
+}
+
+impl SeedVar {
+    /// The value, for binding as a parameter. Never format it into a message.
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+}
+
+impl fmt::Debug for SeedVar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SeedVar")
+            .field("variable", &self.variable)
+            .field("setting", &self.setting)
+            .field("value", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Every `PORTCULLIS_SEED_VAR_*`, sorted by variable name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeedVars(Vec<SeedVar>);
+
+impl SeedVars {
+    pub fn iter(&self) -> std::slice::Iter<'_, SeedVar> {
+        self.0.iter()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The settings' names (`portcullis.admin_email, ...`), for messages.
+    pub fn settings(&self) -> String {
+        self.0
+            .iter()
+            .map(|v| v.setting.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// `text` with every variable's value replaced by `<PORTCULLIS_SEED_VAR_NAME>`, longest
+    /// value first. For text that came from the server, which may quote a value (a DETAIL such
+    /// as "Failing row contains (...)").
+    pub fn redact(&self, text: &str) -> String {
+        let mut by_length: Vec<&SeedVar> = self.0.iter().filter(|v| !v.value.is_empty()).collect();
+        by_length.sort_by_key(|v| std::cmp::Reverse(v.value.len()));
+        let mut out = text.to_string();
+        for v in by_length {
+            out = out.replace(&v.value, &format!("<{}>", v.variable));
+        }
+        out
+    }
+}
+
+fn seeds_config(p: &RawPortcullis, map: &BTreeMap<String, String>) -> Result<Seeds, Error> {
+    let enabled = match &p.seeds {
+        None => true,
+        Some(raw) => match raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => {
+                return Err(Error::Config(format!(
+                    "PORTCULLIS_SEEDS={raw:?} is not true or false; false leaves the seeds out of \
+                     `migrate` (like `migrate --no-seed`)."
+                )));
+            }
+        },
+    };
+    let env = match &p.seed_env {
+        None => None,
+        Some(raw) => {
+            let e = raw.trim();
+            if e.is_empty() || e == "." || e == ".." || e.contains(['/', '\\', '\0']) {
+                return Err(Error::Config(format!(
+                    "PORTCULLIS_SEED_ENV={raw:?} is not a folder name; it names one subfolder of \
+                     the seeds folder (e.g. staging for seeds/staging/), without slashes."
+                )));
+            }
+            Some(e.to_string())
+        }
+    };
+    let mode = choice(
+        "PORTCULLIS_SEED_MODE",
+        &p.seed_mode,
+        SeedMode::Always,
+        "always, changed",
+    )?;
+    let mut vars: Vec<SeedVar> = Vec::new();
+    let mut problems = Vec::new();
+    for (variable, value) in map {
+        let Some(name) = variable
+            .strip_prefix("PORTCULLIS_")
+            .and_then(|rest| rest.strip_prefix(SEED_VAR_PREFIX))
+        else {
+            continue;
+        };
+        // PostgreSQL accepts a custom setting name part made of letters, digits and `_`, not
+        // starting with a digit. The value is never part of a message.
+        let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            problems.push(format!(
+                "{variable}: the part after PORTCULLIS_SEED_VAR_ must be letters, digits and \
+                 underscores, not starting with a digit (it becomes the setting portcullis.<name>)"
+            ));
+            continue;
+        }
+        if value.contains('\0') {
+            problems.push(format!(
+                "{variable} contains a NUL character, which a PostgreSQL setting cannot hold"
+            ));
+            continue;
+        }
+        let setting = format!("portcullis.{}", name.to_ascii_lowercase());
+        if let Some(other) = vars.iter().find(|v| v.setting == setting) {
+            problems.push(format!(
+                "{} and {variable} both become the setting {setting} (names are lowercased); \
+                 keep one",
+                other.variable
+            ));
+            continue;
+        }
+        vars.push(SeedVar {
+            variable: variable.clone(),
+            setting,
+            value: value.clone(),
+        });
+    }
+    if !problems.is_empty() {
+        return Err(Error::Config(format!("{}.", problems.join("; "))));
+    }
+    Ok(Seeds {
+        dir: PathBuf::from(p.seeds_dir.as_deref().unwrap_or("./seeds")),
+        enabled,
+        env,
+        mode,
+        vars: SeedVars(vars),
+    })
 }
 
 #[cfg(test)]
@@ -822,9 +1157,90 @@ mod tests {
     }
 
     #[test]
-    fn seeds_dir_is_refused_until_seeds_exist() {
-        let err = cfg(&[("DATABASE_URL", URL), ("PORTCULLIS_SEEDS_DIR", "./seeds")]).unwrap_err();
-        assert!(err.to_string().contains("PORTCULLIS_SEEDS_DIR"));
+    fn seeds_settings_have_defaults_and_are_checked() {
+        let c = cfg(&[("DATABASE_URL", URL)]).unwrap();
+        assert_eq!(c.seeds.dir, PathBuf::from("./seeds"));
+        assert!(c.seeds.enabled);
+        assert_eq!(c.seeds.env, None);
+        assert_eq!(c.seeds.mode, SeedMode::Always);
+        assert!(c.seeds.vars.is_empty());
+
+        let c = cfg(&[
+            ("DATABASE_URL", URL),
+            ("PORTCULLIS_SEEDS_DIR", "/app/seeds"),
+            ("PORTCULLIS_SEEDS", "false"),
+            ("PORTCULLIS_SEED_ENV", "staging"),
+            ("PORTCULLIS_SEED_MODE", "Changed"),
+        ])
+        .unwrap();
+        assert_eq!(c.seeds.dir, PathBuf::from("/app/seeds"));
+        assert!(!c.seeds.enabled);
+        assert_eq!(c.seeds.env.as_deref(), Some("staging"));
+        assert_eq!(c.seeds.mode, SeedMode::Changed);
+
+        for (var, value) in [
+            ("PORTCULLIS_SEEDS", "maybe"),
+            ("PORTCULLIS_SEED_ENV", "../prod"),
+            ("PORTCULLIS_SEED_ENV", "a/b"),
+            ("PORTCULLIS_SEED_MODE", "sometimes"),
+        ] {
+            let err = cfg(&[("DATABASE_URL", URL), (var, value)]).unwrap_err();
+            assert!(err.to_string().contains(var), "{var}: {err}");
+        }
+    }
+
+    #[test]
+    fn seed_variables_become_lowercase_settings_and_never_show() {
+        let secret = "x'); drop table users; --";
+        let c = cfg(&[
+            ("DATABASE_URL", URL),
+            ("PORTCULLIS_SEED_VAR_ADMIN_EMAIL", secret),
+            ("PORTCULLIS_SEED_VAR_plan_2", "pro"),
+        ])
+        .unwrap();
+        let vars: Vec<(&str, &str, &str)> = c
+            .seeds
+            .vars
+            .iter()
+            .map(|v| (v.variable.as_str(), v.setting.as_str(), v.value()))
+            .collect();
+        assert_eq!(
+            vars,
+            [
+                (
+                    "PORTCULLIS_SEED_VAR_ADMIN_EMAIL",
+                    "portcullis.admin_email",
+                    secret
+                ),
+                ("PORTCULLIS_SEED_VAR_plan_2", "portcullis.plan_2", "pro"),
+            ]
+        );
+        let dump = format!("{c:?}");
+        assert!(!dump.contains(secret) && !dump.contains("pro\""), "{dump}");
+        assert!(dump.contains("portcullis.admin_email"), "{dump}");
+        assert_eq!(
+            c.seeds
+                .vars
+                .redact(&format!("Failing row contains ({secret}, pro)")),
+            "Failing row contains (<PORTCULLIS_SEED_VAR_ADMIN_EMAIL>, <PORTCULLIS_SEED_VAR_plan_2>)"
+        );
+
+        // Bad names and clashes are refused, naming the variable but never the value.
+        for vars in [
+            vec![("PORTCULLIS_SEED_VAR_", secret)],
+            vec![("PORTCULLIS_SEED_VAR_2FA", secret)],
+            vec![("PORTCULLIS_SEED_VAR_ADMIN-EMAIL", secret)],
+            vec![
+                ("PORTCULLIS_SEED_VAR_ADMIN", secret),
+                ("PORTCULLIS_SEED_VAR_admin", secret),
+            ],
+        ] {
+            let mut all = vec![("DATABASE_URL", URL)];
+            all.extend(vars.iter().copied());
+            let err = cfg(&all).unwrap_err().to_string();
+            assert!(err.contains(vars[0].0), "{err}");
+            assert!(!err.contains(secret), "{err}");
+        }
     }
 
     #[test]
@@ -909,9 +1325,44 @@ mod tests {
     }
 
     #[test]
-    fn unverifiable_tls_settings_are_refused() {
-        assert!(cfg(&[("DATABASE_URL", "postgres://u@h/db?sslmode=verify-full")]).is_err());
-        assert!(cfg(&[("DATABASE_URL", "postgres://u@h/db?sslrootcert=/ca.pem")]).is_err());
+    fn tls_settings_follow_libpq() {
+        let dir = std::env::temp_dir().join(format!("portcullis-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, "not parsed here").unwrap();
+        let ca = ca.to_str().unwrap();
+        // Verification needs a root certificate.
+        let err = cfg(&[("DATABASE_URL", "postgres://u@h/db?sslmode=verify-full")]).unwrap_err();
+        assert!(err.to_string().contains("sslrootcert"), "{err}");
+        let url = format!("postgres://u@h/db?sslmode=verify-full&sslrootcert={ca}");
+        let c = cfg(&[("DATABASE_URL", url.as_str())]).unwrap();
+        assert_eq!(c.database.ssl_mode, SslMode::VerifyFull);
+        assert_eq!(c.database.root_certs, Some(RootCerts::File(ca.into())));
+        // require + a root certificate = verify-ca, as in libpq.
+        let c = cfg(&[
+            ("DATABASE_URL", "postgres://u@h/db?sslmode=require"),
+            ("PGSSLROOTCERT", ca),
+        ])
+        .unwrap();
+        assert_eq!(c.database.ssl_mode, SslMode::VerifyCa);
+        // sslrootcert=system implies verify-full and refuses weaker modes.
+        let c = cfg(&[("DATABASE_URL", "postgres://u@h/db?sslrootcert=system")]).unwrap();
+        assert_eq!(c.database.ssl_mode, SslMode::VerifyFull);
+        let weak = "postgres://u@h/db?sslrootcert=system&sslmode=require";
+        assert!(cfg(&[("DATABASE_URL", weak)]).is_err());
+        // Missing files and half a client certificate are configuration errors.
+        let err =
+            cfg(&[("DATABASE_URL", "postgres://u@h/db?sslrootcert=/nope/ca.pem")]).unwrap_err();
+        assert!(err.to_string().contains("/nope/ca.pem"), "{err}");
+        assert!(cfg(&[("DATABASE_URL", "postgres://u@h/db"), ("PGSSLCERT", ca)]).is_err());
+        // Unix sockets never use TLS.
+        let c = cfg(&[(
+            "DATABASE_URL",
+            "postgres://u@%2Frun%2Fpg/db?sslmode=require",
+        )])
+        .unwrap();
+        assert_eq!(c.database.ssl_mode, SslMode::Disable);
+        std::fs::remove_dir_all(&dir).unwrap();
         assert!(
             cfg(&[
                 ("DATABASE_URL", "postgres://u@h/db"),

@@ -28,9 +28,15 @@ pub enum Error {
     /// A migration failed and was rolled back.
     #[error("{0}")]
     MigrationFailed(Box<MigrationFailure>),
+    /// A seed failed and the seeds' transaction was rolled back.
+    #[error("{0}")]
+    SeedFailed(Box<SeedFailure>),
     /// A bug, or something the database did that we did not expect.
     #[error("{0}")]
     Internal(String),
+    /// SIGINT (2) or SIGTERM (15) arrived; what was running was cancelled and rolled back.
+    #[error("{message}")]
+    Interrupted { signal: i32, message: String },
 }
 
 impl Error {
@@ -44,7 +50,10 @@ impl Error {
             Error::Refused(_) => ExitCode::Refused,
             Error::LockTimeout(_) => ExitCode::LockTimeout,
             Error::MigrationFailed(_) => ExitCode::MigrationFailed,
+            Error::SeedFailed(_) => ExitCode::SeedFailed,
             Error::Internal(_) => ExitCode::Internal,
+            Error::Interrupted { signal: 2, .. } => ExitCode::Interrupted,
+            Error::Interrupted { .. } => ExitCode::Terminated,
         }
     }
 }
@@ -103,6 +112,72 @@ impl fmt::Display for MigrationFailure {
             f,
             ". {} Fix the SQL in {} (or the database state it conflicts with) and deploy again.",
             self.consequence, self.file
+        )
+    }
+}
+
+/// Everything an operator needs to find and fix a failed seed. The server's texts in here have
+/// already had the seed variables' values redacted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeedFailure {
+    /// The seed's name (its path under the seeds folder) and its file.
+    pub name: String,
+    pub file: String,
+    /// 1-based number of the failed statement in the file and how many there are.
+    pub statement: usize,
+    pub statements: usize,
+    /// 1-based line and column inside the file: the error itself when the server sent a
+    /// position, else the start of the failed statement.
+    pub line: usize,
+    pub column: usize,
+    pub exact_position: bool,
+    pub statement_excerpt: String,
+    pub sqlstate: String,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+    /// Where in PL/pgSQL (a `DO` block) it happened, when the server says.
+    pub context: Option<String>,
+}
+
+impl fmt::Display for SeedFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = if self.exact_position {
+            format!("{}:{}:{}", self.file, self.line, self.column)
+        } else {
+            format!(
+                "{}:{}:{} (the statement starting there)",
+                self.file, self.line, self.column
+            )
+        };
+        let mut text = format!(
+            "seed {} failed at {} in statement {} of {} (`{}`): ERROR {} {}",
+            self.name,
+            at,
+            self.statement,
+            self.statements,
+            self.statement_excerpt,
+            self.sqlstate,
+            self.message
+        );
+        if let Some(detail) = &self.detail {
+            text.push_str(&format!("; DETAIL: {detail}"));
+        }
+        if let Some(hint) = &self.hint {
+            text.push_str(&format!("; HINT: {hint}"));
+        }
+        if let Some(context) = &self.context {
+            text.push_str(&format!("; CONTEXT: {}", context.replace('\n', " / ")));
+        }
+        // The server's texts often end with a period; the sentence after it brings its own.
+        write!(
+            f,
+            "{}. The seeds' transaction was rolled back: no seed of this run was applied or \
+             recorded, and migrations applied before the seeds stay committed. Fix the SQL in {} \
+             (or the data it conflicts with; seeds must be idempotent, e.g. INSERT ... ON \
+             CONFLICT DO UPDATE) and deploy again.",
+            text.trim_end_matches('.'),
+            self.file
         )
     }
 }

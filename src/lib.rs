@@ -4,16 +4,19 @@
 //! the folder (before connecting), waiting for the database, taking the advisory lock when it
 //! writes, reading the tracking table and planning, and differs only in what it does with the plan:
 //! `migrate` applies it, `plan` prints it, `status` reports it, `validate` judges it, `baseline`
-//! records it, `repair` fixes the table, `await` waits until it is empty.
+//! records it, `repair` fixes the table, `await` waits until it is empty. Seeds are read with the
+//! folder and run last, under the same lock (`migrate`, or `seed` alone).
 
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod exit;
+pub mod interrupt;
 pub mod logging;
 pub mod plan;
 pub mod repair;
 pub mod report;
+pub mod seeds;
 pub mod source;
 pub mod upgrade;
 
@@ -53,6 +56,8 @@ pub enum Command {
     },
     Wait,
     Await,
+    /// `seed`: wait, lock, run the seeds only.
+    Seed,
 }
 
 /// What a successful command produced: a report for stdout (may be empty) and the summary line
@@ -68,6 +73,7 @@ pub struct Outcome {
 pub async fn run(command: &Command, cfg: &Config) -> Result<Outcome, Error> {
     match command {
         Command::Migrate => migrate(cfg).await,
+        Command::Seed => seed(cfg).await,
         Command::Wait => {
             db::connect::wait_for(&cfg.database, cfg.wait_timeout).await?;
             Ok(Outcome {
@@ -77,6 +83,7 @@ pub async fn run(command: &Command, cfg: &Config) -> Result<Outcome, Error> {
         }
         Command::Validate { offline: true } => {
             let folder = read_folder(cfg)?;
+            read_seeds(cfg)?;
             validate(cfg, &folder, None)
         }
         _ => {
@@ -84,15 +91,30 @@ pub async fn run(command: &Command, cfg: &Config) -> Result<Outcome, Error> {
             if *command == Command::Await {
                 return await_ready(cfg, &folder).await;
             }
+            let seeds = match command {
+                Command::Plan if !cfg.seeds.enabled => None,
+                Command::Plan | Command::Status { .. } | Command::Validate { .. } => {
+                    Some(read_seeds(cfg)?)
+                }
+                _ => None,
+            };
             let session = db::connect::wait_for(&cfg.database, cfg.wait_timeout).await?;
             match command {
                 Command::Plan => {
                     let snapshot = read_history(cfg, &session).await?;
-                    plan_report(cfg, &folder, &snapshot)
+                    let mut outcome = plan_report(cfg, &folder, &snapshot)?;
+                    if let Some(seeds) = &seeds {
+                        let records = db::seeds::read(&session, &cfg.migrations_schema).await?;
+                        seeds_plan(cfg, seeds, records.as_deref(), &mut outcome);
+                    }
+                    Ok(outcome)
                 }
                 Command::Status { format, colour } => {
                     let snapshot = read_history(cfg, &session).await?;
-                    status(cfg, &folder, &snapshot, *format, *colour)
+                    let records = db::seeds::read(&session, &cfg.migrations_schema).await?;
+                    let seeds =
+                        seeds_status(cfg, seeds.as_ref().expect("read above"), records.as_deref());
+                    status(cfg, &folder, &snapshot, seeds, *format, *colour)
                 }
                 Command::Validate { .. } => {
                     let snapshot = read_history(cfg, &session).await?;
@@ -104,22 +126,36 @@ pub async fn run(command: &Command, cfg: &Config) -> Result<Outcome, Error> {
                 Command::Repair { apply } => {
                     with_lock(cfg, &session, repair(cfg, &session, &folder, *apply)).await
                 }
-                Command::Migrate | Command::Wait | Command::Await => unreachable!("handled above"),
+                Command::Migrate | Command::Wait | Command::Await | Command::Seed => {
+                    unreachable!("handled above")
+                }
             }
         }
     }
 }
 
-/// `portcullis migrate`: wait, lock, apply pending migrations exactly as drizzle would, unlock.
+/// `portcullis migrate`: wait, lock, apply pending migrations exactly as drizzle would, run the
+/// seeds, unlock.
 pub async fn migrate(cfg: &Config) -> Result<Outcome, Error> {
     let started = Instant::now();
     let folder = read_folder(cfg)?;
+    let seeds = if cfg.seeds.enabled {
+        Some(read_seeds(cfg)?)
+    } else {
+        tracing::info!(
+            "seeds are off for this run (PORTCULLIS_SEEDS=false or --no-seed): {} is not run",
+            cfg.seeds.dir.display()
+        );
+        None
+    };
     let session = db::connect::wait_for(&cfg.database, cfg.wait_timeout).await?;
-    with_lock(
-        cfg,
-        &session,
-        migrate_locked(cfg, &session, &folder, started),
-    )
+    with_lock(cfg, &session, async {
+        let mut outcome = migrate_locked(cfg, &session, &folder, started).await?;
+        if let Some(seeds) = &seeds {
+            seed_locked(cfg, &session, seeds, &mut outcome).await?;
+        }
+        Ok(outcome)
+    })
     .await
 }
 
@@ -233,6 +269,7 @@ async fn migrate_locked(
     folder: &Folder,
     started: Instant,
 ) -> Result<Outcome, Error> {
+    interrupt::set_activity("reading the tracking table");
     let snapshot = db::history::prepare(
         session,
         &cfg.migrations_schema,
@@ -406,6 +443,7 @@ fn status(
     cfg: &Config,
     folder: &Folder,
     snapshot: &Snapshot,
+    seeds: report::SeedsStatus,
     format: Format,
     colour: bool,
 ) -> Result<Outcome, Error> {
@@ -544,6 +582,7 @@ fn status(
         notes,
         counts,
         summary: summary.clone(),
+        seeds,
     };
     let stdout = match format {
         Format::Text => doc.to_text(colour),
@@ -966,6 +1005,220 @@ async fn await_ready(cfg: &Config, folder: &Folder) -> Result<Outcome, Error> {
             );
         }
         let pause = Duration::from_secs(1).min(cfg.wait_timeout.saturating_sub(started.elapsed()));
-        tokio::time::sleep(pause).await;
+        interrupt::sleep(pause).await?;
+    }
+}
+
+// ---- seeds ----------------------------------------------------------------------------------
+
+/// Reads the seeds folder completely, before any connection; logs its notes.
+fn read_seeds(cfg: &Config) -> Result<seeds::SeedSet, Error> {
+    let set = seeds::load(&cfg.seeds)?;
+    for n in &set.notes {
+        tracing::info!("{n}");
+    }
+    tracing::debug!(seeds = set.seeds.len(), "read {}", set.dir.display());
+    Ok(set)
+}
+
+fn mode_word(mode: config::SeedMode) -> &'static str {
+    match mode {
+        config::SeedMode::Always => "always",
+        config::SeedMode::Changed => "changed",
+    }
+}
+
+/// `portcullis seed`: wait, lock, run the seeds only.
+async fn seed(cfg: &Config) -> Result<Outcome, Error> {
+    let seeds = read_seeds(cfg)?;
+    // Only to warn when migrations are pending (the seeds may need their tables); a missing or
+    // broken migrations folder is `migrate`'s business, not this command's.
+    let folder = source::load(&cfg.migrations_dir).ok();
+    let session = db::connect::wait_for(&cfg.database, cfg.wait_timeout).await?;
+    with_lock(cfg, &session, async {
+        if let Some(folder) = &folder
+            && let Ok(snapshot) = read_history(cfg, &session).await
+            && let Ok((_, decision, _)) = decide(cfg, folder, &snapshot)
+            && !decision.apply.is_empty()
+        {
+            tracing::warn!(
+                "{} migration(s) of {} are not applied yet; seeds that need their tables will \
+                 fail. Run `portcullis migrate` (which runs the seeds too) instead.",
+                decision.apply.len(),
+                folder.dir.display()
+            );
+        }
+        let mut outcome = Outcome::default();
+        seed_locked(cfg, &session, &seeds, &mut outcome).await?;
+        if outcome.summary.is_empty() {
+            outcome.summary = format!("seeds: none in {}", seeds.dir.display());
+        }
+        Ok(outcome)
+    })
+    .await
+}
+
+/// The seeds phase, holding the lock: runs the seeds and adds their line to the summary.
+async fn seed_locked(
+    cfg: &Config,
+    session: &db::Session,
+    set: &seeds::SeedSet,
+    outcome: &mut Outcome,
+) -> Result<(), Error> {
+    if set.seeds.is_empty() {
+        if set.exists {
+            tracing::info!("no seeds: {} holds no .sql files", set.dir.display());
+        }
+        return Ok(());
+    }
+    let started = Instant::now();
+    tracing::info!(
+        "seeding from {}{}: {} file{}, mode {}, one transaction{}",
+        set.dir.display(),
+        set.env
+            .as_deref()
+            .map(|e| format!(" (+ {e}/)"))
+            .unwrap_or_default(),
+        set.seeds.len(),
+        if set.seeds.len() == 1 { "" } else { "s" },
+        mode_word(cfg.seeds.mode),
+        if cfg.seeds.vars.is_empty() {
+            String::new()
+        } else {
+            format!(", with the settings {}", cfg.seeds.vars.settings())
+        }
+    );
+    let seeded = db::seeds::run(
+        session,
+        &cfg.migrations_schema,
+        set,
+        db::seeds::Options {
+            mode: cfg.seeds.mode,
+            vars: &cfg.seeds.vars,
+            lock_timeout: cfg.ddl_lock_timeout,
+            lock_retries: cfg.ddl_lock_retries,
+            statement_timeout: cfg.statement_timeout,
+        },
+    )
+    .await?;
+    let line = report::seeds_summary(
+        &seeded
+            .ran
+            .iter()
+            .map(|r| (r.name.clone(), r.duration))
+            .collect::<Vec<_>>(),
+        seeded.skipped.len(),
+        started.elapsed(),
+    );
+    outcome.summary = if outcome.summary.is_empty() {
+        line
+    } else {
+        format!("{}; {line}", outcome.summary)
+    };
+    Ok(())
+}
+
+/// The seeds part of `plan`: which seeds `migrate` would run after the migrations, and why.
+fn seeds_plan(
+    cfg: &Config,
+    set: &seeds::SeedSet,
+    records: Option<&[seeds::Record]>,
+    outcome: &mut Outcome,
+) {
+    let records = records.unwrap_or_default();
+    let mode = cfg.seeds.mode;
+    let todo = seeds::select(&set.seeds, records, mode);
+    let out = &mut outcome.stdout;
+    if set.seeds.is_empty() {
+        out.push_str(&format!(
+            "\n-- seeds: none ({} {})\n",
+            set.dir.display(),
+            if set.exists {
+                "holds no .sql files"
+            } else {
+                "does not exist"
+            }
+        ));
+        return;
+    }
+    out.push_str(&format!(
+        "\n-- seeds: {} of {} in {} would run after the migrations, in this order, in one \
+         transaction (PORTCULLIS_SEED_MODE={}){}.\n",
+        todo.len(),
+        set.seeds.len(),
+        set.dir.display(),
+        mode_word(mode),
+        if cfg.seeds.vars.is_empty() {
+            String::new()
+        } else {
+            format!(", with the settings {}", cfg.seeds.vars.settings())
+        }
+    ));
+    for s in &set.seeds {
+        let state = seeds::state(s, records);
+        let why = match (state, seeds::runs(mode, state)) {
+            (seeds::State::New, _) => "new: never ran here",
+            (seeds::State::Changed, _) => "changed since its last run",
+            (seeds::State::Applied, true) => "unchanged, runs again (mode always)",
+            (seeds::State::Applied, false) => "unchanged, left out (mode changed)",
+        };
+        out.push_str(&format!("--   {} ({}): {why}\n", s.name, s.file()));
+    }
+    let n = todo.len();
+    outcome.summary = format!(
+        "{}; {n} seed{} would run",
+        outcome.summary,
+        if n == 1 { "" } else { "s" }
+    );
+}
+
+/// The seeds part of `status`.
+fn seeds_status(
+    cfg: &Config,
+    set: &seeds::SeedSet,
+    records: Option<&[seeds::Record]>,
+) -> report::SeedsStatus {
+    let rows = records.unwrap_or_default();
+    let files: Vec<report::SeedEntry> = set
+        .seeds
+        .iter()
+        .map(|s| {
+            let state = seeds::state(s, rows);
+            let row = rows.iter().find(|r| r.name == s.name);
+            report::SeedEntry {
+                name: s.name.clone(),
+                file: s.file(),
+                hash: s.hash.clone(),
+                state: state.word(),
+                recorded_hash: row.filter(|r| r.hash != s.hash).map(|r| r.hash.clone()),
+                run_count: row.map_or(0, |r| r.run_count),
+                first_applied_at: row.map(|r| r.first_applied_at.clone()),
+                last_applied_at: row.map(|r| r.last_applied_at.clone()),
+                next_run: seeds::runs(cfg.seeds.mode, state),
+            }
+        })
+        .collect();
+    let recorded_only = rows
+        .iter()
+        .filter(|r| !set.seeds.iter().any(|s| s.name == r.name))
+        .map(|r| report::SeedRow {
+            name: r.name.clone(),
+            hash: r.hash.clone(),
+            run_count: r.run_count,
+            first_applied_at: r.first_applied_at.clone(),
+            last_applied_at: r.last_applied_at.clone(),
+        })
+        .collect();
+    report::SeedsStatus {
+        dir: set.dir.display().to_string(),
+        dir_exists: set.exists,
+        env: set.env.clone(),
+        mode: mode_word(cfg.seeds.mode),
+        enabled: cfg.seeds.enabled,
+        table: db::seeds::table(&cfg.migrations_schema),
+        table_exists: records.is_some(),
+        summary: report::SeedsStatus::summary_line(&files, cfg.seeds.enabled),
+        files,
+        recorded_only,
     }
 }

@@ -30,11 +30,15 @@ struct Cli {
 
 #[derive(Subcommand, Debug, Clone)]
 enum Command {
-    /// Wait for the database, lock, apply pending migrations, unlock (the default).
+    /// Wait for the database, lock, apply pending migrations, run the seeds, unlock (the
+    /// default).
     Migrate {
         /// Print what would be applied (like `plan`) and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Leave the seeds out of this run (like PORTCULLIS_SEEDS=false).
+        #[arg(long)]
+        no_seed: bool,
     },
     /// Every migration's state: applied, pending, out-of-order, edited, unknown rows. Read-only.
     Status {
@@ -71,6 +75,8 @@ enum Command {
     Wait,
     /// For app containers: wait until no migration of this folder is pending (a peer migrated).
     Await,
+    /// Wait for the database, lock, run the seeds only (in one transaction), unlock.
+    Seed,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
@@ -88,6 +94,15 @@ struct Flags {
     /// drizzle-kit `out` folder (PORTCULLIS_MIGRATIONS_DIR) [default: ./migrations]
     #[arg(long, global = true, value_name = "DIR")]
     migrations_dir: Option<String>,
+    /// Seed scripts folder (PORTCULLIS_SEEDS_DIR) [default: ./seeds]
+    #[arg(long, global = true, value_name = "DIR")]
+    seeds_dir: Option<String>,
+    /// Also run the seeds of this subfolder (PORTCULLIS_SEED_ENV)
+    #[arg(long, global = true, value_name = "ENV")]
+    seed_env: Option<String>,
+    /// always | changed (PORTCULLIS_SEED_MODE) [default: always]
+    #[arg(long, global = true, value_name = "MODE")]
+    seed_mode: Option<String>,
     /// Tracking table schema (PORTCULLIS_MIGRATIONS_SCHEMA) [default: drizzle]
     #[arg(long, global = true, value_name = "NAME")]
     migrations_schema: Option<String>,
@@ -129,6 +144,9 @@ impl Flags {
         let pairs = [
             ("PORTCULLIS_DATABASE_URL", &self.database_url),
             ("PORTCULLIS_MIGRATIONS_DIR", &self.migrations_dir),
+            ("PORTCULLIS_SEEDS_DIR", &self.seeds_dir),
+            ("PORTCULLIS_SEED_ENV", &self.seed_env),
+            ("PORTCULLIS_SEED_MODE", &self.seed_mode),
             ("PORTCULLIS_MIGRATIONS_SCHEMA", &self.migrations_schema),
             ("PORTCULLIS_MIGRATIONS_TABLE", &self.migrations_table),
             ("PORTCULLIS_WAIT_TIMEOUT", &self.wait_timeout),
@@ -189,7 +207,10 @@ fn main() -> process::ExitCode {
     portcullis::logging::init(format, level);
 
     let code = match run(
-        cli.command.unwrap_or(Command::Migrate { dry_run: false }),
+        cli.command.unwrap_or(Command::Migrate {
+            dry_run: false,
+            no_seed: false,
+        }),
         &overrides,
     ) {
         Ok(outcome) => {
@@ -206,6 +227,7 @@ fn main() -> process::ExitCode {
         Err(e) => {
             let code = e.exit_code();
             tracing::error!(exit_code = code.code(), "{e}");
+            write_termination_log(&format!("exit {}: {e}", code.code()));
             code
         }
     };
@@ -216,7 +238,11 @@ fn run(
     command: Command,
     overrides: &[(String, String)],
 ) -> Result<portcullis::Outcome, portcullis::error::Error> {
-    let cfg = Config::from_env(overrides)?;
+    let mut overrides = overrides.to_vec();
+    if let Command::Migrate { no_seed: true, .. } = command {
+        overrides.push(("PORTCULLIS_SEEDS".into(), "false".into()));
+    }
+    let cfg = Config::from_env(&overrides)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -225,8 +251,8 @@ fn run(
         })?;
     use portcullis::Command as C;
     let command = match command {
-        Command::Migrate { dry_run: false } => C::Migrate,
-        Command::Migrate { dry_run: true } | Command::Plan => C::Plan,
+        Command::Migrate { dry_run: false, .. } => C::Migrate,
+        Command::Migrate { dry_run: true, .. } | Command::Plan => C::Plan,
         Command::Status { format } => C::Status {
             format: match format {
                 FormatArg::Text => portcullis::Format::Text,
@@ -239,6 +265,75 @@ fn run(
         Command::Repair { apply } => C::Repair { apply },
         Command::Wait => C::Wait,
         Command::Await => C::Await,
+        Command::Seed => C::Seed,
     };
-    runtime.block_on(portcullis::run(&command, &cfg))
+    runtime.block_on(run_until_signal(&command, &cfg))
+}
+
+/// Runs the command; on SIGTERM or SIGINT cancels the running statement and gives the run a
+/// moment to roll back and release the lock through its own error paths, then reports the
+/// interruption (exit 143 / 130). A second signal ends the wait at once.
+async fn run_until_signal(
+    command: &portcullis::Command,
+    cfg: &Config,
+) -> Result<portcullis::Outcome, portcullis::error::Error> {
+    use portcullis::interrupt;
+    use tokio::signal::unix::{SignalKind, signal};
+    let handlers =
+        signal(SignalKind::terminate()).and_then(|t| Ok((t, signal(SignalKind::interrupt())?)));
+    let (mut term, mut int) = handlers.map_err(|e| {
+        portcullis::error::Error::Internal(format!("cannot install signal handlers: {e}"))
+    })?;
+    let work = portcullis::run(command, cfg);
+    tokio::pin!(work);
+    let sig = tokio::select! {
+        result = &mut work => return result,
+        _ = term.recv() => interrupt::SIGTERM,
+        _ = int.recv() => interrupt::SIGINT,
+    };
+    tracing::warn!(
+        "received {}: cancelling what is running ({}), rolling back, releasing the lock",
+        if sig == interrupt::SIGINT {
+            "SIGINT"
+        } else {
+            "SIGTERM"
+        },
+        interrupt::activity()
+    );
+    interrupt::interrupt(sig).await;
+    tokio::select! {
+        // Work that finished anyway (a commit that raced the signal) reports what it did.
+        result = &mut work => match result {
+            Ok(outcome) => Ok(outcome),
+            Err(e @ portcullis::error::Error::Interrupted { .. }) => Err(e),
+            Err(_) => Err(interrupt::error()),
+        },
+        // Dropping the run closes the connection: the server ends the session, rolling back and
+        // releasing the advisory lock.
+        _ = tokio::time::sleep(std::time::Duration::from_millis(1000)) => Err(interrupt::error()),
+        _ = term.recv() => Err(interrupt::error()),
+        _ = int.recv() => Err(interrupt::error()),
+    }
+}
+
+/// Writes the failure reason where Kubernetes reads it, when that file exists and is writable.
+fn write_termination_log(reason: &str) {
+    let (path, explicit) = config::termination_log_path();
+    // Kubernetes keeps at most 4096 bytes; one line, cut on a character boundary.
+    let mut line: String = reason.replace('\n', " ");
+    let mut end = line.len().min(4000);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    line.truncate(end);
+    line.push('\n');
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .create(explicit)
+        .open(&path)
+    {
+        use std::io::Write;
+        let _ = f.write_all(line.as_bytes());
+    }
 }

@@ -197,6 +197,8 @@ pub struct Status {
     pub notes: Vec<String>,
     pub counts: StatusCounts,
     pub summary: String,
+    /// The seeds phase: files, states and last runs.
+    pub seeds: SeedsStatus,
 }
 
 impl Status {
@@ -284,6 +286,8 @@ impl Status {
             out.push_str(line.trim_end());
             out.push('\n');
         }
+        out.push('\n');
+        out.push_str(&self.seeds.to_text(colour));
         for n in &self.notes {
             out.push_str(&format!("\nnote: {n}\n"));
         }
@@ -292,5 +296,258 @@ impl Status {
         }
         out.push_str(&format!("\n{}\n", self.summary));
         out
+    }
+}
+
+/// The last line of a seeds phase: what ran, in order, and what was left out as unchanged.
+pub fn seeds_summary(ran: &[(String, Duration)], skipped: usize, total: Duration) -> String {
+    let unchanged = if skipped > 0 {
+        format!(", {skipped} unchanged left out (PORTCULLIS_SEED_MODE=changed)")
+    } else {
+        String::new()
+    };
+    if ran.is_empty() {
+        return format!("seeds: none ran{unchanged}");
+    }
+    let names: Vec<&str> = ran.iter().map(|(n, _)| n.as_str()).collect();
+    let listed = if names.len() > 10 {
+        format!(
+            "{} ... {} ({} in all)",
+            names[..5].join(", "),
+            names[names.len() - 2..].join(", "),
+            names.len()
+        )
+    } else {
+        names.join(", ")
+    };
+    format!(
+        "seeds: ran {} in {} ms: {listed}{unchanged}",
+        ran.len(),
+        total.as_millis()
+    )
+}
+
+/// One seed file in `status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SeedEntry {
+    /// Its path under the seeds folder, as recorded (`1_roles.sql`, `staging/1_demo.sql`).
+    pub name: String,
+    pub file: String,
+    pub hash: String,
+    /// `new` (never ran here), `applied` (ran with this content) or `changed` (edited since).
+    pub state: &'static str,
+    /// The recorded hash when it differs from the file's.
+    pub recorded_hash: Option<String>,
+    pub run_count: i64,
+    pub first_applied_at: Option<String>,
+    pub last_applied_at: Option<String>,
+    /// Whether `migrate` would run it now (every file in `always` mode).
+    pub next_run: bool,
+}
+
+/// A tracking row whose file is gone.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SeedRow {
+    pub name: String,
+    pub hash: String,
+    pub run_count: i64,
+    pub first_applied_at: String,
+    pub last_applied_at: String,
+}
+
+/// The seeds part of `status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SeedsStatus {
+    pub dir: String,
+    /// Whether the seeds folder exists (a missing one means no seeds).
+    pub dir_exists: bool,
+    pub env: Option<String>,
+    /// `always` or `changed`.
+    pub mode: &'static str,
+    /// false when PORTCULLIS_SEEDS=false leaves them out of `migrate`.
+    pub enabled: bool,
+    pub table: String,
+    pub table_exists: bool,
+    pub files: Vec<SeedEntry>,
+    pub recorded_only: Vec<SeedRow>,
+    pub summary: String,
+}
+
+impl SeedsStatus {
+    pub fn summary_line(files: &[SeedEntry], enabled: bool) -> String {
+        if files.is_empty() {
+            return "no seeds".into();
+        }
+        let count = |state: &str| files.iter().filter(|f| f.state == state).count();
+        let mut parts = vec![format!(
+            "{} seed{}",
+            files.len(),
+            if files.len() == 1 { "" } else { "s" }
+        )];
+        for state in ["applied", "changed", "new"] {
+            let n = count(state);
+            if n > 0 {
+                parts.push(format!("{n} {state}"));
+            }
+        }
+        let next = files.iter().filter(|f| f.next_run).count();
+        let tail = if enabled {
+            format!("; migrate runs {next}")
+        } else {
+            "; off in migrate (PORTCULLIS_SEEDS=false)".to_string()
+        };
+        format!("{}{tail}", parts.join(", "))
+    }
+
+    /// The seeds section of the text status.
+    pub fn to_text(&self, colour: bool) -> String {
+        let env = self
+            .env
+            .as_deref()
+            .map(|e| format!(" (+ {e}/)"))
+            .unwrap_or_default();
+        if self.files.is_empty() && self.recorded_only.is_empty() {
+            let why = if self.dir_exists {
+                "holds no .sql files"
+            } else {
+                "does not exist"
+            };
+            return format!("seeds: none ({}{env} {why})\n", self.dir);
+        }
+        let mut out = format!(
+            "seeds in {}{env}, mode {}, tracked in {}{}\n\n",
+            self.dir,
+            self.mode,
+            self.table,
+            if self.table_exists {
+                ""
+            } else {
+                " (not created yet)"
+            }
+        );
+        let mut rows: Vec<[String; 4]> = vec![[
+            "SEED".into(),
+            "STATE".into(),
+            "RUNS".into(),
+            "LAST RUN (UTC)".into(),
+        ]];
+        let at = |t: &Option<String>| {
+            t.as_deref()
+                .map(|t| t.trim_end_matches(" UTC").to_string())
+                .unwrap_or_else(|| "-".into())
+        };
+        for f in &self.files {
+            rows.push([
+                f.name.clone(),
+                f.state.to_string(),
+                f.run_count.to_string(),
+                at(&f.last_applied_at),
+            ]);
+        }
+        for r in &self.recorded_only {
+            rows.push([
+                r.name.clone(),
+                "recorded, file gone".into(),
+                r.run_count.to_string(),
+                at(&Some(r.last_applied_at.clone())),
+            ]);
+        }
+        let widths: Vec<usize> = (0..4)
+            .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+            .collect();
+        for (i, r) in rows.iter().enumerate() {
+            let mut line = String::new();
+            for (c, cell) in r.iter().enumerate() {
+                let pad = widths[c] - cell.chars().count();
+                if colour && c == 1 && i > 0 {
+                    let code = match cell.as_str() {
+                        "applied" => "32",
+                        "new" | "changed" => "33",
+                        _ => "31",
+                    };
+                    line.push_str(&format!("\x1b[{code}m{cell}\x1b[0m"));
+                } else {
+                    line.push_str(cell);
+                }
+                if c < 3 {
+                    line.push_str(&" ".repeat(pad + 2));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out.push_str(&format!("\n{}\n", self.summary));
+        out
+    }
+}
+
+#[cfg(test)]
+mod seed_tests {
+    use super::*;
+
+    #[test]
+    fn seeds_summaries() {
+        assert_eq!(seeds_summary(&[], 0, Duration::ZERO), "seeds: none ran");
+        assert_eq!(
+            seeds_summary(&[], 2, Duration::ZERO),
+            "seeds: none ran, 2 unchanged left out (PORTCULLIS_SEED_MODE=changed)"
+        );
+        let ran = vec![
+            ("1_a.sql".to_string(), Duration::from_millis(3)),
+            ("staging/1_b.sql".to_string(), Duration::from_millis(4)),
+        ];
+        assert_eq!(
+            seeds_summary(&ran, 0, Duration::from_millis(9)),
+            "seeds: ran 2 in 9 ms: 1_a.sql, staging/1_b.sql"
+        );
+    }
+
+    #[test]
+    fn the_seeds_section_is_an_aligned_table() {
+        let entry = |name: &str, state: &'static str, runs: i64, next_run: bool| SeedEntry {
+            name: name.into(),
+            file: format!("./seeds/{name}"),
+            hash: "h".into(),
+            state,
+            recorded_hash: None,
+            run_count: runs,
+            first_applied_at: (runs > 0).then(|| "2026-11-21 08:49:49 UTC".to_string()),
+            last_applied_at: (runs > 0).then(|| "2026-11-21 08:50:00 UTC".to_string()),
+            next_run,
+        };
+        let files = vec![
+            entry("1_roles.sql", "applied", 3, true),
+            entry("staging/1_demo.sql", "new", 0, true),
+        ];
+        let status = SeedsStatus {
+            dir: "./seeds".into(),
+            dir_exists: true,
+            env: Some("staging".into()),
+            mode: "always",
+            enabled: true,
+            table: "\"drizzle\".\"__portcullis_seeds\"".into(),
+            table_exists: true,
+            summary: SeedsStatus::summary_line(&files, true),
+            files,
+            recorded_only: Vec::new(),
+        };
+        assert_eq!(
+            status.to_text(false),
+            "seeds in ./seeds (+ staging/), mode always, tracked in \"drizzle\".\"__portcullis_seeds\"\n\n\
+             SEED                STATE    RUNS  LAST RUN (UTC)\n\
+             1_roles.sql         applied  3     2026-11-21 08:50:00\n\
+             staging/1_demo.sql  new      0     -\n\n\
+             2 seeds, 1 applied, 1 new; migrate runs 2\n"
+        );
+        let none = SeedsStatus {
+            dir_exists: false,
+            files: Vec::new(),
+            env: None,
+            ..status
+        };
+        assert_eq!(
+            none.to_text(false),
+            "seeds: none (./seeds does not exist)\n"
+        );
     }
 }

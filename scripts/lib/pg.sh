@@ -19,21 +19,27 @@ pg_bin_dir() {
 ensure_postgres() {
   if [ -n "$(pg_bin_dir)" ]; then return; fi
   echo "PostgreSQL server binaries not found; installing Debian's postgresql package..." >&2
+  apt_install postgresql
+  if [ -z "$(pg_bin_dir)" ]; then
+    echo "error: postgresql installed but no server binaries found under /usr/lib/postgresql" >&2
+    exit 1
+  fi
+}
+
+# apt-get install the named Debian packages (as root, or with sudo), updating the index once if
+# the first attempt fails.
+apt_install() {
   local sudo=""
   if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
-      echo "error: need root (or sudo) to run: apt-get install -y postgresql" >&2
+      echo "error: need root (or sudo) to run: apt-get install -y $*" >&2
       echo "       or set PG_BIN to a directory holding postgres and initdb" >&2
       exit 1
     fi
   fi
-  if ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null; then
+  if ! $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null; then
     $sudo apt-get update -q >/dev/null
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null
-  fi
-  if [ -z "$(pg_bin_dir)" ]; then
-    echo "error: postgresql installed but no server binaries found under /usr/lib/postgresql" >&2
-    exit 1
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null
   fi
 }
 

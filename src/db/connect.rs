@@ -4,6 +4,7 @@
 use super::{Session, tls};
 use crate::config::{Database, SslMode, format_duration};
 use crate::error::Error;
+use crate::interrupt;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod};
 use std::time::{Duration, Instant};
@@ -32,6 +33,11 @@ pub fn classify(e: &tokio_postgres::Error, db: &Database) -> Attempt {
         let text = format!("{} ({code})", dbe.message());
         return if code.starts_with("08") || matches!(code, "57P03" | "53300" | "57P01" | "57P02") {
             Attempt::Transient(text)
+        } else if code == "28000" && dbe.message().contains("no encryption") {
+            Attempt::Permanent(format!(
+                "{text}: the server accepts this user only over TLS. Set sslmode=require (or \
+                 verify-full with sslrootcert) in DATABASE_URL"
+            ))
         } else if code == "28P01" || code == "28000" {
             Attempt::Permanent(format!(
                 "authentication failed: {text}. Check the user and password in DATABASE_URL \
@@ -95,37 +101,91 @@ fn source_text(e: &tokio_postgres::Error) -> Option<String> {
     std::error::Error::source(e).map(|s| s.to_string())
 }
 
-/// Builds the connection factory (a one-connection deadpool pool).
-fn pool(db: &Database) -> Result<Pool, Error> {
+/// The tokio-postgres configuration for `db`: TLS mode, connect timeout, TCP keepalives (so a
+/// peer that vanished is noticed instead of hanging the run).
+fn pg_config(db: &Database) -> tokio_postgres::Config {
     let mut pg = db.pg.clone();
     pg.ssl_mode(match db.ssl_mode {
         SslMode::Disable => tokio_postgres::config::SslMode::Disable,
         SslMode::Allow | SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
-        SslMode::Require => tokio_postgres::config::SslMode::Require,
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+            tokio_postgres::config::SslMode::Require
+        }
     });
     if pg.get_connect_timeout().is_none() {
         pg.connect_timeout(ATTEMPT_TIMEOUT);
     }
     pg.keepalives(true);
     pg.keepalives_idle(Duration::from_secs(30));
-    let tls = tls::connector().map_err(Error::Internal)?;
+    pg.keepalives_interval(Duration::from_secs(10));
+    pg.keepalives_retries(3);
+    pg
+}
+
+/// A second, plain connection that watches who blocks the migrating session's statements.
+/// Best effort: without it, lock timeouts are still retried, only the blockers go unnamed.
+pub async fn observer(db: &Database) -> Option<tokio_postgres::Client> {
+    let mut pg = pg_config(db);
+    let name = format!(
+        "{} (lock observer)",
+        pg.get_application_name().unwrap_or("portcullis")
+    );
+    pg.application_name(&name);
+    let tls = tls::connector(db).ok()?;
+    match tokio::time::timeout(ATTEMPT_TIMEOUT, pg.connect(tls)).await {
+        Ok(Ok((client, connection))) => {
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            Some(client)
+        }
+        Ok(Err(e)) => {
+            tracing::debug!("no lock observer connection ({e}); blockers will not be named");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// Builds the connection factory (a one-connection deadpool pool) and the TLS connector, which
+/// cancel requests need too.
+fn pool(db: &Database) -> Result<(Pool, tokio_postgres_rustls::MakeRustlsConnect), Error> {
+    let pg = pg_config(db);
+    let tls = tls::connector(db)?;
     let manager = Manager::from_config(
         pg,
-        tls,
+        tls.clone(),
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    Pool::builder(manager)
+    let pool = Pool::builder(manager)
         .max_size(1)
         .build()
-        .map_err(|e| Error::Internal(format!("cannot build the connection factory: {e}")))
+        .map_err(|e| Error::Internal(format!("cannot build the connection factory: {e}")))?;
+    Ok((pool, tls))
+}
+
+/// The server process serving this statement, asked through the simple query protocol (one
+/// message, one transaction: what a pooler may route anywhere).
+async fn backend_pid(client: &tokio_postgres::Client) -> i32 {
+    let rows = client
+        .simple_query("select pg_backend_pid()")
+        .await
+        .unwrap_or_default();
+    rows.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse().ok()),
+            _ => None,
+        })
+        .unwrap_or_default()
 }
 
 /// Connects, waiting up to `timeout` for the server to accept us (`0` = one attempt).
 pub async fn wait_for(db: &Database, timeout: Duration) -> Result<Session, Error> {
-    let pool = pool(db)?;
+    let (pool, tls) = pool(db)?;
     let target = db.host_port();
+    interrupt::set_activity(format!("waiting for the database at {target}"));
     let started = Instant::now();
     let mut delays = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
@@ -149,11 +209,22 @@ pub async fn wait_for(db: &Database, timeout: Duration) -> Result<Session, Error
         let tried = tokio::time::timeout(per_attempt, pool.get()).await;
         let reason = match tried {
             Ok(Ok(client)) => {
-                let pid = client
-                    .query_one("select pg_backend_pid()", &[])
-                    .await
-                    .map(|r| r.get::<_, i32>(0))
-                    .unwrap_or_default();
+                let pid = backend_pid(&client).await;
+                // Behind a transaction-mode pooler (PgBouncer, Supavisor on 6543) consecutive
+                // transactions may be served by different server sessions, and a session
+                // advisory lock then protects nothing. Two autocommit statements that land on
+                // different backends prove it.
+                let again = backend_pid(&client).await;
+                if pid != again {
+                    return Err(Error::Refused(format!(
+                        "{} is behind a transaction-mode connection pooler: two consecutive \
+                         statements were served by different PostgreSQL sessions (pids {pid} and \
+                         {again}), so the migration lock cannot work. Point portcullis at the \
+                         database directly (PORTCULLIS_DATABASE_URL with the direct host and \
+                         port, e.g. 5432 instead of a pooler's 6543).",
+                        db.target()
+                    )));
+                }
                 tracing::debug!(attempt, pid, "connected to {target}");
                 if attempt > 1 {
                     tracing::info!(
@@ -162,6 +233,7 @@ pub async fn wait_for(db: &Database, timeout: Duration) -> Result<Session, Error
                         started.elapsed().as_secs_f64()
                     );
                 }
+                interrupt::register(client.cancel_token(), tls);
                 return Ok(Session::new(client, pid, db.clone()));
             }
             Ok(Err(PoolError::Backend(e))) => match classify(&e, db) {
@@ -203,6 +275,6 @@ pub async fn wait_for(db: &Database, timeout: Duration) -> Result<Session, Error
             );
         }
         let delay = delays.next().unwrap_or(Duration::from_secs(1));
-        tokio::time::sleep(delay.min(timeout.saturating_sub(started.elapsed()))).await;
+        interrupt::sleep(delay.min(timeout.saturating_sub(started.elapsed()))).await?;
     }
 }

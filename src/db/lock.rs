@@ -10,6 +10,7 @@
 use super::{Session, query_failed};
 use crate::config::format_duration;
 use crate::error::Error;
+use crate::interrupt;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
@@ -75,6 +76,7 @@ pub async fn acquire(
         .without_max_times()
         .build();
     let mut last_report: Option<Instant> = None;
+    interrupt::set_activity(format!("waiting for the migration lock on {table}"));
     loop {
         let got: bool = session
             .client()
@@ -124,7 +126,7 @@ pub async fn acquire(
             );
         }
         let delay = delays.next().unwrap_or(Duration::from_secs(1));
-        tokio::time::sleep(delay.min(timeout.saturating_sub(started.elapsed()))).await;
+        interrupt::sleep(delay.min(timeout.saturating_sub(started.elapsed()))).await?;
     }
 }
 

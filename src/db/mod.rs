@@ -1,11 +1,13 @@
 //! The only importer of tokio-postgres and deadpool: connecting and waiting (`connect`), the
 //! advisory lock (`lock`), drizzle's tracking table (`history`) and applying migrations
 //! (`apply`). Everything here runs on one [`Session`]: the connection that holds the lock.
+//! Seeds run through the same session, under the same lock (`seeds`).
 
 pub mod apply;
 pub mod connect;
 pub mod history;
 pub mod lock;
+pub mod seeds;
 mod tls;
 
 use crate::config::Database;
@@ -57,6 +59,14 @@ pub(crate) fn query_failed(what: &str, e: &tokio_postgres::Error) -> Error {
             text.push_str(&format!("; HINT: {h}"));
         }
         return match db.code().code() {
+            // A statement prepared on one server session and executed on another: only a
+            // transaction-mode pooler does that.
+            "26000" => Error::Refused(format!(
+                "{text}. This happens behind a transaction-mode connection pooler (PgBouncer, \
+                 Supavisor on 6543), where the migration lock cannot work either. Point \
+                 portcullis at the database directly (PORTCULLIS_DATABASE_URL with the direct \
+                 host and port)."
+            )),
             "42501" => Error::Refused(format!(
                 "{text}. The database user lacks a privilege portcullis needs; grant it (or run \
                  portcullis as the migration owner)."

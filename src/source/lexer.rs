@@ -267,3 +267,213 @@ mod tests {
         assert!(p[1].starts_with("m/0000_x.sql:4:"));
     }
 }
+
+/// The comment that marks a whole migration as one to run outside a transaction. drizzle ignores
+/// comments, so the folder stays valid for drizzle-kit.
+pub const NO_TRANSACTION_MARKER: &str = "portcullis: no-transaction";
+
+/// Top-level statements of `text` as their upper-cased words (comments, strings, quoted
+/// identifiers and dollar bodies left out), split on `;` in code.
+pub fn statement_words(text: &str) -> Vec<Vec<String>> {
+    let mut statements = vec![Vec::new()];
+    for (kind, range) in regions(text) {
+        match kind {
+            Kind::Code => {
+                let code = &text[range];
+                let mut word = String::new();
+                for c in code.chars() {
+                    if c.is_alphanumeric() || c == '_' {
+                        word.push(c.to_ascii_uppercase());
+                        continue;
+                    }
+                    if !word.is_empty() {
+                        statements
+                            .last_mut()
+                            .expect("never empty")
+                            .push(std::mem::take(&mut word));
+                    }
+                    if c == ';' {
+                        statements.push(Vec::new());
+                    }
+                }
+                if !word.is_empty() {
+                    statements.last_mut().expect("never empty").push(word);
+                }
+            }
+            // A quoted name or a literal still makes the statement non-empty.
+            Kind::String | Kind::QuotedIdent | Kind::DollarBody => {
+                statements
+                    .last_mut()
+                    .expect("never empty")
+                    .push("<literal>".into());
+            }
+            Kind::LineComment | Kind::BlockComment => {}
+        }
+    }
+    statements.retain(|s| !s.is_empty());
+    statements
+}
+
+/// Why a statement cannot run inside a transaction block, if it cannot.
+pub fn refuses_transaction(words: &[String]) -> Option<&'static str> {
+    let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
+    let has = |x: &str| words.iter().any(|v| v == x);
+    match (w(0), w(1)) {
+        ("CREATE", "INDEX") if w(2) == "CONCURRENTLY" => Some("CREATE INDEX CONCURRENTLY"),
+        ("CREATE", "UNIQUE") if w(2) == "INDEX" && w(3) == "CONCURRENTLY" => {
+            Some("CREATE UNIQUE INDEX CONCURRENTLY")
+        }
+        ("DROP", "INDEX") if w(2) == "CONCURRENTLY" => Some("DROP INDEX CONCURRENTLY"),
+        ("REINDEX", _) if has("CONCURRENTLY") => Some("REINDEX CONCURRENTLY"),
+        ("REINDEX", _) if has("SYSTEM") || has("DATABASE") => Some("REINDEX DATABASE/SYSTEM"),
+        ("VACUUM", _) => Some("VACUUM"),
+        ("CREATE", "DATABASE") => Some("CREATE DATABASE"),
+        ("DROP", "DATABASE") => Some("DROP DATABASE"),
+        ("CREATE", "TABLESPACE") => Some("CREATE TABLESPACE"),
+        ("DROP", "TABLESPACE") => Some("DROP TABLESPACE"),
+        ("ALTER", "SYSTEM") => Some("ALTER SYSTEM"),
+        ("CREATE", "SUBSCRIPTION") => Some("CREATE SUBSCRIPTION"),
+        ("DROP", "SUBSCRIPTION") => Some("DROP SUBSCRIPTION"),
+        _ => None,
+    }
+}
+
+/// Whether the file carries the no-transaction marker comment.
+pub fn has_no_transaction_marker(text: &str) -> bool {
+    regions(text).into_iter().any(|(kind, range)| {
+        kind == Kind::LineComment
+            && text[range]
+                .trim_start_matches('-')
+                .trim()
+                .eq_ignore_ascii_case(NO_TRANSACTION_MARKER)
+    })
+}
+
+/// How a migration must run: `None` inside a transaction, or `Some(reason)` on its own, each
+/// chunk in autocommit. `Err` when a refusing statement shares its chunk with other statements:
+/// a multi-statement query is an implicit transaction, so it would fail even in autocommit.
+pub fn transaction_refusal(m: &Migration) -> Result<Option<String>, String> {
+    let mut reasons: Vec<&'static str> = Vec::new();
+    for (n, chunk) in m.chunks().iter().enumerate() {
+        let statements = statement_words(chunk.text);
+        for s in &statements {
+            if let Some(why) = refuses_transaction(s) {
+                if statements.len() > 1 {
+                    let (line, _) = super::split::line_col(&m.text, chunk.offset);
+                    return Err(format!(
+                        "{}:{line}: statement chunk {} holds {why} together with {} other \
+                         statement(s); PostgreSQL runs a multi-statement query as one implicit \
+                         transaction, so {why} fails there. Put `{BREAKPOINT}` lines around it \
+                         so that it is alone in its chunk",
+                        m.file(),
+                        n + 1,
+                        statements.len() - 1
+                    ));
+                }
+                if !reasons.contains(&why) {
+                    reasons.push(why);
+                }
+            }
+        }
+    }
+    if !reasons.is_empty() {
+        return Ok(Some(format!(
+            "{} cannot run inside a transaction block",
+            reasons.join(", ")
+        )));
+    }
+    if has_no_transaction_marker(&m.text) {
+        return Ok(Some(format!(
+            "the file is marked `-- {NO_TRANSACTION_MARKER}`"
+        )));
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod transaction_tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn mig(sql: &str) -> Migration {
+        Migration::new(
+            0,
+            "0000_x",
+            1,
+            PathBuf::from("m/0000_x.sql"),
+            sql.as_bytes(),
+        )
+    }
+
+    #[test]
+    fn finds_statements_that_refuse_a_transaction() {
+        for (sql, why) in [
+            (
+                "CREATE INDEX CONCURRENTLY \"i\" ON \"t\" (\"c\");",
+                "CREATE INDEX CONCURRENTLY",
+            ),
+            (
+                "create unique index concurrently i on t (c)",
+                "CREATE UNIQUE INDEX CONCURRENTLY",
+            ),
+            (
+                "DROP INDEX CONCURRENTLY IF EXISTS i;",
+                "DROP INDEX CONCURRENTLY",
+            ),
+            (
+                "REINDEX (VERBOSE) TABLE CONCURRENTLY t;",
+                "REINDEX CONCURRENTLY",
+            ),
+            ("VACUUM (ANALYZE) t;", "VACUUM"),
+            ("ALTER SYSTEM SET work_mem = '8MB';", "ALTER SYSTEM"),
+            ("CREATE DATABASE x;", "CREATE DATABASE"),
+        ] {
+            let r = transaction_refusal(&mig(sql)).unwrap();
+            assert!(r.as_deref().unwrap_or("").contains(why), "{sql}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn ignores_lookalikes_in_comments_strings_and_bodies() {
+        for sql in [
+            "-- CREATE INDEX CONCURRENTLY i ON t (c)\nselect 1;",
+            "/* VACUUM */ select 1;",
+            "select 'VACUUM';",
+            "CREATE FUNCTION f() RETURNS void AS $$ VACUUM; $$ LANGUAGE sql;",
+            "CREATE INDEX i ON t (c);",
+            "ALTER TABLE vacuum_log ADD COLUMN x int;",
+        ] {
+            assert_eq!(transaction_refusal(&mig(sql)), Ok(None), "{sql}");
+        }
+    }
+
+    #[test]
+    fn honours_the_marker_and_refuses_mixed_chunks() {
+        let marked = mig("-- portcullis: no-transaction\nALTER TYPE t ADD VALUE 'x';");
+        assert!(
+            transaction_refusal(&marked)
+                .unwrap()
+                .unwrap()
+                .contains("marked")
+        );
+        let mixed = mig("CREATE TABLE t (c int);\nCREATE INDEX CONCURRENTLY i ON t (c);");
+        let err = transaction_refusal(&mixed).unwrap_err();
+        assert!(err.starts_with("m/0000_x.sql:1:"), "{err}");
+        assert!(err.contains("alone in its chunk"), "{err}");
+        let split = mig(
+            "CREATE TABLE t (c int);\n--> statement-breakpoint\nCREATE INDEX CONCURRENTLY i ON t (c);",
+        );
+        assert!(transaction_refusal(&split).unwrap().is_some());
+    }
+
+    #[test]
+    fn statement_words_skip_non_code() {
+        assert_eq!(
+            statement_words("create /* x */ table \"T\" (a int); -- c\n;select 'x'"),
+            vec![
+                vec!["CREATE", "TABLE", "<literal>", "A", "INT"],
+                vec!["SELECT", "<literal>"]
+            ]
+        );
+    }
+}

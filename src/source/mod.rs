@@ -56,6 +56,9 @@ pub struct Migration {
     pub text: String,
     /// Lowercase hex sha256 of `text`.
     pub hash: String,
+    /// `Some(reason)` when the migration must run outside a transaction (a statement that
+    /// refuses one, or the `-- portcullis: no-transaction` marker); set by [`load`].
+    pub no_transaction: Option<String>,
 }
 
 impl Migration {
@@ -71,6 +74,7 @@ impl Migration {
             path,
             text,
             hash,
+            no_transaction: None,
         }
     }
 
@@ -256,6 +260,7 @@ fn load_folders(dir: &Path, listing: Listing) -> Result<Folder, Error> {
             Err(e) => problems.push(format!("{}: cannot be read ({e})", path.display())),
         }
     }
+    mark_transaction_refusals(&mut migrations, &mut problems);
     if !problems.is_empty() {
         return Err(Error::Source(problems_message(&problems)));
     }
@@ -337,6 +342,7 @@ fn load_journal(dir: &Path, journal_path: &Path) -> Result<Folder, Error> {
             }
         }
     }
+    mark_transaction_refusals(&mut migrations, &mut problems);
     if !problems.is_empty() {
         return Err(Error::Source(problems_message(&problems)));
     }
@@ -358,6 +364,17 @@ fn load_journal(dir: &Path, journal_path: &Path) -> Result<Folder, Error> {
         migrations,
         warnings,
     })
+}
+
+/// Marks the migrations that must run outside a transaction, collecting the files where that
+/// cannot work (in either layout).
+fn mark_transaction_refusals(migrations: &mut [Migration], problems: &mut Vec<String>) {
+    for m in migrations {
+        match lexer::transaction_refusal(m) {
+            Ok(reason) => m.no_transaction = reason,
+            Err(problem) => problems.push(problem),
+        }
+    }
 }
 
 fn bom_warnings(migrations: &[Migration]) -> Vec<String> {

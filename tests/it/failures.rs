@@ -402,7 +402,8 @@ fn exit_8_a_failing_third_of_five_rolls_everything_back_and_names_file_and_line(
         out.stderr
     );
     assert!(
-        out.stderr.contains("none of the 5 pending migrations"),
+        out.stderr
+            .contains("none of the 5 migrations of this transaction were applied"),
         "{}",
         out.stderr
     );

@@ -4,5 +4,7 @@ mod failures;
 mod harness_smoke;
 mod migrate_basics;
 mod run;
+mod safety;
+mod seeds;
 mod support;
 mod v1_layout;

@@ -349,7 +349,8 @@ fn each_mode_commits_per_migration() {
         .arg("migrate"));
     out.expect(8);
     assert!(
-        out.stderr.contains("stay committed (0000_a, 0001_b)"),
+        out.stderr
+            .contains("Migrations committed earlier in this run stay applied: 0000_a, 0001_b."),
         "{}",
         out.stderr
     );

@@ -40,12 +40,15 @@ impl Output {
 }
 
 /// A command with a clean environment: only what the test gives it (plus a fixed host name).
+/// Seeds are off unless a test sets PORTCULLIS_SEEDS_DIR: the default `./seeds` would be the
+/// example app's seeds in the crate folder, the tests' working directory.
 pub fn command(url: &str, dir: &Path) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
         .env("HOSTNAME", "it-runner")
         .env("DATABASE_URL", url)
         .env("PORTCULLIS_MIGRATIONS_DIR", dir)
+        .env("PORTCULLIS_SEEDS_DIR", dir.join("no-seeds-here"))
         .env("PORTCULLIS_WAIT_TIMEOUT", "10s")
         .stdin(Stdio::null());
     cmd

@@ -444,3 +444,37 @@ fn nameless_rows_under_a_journal_are_warned_about_and_repair_names_them() {
         out.stderr
     );
 }
+
+#[test]
+fn a_non_transactional_folder_migration_runs_on_its_own() {
+    // The checks for statements that refuse a transaction block cover the folder layout too.
+    let url = fresh_db("v1conc");
+    let mut f = Folders::new();
+    f.add("20250101000000_t", "create table conc_t (id int);")
+        .add(
+            "20250101000001_idx",
+            "CREATE INDEX CONCURRENTLY conc_t_id ON conc_t (id);",
+        )
+        .add("20250101000002_u", "create table conc_u (id int);");
+    migrate(&url, f.path()).expect(0);
+    assert_eq!(
+        query(
+            &url,
+            "select indisvalid::text from pg_index where indexrelid = 'conc_t_id'::regclass"
+        )[0][0]
+            .as_deref(),
+        Some("true")
+    );
+    let names: Vec<String> = v1_rows(&url).into_iter().map(|r| r.2).collect();
+    assert_eq!(
+        names,
+        ["20250101000000_t", "20250101000001_idx", "20250101000002_u"]
+    );
+    // Two such statements in one chunk cannot work, in this layout as in the journal one.
+    let mut bad = Folders::new();
+    bad.add(
+        "20250101000000_two",
+        "CREATE INDEX CONCURRENTLY a ON conc_t (id); CREATE INDEX CONCURRENTLY b ON conc_t (id);",
+    );
+    folder_error(bad.path());
+}

@@ -1,0 +1,513 @@
+//! The seeds phase on the database: the tracking table `"<schema>"."__portcullis_seeds"`, and
+//! running the seeds in one transaction. The seed variables become transaction-local settings
+//! through bound parameters (`set_config($1, $2, true)`), never SQL text; each file is sent whole
+//! as one simple query (the protocol drizzle uses for migrations), so it may hold any number of
+//! statements, `DO` blocks and dollar-quoted bodies; its tracking row is upserted right after it.
+//!
+//! The file is read as a stream of messages rather than with `batch_execute`, only to count the
+//! statements that completed: when the server names no position (a constraint violation, an
+//! unset `current_setting`), that count says which statement failed.
+
+use super::{Session, qualified, query_failed, quote_ident};
+use crate::config::{SeedMode, SeedVars, format_duration};
+use crate::error::{Error, SeedFailure};
+use crate::seeds::{self, Record, Seed, SeedSet, State};
+use crate::source::split::{line_col, position_to_byte};
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures_core::Stream;
+use std::time::{Duration, Instant};
+use tokio_postgres::SimpleQueryMessage;
+
+/// How the seeds' transaction waits for locks and how long a statement may run (the same
+/// settings as migrations: PORTCULLIS_DDL_LOCK_TIMEOUT/_RETRIES, PORTCULLIS_STATEMENT_TIMEOUT).
+#[derive(Debug, Clone, Copy)]
+pub struct Options<'a> {
+    pub mode: SeedMode,
+    pub vars: &'a SeedVars,
+    pub lock_timeout: Duration,
+    pub lock_retries: u32,
+    pub statement_timeout: Duration,
+}
+
+/// One seed that ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeedRun {
+    pub name: String,
+    /// Its state before this run (new, changed, or applied and run again).
+    pub state: State,
+    pub statements: usize,
+    pub duration: Duration,
+}
+
+/// What the seeds phase did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Seeded {
+    pub ran: Vec<SeedRun>,
+    /// Seeds left out because they are unchanged (`changed` mode).
+    pub skipped: Vec<String>,
+}
+
+const SCHEMA_EXISTS: &str = "select exists(select 1 from pg_namespace where nspname = $1)";
+const TABLE_EXISTS: &str = "\
+select exists(select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace
+ where n.nspname = $1 and c.relname = $2)";
+
+fn create_table_sql(table: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {table} (
+    name text PRIMARY KEY,
+    hash text NOT NULL,
+    first_applied_at timestamptz NOT NULL DEFAULT now(),
+    last_applied_at timestamptz NOT NULL DEFAULT now(),
+    run_count bigint NOT NULL DEFAULT 1
+)"
+    )
+}
+
+fn select_sql(table: &str) -> String {
+    let utc =
+        |c: &str| format!("to_char({c} at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC'");
+    format!(
+        "select name, hash, {}, {}, run_count::int8 from {table} order by name",
+        utc("first_applied_at"),
+        utc("last_applied_at")
+    )
+}
+
+/// One row per seed name; `now()` is the transaction's start, the same for every seed of a run.
+fn upsert_sql(table: &str) -> String {
+    format!(
+        "insert into {table} as s (name, hash) values ($1, $2) on conflict (name) do update \
+         set hash = excluded.hash, last_applied_at = now(), run_count = s.run_count + 1"
+    )
+}
+
+/// The tracking table of `schema`, quoted.
+pub fn table(schema: &str) -> String {
+    qualified(schema, seeds::TABLE)
+}
+
+/// Reads the tracking table without changing anything: `None` when it does not exist yet.
+pub async fn read(session: &Session, schema: &str) -> Result<Option<Vec<Record>>, Error> {
+    let client = session.client();
+    let exists: bool = client
+        .query_one(TABLE_EXISTS, &[&schema, &seeds::TABLE])
+        .await
+        .map_err(|e| query_failed("looking up the seeds tracking table", &e))?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    read_rows(client, &table(schema)).await.map(Some)
+}
+
+async fn read_rows(client: &tokio_postgres::Client, table: &str) -> Result<Vec<Record>, Error> {
+    Ok(client
+        .query(&select_sql(table), &[])
+        .await
+        .map_err(|e| query_failed(&format!("reading {table}"), &e))?
+        .iter()
+        .map(|r| Record {
+            name: r.get(0),
+            hash: r.get(1),
+            first_applied_at: r.get(2),
+            last_applied_at: r.get(3),
+            run_count: r.get(4),
+        })
+        .collect())
+}
+
+/// Why one attempt of the seeds' transaction failed.
+enum Failure {
+    /// SQLSTATE 55P03 (lock_timeout): rolled back, worth retrying.
+    LockTimeout(Box<SeedFailure>),
+    Failed(Error),
+}
+
+/// Runs the seeds of `set` that `opts.mode` selects, in one transaction, and records them.
+/// A statement that waits longer than the lock timeout rolls everything back and is retried
+/// with backoff, like a migration.
+pub async fn run(
+    session: &Session,
+    schema: &str,
+    set: &SeedSet,
+    opts: Options<'_>,
+) -> Result<Seeded, Error> {
+    let mut delays = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .without_max_times()
+        .build();
+    let mut retry = 0;
+    loop {
+        match attempt(session, schema, set, opts).await {
+            Ok(seeded) => return Ok(seeded),
+            Err(Failure::Failed(e)) => return Err(e),
+            Err(Failure::LockTimeout(mut failure)) => {
+                if retry >= opts.lock_retries {
+                    failure.message = format!(
+                        "{}, {} time{} in a row (lock_timeout {}, {retry} retr{})",
+                        failure.message,
+                        retry + 1,
+                        if retry == 0 { "" } else { "s" },
+                        format_duration(opts.lock_timeout),
+                        if retry == 1 { "y" } else { "ies" }
+                    );
+                    failure.hint = Some(
+                        "another session kept a conflicting lock on a row or table this seed \
+                         writes; find it in pg_stat_activity / pg_locks (often a long or idle \
+                         transaction of the app), or raise PORTCULLIS_DDL_LOCK_TIMEOUT or \
+                         PORTCULLIS_DDL_LOCK_RETRIES"
+                            .into(),
+                    );
+                    return Err(Error::SeedFailed(failure));
+                }
+                retry += 1;
+                let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                tracing::warn!(
+                    "seed {} waited longer than lock_timeout ({}) for a lock another session \
+                     holds; the seeds were rolled back, retry {retry} of {} in {:.1}s",
+                    failure.name,
+                    format_duration(opts.lock_timeout),
+                    opts.lock_retries,
+                    delay.as_secs_f64()
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+async fn attempt(
+    session: &Session,
+    schema: &str,
+    set: &SeedSet,
+    opts: Options<'_>,
+) -> Result<Seeded, Failure> {
+    let client = session.client();
+    let lost = |what: &str, e: &tokio_postgres::Error| Failure::Failed(query_failed(what, e));
+    client
+        .batch_execute("BEGIN")
+        .await
+        .map_err(|e| lost("BEGIN (seeds)", &e))?;
+    let result = in_transaction(session, schema, set, opts).await;
+    match result {
+        Ok((seeded, created)) => {
+            if let Err(e) = client.batch_execute("COMMIT").await {
+                rollback(session).await;
+                return Err(match e.as_db_error() {
+                    Some(db) => {
+                        let last = set.seeds.last().expect("seeds are not empty here");
+                        Failure::Failed(Error::SeedFailed(Box::new(SeedFailure {
+                            name: last.name.clone(),
+                            file: last.file(),
+                            statement: seeds::statements(last.sendable().0).len(),
+                            statements: seeds::statements(last.sendable().0).len(),
+                            line: 1,
+                            column: 1,
+                            exact_position: false,
+                            statement_excerpt: "COMMIT (deferred constraints are checked here)"
+                                .into(),
+                            sqlstate: db.code().code().to_string(),
+                            message: opts.vars.redact(db.message()),
+                            detail: db.detail().map(|d| opts.vars.redact(d)),
+                            hint: db.hint().map(|h| opts.vars.redact(h)),
+                            context: None,
+                        })))
+                    }
+                    None => lost("COMMIT (seeds)", &e),
+                });
+            }
+            if created {
+                tracing::info!("created the seeds tracking table {}", table(schema));
+            }
+            Ok(seeded)
+        }
+        Err(f) => {
+            rollback(session).await;
+            Err(f)
+        }
+    }
+}
+
+/// Everything between `BEGIN` and `COMMIT`. Returns what ran and whether the table was created.
+async fn in_transaction(
+    session: &Session,
+    schema: &str,
+    set: &SeedSet,
+    opts: Options<'_>,
+) -> Result<(Seeded, bool), Failure> {
+    let client = session.client();
+    let lost = |what: &str, e: &tokio_postgres::Error| Failure::Failed(query_failed(what, e));
+    let ms = |d: Duration| format!("{}ms", d.as_millis());
+    client
+        .query_one(
+            "select set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)",
+            &[&ms(opts.lock_timeout), &ms(opts.statement_timeout)],
+        )
+        .await
+        .map_err(|e| lost("setting lock_timeout and statement_timeout for the seeds", &e))?;
+
+    // The tracking table, created inside the transaction (so a failed first run leaves none),
+    // with DDL issued only when something is missing.
+    let table = table(schema);
+    let mut created = false;
+    let schema_exists: bool = client
+        .query_one(SCHEMA_EXISTS, &[&schema])
+        .await
+        .map_err(|e| lost("checking the migrations schema", &e))?
+        .get(0);
+    if !schema_exists {
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {}",
+                quote_ident(schema)
+            ))
+            .await
+            .map_err(|e| lost(&format!("creating schema {}", quote_ident(schema)), &e))?;
+    }
+    let table_exists: bool = client
+        .query_one(TABLE_EXISTS, &[&schema, &seeds::TABLE])
+        .await
+        .map_err(|e| lost("looking up the seeds tracking table", &e))?
+        .get(0);
+    if !table_exists {
+        client
+            .batch_execute(&create_table_sql(&table))
+            .await
+            .map_err(|e| lost(&format!("creating {table}"), &e))?;
+        created = true;
+    }
+    let records = read_rows(client, &table).await.map_err(Failure::Failed)?;
+    let todo = seeds::select(&set.seeds, &records, opts.mode);
+    let skipped: Vec<String> = set
+        .seeds
+        .iter()
+        .filter(|s| !todo.iter().any(|(t, _)| t.name == s.name))
+        .map(|s| s.name.clone())
+        .collect();
+    for name in &skipped {
+        tracing::debug!(seed = %name, "skipped: unchanged since its last run");
+    }
+    if todo.is_empty() {
+        return Ok((
+            Seeded {
+                ran: Vec::new(),
+                skipped,
+            },
+            created,
+        ));
+    }
+
+    // Values travel only as bound parameters; only the setting names are ever shown.
+    for var in opts.vars.iter() {
+        client
+            .query_one(
+                "select set_config($1, $2, true)",
+                &[&var.setting, &var.value()],
+            )
+            .await
+            .map_err(|e| {
+                Failure::Failed(Error::Internal(format!(
+                    "setting {} (from {}) for the seeds failed: {}. Check the variable's name.",
+                    var.setting,
+                    var.variable,
+                    opts.vars.redact(&error_text(&e))
+                )))
+            })?;
+    }
+
+    let upsert = upsert_sql(&table);
+    let mut ran = Vec::with_capacity(todo.len());
+    for (seed, state) in todo {
+        let started = Instant::now();
+        let statements = run_file(client, seed, opts.vars).await?;
+        client
+            .execute(&upsert, &[&seed.name, &seed.hash])
+            .await
+            .map_err(|e| lost(&format!("recording {} in {table}", seed.name), &e))?;
+        let duration = started.elapsed();
+        tracing::info!(
+            seed = %seed.name,
+            state = %state.word(),
+            statements,
+            duration_ms = duration.as_millis() as u64,
+            "seeded"
+        );
+        ran.push(SeedRun {
+            name: seed.name.clone(),
+            state,
+            statements,
+            duration,
+        });
+    }
+    Ok((Seeded { ran, skipped }, created))
+}
+
+/// Sends one seed file as one simple query; returns how many statements it ran.
+async fn run_file(
+    client: &tokio_postgres::Client,
+    seed: &Seed,
+    vars: &SeedVars,
+) -> Result<usize, Failure> {
+    let (sent, skipped) = seed.sendable();
+    if seeds::statements(sent).is_empty() {
+        return Ok(0);
+    }
+    let lost = |e: &tokio_postgres::Error| {
+        Failure::Failed(Error::Unreachable(format!(
+            "the connection to the database was lost while running seed {} ({}): {e}. The server \
+             rolls back the open transaction, so no seed of this run was applied; run again.",
+            seed.name,
+            seed.file()
+        )))
+    };
+    let stream = client.simple_query_raw(sent).await.map_err(|e| lost(&e))?;
+    let mut stream = std::pin::pin!(stream);
+    let mut completed = 0;
+    loop {
+        match std::future::poll_fn(|cx| stream.as_mut().poll_next(cx)).await {
+            None => return Ok(completed),
+            Some(Ok(SimpleQueryMessage::CommandComplete(_))) => completed += 1,
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                let Some(db) = e.as_db_error() else {
+                    return Err(lost(&e));
+                };
+                let failure = Box::new(failure(seed, sent, skipped, completed, db, vars));
+                return Err(if db.code().code() == "55P03" {
+                    Failure::LockTimeout(failure)
+                } else {
+                    Failure::Failed(Error::SeedFailed(failure))
+                });
+            }
+        }
+    }
+}
+
+/// Locates a server error in the seed file and gathers what the operator needs. Every text
+/// that came from the server passes through `redact`, as it may quote a variable's value.
+fn failure(
+    seed: &Seed,
+    sent: &str,
+    skipped: usize,
+    completed: usize,
+    db: &tokio_postgres::error::DbError,
+    vars: &SeedVars,
+) -> SeedFailure {
+    let statements = seeds::statements(sent);
+    let last = statements.len().saturating_sub(1);
+    let position = match db.position() {
+        Some(tokio_postgres::error::ErrorPosition::Original(p)) => Some(position_to_byte(sent, *p)),
+        _ => None,
+    };
+    let (index, at) = match position {
+        Some(byte) => (
+            statements.iter().position(|r| byte < r.end).unwrap_or(last),
+            byte,
+        ),
+        None => {
+            let i = completed.min(last);
+            (i, statements.get(i).map_or(0, |r| r.start))
+        }
+    };
+    let (line, column) = line_col(&seed.text, skipped + at);
+    let excerpt = statements
+        .get(index)
+        .map(|r| excerpt(&sent[r.clone()]))
+        .unwrap_or_default();
+    let hint = db
+        .hint()
+        .map(str::to_string)
+        .or_else(|| missing_variable_hint(db.code().code(), db.message()));
+    SeedFailure {
+        name: seed.name.clone(),
+        file: seed.file(),
+        statement: index + 1,
+        statements: statements.len(),
+        line,
+        column,
+        exact_position: position.is_some(),
+        statement_excerpt: vars.redact(&excerpt),
+        sqlstate: db.code().code().to_string(),
+        message: vars.redact(db.message()),
+        detail: db.detail().map(|d| vars.redact(d)),
+        hint: hint.map(|h| vars.redact(&h)),
+        context: db.where_().map(|w| vars.redact(w)),
+    }
+}
+
+/// For `current_setting('portcullis.x')` with no such variable: which one to set.
+fn missing_variable_hint(sqlstate: &str, message: &str) -> Option<String> {
+    if sqlstate != "42704" {
+        return None;
+    }
+    let setting = message.split('"').nth(1)?;
+    let name = setting.strip_prefix("portcullis.")?;
+    Some(format!(
+        "set PORTCULLIS_SEED_VAR_{} for this run (the seed reads current_setting('{setting}')), \
+         or read it with current_setting('{setting}', true), which gives NULL when it is unset",
+        name.to_ascii_uppercase()
+    ))
+}
+
+fn error_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("ERROR {} {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
+
+/// The first non-blank line of a statement, shortened, for orientation in messages.
+fn excerpt(text: &str) -> String {
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    if line.chars().count() > 80 {
+        format!("{}...", line.chars().take(77).collect::<String>())
+    } else {
+        line.to_string()
+    }
+}
+
+/// Best effort: if the connection is gone the server rolls back by itself.
+async fn rollback(session: &Session) {
+    if let Err(e) = session.client().batch_execute("ROLLBACK").await {
+        tracing::debug!("ROLLBACK failed ({e}); the server rolls back when the session ends");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sql_quotes_the_table() {
+        let t = table("my \"schema\"");
+        assert_eq!(t, "\"my \"\"schema\"\"\".\"__portcullis_seeds\"");
+        assert!(create_table_sql(&t).contains("name text PRIMARY KEY"));
+        assert!(upsert_sql(&t).contains("run_count = s.run_count + 1"));
+    }
+
+    #[test]
+    fn an_unset_variable_gets_a_hint_naming_it() {
+        assert_eq!(
+            missing_variable_hint(
+                "42704",
+                "unrecognized configuration parameter \"portcullis.admin_email\""
+            )
+            .unwrap(),
+            "set PORTCULLIS_SEED_VAR_ADMIN_EMAIL for this run (the seed reads \
+             current_setting('portcullis.admin_email')), or read it with \
+             current_setting('portcullis.admin_email', true), which gives NULL when it is unset"
+        );
+        assert_eq!(
+            missing_variable_hint("42704", "unrecognized configuration parameter \"foo\""),
+            None
+        );
+        assert_eq!(missing_variable_hint("42P01", "x \"portcullis.a\""), None);
+    }
+}

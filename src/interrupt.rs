@@ -1,0 +1,107 @@
+//! What a SIGTERM or SIGINT must stop. `main` owns the signal handlers; when one arrives it calls
+//! [`interrupt`], which marks the run as interrupted, wakes every interruptible sleep, and sends
+//! PostgreSQL a cancel request for the statement in flight. The run then unwinds by its normal
+//! error paths (ROLLBACK, advisory unlock) and reports [`Error::Interrupted`].
+//!
+//! Process-wide state is unavoidable here: a signal is process-wide. It is kept to three things:
+//! the flag, the cancel token of the one session, and a one-line description of the current work.
+
+use crate::error::Error;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_postgres::CancelToken;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// 0 while running; the signal number once interrupted.
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
+static WAKE: Notify = Notify::const_new();
+static CANCEL: Mutex<Option<(CancelToken, MakeRustlsConnect)>> = Mutex::new(None);
+static ACTIVITY: Mutex<String> = Mutex::new(String::new());
+
+pub const SIGINT: i32 = 2;
+pub const SIGTERM: i32 = 15;
+
+/// The signal that interrupted the run, if any.
+pub fn signal() -> Option<i32> {
+    match SIGNAL.load(Ordering::SeqCst) {
+        0 => None,
+        s => Some(s),
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    if sig == SIGINT { "SIGINT" } else { "SIGTERM" }
+}
+
+/// Records what the run is doing, for the "interrupted while ..." message.
+pub fn set_activity(what: impl Into<String>) {
+    if let Ok(mut a) = ACTIVITY.lock() {
+        *a = what.into();
+    }
+}
+
+pub fn activity() -> String {
+    ACTIVITY.lock().map(|a| a.clone()).unwrap_or_default()
+}
+
+/// Registers the session whose running statement a signal cancels.
+pub fn register(token: CancelToken, tls: MakeRustlsConnect) {
+    if let Ok(mut c) = CANCEL.lock() {
+        *c = Some((token, tls));
+    }
+}
+
+/// Marks the run interrupted by `sig`, wakes sleepers and cancels the running statement (a
+/// cancel request on an idle session does nothing). Returns once the request was sent or failed.
+pub async fn interrupt(sig: i32) {
+    SIGNAL.store(sig, Ordering::SeqCst);
+    WAKE.notify_waiters();
+    let cancel = CANCEL.lock().ok().and_then(|c| c.clone());
+    if let Some((token, tls)) = cancel {
+        match tokio::time::timeout(Duration::from_secs(1), token.cancel_query(tls)).await {
+            Ok(Ok(())) => tracing::debug!("sent PostgreSQL a cancel request"),
+            Ok(Err(e)) => tracing::warn!("could not send PostgreSQL a cancel request: {e}"),
+            Err(_) => tracing::warn!("the cancel request to PostgreSQL timed out"),
+        }
+    }
+}
+
+/// The error a run reports once interrupted.
+pub fn error() -> Error {
+    let sig = signal().unwrap_or(SIGTERM);
+    let what = activity();
+    Error::Interrupted {
+        signal: sig,
+        message: format!(
+            "interrupted by {} while {}. {}",
+            signal_name(sig),
+            if what.is_empty() { "starting" } else { &what },
+            "Whatever was running was cancelled and rolled back and the migration lock was \
+             released; nothing half-done was committed. Run again to continue."
+        ),
+    }
+}
+
+/// Fails with [`error`] once interrupted.
+pub fn check() -> Result<(), Error> {
+    match signal() {
+        Some(_) => Err(error()),
+        None => Ok(()),
+    }
+}
+
+/// Sleeps for `d`, returning early with [`error`] when a signal arrives.
+pub async fn sleep(d: Duration) -> Result<(), Error> {
+    check()?;
+    let woken = WAKE.notified();
+    tokio::pin!(woken);
+    // Register before re-checking, so a signal between the check and the wait is not missed.
+    woken.as_mut().enable();
+    check()?;
+    tokio::select! {
+        _ = tokio::time::sleep(d) => Ok(()),
+        _ = woken => Err(error()),
+    }
+}

@@ -1,0 +1,729 @@
+//! Production safety on a real PostgreSQL: statements that refuse a transaction, DDL that waits
+//! politely for locks, SIGTERM, the termination log, TLS like libpq, multiple hosts.
+
+use crate::run::*;
+use crate::support::{Cluster, PASSWORD, execute, free_port, query};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn index_valid(url: &str, name: &str) -> Option<bool> {
+    query(
+        url,
+        &format!(
+            "select i.indisvalid from pg_index i join pg_class c on c.oid = i.indexrelid \
+             where c.relname = '{name}'"
+        ),
+    )
+    .first()
+    .map(|r| r[0].as_deref() == Some("t"))
+}
+
+// ---- statements that refuse a transaction ----------------------------------------------------
+
+#[test]
+fn create_index_concurrently_runs_outside_the_batch_and_the_index_is_valid() {
+    let url = fresh_db("concurrently");
+    let mut folder = Folder::new();
+    folder
+        .add("0000_t", 1, "CREATE TABLE \"ci_t\" (\n\t\"c\" integer\n);")
+        .add(
+            "0001_idx",
+            2,
+            "CREATE INDEX CONCURRENTLY \"ci_idx\" ON \"ci_t\" USING btree (\"c\");",
+        )
+        .add(
+            "0002_after",
+            3,
+            "ALTER TABLE \"ci_t\" ADD COLUMN \"d\" text;",
+        );
+    let out = migrate(&url, folder.path());
+    out.expect(0);
+    assert!(
+        out.stderr
+            .contains("running 0001_idx outside a transaction"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("CREATE INDEX CONCURRENTLY"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(index_valid(&url, "ci_idx"), Some(true));
+    assert_eq!(rows(&url).len(), 3);
+    assert!(table_exists(&url, "ci_t"));
+    let plan = run(command(&url, folder.path()).arg("plan"));
+    plan.expect(0);
+    migrate(&url, folder.path()).expect(0);
+    assert_eq!(rows(&url).len(), 3);
+}
+
+#[test]
+fn the_marker_comment_lets_an_added_enum_value_be_used_in_the_same_run() {
+    // drizzle runs everything in one transaction, where a value added by ALTER TYPE cannot be
+    // used (55P04, drizzle-orm #3466). With the marker, the ADD VALUE commits on its own.
+    let steps = |marker: bool| {
+        let mut f = Folder::new();
+        f.add("0000_enum", 1, "CREATE TYPE \"mood\" AS ENUM('ok');")
+            .add(
+                "0001_add",
+                2,
+                &format!(
+                    "{}ALTER TYPE \"mood\" ADD VALUE 'great';",
+                    if marker {
+                        "-- portcullis: no-transaction\n"
+                    } else {
+                        ""
+                    }
+                ),
+            )
+            .add(
+                "0002_use",
+                3,
+                "CREATE TABLE \"feel\" (\"m\" \"mood\" DEFAULT 'great');\n--> statement-breakpoint\nINSERT INTO \"feel\" VALUES ('great');",
+            );
+        f
+    };
+    let url = fresh_db("enum_plain");
+    let out = migrate(&url, steps(false).path());
+    out.expect(8);
+    assert!(out.stderr.contains("55P04"), "{}", out.stderr);
+    assert!(rows(&url).is_empty());
+
+    let url = fresh_db("enum_marked");
+    let folder = steps(true);
+    let out = migrate(&url, folder.path());
+    out.expect(0);
+    assert!(
+        out.stderr
+            .contains("marked `-- portcullis: no-transaction`"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(rows(&url).len(), 3);
+    assert_eq!(
+        query(&url, "select count(*) from feel")[0][0].as_deref(),
+        Some("1")
+    );
+}
+
+#[test]
+fn a_failed_concurrent_index_names_the_invalid_index_and_what_ran() {
+    let url = fresh_db("ci_fail");
+    let mut folder = Folder::new();
+    folder
+        .add(
+            "0000_t",
+            1,
+            "CREATE TABLE \"dup\" (\"c\" integer);\n--> statement-breakpoint\nINSERT INTO \"dup\" VALUES (1), (1);",
+        )
+        .add(
+            "0001_idx",
+            2,
+            "CREATE INDEX CONCURRENTLY \"dup_plain\" ON \"dup\" (\"c\");\n--> statement-breakpoint\nCREATE UNIQUE INDEX CONCURRENTLY \"dup_c_unique\" ON \"dup\" (\"c\");\n--> statement-breakpoint\nDROP INDEX CONCURRENTLY \"dup_plain\";",
+        );
+    let out = migrate(&url, folder.path());
+    out.expect(8);
+    let e = &out.stderr;
+    assert!(e.contains("23505"), "{e}");
+    assert!(e.contains("statement(s) 1 ran and are committed"), "{e}");
+    assert!(e.contains("statement 2 failed"), "{e}");
+    assert!(e.contains("statement(s) 3 did not run"), "{e}");
+    assert!(e.contains("INVALID index public.dup_c_unique"), "{e}");
+    assert!(
+        e.contains("DROP INDEX CONCURRENTLY IF EXISTS public.dup_c_unique;"),
+        "{e}"
+    );
+    // The batch before it was committed; the failed migration is not recorded.
+    assert_eq!(rows(&url).len(), 1);
+    assert_eq!(index_valid(&url, "dup_c_unique"), Some(false));
+    assert_eq!(index_valid(&url, "dup_plain"), Some(true));
+}
+
+#[test]
+fn a_non_transactional_statement_sharing_its_chunk_is_refused_before_connecting() {
+    let mut folder = Folder::new();
+    folder.add(
+        "0000_mixed",
+        1,
+        "CREATE TABLE \"m\" (\"c\" int);\nCREATE INDEX CONCURRENTLY \"m_i\" ON \"m\" (\"c\");",
+    );
+    let closed = format!("postgres://postgres:{PASSWORD}@127.0.0.1:{}/x", free_port());
+    let out = migrate(&closed, folder.path());
+    out.expect(3);
+    assert!(out.stderr.contains("alone in its chunk"), "{}", out.stderr);
+}
+
+// ---- DDL that waits politely ------------------------------------------------------------------
+
+/// An open transaction that read `table` (so it holds ACCESS SHARE, which blocks ALTER TABLE),
+/// from a session named `blocker-test`, until released.
+struct Holder {
+    release: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Holder {
+    fn hold(url: &str, table: &str) -> Holder {
+        let url = format!("{url}&application_name=blocker-test");
+        let table = table.to_string();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                let task = tokio::spawn(conn);
+                client
+                    .batch_execute(&format!("BEGIN; SELECT count(*) FROM {table};"))
+                    .await
+                    .unwrap();
+                ready_tx.send(()).unwrap();
+                // Wait (off the runtime) for the test to let go, at most a minute.
+                let _ = tokio::task::spawn_blocking(move || {
+                    release_rx.recv_timeout(Duration::from_secs(60))
+                })
+                .await;
+                client.batch_execute("COMMIT").await.unwrap();
+                drop(client);
+                task.abort();
+            });
+        });
+        ready_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        Holder { release, thread }
+    }
+
+    fn release(self) {
+        let _ = self.release.send(());
+        self.thread.join().unwrap();
+    }
+}
+
+/// Holds `table` for `hold`, then releases it (for tests that only need a short-lived lock).
+fn hold_lock(url: &str, table: &str, hold: Duration) -> std::thread::JoinHandle<()> {
+    let holder = Holder::hold(url, table);
+    std::thread::spawn(move || {
+        std::thread::sleep(hold);
+        holder.release();
+    })
+}
+
+/// Waits until a portcullis session of this test waits for a lock (wait_event_type Lock).
+fn wait_until_blocked(url: &str) {
+    let started = Instant::now();
+    loop {
+        let n = query(
+            url,
+            "select count(*) from pg_stat_activity where application_name = 'portcullis@it-runner' \
+             and wait_event_type = 'Lock'",
+        );
+        if n[0][0].as_deref() == Some("1") {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "portcullis never waited for the lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn ddl_blocked_for_three_seconds_succeeds_after_retries_and_names_the_blocker() {
+    let url = fresh_db("ddl_retry");
+    execute(&url, "create table busy (id int)");
+    let mut folder = Folder::new();
+    folder.add("0000_alter", 1, "ALTER TABLE busy ADD COLUMN note text;");
+    let holder = Holder::hold(&url, "busy");
+    let started = Instant::now();
+    let child = spawn(
+        command(&url, folder.path())
+            .env("PORTCULLIS_DDL_LOCK_TIMEOUT", "500ms")
+            .env("PORTCULLIS_DDL_LOCK_RETRIES", "20")
+            .arg("migrate"),
+    );
+    // Keep blocking for 3 s from the moment the ALTER first waits: several lock timeouts.
+    wait_until_blocked(&url);
+    std::thread::sleep(Duration::from_secs(3));
+    holder.release();
+    let out = finish(child, started, Duration::from_secs(120));
+    out.expect(0);
+    assert!(
+        out.stderr
+            .contains("waited longer than lock_timeout (500ms)"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("\"blocker-test\""), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("SELECT count(*) FROM busy"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("retry 1 of 20"), "{}", out.stderr);
+    assert_eq!(rows(&url).len(), 1);
+    assert_eq!(
+        query(
+            &url,
+            "select count(*) from information_schema.columns where table_name = 'busy'"
+        )[0][0]
+            .as_deref(),
+        Some("2")
+    );
+}
+
+#[test]
+fn ddl_lock_retries_exhausted_exit_8_with_the_story() {
+    let url = fresh_db("ddl_giveup");
+    execute(&url, "create table busy2 (id int)");
+    let mut folder = Folder::new();
+    folder.add("0000_a", 1, "create table calm (id int);").add(
+        "0001_alter",
+        2,
+        "ALTER TABLE busy2 ADD COLUMN note text;",
+    );
+    // Held until portcullis has given up.
+    let holder = Holder::hold(&url, "busy2");
+    let out = run(command(&url, folder.path())
+        .env("PORTCULLIS_DDL_LOCK_TIMEOUT", "300ms")
+        .env("PORTCULLIS_DDL_LOCK_RETRIES", "2")
+        .arg("migrate"));
+    holder.release();
+    out.expect(8);
+    assert!(out.stderr.contains("55P03"), "{}", out.stderr);
+    assert!(out.stderr.contains("3 times in a row"), "{}", out.stderr);
+    assert!(out.stderr.contains("blocked by pid"), "{}", out.stderr);
+    assert!(out.stderr.contains("blocker-test"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("PORTCULLIS_DDL_LOCK_RETRIES"),
+        "{}",
+        out.stderr
+    );
+    assert!(!table_exists(&url, "calm"), "the batch was rolled back");
+    assert!(rows(&url).is_empty());
+}
+
+// ---- signals and the termination log ---------------------------------------------------------
+
+#[test]
+fn sigterm_mid_statement_exits_143_within_two_seconds_leaving_nothing() {
+    let url = fresh_db("sigterm");
+    let mut folder = Folder::new();
+    folder.add("0000_a", 1, "create table st_a (id int);").add(
+        "0001_slow",
+        2,
+        "create table st_b (id int);\n--> statement-breakpoint\nselect pg_sleep(30);",
+    );
+    let log = std::env::temp_dir().join(format!("portcullis-term-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let started = Instant::now();
+    let child = spawn(
+        command(&url, folder.path())
+            .env("PORTCULLIS_TERMINATION_LOG", &log)
+            .arg("migrate"),
+    );
+    let pid = child.id();
+    loop {
+        let n = query(
+            &url,
+            "select count(*) from pg_stat_activity where query like '%pg_sleep(30)%' \
+             and pid <> pg_backend_pid()",
+        );
+        if n[0][0].as_deref() == Some("1") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the sleep never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let signalled = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let out = finish(child, started, Duration::from_secs(20));
+    let took = signalled.elapsed();
+    out.expect(143);
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(
+        out.stderr
+            .contains("interrupted by SIGTERM while running statement 2"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("0001_slow"), "{}", out.stderr);
+    assert_eq!(
+        query(
+            &url,
+            "select count(*) from pg_stat_activity where query like '%pg_sleep(30)%' \
+             and pid <> pg_backend_pid()"
+        )[0][0]
+            .as_deref(),
+        Some("0"),
+        "the statement was cancelled"
+    );
+    assert_eq!(advisory_locks(&url), 0);
+    assert!(!table_exists(&url, "st_a") && !table_exists(&url, "st_b"));
+    assert!(rows(&url).is_empty());
+    let reason = std::fs::read_to_string(&log).expect("termination log written");
+    assert!(
+        reason.starts_with("exit 143: interrupted by SIGTERM"),
+        "{reason}"
+    );
+    assert_eq!(reason.lines().count(), 1);
+    let _ = std::fs::remove_file(&log);
+}
+
+#[test]
+fn sigint_while_waiting_for_the_database_exits_130_at_once() {
+    let closed = format!("postgres://postgres:{PASSWORD}@127.0.0.1:{}/x", free_port());
+    let started = Instant::now();
+    let child = spawn(
+        command(&closed, &example_dir())
+            .env("PORTCULLIS_WAIT_TIMEOUT", "60s")
+            .arg("migrate"),
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    let signalled = Instant::now();
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = finish(child, started, Duration::from_secs(10));
+    out.expect(130);
+    assert!(signalled.elapsed() < Duration::from_secs(2));
+    assert!(
+        out.stderr
+            .contains("interrupted by SIGINT while waiting for the database"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn the_termination_log_gets_the_one_line_reason() {
+    let url = fresh_db("termlog");
+    let mut folder = Folder::new();
+    folder.add("0000_bad", 1, "select nonsense_column from nowhere;");
+    let log = std::env::temp_dir().join(format!("portcullis-term2-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let out = run(command(&url, folder.path())
+        .env("PORTCULLIS_TERMINATION_LOG", &log)
+        .arg("migrate"));
+    out.expect(8);
+    let reason = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        reason.starts_with("exit 8: migration 0000_bad failed"),
+        "{reason}"
+    );
+    assert!(reason.contains("42P01"), "{reason}");
+    assert!(!reason.contains(PASSWORD));
+    assert_eq!(reason.lines().count(), 1);
+    // A success leaves it alone; a configuration error is reported there too.
+    std::fs::remove_file(&log).unwrap();
+    run(command(&url, &example_dir())
+        .env("PORTCULLIS_TERMINATION_LOG", &log)
+        .env("PORTCULLIS_LOG_LEVEL", "loud")
+        .arg("migrate"))
+    .expect(2);
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .starts_with("exit 2: PORTCULLIS_LOG_LEVEL")
+    );
+    let _ = std::fs::remove_file(&log);
+}
+
+// ---- TLS ---------------------------------------------------------------------------------------
+
+/// A CA and a server certificate for DNS name `localhost` only, made with the openssl CLI.
+struct Certs {
+    dir: PathBuf,
+}
+
+impl Certs {
+    fn make(dir: &Path) -> Certs {
+        std::fs::create_dir_all(dir).unwrap();
+        let sh = |script: &str| {
+            let out = Command::new("sh")
+                .arg("-ec")
+                .arg(script)
+                .current_dir(dir)
+                .output()
+                .expect("openssl (Debian package openssl) is needed for the TLS tests");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        sh(
+            "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 \
+              -subj /CN=portcullis-test-ca 2>/dev/null
+            openssl req -x509 -newkey rsa:2048 -nodes -keyout other-ca.key -out other-ca.crt \
+              -days 2 -subj /CN=some-other-ca 2>/dev/null
+            openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr \
+              -subj /CN=localhost 2>/dev/null
+            printf 'subjectAltName=DNS:localhost\\n' > ext
+            openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+              -out server.crt -days 2 -extfile ext 2>/dev/null",
+        );
+        Certs {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+}
+
+fn postgres_uid() -> Option<(u32, u32)> {
+    let id = |flag: &str| -> Option<u32> {
+        let out = Command::new("id").args([flag, "postgres"]).output().ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    };
+    Some((id("-u")?, id("-g")?))
+}
+
+/// A private cluster with ssl=on and a pg_hba.conf that accepts TCP only over TLS.
+fn tls_cluster(certs: &Certs) -> Cluster {
+    let mut cluster = Cluster::init(free_port());
+    let data = cluster.dir().expect("local cluster").join("data");
+    for f in ["server.crt", "server.key"] {
+        let to = data.join(f);
+        std::fs::copy(certs.dir.join(f), &to).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if unsafe_is_root()
+            && let Some((uid, gid)) = postgres_uid()
+        {
+            std::os::unix::fs::chown(&to, Some(uid), Some(gid)).unwrap();
+        }
+    }
+    let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+    conf.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+    std::fs::write(data.join("postgresql.conf"), conf).unwrap();
+    std::fs::write(
+        data.join("pg_hba.conf"),
+        "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n\
+         hostnossl all all 127.0.0.1/32 reject\n",
+    )
+    .unwrap();
+    cluster.start();
+    cluster
+}
+
+fn unsafe_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+#[test]
+fn tls_modes_behave_like_libpq() {
+    let dir = std::env::temp_dir().join(format!("portcullis-certs-{}", std::process::id()));
+    let certs = Certs::make(&dir);
+    let cluster = tls_cluster(&certs);
+    let port = cluster.port();
+    let url = |host: &str, params: &str| {
+        format!("postgres://postgres:{PASSWORD}@{host}:{port}/postgres?{params}")
+    };
+    let wait = |u: &str| {
+        run(command(u, &example_dir())
+            .env("PORTCULLIS_WAIT_TIMEOUT", "5s")
+            .arg("wait"))
+    };
+
+    // verify-full with the right CA and the certificate's name: accepted.
+    let ok = wait(&url(
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={}", certs.path("ca.crt")),
+    ));
+    ok.expect(0);
+    // A wrong CA: refused at once, exit 6, saying why.
+    let out = wait(&url(
+        "localhost",
+        &format!(
+            "sslmode=verify-full&sslrootcert={}",
+            certs.path("other-ca.crt")
+        ),
+    ));
+    out.expect(6);
+    assert!(out.elapsed < Duration::from_secs(2));
+    assert!(out.stderr.contains("TLS failed"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("invalid peer certificate"),
+        "{}",
+        out.stderr
+    );
+    // The right CA but a name the certificate does not carry (it names only `localhost`).
+    let out = wait(&url(
+        "127.0.0.1",
+        &format!("sslmode=verify-full&sslrootcert={}", certs.path("ca.crt")),
+    ));
+    out.expect(6);
+    assert!(out.stderr.contains("not valid for name"), "{}", out.stderr);
+    // verify-ca does not check the name: accepted.
+    wait(&url(
+        "127.0.0.1",
+        &format!("sslmode=verify-ca&sslrootcert={}", certs.path("ca.crt")),
+    ))
+    .expect(0);
+    // require: encrypted without verification, as libpq.
+    wait(&url("127.0.0.1", "sslmode=require")).expect(0);
+    // disable against a server that accepts only TLS: refused, exit 6, with the fix.
+    let out = wait(&url("127.0.0.1", "sslmode=disable"));
+    out.expect(6);
+    assert!(out.stderr.contains("only over TLS"), "{}", out.stderr);
+    // And a whole migrate over verify-full.
+    let out = run(command(
+        &url(
+            "localhost",
+            &format!("sslmode=verify-full&sslrootcert={}", certs.path("ca.crt")),
+        ),
+        &example_dir(),
+    )
+    .arg("migrate"));
+    out.expect(0);
+    drop(cluster);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---- multiple hosts ----------------------------------------------------------------------------
+
+#[test]
+fn target_session_attrs_read_write_skips_a_read_only_host() {
+    let standby = Cluster::start_new();
+    let primary = Cluster::shared();
+    let db = primary.create_database("failover");
+    // The read-only host has the database too, so the test fails if it were used.
+    execute(&standby.url("postgres"), &format!("create database {db}"));
+    execute(
+        &standby.url("postgres"),
+        "alter system set default_transaction_read_only = on",
+    );
+    execute(&standby.url("postgres"), "select pg_reload_conf()");
+    let url = format!(
+        "postgres://postgres:{PASSWORD}@127.0.0.1:{},127.0.0.1:{}/{db}?target_session_attrs=read-write&sslmode=disable",
+        standby.port(),
+        primary.port()
+    );
+    let out = migrate(&url, &example_dir());
+    out.expect(0);
+    assert_eq!(rows(&primary.url(&db)).len(), 4);
+    assert!(!table_exists(&standby.url(&db), "users"));
+}
+
+// ---- connection poolers ------------------------------------------------------------------------
+
+/// A PgBouncer in transaction mode in front of `port`, handing idle server connections out round
+/// robin, so consecutive transactions of one client land on different server sessions.
+struct Bouncer {
+    child: std::process::Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Bouncer {
+    fn start(pg_port: u16) -> Bouncer {
+        let bin = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("pgbouncer is needed for this test: apt-get install -y pgbouncer");
+        let dir = std::env::temp_dir().join(format!("portcullis-pgb-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        std::fs::write(dir.join("users.txt"), "\"postgres\" \"unused\"\n").unwrap();
+        std::fs::write(
+            dir.join("pgbouncer.ini"),
+            format!(
+                "[databases]\n* = host=127.0.0.1 port={pg_port} user=postgres password={PASSWORD}\n\
+                 [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+                 auth_type = trust\nauth_file = {}\npool_mode = transaction\n\
+                 server_round_robin = 1\ndefault_pool_size = 4\nlogfile = {}\n",
+                dir.join("users.txt").display(),
+                dir.join("pgbouncer.log").display()
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new(bin);
+        cmd.arg(dir.join("pgbouncer.ini"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        // PgBouncer refuses to run as root.
+        if unsafe_is_root()
+            && let Some((uid, gid)) = postgres_uid()
+        {
+            use std::os::unix::process::CommandExt;
+            for f in ["", "users.txt", "pgbouncer.ini"] {
+                std::os::unix::fs::chown(dir.join(f), Some(uid), Some(gid)).unwrap();
+            }
+            cmd.uid(uid).gid(gid);
+        }
+        let child = cmd.spawn().expect("start pgbouncer");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "pgbouncer did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Bouncer { child, dir, port }
+    }
+}
+
+impl Drop for Bouncer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn a_transaction_mode_pooler_is_detected_and_refused() {
+    let cluster = Cluster::shared();
+    let db = cluster.create_database("pooler");
+    let bouncer = Bouncer::start(cluster.port());
+    let url = format!(
+        "postgres://postgres:x@127.0.0.1:{}/{db}?sslmode=disable",
+        bouncer.port
+    );
+    // Warm the pool: three clients in open transactions at once make three server sessions.
+    let holds: Vec<_> = (0..3)
+        .map(|_| hold_lock(&url, "pg_class", Duration::from_millis(800)))
+        .collect();
+    for h in holds {
+        h.join().unwrap();
+    }
+    let out = migrate(&url, &example_dir());
+    out.expect(6);
+    assert!(
+        out.stderr.contains("transaction-mode connection pooler"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("PORTCULLIS_DATABASE_URL"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !table_exists(&cluster.url(&db), "users"),
+        "nothing was applied"
+    );
+    // Directly, the same database migrates.
+    migrate(&cluster.url(&db), &example_dir()).expect(0);
+}

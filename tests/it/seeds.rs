@@ -1,0 +1,931 @@
+//! Seeds on real PostgreSQL: the example app's seeds, idempotence, `changed` mode, a failing
+//! seed (exit 9), seed variables (intact, harmless, never printed), env folders, natural order,
+//! concurrent runners, the `seed` command and the opt-outs, and folder errors (exit 3).
+
+use crate::run::*;
+use crate::support::{free_port, query};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const SEEDS_TABLE: &str = "drizzle.__portcullis_seeds";
+
+/// A seeds folder in a temp dir, removed on drop.
+struct SeedDir {
+    dir: PathBuf,
+}
+
+static SEED_DIRS: AtomicUsize = AtomicUsize::new(0);
+
+impl SeedDir {
+    fn new() -> SeedDir {
+        let dir = std::env::temp_dir().join(format!(
+            "portcullis-seeds-{}-{}",
+            std::process::id(),
+            SEED_DIRS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        SeedDir { dir }
+    }
+
+    /// Writes `rel` (may be `env/name.sql`) with `sql`.
+    fn write(&self, rel: &str, sql: &str) -> &SeedDir {
+        let path = self.dir.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, sql).unwrap();
+        self
+    }
+
+    fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    fn file(&self, rel: &str) -> String {
+        self.dir.join(rel).display().to_string()
+    }
+}
+
+impl Drop for SeedDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `command` with a seeds folder.
+fn seeded(url: &str, migrations: &Path, seeds: &Path) -> Command {
+    let mut cmd = command(url, migrations);
+    cmd.env("PORTCULLIS_SEEDS_DIR", seeds);
+    cmd
+}
+
+fn one(url: &str, sql: &str) -> String {
+    query(url, sql)[0][0]
+        .clone()
+        .unwrap_or_else(|| "NULL".into())
+}
+
+fn count(url: &str, table: &str) -> i64 {
+    one(url, &format!("select count(*) from {table}"))
+        .parse()
+        .unwrap()
+}
+
+/// (name, run_count) of every tracking row, by name.
+fn seed_runs(url: &str) -> Vec<(String, i64)> {
+    query(
+        url,
+        &format!("select name, run_count from {SEEDS_TABLE} order by name"),
+    )
+    .into_iter()
+    .map(|r| {
+        (
+            r[0].clone().unwrap(),
+            r[1].as_deref().unwrap().parse().unwrap(),
+        )
+    })
+    .collect()
+}
+
+/// Row counts of every table in every schema of the database, tracking tables included.
+fn row_counts(url: &str) -> Vec<(String, i64)> {
+    query(
+        url,
+        "select quote_ident(table_schema) || '.' || quote_ident(table_name) \
+         from information_schema.tables \
+         where table_schema not in ('pg_catalog', 'information_schema') \
+         and table_type = 'BASE TABLE' order by 1",
+    )
+    .into_iter()
+    .map(|r| {
+        let t = r[0].clone().unwrap();
+        let n = count(url, &t);
+        (t, n)
+    })
+    .collect()
+}
+
+fn example_seeds() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds")
+}
+
+/// The example app: its migrations, its seeds with the development rows, the admin's e-mail.
+fn example(url: &str) -> Command {
+    let mut cmd = seeded(url, &example_dir(), &example_seeds());
+    cmd.env("PORTCULLIS_SEED_ENV", "development")
+        .env("PORTCULLIS_SEED_VAR_ADMIN_EMAIL", "ops@example.com");
+    cmd
+}
+
+// ---- the example app --------------------------------------------------------------------------
+
+#[test]
+fn the_example_migrations_and_seeds_three_times_leave_every_row_count_unchanged() {
+    let url = fresh_db("seed_example");
+    let first = run(example(&url).arg("migrate"));
+    first.expect(0);
+    assert!(
+        first.stderr.contains("applied 4 migrations"),
+        "{}",
+        first.stderr
+    );
+    assert!(
+        first.stderr.contains("seeds: ran 3 in",)
+            && first.stderr.contains(
+                "1_default_organisation.sql, 2_admin_user.sql, development/1_demo_data.sql"
+            ),
+        "{}",
+        first.stderr
+    );
+    assert!(
+        first
+            .stderr
+            .contains("created the seeds tracking table \"drizzle\".\"__portcullis_seeds\""),
+        "{}",
+        first.stderr
+    );
+    let after_first = row_counts(&url);
+    let n = |t: &str| after_first.iter().find(|(name, _)| name == t).unwrap().1;
+    assert_eq!(n("public.organisations"), 3, "{after_first:?}");
+    assert_eq!(n("public.users"), 4);
+    assert_eq!(n("public.memberships"), 5);
+    assert_eq!(n("public.invitations"), 1);
+    assert_eq!(n("drizzle.__portcullis_seeds"), 3);
+    assert_eq!(
+        one(
+            &url,
+            "select m.role::text from memberships m join users u on u.id = m.user_id \
+             join organisations o on o.id = m.organisation_id \
+             where u.email = 'ops@example.com' and o.slug = 'default'"
+        ),
+        "owner"
+    );
+
+    for _ in 0..2 {
+        let again = run(example(&url).arg("migrate"));
+        again.expect(0);
+        assert!(
+            again.stderr.contains("up to date, 4 migrations applied"),
+            "{}",
+            again.stderr
+        );
+        assert!(again.stderr.contains("seeds: ran 3 in"), "{}", again.stderr);
+        assert_eq!(row_counts(&url), after_first);
+    }
+    assert_eq!(
+        seed_runs(&url),
+        [
+            ("1_default_organisation.sql".to_string(), 3),
+            ("2_admin_user.sql".to_string(), 3),
+            ("development/1_demo_data.sql".to_string(), 3),
+        ]
+    );
+    let first_last: Vec<Vec<Option<String>>> = query(
+        &url,
+        &format!("select first_applied_at < last_applied_at from {SEEDS_TABLE}"),
+    );
+    assert!(first_last.iter().all(|r| r[0].as_deref() == Some("t")));
+
+    // Reference data deleted by hand comes back on the next deploy.
+    crate::support::execute(
+        &url,
+        "delete from memberships; delete from invitations; delete from users",
+    );
+    run(example(&url).arg("migrate")).expect(0);
+    assert_eq!(row_counts(&url)[..], after_first[..]);
+}
+
+#[test]
+fn an_unset_seed_variable_exits_9_naming_the_variable_to_set() {
+    let url = fresh_db("seed_novar");
+    let out = run(seeded(&url, &example_dir(), &example_seeds()).arg("migrate"));
+    out.expect(9);
+    let file = example_seeds()
+        .join("2_admin_user.sql")
+        .display()
+        .to_string();
+    assert!(
+        out.stderr.contains(&format!(
+            "seed 2_admin_user.sql failed at {file}:9:1 (the statement starting there) in \
+             statement 1 of 2"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("ERROR 42704"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("HINT: set PORTCULLIS_SEED_VAR_ADMIN_EMAIL for this run"),
+        "{}",
+        out.stderr
+    );
+    // The migrations stay; the first seed, which worked, was rolled back with the second.
+    assert_eq!(rows(&url).len(), 4);
+    assert_eq!(count(&url, "organisations"), 0);
+    assert!(!table_exists(&url, SEEDS_TABLE));
+    assert_eq!(advisory_locks(&url), 0);
+}
+
+// ---- modes --------------------------------------------------------------------------------------
+
+#[test]
+fn changed_mode_skips_an_unchanged_file_and_reruns_an_edited_one() {
+    let url = fresh_db("seed_changed");
+    let mut m = Folder::new();
+    m.add(
+        "0000_tally",
+        1,
+        "create table tally (name text primary key, n int not null);",
+    );
+    let seeds = SeedDir::new();
+    let bump = |name: &str| {
+        format!(
+            "insert into tally values ('{name}', 1) \
+             on conflict (name) do update set n = tally.n + 1;\n"
+        )
+    };
+    seeds
+        .write("1_a.sql", &bump("a"))
+        .write("2_b.sql", &bump("b"));
+    let changed = || {
+        run(seeded(&url, m.path(), seeds.path())
+            .env("PORTCULLIS_SEED_MODE", "changed")
+            .arg("migrate"))
+    };
+    let tally = || {
+        query(&url, "select name, n from tally order by name")
+            .into_iter()
+            .map(|r| format!("{}={}", r[0].as_deref().unwrap(), r[1].as_deref().unwrap()))
+            .collect::<Vec<_>>()
+    };
+
+    changed().expect(0);
+    assert_eq!(tally(), ["a=1", "b=1"]);
+    let out = changed();
+    out.expect(0);
+    assert!(
+        out.stderr
+            .contains("seeds: none ran, 2 unchanged left out (PORTCULLIS_SEED_MODE=changed)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(tally(), ["a=1", "b=1"]);
+    assert_eq!(
+        seed_runs(&url),
+        [("1_a.sql".to_string(), 1), ("2_b.sql".to_string(), 1)]
+    );
+
+    // Edit one file: only it runs again, and its new hash is recorded.
+    let edited = format!("-- now with a comment\n{}", bump("a"));
+    seeds.write("1_a.sql", &edited);
+    let out = changed();
+    out.expect(0);
+    assert!(
+        out.stderr.contains("seeds: ran 1 in")
+            && out.stderr.contains("1_a.sql, 1 unchanged left out"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(tally(), ["a=2", "b=1"]);
+    assert_eq!(
+        seed_runs(&url),
+        [("1_a.sql".to_string(), 2), ("2_b.sql".to_string(), 1)]
+    );
+    assert_eq!(
+        one(
+            &url,
+            &format!("select hash from {SEEDS_TABLE} where name = '1_a.sql'")
+        ),
+        portcullis::source::split::hash(&edited)
+    );
+    changed().expect(0);
+    assert_eq!(tally(), ["a=2", "b=1"]);
+
+    // The default mode, always, runs every file.
+    run(seeded(&url, m.path(), seeds.path()).arg("migrate")).expect(0);
+    assert_eq!(tally(), ["a=3", "b=2"]);
+}
+
+// ---- a failing seed -------------------------------------------------------------------------
+
+#[test]
+fn a_failing_seed_exits_9_commits_nothing_of_the_seeds_and_keeps_the_migrations() {
+    let url = fresh_db("seed_fail");
+    let mut m = Folder::new();
+    m.add(
+        "0000_items",
+        1,
+        "create table items (id int primary key, label text not null);",
+    );
+    let seeds = SeedDir::new();
+    seeds
+        .write(
+            "1_ok.sql",
+            "insert into items values (1, 'one') on conflict (id) do update set label = 'one';",
+        )
+        .write(
+            "2_dup.sql",
+            "-- two rows with the same key\ninsert into items values (5, 'five') on conflict do nothing;\n\ninsert into items values (2, 'two'),\n  (2, 'again');\n",
+        );
+    let out = run(seeded(&url, m.path(), seeds.path()).arg("migrate"));
+    out.expect(9);
+    let file = seeds.file("2_dup.sql");
+    assert!(
+        out.stderr.contains(&format!(
+            "seed 2_dup.sql failed at {file}:4:1 (the statement starting there) in statement 2 \
+             of 2 (`insert into items values (2, 'two'),`): ERROR 23505"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("DETAIL: Key (id)=(2) already exists."),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("The seeds' transaction was rolled back"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("exit_code=9"), "{}", out.stderr);
+    // Migrations committed; nothing of the seeds, not even the tracking table.
+    assert_eq!(rows(&url).len(), 1);
+    assert!(table_exists(&url, "items"));
+    assert_eq!(count(&url, "items"), 0);
+    assert!(!table_exists(&url, SEEDS_TABLE));
+    assert_eq!(advisory_locks(&url), 0);
+
+    // A server position: the exact line and column, and the server's HINT.
+    seeds.write(
+        "2_dup.sql",
+        "select 1;\n\nselect id,\n       lable from items;\n",
+    );
+    let out = run(seeded(&url, m.path(), seeds.path()).arg("migrate"));
+    out.expect(9);
+    assert!(
+        out.stderr.contains(&format!(
+            "seed 2_dup.sql failed at {file}:4:8 in statement 2 of 2 (`select id,`): ERROR 42703"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("HINT: Perhaps you meant to reference the column \"items.label\""),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(count(&url, "items"), 0);
+    assert!(!table_exists(&url, SEEDS_TABLE));
+
+    // A failure inside a DO block names its PL/pgSQL context.
+    seeds.write("2_dup.sql", "do $$\nbegin\n  perform 1 / 0;\nend\n$$;\n");
+    let out = run(seeded(&url, m.path(), seeds.path()).arg("migrate"));
+    out.expect(9);
+    assert!(out.stderr.contains("ERROR 22012"), "{}", out.stderr);
+    assert!(out.stderr.contains("CONTEXT: "), "{}", out.stderr);
+
+    // Fixed: both seeds run, twice without change.
+    seeds.write(
+        "2_dup.sql",
+        "insert into items values (2, 'two') on conflict (id) do update set label = excluded.label;",
+    );
+    run(seeded(&url, m.path(), seeds.path()).arg("migrate")).expect(0);
+    run(seeded(&url, m.path(), seeds.path()).arg("migrate")).expect(0);
+    assert_eq!(count(&url, "items"), 2);
+    assert_eq!(
+        seed_runs(&url),
+        [("1_ok.sql".to_string(), 2), ("2_dup.sql".to_string(), 2)]
+    );
+}
+
+// ---- seed variables ---------------------------------------------------------------------------
+
+#[test]
+fn a_seed_variable_with_quotes_and_semicolons_arrives_intact_and_harmless() {
+    let url = fresh_db("seed_vars");
+    let mut m = Folder::new();
+    m.add(
+        "0000_notes",
+        1,
+        "create table notes (k text primary key, v text not null);\n--> statement-breakpoint\n\
+         create table users (id int);",
+    );
+    let seeds = SeedDir::new();
+    seeds.write(
+        "1_notes.sql",
+        "insert into notes values ('injection', current_setting('portcullis.note')),\n\
+         ('dollars', current_setting('portcullis.other'))\n\
+         on conflict (k) do update set v = excluded.v;",
+    );
+    let injection = "x'); drop table users; --";
+    let dollars = "$$ \"quoted\" \\ ; select pg_sleep(10); $$ ünï";
+    for _ in 0..2 {
+        run(seeded(&url, m.path(), seeds.path())
+            .env("PORTCULLIS_SEED_VAR_NOTE", injection)
+            .env("PORTCULLIS_SEED_VAR_Other", dollars)
+            .arg("migrate"))
+        .expect(0);
+        assert_eq!(
+            query(&url, "select k, v from notes order by k"),
+            [
+                [Some("dollars".to_string()), Some(dollars.to_string())],
+                [Some("injection".to_string()), Some(injection.to_string())],
+            ]
+        );
+        assert!(table_exists(&url, "users"));
+    }
+    // The settings are transaction-local: nothing of them is left on the server.
+    assert_eq!(
+        one(
+            &url,
+            "select count(*) from pg_db_role_setting where setconfig::text like '%portcullis.%'"
+        ),
+        "0"
+    );
+}
+
+#[test]
+fn seed_variable_values_never_appear_in_any_output() {
+    let secret = "s3cr3t-'; drop table users; --";
+    let url = fresh_db("seed_secret");
+    let mut m = Folder::new();
+    m.add(
+        "0000_notes",
+        1,
+        "create table notes (v text primary key check (length(v) < 5));",
+    );
+    let failing = SeedDir::new();
+    failing.write(
+        "1_note.sql",
+        "insert into notes values (current_setting('portcullis.note')) on conflict do nothing;",
+    );
+    let fine = SeedDir::new();
+    fine.write(
+        "1_note.sql",
+        "select current_setting('portcullis.note');\n\
+         select set_config('application_name', 'x', true);",
+    );
+    let with_secret = |seeds: &Path| {
+        let mut cmd = seeded(&url, m.path(), seeds);
+        cmd.env("PORTCULLIS_SEED_VAR_NOTE", secret);
+        cmd
+    };
+    let outputs = vec![
+        // The server quotes the value in its DETAIL ("Failing row contains ...").
+        run(with_secret(failing.path())
+            .env("PORTCULLIS_LOG_LEVEL", "trace")
+            .arg("migrate")),
+        run(with_secret(failing.path())
+            .env("PORTCULLIS_LOG_FORMAT", "json")
+            .env("PORTCULLIS_LOG_LEVEL", "trace")
+            .arg("migrate")),
+        run(with_secret(fine.path())
+            .env("PORTCULLIS_LOG_LEVEL", "trace")
+            .arg("migrate")),
+        run(with_secret(fine.path())
+            .env("PORTCULLIS_LOG_LEVEL", "trace")
+            .arg("seed")),
+        run(with_secret(fine.path())
+            .env("PORTCULLIS_LOG_LEVEL", "trace")
+            .arg("plan")),
+        run(with_secret(fine.path())
+            .env("PORTCULLIS_LOG_LEVEL", "trace")
+            .args(["status", "--format", "json"])),
+        run(with_secret(fine.path())
+            .env("PORTCULLIS_LOG_LEVEL", "trace")
+            .arg("status")),
+        run(with_secret(fine.path())
+            .env("PORTCULLIS_SEED_VAR_BAD-NAME", secret)
+            .arg("migrate")),
+        run(with_secret(fine.path())
+            .env("PORTCULLIS_SEED_VAR_OTHER_TYPO", secret)
+            .env("PORTCULLIS_SEED_MOD", "changed")
+            .arg("migrate")),
+    ];
+    let codes: Vec<i32> = outputs.iter().map(|o| o.code).collect();
+    assert_eq!(codes, [9, 9, 0, 0, 0, 0, 0, 2, 2], "{outputs:#?}");
+    for o in &outputs {
+        assert!(
+            !o.all().contains(secret) && !o.all().contains("s3cr3t"),
+            "a seed variable's value was printed (exit {}):\n{}",
+            o.code,
+            o.all()
+        );
+    }
+    assert!(
+        outputs[0]
+            .stderr
+            .contains("Failing row contains (<PORTCULLIS_SEED_VAR_NOTE>)"),
+        "{}",
+        outputs[0].stderr
+    );
+    assert!(
+        outputs[2]
+            .stderr
+            .contains("with the settings portcullis.note"),
+        "{}",
+        outputs[2].stderr
+    );
+}
+
+// ---- env folders and order --------------------------------------------------------------------
+
+#[test]
+fn env_specific_seeds_run_only_for_their_env_after_the_common_ones_in_natural_order() {
+    let mut m = Folder::new();
+    m.add(
+        "0000_ran",
+        1,
+        "create table ran (id serial primary key, seed text not null unique);",
+    );
+    let seeds = SeedDir::new();
+    for name in [
+        "10_late.sql",
+        "2_early.sql",
+        "1_first.sql",
+        "staging/1_s.sql",
+        "staging/10_s.sql",
+        "staging/9_s.sql",
+        "development/1_d.sql",
+    ] {
+        seeds.write(
+            name,
+            &format!("insert into ran (seed) values ('{name}') on conflict (seed) do nothing;"),
+        );
+    }
+    seeds.write("README.md", "not a seed");
+    seeds.write("notes/1_x.sql", "select nonsense;");
+    let ran = |url: &str| {
+        query(url, "select seed from ran order by id")
+            .into_iter()
+            .map(|r| r[0].clone().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let common = ["1_first.sql", "2_early.sql", "10_late.sql"];
+
+    let url = fresh_db("seed_env_none");
+    for _ in 0..2 {
+        run(seeded(&url, m.path(), seeds.path()).arg("migrate")).expect(0);
+        assert_eq!(ran(&url), common);
+    }
+
+    let url = fresh_db("seed_env_staging");
+    for _ in 0..2 {
+        run(seeded(&url, m.path(), seeds.path())
+            .env("PORTCULLIS_SEED_ENV", "staging")
+            .arg("migrate"))
+        .expect(0);
+        let mut expected = common.to_vec();
+        expected.extend(["staging/1_s.sql", "staging/9_s.sql", "staging/10_s.sql"]);
+        assert_eq!(ran(&url), expected);
+    }
+    assert_eq!(count(&url, SEEDS_TABLE), 6);
+
+    let url = fresh_db("seed_env_dev");
+    run(seeded(&url, m.path(), seeds.path()).args(["migrate", "--seed-env", "development"]))
+        .expect(0);
+    let mut expected = common.to_vec();
+    expected.push("development/1_d.sql");
+    assert_eq!(ran(&url), expected);
+
+    // An env without a folder runs the common seeds and says so.
+    let url = fresh_db("seed_env_prod");
+    let out = run(seeded(&url, m.path(), seeds.path())
+        .env("PORTCULLIS_SEED_ENV", "production")
+        .arg("migrate"));
+    out.expect(0);
+    assert!(
+        out.stderr
+            .contains("no seeds for PORTCULLIS_SEED_ENV=production"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(ran(&url), common);
+}
+
+#[test]
+fn a_missing_seeds_folder_means_no_seeds() {
+    let url = fresh_db("seed_missing");
+    let mut m = Folder::new();
+    m.add("0000_a", 1, "create table sm_a (id int);");
+    let missing = m.path().join("nowhere");
+    for _ in 0..2 {
+        let out = run(seeded(&url, m.path(), &missing).arg("migrate"));
+        out.expect(0);
+        assert!(
+            out.stderr.contains(&format!(
+                "no seeds: {} does not exist (PORTCULLIS_SEEDS_DIR)",
+                missing.display()
+            )),
+            "{}",
+            out.stderr
+        );
+    }
+    assert!(!table_exists(&url, SEEDS_TABLE));
+    let out = run(seeded(&url, m.path(), &missing).arg("seed"));
+    out.expect(0);
+    assert!(out.stderr.contains("seeds: none in"), "{}", out.stderr);
+}
+
+// ---- concurrency ------------------------------------------------------------------------------
+
+#[test]
+fn two_concurrent_migrates_seed_exactly_once_each_in_turn() {
+    let url = fresh_db("seed_race");
+    let mut m = Folder::new();
+    m.add(
+        "0000_race",
+        1,
+        "create table flags (name text primary key, value int not null);\n\
+         --> statement-breakpoint\n\
+         create table runs (id bigserial primary key, seed text not null, tx bigint not null);",
+    );
+    let seeds = SeedDir::new();
+    seeds
+        .write(
+            "1_a.sql",
+            "insert into flags values ('a', 1) on conflict (name) do update set value = excluded.value;\n\
+             insert into runs (seed, tx) values ('1_a', txid_current());\n\
+             select pg_sleep(0.5);",
+        )
+        .write(
+            "2_b.sql",
+            "insert into flags values ('b', 2) on conflict (name) do update set value = excluded.value;\n\
+             insert into runs (seed, tx) values ('2_b', txid_current());",
+        );
+    let started = Instant::now();
+    let children: Vec<_> = (0..2)
+        .map(|_| spawn(seeded(&url, m.path(), seeds.path()).arg("migrate")))
+        .collect();
+    let outputs: Vec<Output> = children
+        .into_iter()
+        .map(|c| finish(c, started, Duration::from_secs(60)))
+        .collect();
+    for o in &outputs {
+        o.expect(0);
+        assert!(o.stderr.contains("seeds: ran 2 in"), "{}", o.stderr);
+    }
+    assert_eq!(
+        outputs
+            .iter()
+            .filter(|o| o.stderr.contains("applied 1 migration"))
+            .count(),
+        1
+    );
+    // Each run's seeds ran whole, one run after the other: 1_a, 2_b of one transaction, then
+    // 1_a, 2_b of the other.
+    let runs = query(&url, "select seed, tx::text from runs order by id");
+    let seeds_in_order: Vec<&str> = runs.iter().map(|r| r[0].as_deref().unwrap()).collect();
+    assert_eq!(seeds_in_order, ["1_a", "2_b", "1_a", "2_b"]);
+    assert_eq!(runs[0][1], runs[1][1]);
+    assert_eq!(runs[2][1], runs[3][1]);
+    assert_ne!(runs[0][1], runs[2][1]);
+    assert_eq!(count(&url, "flags"), 2);
+    assert_eq!(
+        seed_runs(&url),
+        [("1_a.sql".to_string(), 2), ("2_b.sql".to_string(), 2)]
+    );
+    assert_eq!(advisory_locks(&url), 0);
+}
+
+// ---- commands and opt-outs ---------------------------------------------------------------------
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
+}
+
+#[test]
+fn seed_command_no_seed_flag_seeds_false_plan_and_status() {
+    let url = fresh_db("seed_cmds");
+    let mut m = Folder::new();
+    m.add(
+        "0000_kv",
+        1,
+        "create table kv (k text primary key, v text not null);",
+    );
+    let seeds = SeedDir::new();
+    seeds.write(
+        "1_kv.sql",
+        "insert into kv values ('plan', current_setting('portcullis.plan'))\n\
+         on conflict (k) do update set v = excluded.v;",
+    );
+    let cmd = || {
+        let mut c = seeded(&url, m.path(), seeds.path());
+        c.env("PORTCULLIS_SEED_VAR_PLAN", "pro");
+        c
+    };
+
+    // Opting out: the migrations run, the seeds do not, and nothing of them is created.
+    let out = run(cmd().args(["migrate", "--no-seed"]));
+    out.expect(0);
+    assert!(
+        out.stderr.contains("seeds are off for this run"),
+        "{}",
+        out.stderr
+    );
+    let out = run(cmd().env("PORTCULLIS_SEEDS", "false").arg("migrate"));
+    out.expect(0);
+    assert!(
+        out.stderr.contains("seeds are off for this run"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(rows(&url).len(), 1);
+    assert_eq!(count(&url, "kv"), 0);
+    assert!(!table_exists(&url, SEEDS_TABLE));
+
+    // plan lists the seed that would run, and changes nothing.
+    let out = run(cmd().arg("plan"));
+    out.expect(0);
+    assert!(
+        out.stdout.contains(
+            "-- seeds: 1 of 1 in ".to_string().as_str()
+        ) && out
+            .stdout
+            .contains("would run after the migrations, in this order, in one transaction (PORTCULLIS_SEED_MODE=always), with the settings portcullis.plan."),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(&format!(
+            "--   1_kv.sql ({}): new: never ran here",
+            seeds.file("1_kv.sql")
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stderr.contains("1 seed would run"), "{}", out.stderr);
+    let out = run(cmd().env("PORTCULLIS_SEEDS", "false").arg("plan"));
+    out.expect(0);
+    assert!(!out.stdout.contains("-- seeds"), "{}", out.stdout);
+    assert!(!table_exists(&url, SEEDS_TABLE));
+
+    // status before: the seed is new, the table not created yet.
+    let doc = json(&run(cmd().args(["status", "--format", "json"])));
+    assert_eq!(doc["seeds"]["table_exists"], false);
+    assert_eq!(doc["seeds"]["mode"], "always");
+    assert_eq!(doc["seeds"]["files"][0]["name"], "1_kv.sql");
+    assert_eq!(doc["seeds"]["files"][0]["state"], "new");
+    assert_eq!(doc["seeds"]["files"][0]["run_count"], 0);
+    assert_eq!(doc["seeds"]["files"][0]["next_run"], true);
+    assert!(!table_exists(&url, SEEDS_TABLE));
+
+    // `seed` runs the seeds only, under the lock, twice without change.
+    for runs in 1..=2 {
+        let out = run(cmd().arg("seed"));
+        out.expect(0);
+        assert!(
+            out.stderr.contains("seeds: ran 1 in") && out.stderr.contains("1_kv.sql"),
+            "{}",
+            out.stderr
+        );
+        assert_eq!(
+            query(&url, "select k, v from kv"),
+            [[Some("plan".to_string()), Some("pro".to_string())]]
+        );
+        assert_eq!(seed_runs(&url), [("1_kv.sql".to_string(), runs)]);
+    }
+
+    // status after: applied, with its runs and last run.
+    let doc = json(&run(cmd().args(["status", "--format", "json"])));
+    let f = &doc["seeds"]["files"][0];
+    assert_eq!(f["state"], "applied");
+    assert_eq!(f["run_count"], 2);
+    assert!(f["last_applied_at"].as_str().unwrap().ends_with(" UTC"));
+    assert_eq!(doc["seeds"]["table"], "\"drizzle\".\"__portcullis_seeds\"");
+    assert_eq!(doc["seeds"]["summary"], "1 seed, 1 applied; migrate runs 1");
+    let out = run(cmd().arg("status"));
+    out.expect(0);
+    assert!(
+        out.stdout
+            .contains("SEED      STATE    RUNS  LAST RUN (UTC)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("1_kv.sql  applied  2"),
+        "{}",
+        out.stdout
+    );
+
+    // changed mode: plan says the unchanged seed is left out; an edit makes it run again.
+    let out = run(cmd().env("PORTCULLIS_SEED_MODE", "changed").arg("plan"));
+    out.expect(0);
+    assert!(
+        out.stdout.contains("-- seeds: 0 of 1")
+            && out.stdout.contains("unchanged, left out (mode changed)"),
+        "{}",
+        out.stdout
+    );
+    seeds.write(
+        "1_kv.sql",
+        "insert into kv values ('plan', current_setting('portcullis.plan') || '+')\n\
+         on conflict (k) do update set v = excluded.v;",
+    );
+    let doc = json(&run(cmd()
+        .env("PORTCULLIS_SEED_MODE", "changed")
+        .args(["status", "--format", "json"])));
+    assert_eq!(doc["seeds"]["files"][0]["state"], "changed");
+    assert!(doc["seeds"]["files"][0]["recorded_hash"].is_string());
+
+    // A tracking row whose file was renamed away shows as recorded only.
+    std::fs::rename(
+        seeds.path().join("1_kv.sql"),
+        seeds.path().join("1_kv_renamed.sql"),
+    )
+    .unwrap();
+    let doc = json(&run(cmd().args(["status", "--format", "json"])));
+    assert_eq!(doc["seeds"]["files"][0]["name"], "1_kv_renamed.sql");
+    assert_eq!(doc["seeds"]["files"][0]["state"], "new");
+    assert_eq!(doc["seeds"]["recorded_only"][0]["name"], "1_kv.sql");
+    assert_eq!(doc["seeds"]["recorded_only"][0]["run_count"], 2);
+    std::fs::rename(
+        seeds.path().join("1_kv_renamed.sql"),
+        seeds.path().join("1_kv.sql"),
+    )
+    .unwrap();
+
+    // `seed` on a database whose migrations are pending warns, then fails like any seed would.
+    let url2 = fresh_db("seed_cmds_pending");
+    let out = run(seeded(&url2, m.path(), seeds.path())
+        .env("PORTCULLIS_SEED_VAR_PLAN", "pro")
+        .arg("seed"));
+    out.expect(9);
+    assert!(
+        out.stderr.contains("1 migration(s) of") && out.stderr.contains("are not applied yet"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("ERROR 42P01"), "{}", out.stderr);
+}
+
+// ---- folder errors ----------------------------------------------------------------------------
+
+#[test]
+fn an_unreadable_seed_an_empty_name_or_a_commit_exit_3_before_connecting() {
+    let closed = format!("postgres://postgres@127.0.0.1:{}/x", free_port());
+    let seeds = SeedDir::new();
+    seeds
+        .write("1_ok.sql", "select 1;")
+        .write(".sql", "select 1;")
+        .write("3_commit.sql", "insert into t values (1);\ncommit;\n");
+    std::os::unix::fs::symlink(
+        "/nonexistent/portcullis/seed.sql",
+        seeds.path().join("2_gone.sql"),
+    )
+    .unwrap();
+    for args in [
+        &["migrate"][..],
+        &["seed"],
+        &["validate", "--offline"],
+        &["plan"],
+    ] {
+        let started = Instant::now();
+        let out = run(seeded(&closed, &example_dir(), seeds.path())
+            .env("PORTCULLIS_WAIT_TIMEOUT", "30s")
+            .args(args));
+        out.expect(3);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{args:?} must not wait for the database"
+        );
+        assert!(
+            out.stderr.contains("the seeds folder has 3 problems"),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains(&format!(
+                "{}: a seed file needs a name before .sql",
+                seeds.file(".sql")
+            )),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains(&format!(
+                "{}: cannot read the seed file (it is a broken symbolic link)",
+                seeds.file("2_gone.sql")
+            )),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains(&format!(
+                "{}:2:1: COMMIT would end the transaction",
+                seeds.file("3_commit.sql")
+            )),
+            "{}",
+            out.stderr
+        );
+    }
+    // --no-seed does not read the seeds at all.
+    let out = run(seeded(&closed, &example_dir(), seeds.path())
+        .env("PORTCULLIS_WAIT_TIMEOUT", "0")
+        .args(["migrate", "--no-seed"]));
+    out.expect(5);
+}
