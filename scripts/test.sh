@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the tests need (PostgreSQL server binaries) and runs the whole test suite:
-# unit tests and the integration tests, which start their own throwaway PostgreSQL clusters.
+# Installs what the tests need (PostgreSQL server binaries, openssl, PgBouncer, Node.js and npm
+# for the drizzle-kit conformance suite) and runs the whole test suite: unit tests and the
+# integration tests, which start their own throwaway PostgreSQL clusters.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/pg.sh
@@ -10,6 +11,10 @@ ensure_postgres
 missing=()
 command -v openssl >/dev/null || missing+=(openssl)
 [ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null || missing+=(pgbouncer)
+# The conformance suite (tests/conformance) runs the real drizzle-kit (npm ci on first run) and
+# ../shared/bench/gen_corpus.py; tests/v1 runs the real drizzle-kit 1.0 the same way.
+{ command -v node >/dev/null && command -v npm >/dev/null; } || missing+=(nodejs npm)
+command -v python3 >/dev/null || missing+=(python3)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} for the tests..." >&2
   apt_install "${missing[@]}"
@@ -18,12 +23,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 export PG_BIN="${PG_BIN:-$(pg_bin_dir)}"
 echo "using PostgreSQL from $PG_BIN ($("$PG_BIN/postgres" --version))"
-# tests/v1 runs the real drizzle-kit 1.0 (installed by `npm ci` into target/ on first use).
-if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
-  echo "using node $(node --version) and npm $(npm --version 2>/dev/null) for the drizzle 1.0 interop tests"
-else
-  echo "warning: node and npm not found; the drizzle 1.0 interop tests (tests/v1) will fail" >&2
-fi
 
 # Two cores: four test threads keep both busy while PostgreSQL does its share.
 cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-4}"

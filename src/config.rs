@@ -382,12 +382,24 @@ pub fn termination_log_path() -> (std::path::PathBuf, bool) {
     }
 }
 
+/// Whether `PORTCULLIS_<rest>` is one of the variables Kubernetes injects for a Service named
+/// `portcullis` (`PORTCULLIS_SERVICE_HOST`, `PORTCULLIS_PORT_5432_TCP`, ...). They are not ours
+/// and not typos, so they are not refused.
+fn kubernetes_service_link(rest: &str) -> bool {
+    rest == "PORT"
+        || rest.starts_with("PORT_")
+        || rest == "SERVICE_HOST"
+        || rest == "SERVICE_PORT"
+        || rest.starts_with("SERVICE_PORT_")
+}
+
 fn reject_unknown(map: &BTreeMap<String, String>) -> Result<(), Error> {
     let unknown: Vec<&str> = map
         .keys()
         .filter_map(|k| k.strip_prefix("PORTCULLIS_"))
         .filter(|rest| !KNOWN_PORTCULLIS_VARS.contains(rest))
         .filter(|rest| !rest.starts_with(SEED_VAR_PREFIX))
+        .filter(|rest| !kubernetes_service_link(rest))
         .collect();
     if unknown.is_empty() {
         return Ok(());
@@ -1152,6 +1164,15 @@ mod tests {
             msg.contains("did you mean PORTCULLIS_WAIT_TIMEOUT"),
             "{msg}"
         );
+        // Kubernetes service links for a Service named `portcullis` are not ours either.
+        for (k, v) in [
+            ("PORTCULLIS_PORT", "tcp://10.0.0.9:5432"),
+            ("PORTCULLIS_PORT_5432_TCP_ADDR", "10.0.0.9"),
+            ("PORTCULLIS_SERVICE_HOST", "10.0.0.9"),
+            ("PORTCULLIS_SERVICE_PORT_HTTP", "80"),
+        ] {
+            assert!(cfg(&[("DATABASE_URL", URL), (k, v)]).is_ok(), "{k}");
+        }
         // Other prefixes are not ours to judge.
         assert!(cfg(&[("DATABASE_URL", URL), ("PORTCULLISX", "1")]).is_ok());
     }

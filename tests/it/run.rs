@@ -1,5 +1,4 @@
 //! Running the real `portcullis` binary in tests, and building migration folders on disk.
-#![allow(dead_code)] // shared by tests/it and tests/v1, which each use some of the helpers
 
 use crate::support::{Cluster, query};
 use std::path::{Path, PathBuf};

@@ -4,6 +4,7 @@
 #[path = "../it/support/mod.rs"]
 mod support;
 
+#[allow(dead_code)] // shared with tests/it and tests/conformance, which use other helpers
 #[path = "../it/run.rs"]
 mod run;
 
