@@ -239,9 +239,32 @@ impl Config {
     /// Reads the process environment (plus the kernel's host name when `HOSTNAME` is unset).
     /// `overrides` are flag values given as the variables they override.
     pub fn from_env(overrides: &[(String, String)]) -> Result<Config, Error> {
-        let mut vars: Vec<(String, String)> = std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .collect();
+        let mut vars: Vec<(String, String)> = Vec::new();
+        let mut not_utf8 = Vec::new();
+        for (k, v) in std::env::vars_os() {
+            match (k.into_string(), v.into_string()) {
+                (Ok(k), Ok(v)) => vars.push((k, v)),
+                // A setting we read must never be skipped silently (that would fall back to a
+                // default, e.g. ./migrations); other variables are none of our business.
+                (Ok(k), Err(_))
+                    if k.starts_with("PORTCULLIS_")
+                        || k.starts_with("DATABASE_URL")
+                        || k.starts_with("PG") =>
+                {
+                    not_utf8.push(k)
+                }
+                _ => {}
+            }
+        }
+        if !not_utf8.is_empty() {
+            not_utf8.sort();
+            return Err(Error::Config(format!(
+                "{} contain(s) bytes that are not valid UTF-8; portcullis reads only UTF-8 \
+                 settings and will not ignore one silently. Fix the value (paths included), or \
+                 unset the variable.",
+                not_utf8.join(", ")
+            )));
+        }
         if !vars.iter().any(|(k, _)| k == "HOSTNAME")
             && let Ok(name) = std::fs::read_to_string("/proc/sys/kernel/hostname")
         {

@@ -186,8 +186,46 @@ where
     result
 }
 
+// The tracking-table phases are bounded by the session's answer timeout (exit 5 when the server
+// stops answering), so a stalled connection cannot hang a run; see `db::Session::within`.
 async fn read_history(cfg: &Config, session: &db::Session) -> Result<Snapshot, Error> {
-    db::history::read(session, &cfg.migrations_schema, &cfg.migrations_table).await
+    session
+        .within(
+            "reading the tracking table",
+            db::history::read(session, &cfg.migrations_schema, &cfg.migrations_table),
+        )
+        .await
+}
+
+async fn prepare_history(
+    cfg: &Config,
+    session: &db::Session,
+    layout: Layout,
+) -> Result<Snapshot, Error> {
+    session
+        .within(
+            "reading the tracking table",
+            db::history::prepare(
+                session,
+                &cfg.migrations_schema,
+                &cfg.migrations_table,
+                layout,
+            ),
+        )
+        .await
+}
+
+async fn upgrade_history(
+    session: &db::Session,
+    table: &mut db::history::Table,
+    up: &upgrade::Upgrade,
+) -> Result<(), Error> {
+    session
+        .within(
+            "upgrading the tracking table to drizzle 1.0's shape",
+            db::history::upgrade(session, table, &up.names),
+        )
+        .await
 }
 
 /// The decision `migrate` would take now, from a snapshot of the table: the plan over the rows
@@ -217,12 +255,16 @@ fn decide(
         &snapshot.table.qualified,
     )?;
     if folder.layout == Layout::Journal && snapshot.table.has_name_column {
+        let nameless_ids: std::collections::HashSet<i64> = rows
+            .iter()
+            .filter(|r| r.name.is_none())
+            .map(|r| r.id)
+            .collect();
         let nameless: Vec<&str> = (plan.states.iter().zip(&folder.migrations))
             .filter_map(|(s, m)| match s {
-                State::Applied { row_id, .. } => rows
-                    .iter()
-                    .any(|r| r.id == *row_id && r.name.is_none())
-                    .then_some(m.tag.as_str()),
+                State::Applied { row_id, .. } if nameless_ids.contains(row_id) => {
+                    Some(m.tag.as_str())
+                }
                 _ => None,
             })
             .collect();
@@ -232,7 +274,15 @@ fn decide(
                  runner wrote them); once this project moves to drizzle-kit 1.0, drizzle would \
                  run those migrations again. `portcullis repair --apply` names them",
                 snapshot.table.qualified,
-                nameless.join(", ")
+                if nameless.len() > 10 {
+                    format!(
+                        "{} and {} more",
+                        nameless[..10].join(", "),
+                        nameless.len() - 10
+                    )
+                } else {
+                    nameless.join(", ")
+                }
             ));
         }
     }
@@ -270,18 +320,12 @@ async fn migrate_locked(
     started: Instant,
 ) -> Result<Outcome, Error> {
     interrupt::set_activity("reading the tracking table");
-    let snapshot = db::history::prepare(
-        session,
-        &cfg.migrations_schema,
-        &cfg.migrations_table,
-        folder.layout,
-    )
-    .await?;
+    let snapshot = prepare_history(cfg, session, folder.layout).await?;
     let (plan, decision, upgrade) = decide(cfg, folder, &snapshot)?;
     log_decision(&decision);
     let mut table = snapshot.table;
     if let Some(up) = &upgrade {
-        db::history::upgrade(session, &mut table, &up.names).await?;
+        upgrade_history(session, &mut table, up).await?;
     }
     let todo: Vec<&Migration> = decision
         .apply
@@ -454,12 +498,19 @@ fn status(
     }
     let plan = Plan::analyse(folder.layout, &folder.migrations, &rows);
     let late = plan.late(&folder.migrations);
+    // By id through a map: a scan of the rows per migration is minutes for 100k of each.
+    let applied_at_by_id: std::collections::HashMap<i64, Option<&str>> = snapshot
+        .raw
+        .iter()
+        .rev() // the first row with an id wins, as a scan would find it
+        .map(|r| (r.id, r.applied_at.as_deref()))
+        .collect();
     let applied_at = |id: i64| {
-        snapshot
-            .raw
-            .iter()
-            .find(|r| r.id == id)
-            .and_then(|r| r.applied_at.clone())
+        applied_at_by_id
+            .get(&id)
+            .copied()
+            .flatten()
+            .map(str::to_string)
     };
     let mut counts = report::StatusCounts::default();
     let migrations: Vec<report::StatusEntry> = folder
@@ -757,13 +808,7 @@ async fn baseline(
             }
         },
     };
-    let snapshot = db::history::prepare(
-        session,
-        &cfg.migrations_schema,
-        &cfg.migrations_table,
-        folder.layout,
-    )
-    .await?;
+    let snapshot = prepare_history(cfg, session, folder.layout).await?;
     let mut rows = snapshot.rows();
     let upgrade = table_upgrade(folder, &snapshot);
     if let Some(up) = &upgrade {
@@ -836,7 +881,7 @@ async fn baseline(
     }
     let mut table = snapshot.table;
     if let Some(up) = &upgrade {
-        db::history::upgrade(session, &mut table, &up.names).await?;
+        upgrade_history(session, &mut table, up).await?;
     }
     db::apply::record(session, &table, &todo).await?;
     let mut stdout = String::new();
@@ -925,7 +970,12 @@ async fn repair(
         });
     }
     let stamp = report::stamp(now_millis());
-    let backup = db::history::apply_repair(session, &snapshot, &plan, &stamp).await?;
+    let backup = session
+        .within(
+            "repairing the tracking table",
+            db::history::apply_repair(session, &snapshot, &plan, &stamp),
+        )
+        .await?;
     stdout.insert_str(0, &format!("did: copy {q} to {backup}\n"));
     Ok(Outcome {
         stdout,

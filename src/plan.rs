@@ -19,6 +19,7 @@ use crate::error::Error;
 use crate::report::utc;
 use crate::source::split::cosmetic_variant_hashes;
 use crate::source::{Layout, Migration};
+use std::collections::{HashMap, VecDeque};
 
 /// One row of drizzle's tracking table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,14 +107,15 @@ impl Plan {
         let mark = rows.iter().filter_map(|r| r.created_at).max();
         let mut claimed = vec![false; rows.len()];
         let mut states: Vec<Option<State>> = vec![None; migrations.len()];
+        // Each step gives a migration the first unclaimed row (in row order) that matches it,
+        // through an index of the rows by the step's key (see `index`).
 
         // 0. A table drizzle 1.0 has used: the name it recorded (the folder `drizzle-kit up`
         //    made of this entry) says the migration ran, even though 1.0 wrote a second-precision
         //    created_at that is not the journal's `when`.
+        let mut by_name = index(rows, |r| r.name.as_deref());
         for (i, m) in migrations.iter().enumerate() {
-            if let Some(r) = (0..rows.len())
-                .find(|&r| !claimed[r] && rows[r].name.as_deref() == Some(m.name.as_str()))
-            {
+            if let Some(r) = first_unclaimed(by_name.get_mut(m.name.as_str()), &claimed) {
                 claimed[r] = true;
                 states[i] = Some(if rows[r].hash == m.hash {
                     State::Applied {
@@ -126,13 +128,12 @@ impl Plan {
             }
         }
         // 1. Exact matches: same `created_at` and same hash.
+        let mut exact = index(rows, |r| r.created_at.map(|c| (c, r.hash.as_str())));
         for (i, m) in migrations.iter().enumerate() {
             if states[i].is_some() {
                 continue;
             }
-            if let Some(r) = (0..rows.len()).find(|&r| {
-                !claimed[r] && rows[r].created_at == Some(m.when) && rows[r].hash == m.hash
-            }) {
+            if let Some(r) = first_unclaimed(exact.get_mut(&(m.when, m.hash.as_str())), &claimed) {
                 claimed[r] = true;
                 states[i] = Some(State::Applied {
                     row_id: rows[r].id,
@@ -144,15 +145,13 @@ impl Plan {
         //     the converted folder under a name this journal does not produce (a rename, or
         //     `drizzle-kit up` run in a time zone where the year differed). drizzle 0.x would run
         //     it again; it ran.
+        let mut by_second = index(rows, |r| r.whole_second().map(|s| (s, r.hash.as_str())));
         for (i, m) in migrations.iter().enumerate() {
             if states[i].is_some() {
                 continue;
             }
-            if let Some(r) = (0..rows.len()).find(|&r| {
-                !claimed[r]
-                    && rows[r].whole_second() == Some(second_of(m.when))
-                    && rows[r].hash == m.hash
-            }) {
+            let key = (second_of(m.when), m.hash.as_str());
+            if let Some(r) = first_unclaimed(by_second.get_mut(&key), &claimed) {
                 claimed[r] = true;
                 states[i] = Some(State::Applied {
                     row_id: rows[r].id,
@@ -167,23 +166,23 @@ impl Plan {
             }
         }
         // 3. A row under this `when` with another hash: the file was edited after it was applied.
+        let mut by_when = index(rows, |r| r.created_at);
         for (i, m) in migrations.iter().enumerate() {
             if states[i].is_some() {
                 continue;
             }
-            if let Some(r) =
-                (0..rows.len()).find(|&r| !claimed[r] && rows[r].created_at == Some(m.when))
-            {
+            if let Some(r) = first_unclaimed(by_when.get_mut(&m.when), &claimed) {
                 claimed[r] = true;
                 states[i] = Some(edited(m, &rows[r]));
             }
         }
         // 4. Recorded by hash under another `created_at` (or NULL): applied, but its `when` moved.
+        let mut by_hash = index(rows, |r| Some(r.hash.as_str()));
         for (i, m) in migrations.iter().enumerate() {
             if states[i].is_some() {
                 continue;
             }
-            if let Some(r) = (0..rows.len()).find(|&r| !claimed[r] && rows[r].hash == m.hash) {
+            if let Some(r) = first_unclaimed(by_hash.get_mut(m.hash.as_str()), &claimed) {
                 claimed[r] = true;
                 states[i] = Some(State::Applied {
                     row_id: rows[r].id,
@@ -220,13 +219,16 @@ impl Plan {
     fn analyse_folders(migrations: &[Migration], rows: &[HistoryRow]) -> Plan {
         let mut claimed = vec![false; rows.len()];
         let mut states = Vec::with_capacity(migrations.len());
+        let by_name = index(rows, |r| r.name.as_deref());
+        let mut unnamed_by_second = index(rows, |r| match (&r.name, r.created_at) {
+            (None, Some(c)) => Some((second_of(c), r.hash.as_str())),
+            _ => None,
+        });
         for m in migrations {
-            let named: Vec<usize> = (0..rows.len())
-                .filter(|&r| rows[r].name.as_deref() == Some(m.name.as_str()))
-                .collect();
-            if let Some(&first) = named.first() {
+            if let Some(named) = by_name.get(m.name.as_str()) {
+                let first = named[0];
                 // drizzle 1.0 only asks whether the name is there; duplicates are harmless.
-                for &r in &named {
+                for &r in named {
                     claimed[r] = true;
                 }
                 states.push(match named.iter().find(|&&r| rows[r].hash == m.hash) {
@@ -238,12 +240,10 @@ impl Plan {
                 });
                 continue;
             }
-            let unnamed = (0..rows.len()).find(|&r| {
-                !claimed[r]
-                    && rows[r].name.is_none()
-                    && rows[r].created_at.map(second_of) == Some(m.when)
-                    && rows[r].hash == m.hash
-            });
+            let unnamed = first_unclaimed(
+                unnamed_by_second.get_mut(&(m.when, m.hash.as_str())),
+                &claimed,
+            );
             match unnamed {
                 Some(r) => {
                     claimed[r] = true;
@@ -319,8 +319,12 @@ impl Plan {
 
         if !self.null_rows.is_empty() {
             let mut fixes = Vec::new();
+            let mut by_hash: HashMap<&str, &Migration> = HashMap::new();
+            for m in migrations.iter().rev() {
+                by_hash.insert(&m.hash, m); // the first migration with a hash wins, as find did
+            }
             for r in &self.null_rows {
-                match migrations.iter().find(|m| m.hash == r.hash) {
+                match by_hash.get(r.hash.as_str()) {
                     Some(m) => fixes.push(format!(
                         "UPDATE {table} SET created_at = {} WHERE id = {};  -- {}",
                         m.when, r.id, m.tag
@@ -474,6 +478,33 @@ impl Plan {
             notes,
         })
     }
+}
+
+/// The rows indexed by `key`, each key's rows in row order. Every matching step looks rows up
+/// here instead of scanning them, so that 100k migrations against 100k rows take milliseconds.
+fn index<'r, K: std::hash::Hash + Eq>(
+    rows: &'r [HistoryRow],
+    key: impl Fn(&'r HistoryRow) -> Option<K>,
+) -> HashMap<K, VecDeque<usize>> {
+    let mut map: HashMap<K, VecDeque<usize>> = HashMap::new();
+    for (r, row) in rows.iter().enumerate() {
+        if let Some(k) = key(row) {
+            map.entry(k).or_default().push_back(r);
+        }
+    }
+    map
+}
+
+/// The first row of `queue` not claimed yet (dropping the claimed ones on the way).
+fn first_unclaimed(queue: Option<&mut VecDeque<usize>>, claimed: &[bool]) -> Option<usize> {
+    let queue = queue?;
+    while let Some(&r) = queue.front() {
+        if !claimed[r] {
+            return Some(r);
+        }
+        queue.pop_front();
+    }
+    None
 }
 
 /// The state of a migration whose row has another hash.

@@ -104,19 +104,22 @@ pub fn plan(
         .iter()
         .filter_map(|r| r.name.clone().map(|n| (r.id, n)))
         .collect();
+    let mut taken: std::collections::HashSet<String> = names.values().cloned().collect();
+    let second = |ms: i64| ms - ms.rem_euclid(1000);
+    let mut by_second: std::collections::HashMap<(&str, i64), &Migration> =
+        std::collections::HashMap::new();
+    for m in migrations.iter().rev() {
+        by_second.insert((m.hash.as_str(), second(m.when)), m); // the first one wins
+    }
     let mut namings = Vec::new();
     for (id, hash, value) in resolved.iter().filter(|_| named) {
         if names.contains_key(id) {
             continue;
         }
-        let second = |ms: i64| ms - ms.rem_euclid(1000);
-        let Some(m) = migrations
-            .iter()
-            .find(|m| &m.hash == hash && second(m.when) == second(*value))
-        else {
+        let Some(m) = by_second.get(&(hash.as_str(), second(*value))) else {
             continue;
         };
-        if names.values().any(|n| n == &m.name) {
+        if !taken.insert(m.name.clone()) {
             continue;
         }
         names.insert(*id, m.name.clone());

@@ -100,9 +100,10 @@ fn js_whole_number(text: &str) -> Option<i64> {
 impl Upgrade {
     /// The rows as drizzle 1.0 would read them after the upgrade.
     pub fn apply_to(&self, rows: &mut [HistoryRow]) {
+        let by_id: HashMap<i64, &String> = self.names.iter().map(|(id, n)| (*id, n)).collect();
         for row in rows {
-            if let Some((_, name)) = self.names.iter().find(|(id, _)| *id == row.id) {
-                row.name = Some(name.clone());
+            if let Some(name) = by_id.get(&row.id) {
+                row.name = Some((*name).clone());
             }
         }
     }

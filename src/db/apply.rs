@@ -12,6 +12,7 @@
 //!   every other query behind it; a second connection watches who blocks the waiting statement;
 //! - a failure report naming the file, line:column, SQLSTATE, DETAIL, HINT and what was kept.
 
+use super::connect::NoObserver;
 use super::history::Table;
 use super::{Session, query_failed};
 use crate::config::{TransactionMode, format_duration};
@@ -20,6 +21,7 @@ use crate::interrupt;
 use crate::source::split::{line_col, position_to_byte};
 use crate::source::{Chunk, Migration};
 use backon::{BackoffBuilder, ExponentialBuilder};
+use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
 use tokio_postgres::types::ToSql;
 
@@ -89,12 +91,25 @@ struct Runner<'a> {
     session: &'a Session,
     table: &'a Table,
     insert: String,
-    observer: Option<tokio_postgres::Client>,
+    /// A second connection: names who blocks a waiting statement, and confirms that the server
+    /// is still running a long one. Taken out while in use (never borrowed across an await).
+    observer: Cell<Option<tokio_postgres::Client>>,
     limits: Limits,
     mode: TransactionMode,
     /// Migrations committed so far in this run.
     committed: Vec<Applied>,
 }
+
+/// Why a statement (or COMMIT) did not complete normally.
+enum Sent {
+    /// The server answered with an error, or the connection broke.
+    Failed(tokio_postgres::Error),
+    /// No answer, and the server could not be seen running it: the connection is given up.
+    Lost(String),
+}
+
+/// The state of session `$1` as the server sees it: 'active' while it runs our statement.
+const STATE_OF: &str = "select state from pg_stat_activity where pid = $1";
 
 /// Sessions blocking `$1`, described for the log.
 const BLOCKERS: &str = "\
@@ -113,23 +128,34 @@ pub async fn apply(
 ) -> Result<Vec<Applied>, Error> {
     let client = session.client();
     let ms = |d: Duration| format!("{}ms", d.as_millis());
-    client
-        .query_one(
-            "select set_config('lock_timeout', $1, false), set_config('statement_timeout', $2, false)",
-            &[&ms(limits.lock_timeout), &ms(limits.statement_timeout)],
-        )
-        .await
-        .map_err(|e| query_failed("setting lock_timeout and statement_timeout", &e))?;
+    let what = "setting lock_timeout and statement_timeout";
+    session
+        .within(what, async {
+            client
+                .query_one(
+                    "select set_config('lock_timeout', $1, false), set_config('statement_timeout', $2, false)",
+                    &[&ms(limits.lock_timeout), &ms(limits.statement_timeout)],
+                )
+                .await
+                .map_err(|e| query_failed(what, &e))
+        })
+        .await?;
     let observer = if limits.lock_timeout.is_zero() {
         None
     } else {
-        super::connect::observer(&session.database).await
+        tokio::time::timeout(
+            session.answer_timeout,
+            super::connect::observer(&session.database),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
     };
     let mut runner = Runner {
         session,
         table,
         insert: insert_sql(table),
-        observer,
+        observer: Cell::new(observer),
         limits,
         mode,
         committed: Vec::new(),
@@ -196,51 +222,172 @@ impl Runner<'_> {
         self.session.client()
     }
 
-    /// Runs one statement, sampling who blocks it while it waits longer than half the lock
-    /// timeout. Returns the result and the last blockers seen.
-    async fn execute(&self, sql: &str) -> (Result<(), tokio_postgres::Error>, Vec<String>) {
+    /// Runs one statement (or COMMIT) and watches it from a second connection: while it waits
+    /// longer than half the lock timeout, who blocks it (for the log); and every
+    /// `answer_timeout`, whether the server is still running it. A statement may run as long
+    /// as the server confirms it (an index build can take hours), but when nothing confirms it
+    /// for three `answer_timeout`s, or no answer came within `statement_timeout` plus one
+    /// `answer_timeout`, the connection is given up ([`Sent::Lost`]): a proxy that stopped
+    /// forwarding or a hung server would otherwise hang the run forever, since TCP keepalives
+    /// are answered by whatever holds the socket. Returns the last blockers seen too.
+    async fn execute(&self, sql: &str) -> (Result<(), Sent>, Vec<String>) {
+        let started = tokio::time::Instant::now();
+        let blockers = RefCell::new(Vec::new());
         let exec = self.client().batch_execute(sql);
-        tokio::pin!(exec);
-        let Some(observer) = &self.observer else {
-            return (exec.await, Vec::new());
+        let watch = self.watch(started, &blockers);
+        let t = self.session.answer_timeout;
+        let deadline = async {
+            if self.limits.statement_timeout.is_zero() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep_until(started + self.limits.statement_timeout + t).await;
         };
-        let mut blockers = Vec::new();
-        let mut next = tokio::time::Instant::now() + self.limits.lock_timeout / 2;
+        let result = tokio::select! {
+            result = exec => result.map_err(Sent::Failed),
+            why = watch => Err(Sent::Lost(why)),
+            () = deadline => Err(Sent::Lost(format!(
+                "no answer within statement_timeout ({}) plus {} although the server cancels a \
+                 statement at statement_timeout",
+                format_duration(self.limits.statement_timeout),
+                format_duration(t)
+            ))),
+        };
+        if matches!(result, Err(Sent::Lost(_))) {
+            self.session.mark_lost();
+        }
+        (result, blockers.take())
+    }
+
+    /// Runs until the statement counts as lost (see [`Runner::execute`]); returns why.
+    async fn watch(
+        &self,
+        started: tokio::time::Instant,
+        blockers: &RefCell<Vec<String>>,
+    ) -> String {
+        let t = self.session.answer_timeout;
+        let sample_blockers = !self.limits.lock_timeout.is_zero();
+        let mut next_sample = started + self.limits.lock_timeout / 2;
+        let mut next_check = started + t;
+        let mut confirmed = started;
         loop {
-            tokio::select! {
-                result = &mut exec => return (result, blockers),
-                _ = tokio::time::sleep_until(next) => {
-                    next += Duration::from_millis(250);
-                    if let Ok(rows) = observer.query(BLOCKERS, &[&self.session.backend_pid]).await
-                        && !rows.is_empty()
-                    {
-                        blockers = rows
-                            .iter()
-                            .map(|r| {
-                                format!(
-                                    "pid {} ({:?}, {}, transaction open {:.1}s, query `{}`)",
-                                    r.get::<_, i32>(0),
-                                    r.get::<_, String>(1),
-                                    r.get::<_, String>(2),
-                                    r.get::<_, f64>(3),
-                                    r.get::<_, String>(4)
-                                )
-                            })
-                            .collect();
-                    }
+            let wake = if sample_blockers {
+                next_sample.min(next_check)
+            } else {
+                next_check
+            };
+            tokio::time::sleep_until(wake).await;
+            let now = tokio::time::Instant::now();
+            if sample_blockers && now >= next_sample {
+                next_sample = now + Duration::from_millis(250);
+                if let Some(seen) = self.blockers().await
+                    && !seen.is_empty()
+                {
+                    *blockers.borrow_mut() = seen;
+                }
+            }
+            if now >= next_check {
+                if self.still_running().await {
+                    confirmed = tokio::time::Instant::now();
+                }
+                next_check = tokio::time::Instant::now() + t;
+                if confirmed.elapsed() >= 3 * t {
+                    return format!(
+                        "no answer for {:.0}s, and the server has not confirmed for {:.0}s that \
+                         it is still running it (checked through a second connection every {})",
+                        started.elapsed().as_secs_f64(),
+                        confirmed.elapsed().as_secs_f64(),
+                        format_duration(t)
+                    );
                 }
             }
         }
     }
 
+    /// The observer connection, opened (again) when missing or closed.
+    async fn observer(&self) -> Result<tokio_postgres::Client, NoObserver> {
+        match self.observer.take() {
+            Some(c) if !c.is_closed() => Ok(c),
+            _ => tokio::time::timeout(
+                self.session.answer_timeout,
+                super::connect::observer(&self.session.database),
+            )
+            .await
+            .unwrap_or(Err(NoObserver::Unreachable)),
+        }
+    }
+
+    /// Whether the server still runs a statement for our session (state `active`), asked on
+    /// the observer connection within `answer_timeout`. A server that answers but cannot be
+    /// asked (too many connections for the server or the role, an error) gets the benefit of
+    /// the doubt: a healthy hour-long index build must never be given up.
+    async fn still_running(&self) -> bool {
+        let observer = match self.observer().await {
+            Ok(c) => c,
+            Err(NoObserver::Busy) => return true,
+            Err(NoObserver::Unreachable) => return false,
+        };
+        let asked = tokio::time::timeout(
+            self.session.answer_timeout,
+            observer.query_opt(STATE_OF, &[&self.session.backend_pid]),
+        )
+        .await;
+        let running = match &asked {
+            Ok(Ok(Some(row))) => row.get::<_, Option<String>>(0).as_deref() == Some("active"),
+            // Our backend is gone from the server: the session ended without us hearing of it.
+            Ok(Ok(None)) => false,
+            Ok(Err(e)) => e.as_db_error().is_some(),
+            Err(_) => false,
+        };
+        // Keep a connection that answered; one that did not is dropped and opened anew.
+        if asked.is_ok() {
+            self.observer.set(Some(observer));
+        }
+        running
+    }
+
+    /// The sessions blocking ours, described for the log; `None` when they cannot be asked.
+    async fn blockers(&self) -> Option<Vec<String>> {
+        let observer = self.observer.take()?;
+        if observer.is_closed() {
+            return None;
+        }
+        let asked = tokio::time::timeout(
+            self.session.answer_timeout,
+            observer.query(BLOCKERS, &[&self.session.backend_pid]),
+        )
+        .await;
+        let Ok(rows) = asked else {
+            return None; // unanswered: dropped; the liveness check opens a new one
+        };
+        self.observer.set(Some(observer));
+        Some(
+            rows.ok()?
+                .iter()
+                .map(|r| {
+                    format!(
+                        "pid {} ({:?}, {}, transaction open {:.1}s, query `{}`)",
+                        r.get::<_, i32>(0),
+                        r.get::<_, String>(1),
+                        r.get::<_, String>(2),
+                        r.get::<_, f64>(3),
+                        r.get::<_, String>(4)
+                    )
+                })
+                .collect(),
+        )
+    }
+
     /// `BEGIN`, the migrations with their rows, `COMMIT`.
     async fn transaction(&self, group: &[&Migration]) -> Result<Vec<Applied>, GroupError> {
-        let lost =
-            |what: &str, e: &tokio_postgres::Error| GroupError::Failed(query_failed(what, e));
-        self.client()
-            .batch_execute("BEGIN")
+        self.session
+            .within("starting the transaction", async {
+                self.client()
+                    .batch_execute("BEGIN")
+                    .await
+                    .map_err(|e| query_failed("BEGIN", &e))
+            })
             .await
-            .map_err(|e| lost("BEGIN", &e))?;
+            .map_err(GroupError::Failed)?;
         let mut done = Vec::with_capacity(group.len());
         for m in group {
             let started = Instant::now();
@@ -265,44 +412,83 @@ impl Runner<'_> {
                 let (result, blockers) = self.execute(sent).await;
                 if let Err(e) = result {
                     rollback(self.session).await;
-                    return Err(self.failure(m, &chunks, n, &e, blockers, |_| {
+                    return Err(self.failure(m, &chunks, n, e, blockers, |_| {
                         self.consequence_of_rollback(group)
                     }));
                 }
                 statements += 1;
             }
-            if let Err(e) = insert_row(self.client(), &self.insert, self.table, m).await {
+            if let Err(e) = self.record_row(m).await {
                 rollback(self.session).await;
-                return Err(GroupError::Failed(query_failed(
-                    &format!("recording {} in {}", m.tag, self.table.qualified),
-                    &e,
-                )));
+                return Err(GroupError::Failed(e));
             }
             done.push(self.ran(m, statements, started));
         }
-        if let Err(e) = self.client().batch_execute("COMMIT").await {
+        interrupt::set_activity(format!(
+            "committing {} migration(s) ending with {}",
+            group.len(),
+            group.last().map_or("", |m| m.tag.as_str())
+        ));
+        // COMMIT is watched like a statement: it can take a while, and when its answer never
+        // comes, whether it happened is unknown, which the message must say.
+        let (committed, _) = self.execute("COMMIT").await;
+        if let Err(sent) = committed {
             rollback(self.session).await;
             let last = group.last().expect("groups are never empty");
-            return Err(GroupError::Failed(match e.as_db_error() {
-                Some(db) => Error::MigrationFailed(Box::new(MigrationFailure {
-                    tag: last.tag.clone(),
-                    file: last.file(),
-                    chunk: last.chunks().len(),
-                    chunks: last.chunks().len(),
-                    line: 1,
-                    column: 1,
-                    exact_position: false,
-                    statement_excerpt: "COMMIT (deferred constraints are checked here)".into(),
-                    sqlstate: db.code().code().to_string(),
-                    message: db.message().to_string(),
-                    detail: db.detail().map(str::to_string),
-                    hint: db.hint().map(str::to_string),
-                    consequence: self.consequence_of_rollback(group),
-                })),
-                None => query_failed("COMMIT", &e),
+            return Err(GroupError::Failed(match sent {
+                Sent::Failed(e) if session_ended(&e) => self.commit_unknown(group, &describe(&e)),
+                Sent::Failed(e) => match e.as_db_error() {
+                    Some(db) => Error::MigrationFailed(Box::new(MigrationFailure {
+                        tag: last.tag.clone(),
+                        file: last.file(),
+                        chunk: last.chunks().len(),
+                        chunks: last.chunks().len(),
+                        line: 1,
+                        column: 1,
+                        exact_position: false,
+                        statement_excerpt: "COMMIT (deferred constraints are checked here)".into(),
+                        sqlstate: db.code().code().to_string(),
+                        message: db.message().to_string(),
+                        detail: db.detail().map(str::to_string),
+                        hint: db.hint().map(str::to_string),
+                        consequence: self.consequence_of_rollback(group),
+                    })),
+                    None => self.commit_unknown(group, &describe(&e)),
+                },
+                Sent::Lost(why) => self.commit_unknown(group, &why),
             }));
         }
         Ok(done)
+    }
+
+    /// The tracking row of `m`, inserted within `answer_timeout`.
+    async fn record_row(&self, m: &Migration) -> Result<u64, Error> {
+        let what = format!("recording {} in {}", m.tag, self.table.qualified);
+        self.session
+            .within(&what, async {
+                insert_row(self.client(), &self.insert, self.table, m)
+                    .await
+                    .map_err(|e| query_failed(&what, &e))
+            })
+            .await
+    }
+
+    /// The connection ended or went silent during COMMIT: the outcome is unknown, but atomic.
+    fn commit_unknown(&self, group: &[&Migration], why: &str) -> Error {
+        Error::Unreachable(format!(
+            "the connection to the database was lost while committing {} migration(s) ({}): \
+             {why}. Whether the COMMIT happened is unknown, but PostgreSQL commits completely or \
+             not at all: either every one of them was applied together with its tracking row, \
+             or none was. The next run reads the tracking table and carries on from whichever \
+             it was.{} Run again; a restart may help.",
+            group.len(),
+            group
+                .iter()
+                .map(|m| m.tag.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.kept()
+        ))
     }
 
     /// A migration that cannot run in a transaction: each chunk autocommits, from `from` on (a
@@ -341,22 +527,45 @@ impl Runner<'_> {
             let sent = sendable(chunk);
             let (result, blockers) = self.execute(sent).await;
             if let Err(e) = result {
+                if let Sent::Lost(why) = &e
+                    && interrupt::signal().is_none()
+                {
+                    return Err(GroupError::Failed(Error::Unreachable(format!(
+                        "the database stopped answering while running statement {} of {} ({}), \
+                         which runs outside a transaction ({reason}): {why}. The connection is \
+                         treated as lost, and whether that statement completed on the server is \
+                         unknown; statements before it are committed. The migration is not \
+                         recorded, so the next run starts it again from its first statement: \
+                         check the database and make the statements idempotent (IF NOT EXISTS) \
+                         or undo them first.{} Check the network path (a proxy or firewall that \
+                         stopped forwarding, a hung server) and run again.",
+                        n + 1,
+                        m.tag,
+                        m.file(),
+                        self.kept()
+                    ))));
+                }
                 let invalid = self.invalid_indexes(sent).await;
-                return Err(self.failure(m, &chunks, n, &e, blockers, |n| {
+                return Err(self.failure(m, &chunks, n, e, blockers, |n| {
                     self.consequence_outside(m, reason, &chunks, n, &invalid)
                 }));
             }
             statements += 1;
         }
-        if let Err(e) = insert_row(self.client(), &self.insert, self.table, m).await {
-            return Err(GroupError::Failed(query_failed(
-                &format!(
-                    "recording {} in {} (its statements all ran and are committed; record it \
-                     with `portcullis baseline --to {}` once the cause is fixed)",
+        if let Err(e) = self.record_row(m).await {
+            return Err(GroupError::Failed(match e {
+                Error::Unreachable(why) => Error::Unreachable(format!(
+                    "{why} The statements of {} all ran and are committed, but its tracking row \
+                     may be missing: check {} and record it with `portcullis baseline --to {}` \
+                     if it is.",
                     m.tag, self.table.qualified, m.tag
-                ),
-                &e,
-            )));
+                )),
+                other => Error::Internal(format!(
+                    "{other} The statements of {} all ran and are committed; record it with \
+                     `portcullis baseline --to {}` once the cause is fixed.",
+                    m.tag, m.tag
+                )),
+            }));
         }
         Ok(vec![self.ran(m, statements, started)])
     }
@@ -385,24 +594,48 @@ impl Runner<'_> {
         m: &Migration,
         chunks: &[Chunk<'_>],
         n: usize,
-        e: &tokio_postgres::Error,
+        sent: Sent,
         blockers: Vec<String>,
         consequence: impl FnOnce(usize) -> String,
     ) -> GroupError {
         if interrupt::signal().is_some() {
             return GroupError::Failed(interrupt::error());
         }
+        let e = match sent {
+            Sent::Failed(e) => e,
+            Sent::Lost(why) => {
+                return GroupError::Failed(Error::Unreachable(format!(
+                    "the database stopped answering while running statement {} of {} ({}): \
+                     {why}. The connection is treated as lost, so nothing of this transaction \
+                     was committed (no migration of it, no tracking row): the server rolls it \
+                     back, and releases the migration lock, when it notices.{} Check the network \
+                     path (a proxy or firewall that stopped forwarding, a hung server) and run \
+                     again; a restart may help.",
+                    n + 1,
+                    m.tag,
+                    m.file(),
+                    self.kept()
+                )));
+            }
+        };
         let chunk = chunks[n];
         let sent = sendable(&chunk);
-        let Some(db) = e.as_db_error() else {
-            return GroupError::Failed(Error::Unreachable(format!(
-                "the connection to the database was lost while running statement {} of {} ({}): \
-                 {e}. The server rolls back an open transaction; {} Run again.",
-                n + 1,
-                m.tag,
-                m.file(),
-                consequence(n)
-            )));
+        // The server went away (a restart, a crash, a failover, pg_terminate_backend): not a
+        // problem of the SQL, and a restart may help.
+        let db = match e.as_db_error() {
+            Some(db) if !session_ended(&e) => db,
+            _ => {
+                return GroupError::Failed(Error::Unreachable(format!(
+                    "the connection to the database ended while running statement {} of {} ({}): {}. \
+                 The server is shutting down or restarting, or ended this session. {} Run again \
+                 once the database is back; a restart may help.",
+                    n + 1,
+                    m.tag,
+                    m.file(),
+                    describe(&e),
+                    consequence(n)
+                )));
+            }
         };
         if db.code().code() == "55P03" {
             return GroupError::LockTimeout {
@@ -519,16 +752,22 @@ impl Runner<'_> {
     /// `CREATE INDEX CONCURRENTLY` leaves behind.
     async fn invalid_indexes(&self, statement: &str) -> Vec<String> {
         let lower = statement.to_lowercase();
-        match self
-            .client()
-            .query(
-                "select format('%I.%I', n.nspname, c.relname), c.relname::text \
-                   from pg_index i join pg_class c on c.oid = i.indexrelid \
-                   join pg_namespace n on n.oid = c.relnamespace where not i.indisvalid",
-                &[],
-            )
-            .await
-        {
+        let what = "looking for INVALID indexes";
+        let found = self
+            .session
+            .within(what, async {
+                self.client()
+                    .query(
+                        "select format('%I.%I', n.nspname, c.relname), c.relname::text \
+                           from pg_index i join pg_class c on c.oid = i.indexrelid \
+                           join pg_namespace n on n.oid = c.relnamespace where not i.indisvalid",
+                        &[],
+                    )
+                    .await
+                    .map_err(|e| query_failed(what, &e))
+            })
+            .await;
+        match found {
             Ok(rows) => rows
                 .iter()
                 .filter(|r| lower.contains(&r.get::<_, String>(1).to_lowercase()))
@@ -641,30 +880,86 @@ pub async fn record(
 ) -> Result<(), Error> {
     let client = session.client();
     let insert = insert_sql(table);
-    client
-        .batch_execute("BEGIN")
-        .await
-        .map_err(|e| query_failed("BEGIN", &e))?;
+    session
+        .within("starting the transaction", async {
+            client
+                .batch_execute("BEGIN")
+                .await
+                .map_err(|e| query_failed("BEGIN", &e))
+        })
+        .await?;
     for m in migrations {
-        if let Err(e) = insert_row(client, &insert, table, m).await {
+        let what = format!("recording {} in {}", m.tag, table.qualified);
+        let recorded = session
+            .within(&what, async {
+                insert_row(client, &insert, table, m)
+                    .await
+                    .map_err(|e| query_failed(&what, &e))
+            })
+            .await;
+        if let Err(e) = recorded {
             rollback(session).await;
-            return Err(query_failed(
-                &format!("recording {} in {}", m.tag, table.qualified),
-                &e,
-            ));
+            return Err(e);
         }
     }
-    if let Err(e) = client.batch_execute("COMMIT").await {
+    let committed = session
+        .within("committing the recorded rows", async {
+            client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(|e| query_failed("COMMIT", &e))
+        })
+        .await;
+    if let Err(e) = committed {
         rollback(session).await;
-        return Err(query_failed("COMMIT", &e));
+        return Err(match e {
+            Error::Unreachable(why) => Error::Unreachable(format!(
+                "{why} Whether the COMMIT of the rows happened is unknown (all of them or none \
+                 were recorded); `portcullis baseline` again skips the rows already recorded."
+            )),
+            other => other,
+        });
     }
     Ok(())
 }
 
 /// Best effort: if the connection is gone the server rolls back by itself.
 async fn rollback(session: &Session) {
-    if let Err(e) = session.client().batch_execute("ROLLBACK").await {
+    if session.is_lost() {
+        return;
+    }
+    let done = session
+        .within("rolling back", async {
+            session
+                .client()
+                .batch_execute("ROLLBACK")
+                .await
+                .map_err(|e| query_failed("ROLLBACK", &e))
+        })
+        .await;
+    if let Err(e) = done {
         tracing::debug!("ROLLBACK failed ({e}); the server rolls back when the session ends");
+    }
+}
+
+/// Whether an error means the session is over rather than that a statement failed: the
+/// connection broke (no server response), or the server ended it: 08xxx connection exceptions,
+/// 57P01 admin shutdown or pg_terminate_backend, 57P02 crash shutdown, 57P03 cannot connect now.
+fn session_ended(e: &tokio_postgres::Error) -> bool {
+    match e.as_db_error() {
+        None => true,
+        Some(db) => {
+            let code = db.code().code();
+            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+        }
+    }
+}
+
+/// An error as one phrase: the server's SQLSTATE and message, or the client's reason.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("ERROR {} {}", db.code().code(), db.message()),
+        None => e.to_string(),
     }
 }
 

@@ -122,28 +122,52 @@ fn pg_config(db: &Database) -> tokio_postgres::Config {
     pg
 }
 
-/// A second, plain connection that watches who blocks the migrating session's statements.
-/// Best effort: without it, lock timeouts are still retried, only the blockers go unnamed.
-pub async fn observer(db: &Database) -> Option<tokio_postgres::Client> {
+/// How long portcullis waits for an answer the server gives at once, and for each liveness check
+/// of a long statement: the connect timeout (10 s, or `connect_timeout` in the URL).
+pub fn answer_timeout(db: &Database) -> Duration {
+    pg_config(db)
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(ATTEMPT_TIMEOUT)
+        .max(Duration::from_secs(1))
+}
+
+/// Why no observer connection could be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoObserver {
+    /// The server answered but refused one more connection (53300: too many connections, for
+    /// the server or for the role): it is up, it just cannot be asked.
+    Busy,
+    /// Anything else: refused, reset, timed out, TLS.
+    Unreachable,
+}
+
+/// A second, plain connection that watches who blocks the migrating session's statements and
+/// whether the server still runs a long one. Best effort: without it, lock timeouts are still
+/// retried, only the blockers go unnamed.
+pub async fn observer(db: &Database) -> Result<tokio_postgres::Client, NoObserver> {
     let mut pg = pg_config(db);
     let name = format!(
         "{} (lock observer)",
         pg.get_application_name().unwrap_or("portcullis")
     );
     pg.application_name(&name);
-    let tls = tls::connector(db).ok()?;
+    let tls = tls::connector(db).map_err(|_| NoObserver::Unreachable)?;
     match tokio::time::timeout(ATTEMPT_TIMEOUT, pg.connect(tls)).await {
         Ok(Ok((client, connection))) => {
             tokio::spawn(async move {
                 let _ = connection.await;
             });
-            Some(client)
+            Ok(client)
         }
         Ok(Err(e)) => {
-            tracing::debug!("no lock observer connection ({e}); blockers will not be named");
-            None
+            tracing::debug!("no observer connection ({e}); blockers will not be named");
+            match e.as_db_error() {
+                Some(dbe) if dbe.code().code() == "53300" => Err(NoObserver::Busy),
+                _ => Err(NoObserver::Unreachable),
+            }
         }
-        Err(_) => None,
+        Err(_) => Err(NoObserver::Unreachable),
     }
 }
 
@@ -209,32 +233,45 @@ pub async fn wait_for(db: &Database, timeout: Duration) -> Result<Session, Error
         let tried = tokio::time::timeout(per_attempt, pool.get()).await;
         let reason = match tried {
             Ok(Ok(client)) => {
-                let pid = backend_pid(&client).await;
                 // Behind a transaction-mode pooler (PgBouncer, Supavisor on 6543) consecutive
                 // transactions may be served by different server sessions, and a session
                 // advisory lock then protects nothing. Two autocommit statements that land on
-                // different backends prove it.
-                let again = backend_pid(&client).await;
-                if pid != again {
-                    return Err(Error::Refused(format!(
-                        "{} is behind a transaction-mode connection pooler: two consecutive \
-                         statements were served by different PostgreSQL sessions (pids {pid} and \
-                         {again}), so the migration lock cannot work. Point portcullis at the \
-                         database directly (PORTCULLIS_DATABASE_URL with the direct host and \
-                         port, e.g. 5432 instead of a pooler's 6543).",
-                        db.target()
-                    )));
+                // different backends prove it. A peer that accepted the connection but stopped
+                // answering (a hung proxy) counts as a failed attempt, not a hang.
+                let pids = tokio::time::timeout(per_attempt, async {
+                    (backend_pid(&client).await, backend_pid(&client).await)
+                })
+                .await;
+                match pids {
+                    Err(_) => {
+                        // Out of the pool for good: the next attempt opens a new connection.
+                        drop(deadpool_postgres::Object::take(client));
+                        "the server accepted the connection but did not answer".to_string()
+                    }
+                    Ok((pid, again)) => {
+                        if pid != again {
+                            return Err(Error::Refused(format!(
+                                "{} is behind a transaction-mode connection pooler: two \
+                                 consecutive statements were served by different PostgreSQL \
+                                 sessions (pids {pid} and {again}), so the migration lock cannot \
+                                 work. Point portcullis at the database directly \
+                                 (PORTCULLIS_DATABASE_URL with the direct host and port, e.g. \
+                                 5432 instead of a pooler's 6543).",
+                                db.target()
+                            )));
+                        }
+                        tracing::debug!(attempt, pid, "connected to {target}");
+                        if attempt > 1 {
+                            tracing::info!(
+                                "{target} accepts connections (after {} attempts, {:.1}s)",
+                                attempt,
+                                started.elapsed().as_secs_f64()
+                            );
+                        }
+                        interrupt::register(client.cancel_token(), tls);
+                        return Ok(Session::new(client, pid, db.clone()));
+                    }
                 }
-                tracing::debug!(attempt, pid, "connected to {target}");
-                if attempt > 1 {
-                    tracing::info!(
-                        "{target} accepts connections (after {} attempts, {:.1}s)",
-                        attempt,
-                        started.elapsed().as_secs_f64()
-                    );
-                }
-                interrupt::register(client.cancel_token(), tls);
-                return Ok(Session::new(client, pid, db.clone()));
             }
             Ok(Err(PoolError::Backend(e))) => match classify(&e, db) {
                 Attempt::Transient(why) => why,
@@ -257,14 +294,7 @@ pub async fn wait_for(db: &Database, timeout: Duration) -> Result<Session, Error
             "connecting to {target} failed: {reason}"
         );
         if elapsed >= timeout {
-            return Err(Error::Unreachable(format!(
-                "the database at {} did not accept connections within {} ({attempt} attempt{}, \
-                 last error: {reason}). Check that it is running and reachable from here (host, \
-                 port, DNS, network policy), or raise PORTCULLIS_WAIT_TIMEOUT; a restart may help.",
-                db.target(),
-                format_duration(timeout),
-                if attempt == 1 { "" } else { "s" }
-            )));
+            return Err(unreachable(db, timeout, attempt, &reason));
         }
         if last_progress.elapsed() >= PROGRESS_EVERY || attempt == 1 {
             last_progress = Instant::now();
@@ -277,4 +307,15 @@ pub async fn wait_for(db: &Database, timeout: Duration) -> Result<Session, Error
         let delay = delays.next().unwrap_or(Duration::from_secs(1));
         interrupt::sleep(delay.min(timeout.saturating_sub(started.elapsed()))).await?;
     }
+}
+
+fn unreachable(db: &Database, timeout: Duration, attempt: u32, reason: &str) -> Error {
+    Error::Unreachable(format!(
+        "the database at {} did not accept connections within {} ({attempt} attempt{}, last \
+         error: {reason}). Check that it is running and reachable from here (host, port, DNS, \
+         network policy), or raise PORTCULLIS_WAIT_TIMEOUT; a restart may help.",
+        db.target(),
+        format_duration(timeout),
+        if attempt == 1 { "" } else { "s" }
+    ))
 }

@@ -42,7 +42,16 @@ select l.pid, coalesce(a.application_name, ''), coalesce(host(a.client_addr), 'l
 async fn holders(session: &Session, key: i64) -> Vec<String> {
     let classid = ((key as u64) >> 32) as u32;
     let objid = (key as u64 & 0xffff_ffff) as u32;
-    match session.client().query(HOLDERS, &[&classid, &objid]).await {
+    let listed = session
+        .within("listing who holds the migration lock", async {
+            session
+                .client()
+                .query(HOLDERS, &[&classid, &objid])
+                .await
+                .map_err(|e| query_failed("listing who holds the migration lock", &e))
+        })
+        .await;
+    match listed {
         Ok(rows) => rows
             .iter()
             .map(|r| {
@@ -78,11 +87,17 @@ pub async fn acquire(
     let mut last_report: Option<Instant> = None;
     interrupt::set_activity(format!("waiting for the migration lock on {table}"));
     loop {
+        // pg_try_advisory_lock answers at once, so a poll that goes unanswered means the
+        // connection is gone (exit 5), not that the lock is busy.
         let got: bool = session
-            .client()
-            .query_one("select pg_try_advisory_lock($1)", &[&key])
-            .await
-            .map_err(|e| query_failed("taking the advisory lock", &e))?
+            .within("waiting for the migration lock", async {
+                session
+                    .client()
+                    .query_one("select pg_try_advisory_lock($1)", &[&key])
+                    .await
+                    .map_err(|e| query_failed("taking the advisory lock", &e))
+            })
+            .await?
             .get(0);
         if got {
             if last_report.is_some() {
@@ -98,6 +113,9 @@ pub async fn acquire(
         let waited = started.elapsed();
         if waited >= timeout {
             let who = holders(session, key).await;
+            if session.is_lost() {
+                return Err(session.lost_error("waiting for the migration lock"));
+            }
             return Err(Error::LockTimeout(format!(
                 "another runner held the migration lock for {table} for the whole \
                  PORTCULLIS_LOCK_WAIT_TIMEOUT ({}); held by {}. If that runner is stuck, stop it \
@@ -132,11 +150,20 @@ pub async fn acquire(
 
 /// Releases the lock. A failure is only logged: the server releases it when the session ends.
 pub async fn release(session: &Session, key: i64) {
-    match session
-        .client()
-        .query_one("select pg_advisory_unlock($1)", &[&key])
-        .await
-    {
+    if session.is_lost() {
+        tracing::debug!("not releasing the lock on a lost connection; the server releases it");
+        return;
+    }
+    let unlocked = session
+        .within("releasing the migration lock", async {
+            session
+                .client()
+                .query_one("select pg_advisory_unlock($1)", &[&key])
+                .await
+                .map_err(|e| query_failed("releasing the migration lock", &e))
+        })
+        .await;
+    match unlocked {
         Ok(row) if row.get::<_, bool>(0) => tracing::debug!(key, "released the migration lock"),
         Ok(_) => tracing::warn!("the migration lock was not held when releasing it"),
         Err(e) => tracing::debug!(

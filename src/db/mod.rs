@@ -10,8 +10,10 @@ pub mod lock;
 pub mod seeds;
 mod tls;
 
-use crate::config::Database;
+use crate::config::{Database, format_duration};
 use crate::error::Error;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 /// The one connection of a run. The advisory lock is a property of this session, so every
 /// statement after locking goes through it.
@@ -20,19 +22,69 @@ pub struct Session {
     /// The server process serving us, for logs and for other runners' "who holds the lock".
     pub backend_pid: i32,
     pub database: Database,
+    /// How long an exchange that the server answers at once (lock polling, the tracking table,
+    /// BEGIN, ROLLBACK) may go unanswered before the connection counts as lost: the connect
+    /// timeout (10 s, or `connect_timeout` in the URL). TCP keepalives cannot tell a hung peer
+    /// or a proxy that stopped forwarding from a busy one, so the client has to decide.
+    pub answer_timeout: Duration,
+    /// Set once an exchange went unanswered: the connection is out of step, nothing more is sent.
+    lost: AtomicBool,
 }
 
 impl Session {
     fn new(client: deadpool_postgres::Object, backend_pid: i32, database: Database) -> Session {
+        let answer_timeout = connect::answer_timeout(&database);
         Session {
             client,
             backend_pid,
             database,
+            answer_timeout,
+            lost: AtomicBool::new(false),
         }
     }
 
     pub(crate) fn client(&self) -> &tokio_postgres::Client {
         &self.client
+    }
+
+    /// Whether an exchange went unanswered; the run is then ending with exit 5.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn mark_lost(&self) {
+        self.lost.store(true, Ordering::SeqCst);
+    }
+
+    /// Runs `work`, one or a few exchanges the server answers at once, giving up after
+    /// [`Session::answer_timeout`] with exit 5 (and at once when the connection was already
+    /// given up). `what` completes "... stopped answering while".
+    pub async fn within<T, F>(&self, what: &str, work: F) -> Result<T, Error>
+    where
+        F: std::future::Future<Output = Result<T, Error>>,
+    {
+        if self.is_lost() {
+            return Err(self.lost_error(what));
+        }
+        match tokio::time::timeout(self.answer_timeout, work).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.mark_lost();
+                Err(self.lost_error(what))
+            }
+        }
+    }
+
+    pub(crate) fn lost_error(&self, what: &str) -> Error {
+        Error::Unreachable(format!(
+            "the database at {} stopped answering while {what}: no answer within {} (the connect \
+             timeout), so the connection is treated as lost. Nothing half-done was committed: \
+             the server rolls back what was in progress, and releases the migration lock, when \
+             it notices the connection is gone. Check the network path (a proxy or firewall that \
+             stopped forwarding, a hung server) and run again; a restart may help.",
+            self.database.target(),
+            format_duration(self.answer_timeout)
+        ))
     }
 }
 

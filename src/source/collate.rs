@@ -51,16 +51,19 @@ fn tertiary(c: char) -> u8 {
 /// `a.localeCompare(b)` for the names drizzle sorts, with byte order as the last resort (see the
 /// module comment).
 pub fn compare(a: &str, b: &str) -> Ordering {
-    let weights = |s: &str| -> Vec<(u32, u8)> {
-        s.chars()
-            .filter_map(|c| primary(c).map(|p| (p, tertiary(c))))
-            .collect()
-    };
-    let (wa, wb) = (weights(a), weights(b));
-    let primaries = wa.iter().map(|w| w.0).cmp(wb.iter().map(|w| w.0));
-    primaries
-        .then_with(|| wa.iter().map(|w| w.1).cmp(wb.iter().map(|w| w.1)))
+    // Iterators, not collected weights: sorting 100k folder names allocates nothing.
+    primaries(a)
+        .cmp(primaries(b))
+        .then_with(|| tertiaries(a).cmp(tertiaries(b)))
         .then_with(|| a.as_bytes().cmp(b.as_bytes()))
+}
+
+fn primaries(s: &str) -> impl Iterator<Item = u32> + '_ {
+    s.chars().filter_map(primary)
+}
+
+fn tertiaries(s: &str) -> impl Iterator<Item = u8> + '_ {
+    s.chars().filter(|&c| primary(c).is_some()).map(tertiary)
 }
 
 /// Whether [`compare`] is exactly ICU's order for these names (printable ASCII only).

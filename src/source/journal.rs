@@ -95,6 +95,8 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Journal, Vec<String>> {
             }
         }
         let label = match &tag {
+            // Escaped, so that a tag cannot put a newline or an escape code into a message.
+            Some(t) if t.chars().any(char::is_control) => format!("{label} (tag {t:?})"),
             Some(t) => format!("{label} (tag {t})"),
             None => label,
         };
@@ -143,14 +145,18 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Journal, Vec<String>> {
         }
     }
 
-    // Duplicate tags: the same file would run twice in one batch (E14).
-    for (i, e) in parsed.iter().enumerate() {
-        if let Some(first) = parsed[..i].iter().find(|p| p.tag == e.tag) {
+    // Duplicate tags: the same file would run twice in one batch (E14). A map, not a scan of the
+    // entries before each one: a journal of 100k entries must not take minutes.
+    let mut first_of: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for e in &parsed {
+        if let Some(first) = first_of.get(e.tag.as_str()) {
             problems.push(format!(
                 "{name}: entries {} and {} have the same tag {}; the same file would be applied \
                  twice. Remove the duplicate entry (a leftover of a merge?)",
-                first.position, e.position, e.tag
+                first, e.position, e.tag
             ));
+        } else {
+            first_of.insert(&e.tag, e.position);
         }
     }
     if !problems.is_empty() {
@@ -192,6 +198,13 @@ fn unsafe_tag(tag: &str) -> Option<&'static str> {
     }
     if tag.contains('\0') {
         return Some("contains a NUL character");
+    }
+    // A newline or an escape sequence in a tag would forge log lines, break the one-line
+    // termination message and put control codes on the operator's terminal.
+    if tag.chars().any(char::is_control) {
+        return Some(
+            "contains a control character (a newline, tab or escape); tags are file names",
+        );
     }
     None
 }
@@ -273,6 +286,40 @@ mod tests {
         assert!(all.contains("'..'"), "{all}");
         assert!(all.contains("same tag 0006_v"), "{all}");
         assert_eq!(p.len(), 7, "{all}");
+    }
+
+    #[test]
+    fn control_characters_in_tags_are_refused() {
+        // A newline would forge a log line; an escape sequence would reach the terminal.
+        for tag in [
+            "0001_a\\n2026 INFO forged",
+            "0001_\\u001b[31mred",
+            "0001_\\tx",
+        ] {
+            let p = problems(&format!(r#"{{"entries":[{{"tag":"{tag}","when":1}}]}}"#));
+            assert_eq!(p.len(), 1, "{tag}: {p:?}");
+            assert!(p[0].contains("control character"), "{p:?}");
+            assert!(!p[0].contains('\n') && !p[0].contains('\u{1b}'), "{p:?}");
+        }
+        // Other problems of the same entry do not show it raw either.
+        let p = problems(r#"{"entries":[{"tag":"a\nb","when":-1}]}"#);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p.iter().all(|p| !p.contains('\n')), "{p:?}");
+        assert!(
+            ok(r#"{"entries":[{"tag":"0001_é_🚀","when":1}]}"#)
+                .warnings
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn duplicate_tags_name_the_first_entry() {
+        let p = problems(
+            r#"{"entries":[{"tag":"a","when":1},{"tag":"b","when":2},{"tag":"a","when":3},{"tag":"a","when":4}]}"#,
+        );
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].contains("entries 0 and 2"), "{p:?}");
+        assert!(p[1].contains("entries 0 and 3"), "{p:?}");
     }
 
     #[test]

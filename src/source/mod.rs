@@ -198,7 +198,13 @@ fn list_migration_folders(dir: &Path) -> Result<Listing, Error> {
     let mut problems = Vec::new();
     for entry in entries.filter_map(Result::ok) {
         let path = entry.path();
-        let has_sql = path.join("migration.sql").exists();
+        // Only a folder (or a link to one) can hold a migration.sql; a journal folder's 100k
+        // files cost no extra look-up.
+        let (is_file, maybe_dir) = match entry.file_type() {
+            Ok(t) => (t.is_file(), t.is_dir() || t.is_symlink()),
+            Err(_) => (false, true),
+        };
+        let has_sql = maybe_dir && path.join("migration.sql").exists();
         let Some(name) = entry.file_name().to_str().map(str::to_string) else {
             if has_sql {
                 problems.push(format!(
@@ -209,11 +215,18 @@ fn list_migration_folders(dir: &Path) -> Result<Listing, Error> {
             }
             continue;
         };
-        if has_sql {
+        if has_sql && name.chars().any(char::is_control) {
+            // A newline or an escape code would forge log lines, as in a journal tag.
+            problems.push(format!(
+                "{}: the folder name {name:?} contains a control character (a newline, tab or \
+                 escape); rename it to <YYYYMMDDHHmmss>_<name>",
+                dir.display()
+            ));
+        } else if has_sql {
             listing.names.push(name);
-        } else if path.is_dir() && folders::folder_millis(&name).is_some() {
+        } else if maybe_dir && folders::folder_millis(&name).is_some() && path.is_dir() {
             listing.ignored_dirs.push(name);
-        } else if name.ends_with(".sql") && path.is_file() {
+        } else if is_file && name.ends_with(".sql") {
             listing.loose_sql.push(name);
         }
     }
@@ -253,7 +266,7 @@ fn load_folders(dir: &Path, listing: Listing) -> Result<Folder, Error> {
                 report::utc(millis)
             ));
         }
-        match std::fs::read(&path) {
+        match read_regular(&path) {
             Ok(bytes) => {
                 migrations.push(Migration::from_folder(position, name, millis, path, &bytes))
             }
@@ -272,13 +285,13 @@ fn load_folders(dir: &Path, listing: Listing) -> Result<Folder, Error> {
             listing.ignored_dirs.join(", ")
         ));
     }
+    let folder_names: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
     let loose: Vec<&String> = listing
         .loose_sql
         .iter()
         .filter(|f| {
-            !names
-                .iter()
-                .any(|n| f.strip_suffix(".sql") == Some(n.as_str()))
+            !f.strip_suffix(".sql")
+                .is_some_and(|n| folder_names.contains(n))
         })
         .collect();
     if !loose.is_empty() {
@@ -294,6 +307,7 @@ fn load_folders(dir: &Path, listing: Listing) -> Result<Folder, Error> {
                 .join(", ")
         ));
     }
+    warnings.extend(outside_warning(dir, &migrations));
     warnings.extend(bom_warnings(&migrations));
     Ok(Folder {
         dir: dir.to_path_buf(),
@@ -306,7 +320,7 @@ fn load_folders(dir: &Path, listing: Listing) -> Result<Folder, Error> {
 /// drizzle-kit 0.x's layout: the journal, then every file it names.
 fn load_journal(dir: &Path, journal_path: &Path) -> Result<Folder, Error> {
     let shown = dir.display();
-    let bytes = std::fs::read(journal_path).map_err(|e| {
+    let bytes = read_regular(journal_path).map_err(|e| {
         Error::Source(format!(
             "{}: cannot read the journal ({e}).",
             journal_path.display()
@@ -318,7 +332,7 @@ fn load_journal(dir: &Path, journal_path: &Path) -> Result<Folder, Error> {
     let mut migrations = Vec::with_capacity(journal.entries.len());
     for entry in &journal.entries {
         let path = dir.join(format!("{}.sql", entry.tag));
-        match std::fs::read(&path) {
+        match read_regular(&path) {
             Ok(bytes) => migrations.push(Migration::new(
                 entry.position,
                 &entry.tag,
@@ -348,6 +362,7 @@ fn load_journal(dir: &Path, journal_path: &Path) -> Result<Folder, Error> {
     }
 
     let mut warnings = journal.warnings;
+    warnings.extend(outside_warning(dir, &migrations));
     let unlisted = unlisted_sql_files(dir, &journal.entries);
     if !unlisted.is_empty() {
         warnings.push(format!(
@@ -406,14 +421,95 @@ fn unlisted_sql_files(dir: &Path, entries: &[journal::JournalEntry]) -> Vec<Stri
     let Ok(rd) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
+    // A set, not a scan of the entries per file: 100k files must not take minutes.
+    let tags: std::collections::HashSet<&str> = entries.iter().map(|e| e.tag.as_str()).collect();
     let mut names: Vec<String> = rd
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|n| {
             n.strip_suffix(".sql")
-                .is_some_and(|stem| !entries.iter().any(|e| e.tag == stem))
+                .is_some_and(|stem| !tags.contains(stem))
         })
         .collect();
     names.sort();
     names
+}
+
+/// The largest file portcullis reads. PostgreSQL refuses a query over 1 GB, so a bigger
+/// migration could never be applied; refusing it up front also keeps a mistaken path (a disk
+/// image, a log) from being read into memory.
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
+
+/// Reads a file of the folder, refusing what is not a regular file (a FIFO would block forever,
+/// `/dev/zero` would never end) or is larger than [`MAX_FILE_BYTES`]. Symbolic links are
+/// followed, as drizzle (Node's `readFileSync`) follows them.
+fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read};
+    let meta = std::fs::metadata(path)?;
+    if meta.is_dir() {
+        return Err(Error::new(ErrorKind::IsADirectory, "it is a directory"));
+    }
+    if !meta.is_file() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "it is not a regular file (a FIFO, socket or device, perhaps through a symbolic \
+             link), which portcullis refuses to read",
+        ));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "it is {} bytes, larger than the 1 GiB PostgreSQL accepts in one query",
+                meta.len()
+            ),
+        ));
+    }
+    // Read at most one byte past the limit, in case the file grows while we read it.
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "it grew past the 1 GiB PostgreSQL accepts in one query while being read",
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Migration files whose real location (symbolic links resolved) is outside the folder's real
+/// location. They are read anyway (Kubernetes ConfigMaps, Bazel and Nix lay folders out as
+/// links), but the operator is told, since a link can point somewhere unexpected.
+fn outside_warning(dir: &Path, migrations: &[Migration]) -> Option<String> {
+    let outside = outside_the_folder(dir, migrations);
+    (!outside.is_empty()).then(|| {
+        format!(
+            "{} migration file(s) of {} resolve (through symbolic links) to files outside \
+             it: {}{}. portcullis reads them as drizzle would, and records their hashes; check \
+             that these are the files you mean to deploy",
+            outside.len(),
+            dir.display(),
+            outside[..outside.len().min(10)].join(", "),
+            if outside.len() > 10 {
+                format!(" and {} more", outside.len() - 10)
+            } else {
+                String::new()
+            }
+        )
+    })
+}
+
+fn outside_the_folder(dir: &Path, migrations: &[Migration]) -> Vec<String> {
+    let Ok(root) = std::fs::canonicalize(dir) else {
+        return Vec::new();
+    };
+    migrations
+        .iter()
+        .filter_map(|m| {
+            let real = std::fs::canonicalize(&m.path).ok()?;
+            (!real.starts_with(&root)).then(|| format!("{} -> {}", m.file(), real.display()))
+        })
+        .collect()
 }

@@ -432,3 +432,54 @@ fn non_transactional_migrations_run_outside_the_batch() {
     assert!(exists(&url, "levels"));
     assert_eq!(run::rows(&url).len(), 2);
 }
+
+/// `portcullis repair --apply` on a damaged table (text-typed created_at, a NULL, a duplicate row)
+/// leaves a table that the real drizzle-kit accepts: it applies nothing and re-runs nothing, and
+/// the rows equal those of a twin migrated by drizzle-kit alone.
+#[test]
+fn repair_apply_leaves_a_table_drizzle_kit_and_portcullis_accept() {
+    let mut f = Folder::new();
+    f.add(
+        "0000_counter",
+        1_000,
+        "CREATE TABLE IF NOT EXISTS \"rep_counter\" (\"n\" integer);",
+    )
+    .add(
+        "0001_insert",
+        2_000,
+        "INSERT INTO \"rep_counter\" VALUES (1);",
+    );
+    let url = twin::fresh_db("conf_repair");
+    twin::portcullis_migrate(&url, f.path());
+    support::execute(
+        &url,
+        &format!(
+            "ALTER TABLE {TRACKING} ALTER COLUMN created_at TYPE text; \
+             UPDATE {TRACKING} SET created_at = NULL WHERE id = 2; \
+             INSERT INTO {TRACKING} (hash, created_at) SELECT hash, created_at FROM {TRACKING} WHERE id = 1;"
+        ),
+    );
+    run::run(run::command(&url, f.path()).args(["repair", "--apply"])).expect(0);
+
+    let out = kit::migrate(&url, f.path());
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(
+        count(&url, "select count(*) from rep_counter"),
+        1,
+        "nothing re-ran"
+    );
+    let out = run::migrate(&url, f.path());
+    out.expect(0);
+    assert!(
+        out.stderr.contains("up to date, 2 migrations"),
+        "{}",
+        out.stderr
+    );
+
+    let twin_state = twin::drizzle_alone("conf_repair_twin", f.path());
+    assert_eq!(
+        twin::state(&url).rows,
+        twin_state.rows,
+        "rows as drizzle-kit writes them"
+    );
+}

@@ -478,3 +478,12 @@ fn a_non_transactional_folder_migration_runs_on_its_own() {
     );
     folder_error(bad.path());
 }
+
+#[test]
+fn exit_3_for_a_folder_name_with_a_control_character() {
+    let mut f = Folders::new();
+    f.add("20250101000000_a\nINFO forged", "select 1;");
+    let out = folder_error(f.path());
+    assert!(out.stderr.contains("control character"), "{}", out.stderr);
+    assert!(!out.stderr.contains("\nINFO forged"), "{}", out.stderr);
+}

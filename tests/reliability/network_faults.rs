@@ -1,0 +1,423 @@
+//! Network faults through the proxy (tests/reliability/proxy.rs) in front of the shared
+//! cluster: a connection that stalls (a black hole: accepted, keepalives answered, nothing
+//! forwarded) or is cut, during the wait, the lock wait, a statement and the COMMIT. Each must
+//! end with the documented exit code within the configured timeouts plus a small margin.
+
+use crate::capture::{Captured, figure, poll, portcullis, running};
+use crate::proxy::Proxy;
+use crate::run::{Folder, advisory_locks, example_dir, rows, table_exists};
+use crate::server_faults::hold_lock;
+use crate::support::{Cluster, query};
+use std::time::{Duration, Instant};
+
+/// Slack for a loaded 2-core machine on top of the timeouts the behaviour is specified by.
+const MARGIN: Duration = Duration::from_secs(4);
+
+/// A fresh database, its URL through `proxy` (with `params`), and its direct socket URL.
+fn through(proxy: &Proxy, prefix: &str, params: &str) -> (String, String) {
+    let cluster = Cluster::shared();
+    let db = cluster.create_database(prefix);
+    let url = cluster.url(&db).replace(
+        &format!(":{}/", cluster.port()),
+        &format!(":{}/", proxy.port()),
+    );
+    assert!(url.contains(&format!("127.0.0.1:{}/", proxy.port())));
+    (format!("{url}&{params}"), cluster.socket_url(&db))
+}
+
+fn pausing(seconds: u32) -> Folder {
+    let mut f = Folder::new();
+    f.add(
+        "0000_nf",
+        1_700_000_000_000,
+        &format!(
+            "CREATE TABLE \"nf_a\" (\"id\" integer);\n--> statement-breakpoint\n\
+             SELECT pg_sleep({seconds});\n--> statement-breakpoint\n\
+             CREATE TABLE \"nf_b\" (\"id\" integer);"
+        ),
+    );
+    f
+}
+
+/// After a fault during a migration: once the server has noticed (the proxy is gone), nothing
+/// of it is left, no lock is held, and a direct re-run completes.
+fn nothing_half_applied_then_rerun(sock: &str, folder: &Folder) {
+    poll(
+        Duration::from_secs(30),
+        "the orphaned session kept the lock",
+        || advisory_locks(sock) == 0,
+    );
+    assert!(!table_exists(sock, "nf_a") && !table_exists(sock, "nf_b"));
+    assert!(rows(sock).is_empty());
+    let direct = Cluster::shared().url(
+        &query(sock, "select current_database()")[0][0]
+            .clone()
+            .unwrap(),
+    );
+    portcullis(&direct, folder.path()).run().expect(0);
+    assert!(table_exists(sock, "nf_a") && table_exists(sock, "nf_b"));
+    assert_eq!(rows(sock).len(), 1);
+}
+
+/// Waits until a runner (not the lock holder) has polled the advisory lock.
+fn wait_for_lock_polling(sock: &str) {
+    poll(
+        Duration::from_secs(30),
+        "the runner never polled the lock",
+        || {
+            query(
+                sock,
+                "select count(*) from pg_stat_activity where query like '%pg_try_advisory_lock%' \
+             and pid <> pg_backend_pid() and datname = current_database()",
+            )[0][0]
+                .as_deref()
+                != Some("0")
+        },
+    );
+}
+
+#[track_caller]
+fn ended_within(out: &Captured, since: Instant, limit: Duration, what: &str) -> Duration {
+    let took = since.elapsed();
+    assert!(
+        took <= limit,
+        "{what}: took {took:?}, more than {limit:?}\n{}",
+        out.stderr
+    );
+    took
+}
+
+#[test]
+fn stalled_during_the_wait_exits_5_at_the_wait_timeout() {
+    let proxy = Proxy::start(Cluster::shared().port());
+    let (url, _) = through(&proxy, "nf_wait", "connect_timeout=10");
+    proxy.stall();
+    let out = portcullis(&url, &example_dir())
+        .env("PORTCULLIS_WAIT_TIMEOUT", "3s")
+        .run();
+    out.expect(5);
+    assert!(
+        out.stderr.contains("did not accept connections within 3s"),
+        "{}",
+        out.stderr
+    );
+    let took = out.elapsed;
+    assert!(took <= Duration::from_secs(3) + MARGIN, "{took:?}");
+    figure(
+        "network faults",
+        format!(
+            "stall during the wait (PORTCULLIS_WAIT_TIMEOUT=3s): exit 5 after {} ms",
+            took.as_millis()
+        ),
+    );
+}
+
+#[test]
+fn refused_connections_during_the_wait_then_restored_succeed() {
+    let proxy = Proxy::start(Cluster::shared().port());
+    let (url, sock) = through(&proxy, "nf_refuse", "connect_timeout=2");
+    proxy.refuse();
+    let run = portcullis(&url, &example_dir())
+        .env("PORTCULLIS_WAIT_TIMEOUT", "30s")
+        .spawn();
+    std::thread::sleep(Duration::from_secs(2));
+    proxy.resume();
+    let out = run.finish(Duration::from_secs(60));
+    out.expect(0);
+    assert_eq!(rows(&sock).len(), 4);
+    figure(
+        "network faults",
+        format!(
+            "connections closed at once for 2 s during the wait, then forwarded: exit 0 after {} ms",
+            out.elapsed.as_millis()
+        ),
+    );
+}
+
+/// Regression: a lock poll sent into a stalled connection waited forever (no client-side
+/// timeout; keepalives are answered by the proxy's kernel). Now it is exit 5 once the poll
+/// goes unanswered for the connect timeout.
+#[test]
+fn stalled_during_the_lock_wait_exits_5_instead_of_hanging() {
+    let proxy = Proxy::start(Cluster::shared().port());
+    let (url, sock) = through(&proxy, "nf_lock", "connect_timeout=2");
+    let holder = hold_lock(&sock);
+    let run = portcullis(&url, &example_dir())
+        .env("PORTCULLIS_LOCK_WAIT_TIMEOUT", "60s")
+        .spawn();
+    wait_for_lock_polling(&sock);
+    std::thread::sleep(Duration::from_millis(300));
+    let stalled = Instant::now();
+    proxy.stall();
+    let out = run.finish(Duration::from_secs(120));
+    out.expect(5);
+    // The poll interval (up to 1 s), then the 2 s connect timeout.
+    let took = ended_within(
+        &out,
+        stalled,
+        Duration::from_secs(3) + MARGIN,
+        "lock-wait stall",
+    );
+    assert!(
+        out.stderr
+            .contains("stopped answering while waiting for the migration lock"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("no answer within 2s"), "{}", out.stderr);
+    drop(holder);
+    drop(proxy);
+    figure(
+        "network faults",
+        format!(
+            "stall during the lock wait (lock wait 60s, connect_timeout=2): exit 5 {} ms after the stall",
+            took.as_millis()
+        ),
+    );
+}
+
+#[test]
+fn cut_during_the_lock_wait_exits_5_at_once() {
+    let proxy = Proxy::start(Cluster::shared().port());
+    let (url, sock) = through(&proxy, "nf_lockcut", "connect_timeout=2");
+    let holder = hold_lock(&sock);
+    let run = portcullis(&url, &example_dir())
+        .env("PORTCULLIS_LOCK_WAIT_TIMEOUT", "60s")
+        .spawn();
+    wait_for_lock_polling(&sock);
+    let cut = Instant::now();
+    proxy.cut();
+    let out = run.finish(Duration::from_secs(60));
+    out.expect(5);
+    let took = ended_within(&out, cut, Duration::from_secs(1) + MARGIN, "lock-wait cut");
+    drop(holder);
+    figure(
+        "network faults",
+        format!(
+            "cut during the lock wait: exit 5 {} ms after the cut",
+            took.as_millis()
+        ),
+    );
+}
+
+/// With a statement timeout, a statement whose answer never comes ends at statement_timeout plus
+/// the connect timeout.
+#[test]
+fn stalled_mid_statement_with_a_statement_timeout_exits_5_in_time() {
+    let proxy = Proxy::start(Cluster::shared().port());
+    let (url, sock) = through(&proxy, "nf_stmt_to", "connect_timeout=3");
+    let folder = pausing(2);
+    let run = portcullis(&url, folder.path())
+        .env("PORTCULLIS_STATEMENT_TIMEOUT", "3s")
+        .spawn();
+    poll(Duration::from_secs(30), "the pause never started", || {
+        running(&sock, "%pg_sleep(2)%")
+    });
+    let stalled = Instant::now();
+    proxy.stall();
+    let out = run.finish(Duration::from_secs(120));
+    out.expect(5);
+    let took = ended_within(
+        &out,
+        stalled,
+        Duration::from_secs(6) + MARGIN,
+        "statement stall",
+    );
+    assert!(
+        out.stderr
+            .contains("stopped answering while running statement 2 of 0000_nf"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("statement_timeout (3s) plus 3s"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("nothing of this transaction was committed"),
+        "{}",
+        out.stderr
+    );
+    drop(proxy);
+    nothing_half_applied_then_rerun(&sock, &folder);
+    figure(
+        "network faults",
+        format!(
+            "stall mid-statement (statement_timeout 3s, connect_timeout=3): exit 5 {} ms after the stall; nothing applied; re-run exit 0",
+            took.as_millis()
+        ),
+    );
+}
+
+/// Regression for the hang this suite was asked to fix: with PORTCULLIS_STATEMENT_TIMEOUT=0 (the
+/// default) a statement whose answer was swallowed by a stalled connection waited forever. Now
+/// a second connection asks the server whether it still runs the statement; when nothing
+/// confirms it for three connect timeouts, the run ends with exit 5.
+#[test]
+fn stalled_mid_statement_without_statement_timeout_no_longer_hangs() {
+    let proxy = Proxy::start(Cluster::shared().port());
+    let (url, sock) = through(&proxy, "nf_stmt", "connect_timeout=1");
+    let folder = pausing(2);
+    let run = portcullis(&url, folder.path())
+        .env("PORTCULLIS_STATEMENT_TIMEOUT", "0")
+        .spawn();
+    poll(Duration::from_secs(30), "the pause never started", || {
+        running(&sock, "%pg_sleep(2)%")
+    });
+    let stalled = Instant::now();
+    proxy.stall();
+    let out = run.finish(Duration::from_secs(120));
+    out.expect(5);
+    // Three connect timeouts without confirmation, checked once per connect timeout, each
+    // check taking up to one more.
+    let took = ended_within(
+        &out,
+        stalled,
+        Duration::from_secs(5) + MARGIN,
+        "statement stall",
+    );
+    assert!(
+        out.stderr.contains("has not confirmed for"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.termlog.starts_with("exit 5: "), "{}", out.termlog);
+    drop(proxy);
+    nothing_half_applied_then_rerun(&sock, &folder);
+    figure(
+        "network faults",
+        format!(
+            "stall mid-statement without statement_timeout (connect_timeout=1): exit 5 {} ms after the stall (before: hung forever); nothing applied; re-run exit 0",
+            took.as_millis()
+        ),
+    );
+}
+
+/// A long statement on a healthy connection is left alone, however long it runs: the liveness
+/// checks see it active on the server.
+#[test]
+fn a_long_healthy_statement_is_not_given_up() {
+    let proxy = Proxy::start(Cluster::shared().port());
+    let (url, sock) = through(&proxy, "nf_long", "connect_timeout=1");
+    // 6 s: six liveness checks, twice the three-timeout limit.
+    let folder = pausing(6);
+    let out = portcullis(&url, folder.path()).run();
+    out.expect(0);
+    assert_eq!(rows(&sock).len(), 1);
+    figure(
+        "network faults",
+        format!(
+            "a healthy 6 s statement with connect_timeout=1 (six liveness checks): exit 0 after {} ms",
+            out.elapsed.as_millis()
+        ),
+    );
+}
+
+#[test]
+fn cut_mid_statement_exits_5_at_once_and_nothing_is_half_applied() {
+    let proxy = Proxy::start(Cluster::shared().port());
+    let (url, sock) = through(&proxy, "nf_cut", "connect_timeout=2");
+    let folder = pausing(3);
+    let run = portcullis(&url, folder.path()).spawn();
+    poll(Duration::from_secs(30), "the pause never started", || {
+        running(&sock, "%pg_sleep(3)%")
+    });
+    let cut = Instant::now();
+    proxy.cut();
+    let out = run.finish(Duration::from_secs(60));
+    out.expect(5);
+    let took = ended_within(&out, cut, Duration::from_secs(1) + MARGIN, "statement cut");
+    assert!(
+        out.stderr
+            .contains("ended while running statement 2 of 0000_nf"),
+        "{}",
+        out.stderr
+    );
+    drop(proxy);
+    nothing_half_applied_then_rerun(&sock, &folder);
+    figure(
+        "network faults",
+        format!(
+            "cut mid-statement: exit 5 {} ms after the cut; nothing applied; re-run exit 0",
+            took.as_millis()
+        ),
+    );
+}
+
+/// A COMMIT whose answer never comes (a deferred trigger makes it last 3 s; the connection
+/// stalls meanwhile): exit 5, and the message says honestly that whether it committed is
+/// unknown but all-or-nothing. The re-run then finds the truth; nothing is lost or doubled.
+#[test]
+fn stalled_during_commit_exits_5_saying_the_outcome_is_unknown_but_atomic() {
+    let proxy = Proxy::start(Cluster::shared().port());
+    let (url, sock) = through(&proxy, "nf_commit", "connect_timeout=1");
+    let mut folder = Folder::new();
+    folder.add(
+        "0000_slow_commit",
+        1_700_000_000_000,
+        "CREATE TABLE \"nf_c\" (\"id\" integer);\n--> statement-breakpoint\n\
+         CREATE FUNCTION \"nf_slow\"() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM \
+         pg_sleep(3); RETURN NULL; END $$;\n--> statement-breakpoint\n\
+         CREATE CONSTRAINT TRIGGER \"nf_slow_commit\" AFTER INSERT ON \"nf_c\" DEFERRABLE \
+         INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION \"nf_slow\"();\n\
+         --> statement-breakpoint\nINSERT INTO \"nf_c\" VALUES (1);",
+    );
+    let run = portcullis(&url, folder.path()).spawn();
+    poll(Duration::from_secs(30), "the COMMIT never started", || {
+        running(&sock, "COMMIT")
+    });
+    let stalled = Instant::now();
+    proxy.stall();
+    let out = run.finish(Duration::from_secs(120));
+    out.expect(5);
+    let took = ended_within(
+        &out,
+        stalled,
+        Duration::from_secs(5) + MARGIN,
+        "commit stall",
+    );
+    assert!(
+        out.stderr
+            .contains("lost while committing 1 migration(s) (0000_slow_commit)"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("completely or"), "{}", out.stderr);
+    drop(proxy);
+    poll(Duration::from_secs(30), "the lock was not released", || {
+        advisory_locks(&sock) == 0
+    });
+    let committed = rows(&sock).len();
+    assert!(committed <= 1);
+    assert_eq!(
+        table_exists(&sock, "nf_c"),
+        committed == 1,
+        "the schema change and its row are committed together"
+    );
+    let direct = Cluster::shared().url(
+        &query(&sock, "select current_database()")[0][0]
+            .clone()
+            .unwrap(),
+    );
+    portcullis(&direct, folder.path()).run().expect(0);
+    assert_eq!(rows(&sock).len(), 1);
+    assert_eq!(
+        query(&sock, "select count(*) from nf_c")[0][0].as_deref(),
+        Some("1"),
+        "applied exactly once"
+    );
+    figure(
+        "network faults",
+        format!(
+            "stall during COMMIT: exit 5 {} ms after the stall ('outcome unknown, all or nothing'); the server had {} it; re-run exit 0, applied exactly once",
+            took.as_millis(),
+            if committed == 1 {
+                "committed"
+            } else {
+                "not committed"
+            }
+        ),
+    );
+}

@@ -1,0 +1,263 @@
+//! A small TCP proxy for network faults, between portcullis and PostgreSQL, on loopback only.
+//!
+//! Every accepted connection gets a thread that connects to the upstream server and two pumps
+//! (one per direction). What the proxy does with the bytes is switched at any time:
+//!
+//! - [`Proxy::stall`]: a black hole. Connections stay open and new ones are accepted (the
+//!   kernel completes the handshake and even ACKs data, so TCP keepalives are answered), but
+//!   nothing is forwarded either way: what a hung proxy, a hung server or a broken middlebox
+//!   looks like to a client.
+//! - [`Proxy::cut`]: every open connection is closed at once (both sides).
+//! - [`Proxy::refuse`]: new connections are accepted and closed at once.
+//! - [`Proxy::resume`]: forward again (stalled bytes then flow).
+//!
+//! Bounded: pumps poll with short read timeouts and check a stop flag, so dropping the proxy
+//! closes every socket and joins every thread within a fraction of a second.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+const FORWARD: u8 = 0;
+const STALL: u8 = 1;
+const REFUSE: u8 = 2;
+
+/// How often pumps and the acceptor look at the mode and the stop flag.
+const TICK: Duration = Duration::from_millis(10);
+
+struct Shared {
+    mode: AtomicU8,
+    stop: AtomicBool,
+    /// Bumped by `cut`: a pump whose connection is older than this closes it.
+    generation: AtomicU64,
+    /// Clones of every socket, to shut them down from outside (a pump may sit in `write`).
+    sockets: Mutex<Vec<(u64, TcpStream)>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    accepted: AtomicUsize,
+    forwarded: AtomicU64,
+}
+
+pub struct Proxy {
+    port: u16,
+    shared: Arc<Shared>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// A proxy on `127.0.0.1:<free port>` in front of `127.0.0.1:upstream_port`.
+    pub fn start(upstream_port: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy on loopback");
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let upstream = SocketAddr::from(([127, 0, 0, 1], upstream_port));
+        let shared = Arc::new(Shared {
+            mode: AtomicU8::new(FORWARD),
+            stop: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            sockets: Mutex::new(Vec::new()),
+            threads: Mutex::new(Vec::new()),
+            accepted: AtomicUsize::new(0),
+            forwarded: AtomicU64::new(0),
+        });
+        let s = Arc::clone(&shared);
+        let acceptor = std::thread::Builder::new()
+            .name(format!("proxy-{port}"))
+            .spawn(move || accept_loop(listener, upstream, s))
+            .unwrap();
+        Proxy {
+            port,
+            shared,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stop forwarding, keep every connection open, keep accepting.
+    pub fn stall(&self) {
+        self.shared.mode.store(STALL, Ordering::SeqCst);
+    }
+
+    /// Forward again.
+    pub fn resume(&self) {
+        self.shared.mode.store(FORWARD, Ordering::SeqCst);
+    }
+
+    /// Close new connections at once (existing ones are left alone).
+    pub fn refuse(&self) {
+        self.shared.mode.store(REFUSE, Ordering::SeqCst);
+    }
+
+    /// Close every open connection now; new ones are handled by the current mode.
+    pub fn cut(&self) {
+        let generation = self.shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let sockets = self.shared.sockets.lock().unwrap();
+        for (g, s) in sockets.iter() {
+            if *g < generation {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.shared.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Bytes forwarded so far (both directions).
+    pub fn forwarded(&self) -> u64 {
+        self.shared.forwarded.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        for (_, s) in self.shared.sockets.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        if let Some(a) = self.acceptor.take() {
+            let _ = a.join();
+        }
+        let threads: Vec<_> = self.shared.threads.lock().unwrap().drain(..).collect();
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn accept_loop(listener: TcpListener, upstream: SocketAddr, shared: Arc<Shared>) {
+    while !shared.stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((client, _)) => {
+                shared.accepted.fetch_add(1, Ordering::SeqCst);
+                if shared.mode.load(Ordering::SeqCst) == REFUSE {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let s = Arc::clone(&shared);
+                let handle = std::thread::spawn(move || serve(client, upstream, s));
+                shared.threads.lock().unwrap().push(handle);
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(TICK),
+            Err(_) => std::thread::sleep(TICK),
+        }
+    }
+}
+
+fn serve(client: TcpStream, upstream: SocketAddr, shared: Arc<Shared>) {
+    let _ = client.set_nonblocking(false);
+    let Ok(server) = TcpStream::connect_timeout(&upstream, Duration::from_secs(5)) else {
+        let _ = client.shutdown(Shutdown::Both);
+        return;
+    };
+    let generation = shared.generation.load(Ordering::SeqCst);
+    {
+        let mut sockets = shared.sockets.lock().unwrap();
+        sockets.push((generation, client.try_clone().unwrap()));
+        sockets.push((generation, server.try_clone().unwrap()));
+    }
+    let up = {
+        let (from, to, s) = (
+            client.try_clone().unwrap(),
+            server.try_clone().unwrap(),
+            Arc::clone(&shared),
+        );
+        std::thread::spawn(move || pump(from, to, generation, s))
+    };
+    pump(server, client, generation, Arc::clone(&shared));
+    let _ = up.join();
+}
+
+/// Copies `from` to `to` while the mode is FORWARD; holds still while STALL; ends on EOF, an
+/// error, a cut or the stop flag, closing both sockets.
+fn pump(mut from: TcpStream, mut to: TcpStream, generation: u64, shared: Arc<Shared>) {
+    let _ = from.set_read_timeout(Some(TICK));
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if shared.stop.load(Ordering::SeqCst)
+            || shared.generation.load(Ordering::SeqCst) > generation
+        {
+            break;
+        }
+        if shared.mode.load(Ordering::SeqCst) == STALL {
+            std::thread::sleep(TICK);
+            continue;
+        }
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                // A stall that begins while bytes are in hand holds them back too.
+                while shared.mode.load(Ordering::SeqCst) == STALL
+                    && !shared.stop.load(Ordering::SeqCst)
+                    && shared.generation.load(Ordering::SeqCst) <= generation
+                {
+                    std::thread::sleep(TICK);
+                }
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+                shared.forwarded.fetch_add(n as u64, Ordering::SeqCst);
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = from.shutdown(Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
+}
+
+#[test]
+fn the_proxy_forwards_stalls_and_cuts() {
+    // An echo server stands in for PostgreSQL.
+    let echo = TcpListener::bind("127.0.0.1:0").unwrap();
+    let echo_port = echo.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        // One connection: the refused one never reaches upstream.
+        for conn in echo.incoming().take(1).flatten() {
+            std::thread::spawn(move || {
+                let mut c = conn;
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = c.read(&mut buf) {
+                    if n == 0 || c.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let proxy = Proxy::start(echo_port);
+    let mut c = TcpStream::connect(("127.0.0.1", proxy.port())).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 5];
+    c.write_all(b"hello").unwrap();
+    c.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"hello");
+    proxy.stall();
+    c.write_all(b"again").unwrap();
+    assert!(
+        c.read_exact(&mut buf).is_err(),
+        "nothing comes back while stalled"
+    );
+    proxy.resume();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"again", "stalled bytes flow after resume");
+    proxy.cut();
+    let mut rest = Vec::new();
+    assert!(
+        matches!(c.read_to_end(&mut rest), Ok(0) | Err(_)),
+        "cut closes it"
+    );
+    proxy.refuse();
+    let mut d = TcpStream::connect(("127.0.0.1", proxy.port())).unwrap();
+    d.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert!(matches!(d.read(&mut buf), Ok(0) | Err(_)), "refused");
+    assert!(proxy.accepted() >= 2 && proxy.forwarded() >= 20);
+}
