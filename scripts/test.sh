@@ -12,7 +12,7 @@ missing=()
 command -v openssl >/dev/null || missing+=(openssl)
 [ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null || missing+=(pgbouncer)
 # The conformance suite (tests/conformance) runs the real drizzle-kit (npm ci on first run) and
-# ../shared/bench/gen_corpus.py.
+# ../shared/bench/gen_corpus.py; tests/v1 runs the real drizzle-kit 1.0 the same way.
 { command -v node >/dev/null && command -v npm >/dev/null; } || missing+=(nodejs npm)
 command -v python3 >/dev/null || missing+=(python3)
 if [ ${#missing[@]} -gt 0 ]; then

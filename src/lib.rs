@@ -18,12 +18,13 @@ pub mod repair;
 pub mod report;
 pub mod seeds;
 pub mod source;
+pub mod upgrade;
 
 use config::Config;
 use db::history::Snapshot;
 use error::Error;
 use plan::{Plan, State};
-use source::{Folder, Migration};
+use source::{Folder, Layout, Migration};
 use std::time::{Duration, Instant};
 
 /// Output format of `status`.
@@ -199,33 +200,107 @@ async fn read_history(cfg: &Config, session: &db::Session) -> Result<Snapshot, E
 async fn prepare_history(
     cfg: &Config,
     session: &db::Session,
-) -> Result<(db::history::Table, Vec<plan::HistoryRow>), Error> {
+    layout: Layout,
+) -> Result<Snapshot, Error> {
     session
         .within(
             "reading the tracking table",
-            db::history::prepare(session, &cfg.migrations_schema, &cfg.migrations_table),
+            db::history::prepare(
+                session,
+                &cfg.migrations_schema,
+                &cfg.migrations_table,
+                layout,
+            ),
         )
         .await
 }
 
-/// The decision `migrate` would take now, from a read-only snapshot.
+async fn upgrade_history(
+    session: &db::Session,
+    table: &mut db::history::Table,
+    up: &upgrade::Upgrade,
+) -> Result<(), Error> {
+    session
+        .within(
+            "upgrading the tracking table to drizzle 1.0's shape",
+            db::history::upgrade(session, table, &up.names),
+        )
+        .await
+}
+
+/// The decision `migrate` would take now, from a snapshot of the table: the plan over the rows
+/// as drizzle would see them, and the upgrade to drizzle 1.0's table shape that must come first,
+/// if any. Every refusal happens here, before anything is changed.
 fn decide(
     cfg: &Config,
     folder: &Folder,
     snapshot: &Snapshot,
-) -> Result<(Plan, plan::Decision), Error> {
-    let rows = if snapshot.exists {
+) -> Result<(Plan, plan::Decision, Option<upgrade::Upgrade>), Error> {
+    let mut rows = if snapshot.exists {
         snapshot.require_usable()?
     } else {
         Vec::new()
     };
-    let plan = Plan::analyse(&folder.migrations, &rows);
-    let decision = plan.decide(
+    let upgrade = table_upgrade(folder, snapshot);
+    if let Some(up) = &upgrade {
+        if let Some(refusal) = up.refusal(&snapshot.table.qualified, &snapshot.raw) {
+            return Err(refusal);
+        }
+        up.apply_to(&mut rows);
+    }
+    let plan = Plan::analyse(folder.layout, &folder.migrations, &rows);
+    let mut decision = plan.decide(
         &folder.migrations,
         cfg.out_of_order,
         &snapshot.table.qualified,
     )?;
-    Ok((plan, decision))
+    if folder.layout == Layout::Journal && snapshot.table.has_name_column {
+        let nameless_ids: std::collections::HashSet<i64> = rows
+            .iter()
+            .filter(|r| r.name.is_none())
+            .map(|r| r.id)
+            .collect();
+        let nameless: Vec<&str> = (plan.states.iter().zip(&folder.migrations))
+            .filter_map(|(s, m)| match s {
+                State::Applied { row_id, .. } if nameless_ids.contains(row_id) => {
+                    Some(m.tag.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        if !nameless.is_empty() {
+            decision.warnings.push(format!(
+                "{} has drizzle 1.0's shape, but the rows of {} have no name (a drizzle 0.x \
+                 runner wrote them); once this project moves to drizzle-kit 1.0, drizzle would \
+                 run those migrations again. `portcullis repair --apply` names them",
+                snapshot.table.qualified,
+                if nameless.len() > 10 {
+                    format!(
+                        "{} and {} more",
+                        nameless[..10].join(", "),
+                        nameless.len() - 10
+                    )
+                } else {
+                    nameless.join(", ")
+                }
+            ));
+        }
+    }
+    if upgrade.is_some() {
+        // drizzle 1.0 sorts its migrations by second, then name, in the run that upgrades.
+        let order = upgrade::order(&folder.migrations);
+        decision
+            .apply
+            .sort_by_key(|i| order.iter().position(|o| o == i));
+    }
+    Ok((plan, decision, upgrade))
+}
+
+/// The upgrade drizzle 1.0 makes before anything else when a folder-layout folder meets a table
+/// in drizzle 0.x's shape (no `name` column).
+fn table_upgrade(folder: &Folder, snapshot: &Snapshot) -> Option<upgrade::Upgrade> {
+    (folder.layout == Layout::Folders && snapshot.exists && !snapshot.table.has_name_column)
+        .then(|| upgrade::compute(&folder.migrations, &snapshot.raw))
 }
 
 fn log_decision(decision: &plan::Decision) {
@@ -245,10 +320,13 @@ async fn migrate_locked(
     started: Instant,
 ) -> Result<Outcome, Error> {
     interrupt::set_activity("reading the tracking table");
-    let (table, rows) = prepare_history(cfg, session).await?;
-    let plan = Plan::analyse(&folder.migrations, &rows);
-    let decision = plan.decide(&folder.migrations, cfg.out_of_order, &table.qualified)?;
+    let snapshot = prepare_history(cfg, session, folder.layout).await?;
+    let (plan, decision, upgrade) = decide(cfg, folder, &snapshot)?;
     log_decision(&decision);
+    let mut table = snapshot.table;
+    if let Some(up) = &upgrade {
+        upgrade_history(session, &mut table, up).await?;
+    }
     let todo: Vec<&Migration> = decision
         .apply
         .iter()
@@ -307,15 +385,35 @@ fn transaction_words(cfg: &Config) -> &'static str {
 
 /// `portcullis plan` / `migrate --dry-run`: what `migrate` would apply now, with its SQL.
 fn plan_report(cfg: &Config, folder: &Folder, snapshot: &Snapshot) -> Result<Outcome, Error> {
-    let (_, decision) = decide(cfg, folder, snapshot)?;
+    let (_, decision, upgrade) = decide(cfg, folder, snapshot)?;
     log_decision(&decision);
+    let q = &snapshot.table.qualified;
     let mut out = String::new();
+    if let Some(up) = &upgrade {
+        out.push_str(&format!(
+            "-- first, in one transaction, {q} is upgraded to drizzle 1.0's shape as drizzle 1.0 \
+             does it:\n-- ALTER TABLE {q} ADD COLUMN IF NOT EXISTS \"name\" text\n-- ALTER TABLE \
+             {q} ADD COLUMN IF NOT EXISTS \"applied_at\" timestamp with time zone DEFAULT now()\n"
+        ));
+        for (id, name) in &up.names {
+            out.push_str(&format!(
+                "-- UPDATE {q} SET \"name\" = {}, \"applied_at\" = NULL WHERE \"id\" = {id}\n",
+                plan::sql_literal(name)
+            ));
+        }
+    }
+    let named = snapshot.table.has_name_column || folder.layout == Layout::Folders;
     if decision.apply.is_empty() {
         let summary = format!(
-            "nothing to apply: all {} migrations of {} are recorded in {}",
+            "nothing to apply: all {} migrations of {} are recorded in {}{}",
             folder.migrations.len(),
             folder.dir.display(),
-            snapshot.table.qualified
+            snapshot.table.qualified,
+            if upgrade.is_some() {
+                " (once it is upgraded to drizzle 1.0's shape)"
+            } else {
+                ""
+            }
         );
         out.push_str(&format!("-- {summary}\n"));
         return Ok(Outcome {
@@ -360,10 +458,19 @@ fn plan_report(cfg: &Config, folder: &Folder, snapshot: &Snapshot) -> Result<Out
             out.push_str(c.text.trim_matches(['\n', '\r']));
             out.push('\n');
         }
-        out.push_str(&format!(
-            "-- then: insert into {} (\"hash\", \"created_at\") values ('{}', {})\n",
-            snapshot.table.qualified, m.hash, m.when
-        ));
+        out.push_str(&if named {
+            format!(
+                "-- then: insert into {q} (\"hash\", \"created_at\", \"name\") values ('{}', {}, {})\n",
+                m.hash,
+                m.when,
+                plan::sql_literal(&m.name)
+            )
+        } else {
+            format!(
+                "-- then: insert into {q} (\"hash\", \"created_at\") values ('{}', {})\n",
+                m.hash, m.when
+            )
+        });
     }
     Ok(Outcome {
         stdout: out,
@@ -384,8 +491,13 @@ fn status(
     format: Format,
     colour: bool,
 ) -> Result<Outcome, Error> {
-    let rows = snapshot.rows();
-    let plan = Plan::analyse(&folder.migrations, &rows);
+    let mut rows = snapshot.rows();
+    let upgrade = table_upgrade(folder, snapshot);
+    if let Some(up) = &upgrade {
+        up.apply_to(&mut rows);
+    }
+    let plan = Plan::analyse(folder.layout, &folder.migrations, &rows);
+    let late = plan.late(&folder.migrations);
     // By id through a map: a scan of the rows per migration is minutes for 100k of each.
     let applied_at_by_id: std::collections::HashMap<i64, Option<&str>> = snapshot
         .raw
@@ -405,7 +517,8 @@ fn status(
         .migrations
         .iter()
         .zip(&plan.states)
-        .map(|(m, s)| {
+        .enumerate()
+        .map(|(i, (m, s))| {
             let (state, row_id, recorded_hash, note) = match s {
                 State::Applied { row_id, moved } => {
                     counts.applied += 1;
@@ -414,7 +527,16 @@ fn status(
                 }
                 State::Pending => {
                     counts.pending += 1;
-                    ("pending", None, None, None)
+                    let note = late.contains(&i).then(|| {
+                        "older than the newest applied; drizzle 1.0 applies it too".to_string()
+                    });
+                    ("pending", None, None, note)
+                }
+                State::Unnamed { row_id } => {
+                    counts.unnamed += 1;
+                    let note =
+                        "recorded with name NULL; drizzle 1.0 would run it again".to_string();
+                    ("recorded-without-name", Some(*row_id), None, Some(note))
                 }
                 State::OutOfOrder => {
                     counts.out_of_order += 1;
@@ -432,6 +554,7 @@ fn status(
             };
             report::StatusEntry {
                 tag: m.tag.clone(),
+                name: m.name.clone(),
                 when: m.when,
                 when_utc: report::utc(m.when),
                 state,
@@ -472,16 +595,42 @@ fn status(
             ));
         }
     }
+    let mut notes = Vec::new();
+    if let Some(up) = &upgrade {
+        if up.unmatched.is_empty() {
+            notes.push(format!(
+                "the table is in drizzle 0.x's shape; migrate first upgrades it to drizzle 1.0's \
+                 as drizzle 1.0 does (adds name and applied_at, names {} row(s))",
+                up.names.len()
+            ));
+        } else {
+            problems.push(format!(
+                "the table is in drizzle 0.x's shape, and drizzle 1.0's upgrade (which migrate \
+                 runs first) refuses it: {} row(s) match no folder here ({})",
+                up.unmatched.len(),
+                up.unmatched_lines(&snapshot.raw).join("; ")
+            ));
+        }
+    }
     let summary = report::Status::summary_line(&counts, folder.migrations.len());
     let doc = report::Status {
         version: env!("CARGO_PKG_VERSION"),
         database: cfg.database.target(),
         table: snapshot.table.qualified.clone(),
         table_exists: snapshot.exists,
+        table_shape: snapshot
+            .exists
+            .then_some(if snapshot.table.has_name_column {
+                "1.0"
+            } else {
+                "0.x"
+            }),
+        layout: folder.layout.label(),
         migrations_dir: folder.dir.display().to_string(),
         migrations,
         unknown_rows,
         problems,
+        notes,
         counts,
         summary: summary.clone(),
         seeds,
@@ -506,7 +655,9 @@ fn status(
 /// against it), listed together. Exit 3 for folder problems, 4 for history problems.
 fn validate(cfg: &Config, folder: &Folder, snapshot: Option<&Snapshot>) -> Result<Outcome, Error> {
     let mut folder_problems = Vec::new();
-    for pair in folder.migrations.windows(2) {
+    // Only drizzle 0.x skips an entry that is not newer than the one before; 1.0 orders by name.
+    let journal = folder.layout == Layout::Journal;
+    for pair in folder.migrations.windows(2).filter(|_| journal) {
         if pair[1].when <= pair[0].when {
             folder_problems.push(format!(
                 "{} has `when` {} ({}), not later than {} before it ({}): once {} is applied, \
@@ -534,7 +685,17 @@ fn validate(cfg: &Config, folder: &Folder, snapshot: Option<&Snapshot>) -> Resul
                 r.created_at.as_deref().unwrap_or("")
             ));
         }
-        let plan = Plan::analyse(&folder.migrations, &snapshot.rows());
+        let mut rows = snapshot.rows();
+        if let Some(up) = table_upgrade(folder, snapshot) {
+            for line in up.unmatched_lines(&snapshot.raw) {
+                history_problems.push(format!(
+                    "{line} matches no folder here, so drizzle 1.0's upgrade of the 0.x-shaped \
+                     table (which migrate runs first) refuses"
+                ));
+            }
+            up.apply_to(&mut rows);
+        }
+        let plan = Plan::analyse(folder.layout, &folder.migrations, &rows);
         for r in &plan.null_rows {
             if !snapshot.unparsable().iter().any(|u| u.id == r.id) {
                 history_problems.push(format!("row id {} has created_at NULL", r.id));
@@ -557,13 +718,23 @@ fn validate(cfg: &Config, folder: &Folder, snapshot: Option<&Snapshot>) -> Resul
                     m.tag,
                     m.file()
                 )),
+                State::Unnamed { row_id } => history_problems.push(format!(
+                    "{} ({}) is recorded with name NULL (row id {row_id}), so drizzle 1.0 would \
+                     run it again; `portcullis repair --apply` names the row",
+                    m.tag,
+                    m.file()
+                )),
                 _ => {}
             }
         }
         for r in &plan.unknown_rows {
             history_problems.push(format!(
-                "row id {} (created_at {}) matches no migration in {}",
+                "row id {} ({}created_at {}) matches no migration in {}",
                 r.id,
+                r.name
+                    .as_deref()
+                    .map(|n| format!("name {n}, "))
+                    .unwrap_or_default(),
                 r.created_at.map(report::utc).unwrap_or_default(),
                 folder.dir.display()
             ));
@@ -637,16 +808,34 @@ async fn baseline(
             }
         },
     };
-    let (table, rows) = prepare_history(cfg, session).await?;
-    let plan = Plan::analyse(&folder.migrations, &rows);
+    let snapshot = prepare_history(cfg, session, folder.layout).await?;
+    let mut rows = snapshot.rows();
+    let upgrade = table_upgrade(folder, &snapshot);
+    if let Some(up) = &upgrade {
+        if let Some(refusal) = up.refusal(&snapshot.table.qualified, &snapshot.raw) {
+            return Err(refusal);
+        }
+        up.apply_to(&mut rows);
+    }
+    let plan = Plan::analyse(folder.layout, &folder.migrations, &rows);
     let targets = &folder.migrations[..upto];
     for (m, s) in targets.iter().zip(&plan.states) {
-        if let State::Edited { row_id, .. } = s {
-            return Err(Error::History(format!(
-                "baseline: {} already has a row (id {row_id}) with another hash; the file was \
-                 edited after it was recorded. Restore the file, or fix the row by hand.",
-                m.tag
-            )));
+        match s {
+            State::Edited { row_id, .. } => {
+                return Err(Error::History(format!(
+                    "baseline: {} already has a row (id {row_id}) with another hash; the file \
+                     was edited after it was recorded. Restore the file, or fix the row by hand.",
+                    m.tag
+                )));
+            }
+            State::Unnamed { row_id } => {
+                return Err(Error::History(format!(
+                    "baseline: {} is already recorded, with name NULL (row id {row_id}); run \
+                     `portcullis repair --apply` to name it instead of recording it twice.",
+                    m.tag
+                )));
+            }
+            _ => {}
         }
     }
     let claimed: Vec<i64> = plan.states[..upto]
@@ -666,7 +855,7 @@ async fn baseline(
             "baseline refuses: {} already has {} row(s) beyond the ones it would record (ids {}), \
              so this database's history is not simply \"nothing recorded yet\". Check `portcullis \
              status`; re-run with --force to record the missing rows anyway.",
-            table.qualified,
+            snapshot.table.qualified,
             others.len(),
             others
                 .iter()
@@ -689,6 +878,10 @@ async fn baseline(
             ),
             ..Outcome::default()
         });
+    }
+    let mut table = snapshot.table;
+    if let Some(up) = &upgrade {
+        upgrade_history(session, &mut table, up).await?;
     }
     db::apply::record(session, &table, &todo).await?;
     let mut stdout = String::new();
@@ -739,7 +932,12 @@ async fn repair(
         )));
     }
     let ty = snapshot.created_at_type().unwrap_or("bigint").to_string();
-    let plan = repair::plan(&folder.migrations, &ty, &snapshot.raw);
+    let plan = repair::plan(
+        &folder.migrations,
+        &ty,
+        &snapshot.raw,
+        snapshot.table.has_name_column,
+    );
     if !plan.unresolved.is_empty() {
         return Err(Error::History(format!(
             "repair cannot fix {q} from this folder; nothing was changed:\n  {}",
@@ -818,7 +1016,7 @@ async fn await_ready(cfg: &Config, folder: &Folder) -> Result<Outcome, Error> {
             Err(e) => return Err(e),
         };
         // Problems that would stop `migrate` stop `await` too: waiting cannot fix them.
-        let (_, decision) = decide(cfg, folder, &snapshot)?;
+        let (_, decision, _) = decide(cfg, folder, &snapshot)?;
         if decision.apply.is_empty() {
             return Ok(Outcome {
                 summary: format!(
@@ -890,7 +1088,7 @@ async fn seed(cfg: &Config) -> Result<Outcome, Error> {
     with_lock(cfg, &session, async {
         if let Some(folder) = &folder
             && let Ok(snapshot) = read_history(cfg, &session).await
-            && let Ok((_, decision)) = decide(cfg, folder, &snapshot)
+            && let Ok((_, decision, _)) = decide(cfg, folder, &snapshot)
             && !decision.apply.is_empty()
         {
             tracing::warn!(

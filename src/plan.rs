@@ -1,16 +1,24 @@
 //! History rows + local migrations -> what each migration's state is and what to apply (pure).
 //!
-//! Pending follows drizzle 0.x exactly: an entry is pending when its `when` is greater than the
-//! newest `created_at` (the high-water mark), so the rows we write are the rows drizzle would.
-//! Beyond drizzle, every entry at or below the mark is matched against the rows, which finds what
-//! drizzle silently gets wrong: out-of-order entries it would skip forever, applied files that were
-//! edited, and NULL `created_at` rows that would make it re-run everything.
+//! Journal layout (drizzle-kit 0.x): pending follows drizzle 0.x exactly: an entry is pending when
+//! its `when` is greater than the newest `created_at` (the high-water mark), so the rows we write
+//! are the rows drizzle would. Beyond drizzle, every entry at or below the mark is matched against
+//! the rows, which finds what drizzle silently gets wrong: out-of-order entries it would skip
+//! forever, applied files that were edited, and NULL `created_at` rows that would make it re-run
+//! everything. In a table drizzle 1.0 has used, entries are first matched by the `name` 1.0
+//! recorded, so nothing 1.0 applied is applied again.
+//!
+//! Folder layout (drizzle-kit 1.0): pending follows drizzle 1.0 exactly: a folder is pending when
+//! its name is not in the `name` column, whatever its age, so out-of-order migrations are applied.
+//! Beyond drizzle, a row with the same name and another hash is an edited migration, and a row
+//! with no name that matches a folder by second and hash (written by a 0.x runner) stops the run
+//! instead of letting the migration run twice (E43).
 
 use crate::config::OutOfOrder;
 use crate::error::Error;
 use crate::report::utc;
-use crate::source::Migration;
 use crate::source::split::cosmetic_variant_hashes;
+use crate::source::{Layout, Migration};
 use std::collections::{HashMap, VecDeque};
 
 /// One row of drizzle's tracking table.
@@ -19,6 +27,20 @@ pub struct HistoryRow {
     pub id: i64,
     pub hash: String,
     pub created_at: Option<i64>,
+    /// drizzle 1.0's `name` column (`None` when NULL or when the table has no such column).
+    pub name: Option<String>,
+}
+
+impl HistoryRow {
+    /// `created_at` truncated to the second, when it is a whole second (as drizzle 1.0 writes it).
+    fn whole_second(&self) -> Option<i64> {
+        self.created_at.filter(|c| c.rem_euclid(1000) == 0)
+    }
+}
+
+/// A millisecond timestamp truncated to its second.
+fn second_of(ms: i64) -> i64 {
+    ms - ms.rem_euclid(1000)
 }
 
 /// What a local migration is, relative to the tracking table.
@@ -30,26 +52,33 @@ pub enum State {
     Pending,
     /// Older than the mark and not recorded: drizzle 0.x skips it silently forever.
     OutOfOrder,
-    /// Recorded under its `when`, but the file's hash differs. `cosmetic` when the difference is
-    /// only line endings or a BOM (a git `autocrlf` checkout, an editor).
+    /// Recorded under its `when` (or its name), but the file's hash differs. `cosmetic` when the
+    /// difference is only line endings or a BOM (a git `autocrlf` checkout, an editor).
     Edited {
         row_id: i64,
         recorded_hash: String,
         cosmetic: bool,
     },
+    /// Folder layout: not recorded by name, but a row with `name` NULL has its second and hash,
+    /// written by a drizzle 0.x runner after the table was upgraded. drizzle 1.0 would run it
+    /// again (E43).
+    Unnamed { row_id: i64 },
 }
 
 /// The analysis of one folder against one tracking table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    /// The newest non-NULL `created_at`, drizzle's high-water mark.
+    /// Which drizzle's rules decided the states.
+    pub layout: Layout,
+    /// The newest non-NULL `created_at`, drizzle 0.x's high-water mark.
     pub mark: Option<i64>,
     /// One state per migration, in folder order.
     pub states: Vec<State>,
     /// Rows that match no local migration: written by a newer image (a rollback deploy), or by
     /// another project sharing the table.
     pub unknown_rows: Vec<HistoryRow>,
-    /// Rows with `created_at` NULL: drizzle would re-run every migration.
+    /// Journal layout: rows with `created_at` NULL, which make drizzle 0.x re-run every
+    /// migration. (drizzle 1.0 never reads `created_at`, so the folder layout leaves this empty.)
     pub null_rows: Vec<HistoryRow>,
 }
 
@@ -65,41 +94,64 @@ pub struct Decision {
 }
 
 impl Plan {
-    /// Matches rows to migrations. Pure: no database, no disk.
-    pub fn analyse(migrations: &[Migration], rows: &[HistoryRow]) -> Plan {
+    /// Matches rows to migrations by the rules of the folder's drizzle. Pure: no database, no disk.
+    pub fn analyse(layout: Layout, migrations: &[Migration], rows: &[HistoryRow]) -> Plan {
+        match layout {
+            Layout::Journal => Plan::analyse_journal(migrations, rows),
+            Layout::Folders => Plan::analyse_folders(migrations, rows),
+        }
+    }
+
+    /// drizzle 0.x: the high-water mark, plus the diagnostics described in the module comment.
+    fn analyse_journal(migrations: &[Migration], rows: &[HistoryRow]) -> Plan {
         let mark = rows.iter().filter_map(|r| r.created_at).max();
         let mut claimed = vec![false; rows.len()];
         let mut states: Vec<Option<State>> = vec![None; migrations.len()];
-        // Each step gives a migration the first unclaimed row (in row order) that matches it.
-        // The candidate rows are indexed by key up front, so that 100k migrations against 100k
-        // rows take milliseconds instead of a scan of every row per migration.
-        fn index<'r, K: std::hash::Hash + Eq>(
-            rows: &'r [HistoryRow],
-            key: impl Fn(&'r HistoryRow) -> Option<K>,
-        ) -> HashMap<K, VecDeque<usize>> {
-            let mut map: HashMap<K, VecDeque<usize>> = HashMap::new();
-            for (r, row) in rows.iter().enumerate() {
-                if let Some(k) = key(row) {
-                    map.entry(k).or_default().push_back(r);
-                }
-            }
-            map
-        }
-        fn first_unclaimed(queue: Option<&mut VecDeque<usize>>, claimed: &[bool]) -> Option<usize> {
-            let queue = queue?;
-            while let Some(&r) = queue.front() {
-                if !claimed[r] {
-                    return Some(r);
-                }
-                queue.pop_front();
-            }
-            None
-        }
+        // Each step gives a migration the first unclaimed row (in row order) that matches it,
+        // through an index of the rows by the step's key (see `index`).
 
+        // 0. A table drizzle 1.0 has used: the name it recorded (the folder `drizzle-kit up`
+        //    made of this entry) says the migration ran, even though 1.0 wrote a second-precision
+        //    created_at that is not the journal's `when`.
+        let mut by_name = index(rows, |r| r.name.as_deref());
+        for (i, m) in migrations.iter().enumerate() {
+            if let Some(r) = first_unclaimed(by_name.get_mut(m.name.as_str()), &claimed) {
+                claimed[r] = true;
+                states[i] = Some(if rows[r].hash == m.hash {
+                    State::Applied {
+                        row_id: rows[r].id,
+                        moved: false,
+                    }
+                } else {
+                    edited(m, &rows[r])
+                });
+            }
+        }
         // 1. Exact matches: same `created_at` and same hash.
         let mut exact = index(rows, |r| r.created_at.map(|c| (c, r.hash.as_str())));
         for (i, m) in migrations.iter().enumerate() {
+            if states[i].is_some() {
+                continue;
+            }
             if let Some(r) = first_unclaimed(exact.get_mut(&(m.when, m.hash.as_str())), &claimed) {
+                claimed[r] = true;
+                states[i] = Some(State::Applied {
+                    row_id: rows[r].id,
+                    moved: false,
+                });
+            }
+        }
+        // 1b. Same hash, recorded at the whole second of its `when`: drizzle 1.0 applied it from
+        //     the converted folder under a name this journal does not produce (a rename, or
+        //     `drizzle-kit up` run in a time zone where the year differed). drizzle 0.x would run
+        //     it again; it ran.
+        let mut by_second = index(rows, |r| r.whole_second().map(|s| (s, r.hash.as_str())));
+        for (i, m) in migrations.iter().enumerate() {
+            if states[i].is_some() {
+                continue;
+            }
+            let key = (second_of(m.when), m.hash.as_str());
+            if let Some(r) = first_unclaimed(by_second.get_mut(&key), &claimed) {
                 claimed[r] = true;
                 states[i] = Some(State::Applied {
                     row_id: rows[r].id,
@@ -121,12 +173,7 @@ impl Plan {
             }
             if let Some(r) = first_unclaimed(by_when.get_mut(&m.when), &claimed) {
                 claimed[r] = true;
-                let cosmetic = cosmetic_variant_hashes(&m.text).contains(&rows[r].hash);
-                states[i] = Some(State::Edited {
-                    row_id: rows[r].id,
-                    recorded_hash: rows[r].hash.clone(),
-                    cosmetic,
-                });
+                states[i] = Some(edited(m, &rows[r]));
             }
         }
         // 4. Recorded by hash under another `created_at` (or NULL): applied, but its `when` moved.
@@ -160,11 +207,76 @@ impl Plan {
             .cloned()
             .collect();
         Plan {
+            layout: Layout::Journal,
             mark,
             states,
             unknown_rows,
             null_rows,
         }
+    }
+
+    /// drizzle 1.0: pending by name, plus the diagnostics described in the module comment.
+    fn analyse_folders(migrations: &[Migration], rows: &[HistoryRow]) -> Plan {
+        let mut claimed = vec![false; rows.len()];
+        let mut states = Vec::with_capacity(migrations.len());
+        let by_name = index(rows, |r| r.name.as_deref());
+        let mut unnamed_by_second = index(rows, |r| match (&r.name, r.created_at) {
+            (None, Some(c)) => Some((second_of(c), r.hash.as_str())),
+            _ => None,
+        });
+        for m in migrations {
+            if let Some(named) = by_name.get(m.name.as_str()) {
+                let first = named[0];
+                // drizzle 1.0 only asks whether the name is there; duplicates are harmless.
+                for &r in named {
+                    claimed[r] = true;
+                }
+                states.push(match named.iter().find(|&&r| rows[r].hash == m.hash) {
+                    Some(&r) => State::Applied {
+                        row_id: rows[r].id,
+                        moved: false,
+                    },
+                    None => edited(m, &rows[first]),
+                });
+                continue;
+            }
+            let unnamed = first_unclaimed(
+                unnamed_by_second.get_mut(&(m.when, m.hash.as_str())),
+                &claimed,
+            );
+            match unnamed {
+                Some(r) => {
+                    claimed[r] = true;
+                    states.push(State::Unnamed { row_id: rows[r].id });
+                }
+                None => states.push(State::Pending),
+            }
+        }
+        let unknown_rows = rows
+            .iter()
+            .zip(&claimed)
+            .filter(|(_, c)| !**c)
+            .map(|(r, _)| r.clone())
+            .collect();
+        Plan {
+            layout: Layout::Folders,
+            mark: rows.iter().filter_map(|r| r.created_at).max(),
+            states,
+            unknown_rows,
+            null_rows: Vec::new(),
+        }
+    }
+
+    /// Folder layout: pending migrations older than the newest recorded one (a branch merged
+    /// late). drizzle 1.0 applies them, and so does portcullis; they are worth a line in the log.
+    pub fn late(&self, migrations: &[Migration]) -> Vec<usize> {
+        if self.layout != Layout::Folders {
+            return Vec::new();
+        }
+        self.positions(|s| matches!(s, State::Pending))
+            .into_iter()
+            .filter(|&i| self.mark.is_some_and(|mark| migrations[i].when < mark))
+            .collect()
     }
 
     /// Positions of the migrations drizzle would apply now (its pending rule alone).
@@ -288,6 +400,17 @@ impl Plan {
                     utc(m.when),
                     newest.as_deref().unwrap_or("?")
                 )),
+                State::Unnamed { row_id } => problems.push(format!(
+                    "{} ({}) is recorded without a name (row id {row_id}: same second, same \
+                     hash), as a drizzle 0.x runner (drizzle-kit 0.x, or an older image of the \
+                     app) records it in a table drizzle 1.0 has upgraded. drizzle 1.0 decides by \
+                     name and would run it again; portcullis refuses instead. Give the row its \
+                     name, with `portcullis repair --apply` or by hand: UPDATE {table} SET name = \
+                     {} WHERE id = {row_id};",
+                    m.tag,
+                    m.file(),
+                    sql_literal(&m.name)
+                )),
                 State::OutOfOrder if policy == OutOfOrder::Skip => warnings.push(format!(
                     "{} ({}) is out of order (older than the newest applied migration {}) and is \
                      skipped because PORTCULLIS_OUT_OF_ORDER=skip; its SQL has never run here",
@@ -310,6 +433,16 @@ impl Plan {
             return Err(Error::History(msg));
         }
 
+        for i in self.late(migrations) {
+            notes.push(format!(
+                "{} ({}) is older than the newest recorded migration {} but was never applied (a \
+                 branch merged late?); drizzle 1.0 applies it by name, and so does portcullis, in \
+                 folder order",
+                migrations[i].tag,
+                migrations[i].file(),
+                newest.as_deref().unwrap_or("?")
+            ));
+        }
         if !self.unknown_rows.is_empty() {
             notes.push(format!(
                 "{} row(s) of {table} match no migration in this folder (ids {}, newest created_at \
@@ -347,6 +480,47 @@ impl Plan {
     }
 }
 
+/// The rows indexed by `key`, each key's rows in row order. Every matching step looks rows up
+/// here instead of scanning them, so that 100k migrations against 100k rows take milliseconds.
+fn index<'r, K: std::hash::Hash + Eq>(
+    rows: &'r [HistoryRow],
+    key: impl Fn(&'r HistoryRow) -> Option<K>,
+) -> HashMap<K, VecDeque<usize>> {
+    let mut map: HashMap<K, VecDeque<usize>> = HashMap::new();
+    for (r, row) in rows.iter().enumerate() {
+        if let Some(k) = key(row) {
+            map.entry(k).or_default().push_back(r);
+        }
+    }
+    map
+}
+
+/// The first row of `queue` not claimed yet (dropping the claimed ones on the way).
+fn first_unclaimed(queue: Option<&mut VecDeque<usize>>, claimed: &[bool]) -> Option<usize> {
+    let queue = queue?;
+    while let Some(&r) = queue.front() {
+        if !claimed[r] {
+            return Some(r);
+        }
+        queue.pop_front();
+    }
+    None
+}
+
+/// The state of a migration whose row has another hash.
+fn edited(m: &Migration, row: &HistoryRow) -> State {
+    State::Edited {
+        row_id: row.id,
+        recorded_hash: row.hash.clone(),
+        cosmetic: cosmetic_variant_hashes(&m.text).contains(&row.hash),
+    }
+}
+
+/// `text` as an SQL string literal, for fixes printed in messages.
+pub fn sql_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
 fn short(hash: &str) -> &str {
     &hash[..hash.len().min(12)]
 }
@@ -371,6 +545,7 @@ mod tests {
             id,
             hash: mig.hash.clone(),
             created_at: Some(mig.when),
+            name: None,
         }
     }
 
@@ -379,7 +554,7 @@ mod tests {
     #[test]
     fn empty_table_makes_everything_pending() {
         let ms = vec![m(0, 10, "a"), m(1, 20, "b")];
-        let p = Plan::analyse(&ms, &[]);
+        let p = Plan::analyse(Layout::Journal, &ms, &[]);
         assert_eq!(p.mark, None);
         assert_eq!(p.pending(), vec![0, 1]);
         let d = p.decide(&ms, OutOfOrder::Error, T).unwrap();
@@ -391,7 +566,7 @@ mod tests {
         // Journal order 30, 20, 40 with mark 20: 30 and 40 pending, applied in journal order.
         let ms = vec![m(0, 30, "a"), m(1, 20, "b"), m(2, 40, "c")];
         let rows = vec![row(1, &ms[1])];
-        let p = Plan::analyse(&ms, &rows);
+        let p = Plan::analyse(Layout::Journal, &ms, &rows);
         assert_eq!(p.mark, Some(20));
         assert_eq!(p.pending(), vec![0, 2]);
         assert_eq!(
@@ -403,7 +578,7 @@ mod tests {
         );
         // An entry equal to the mark is not pending (E17): it is applied or out of order.
         let ms2 = vec![m(0, 20, "x")];
-        let p2 = Plan::analyse(&ms2, &rows);
+        let p2 = Plan::analyse(Layout::Journal, &ms2, &rows);
         assert!(p2.pending().is_empty());
     }
 
@@ -411,7 +586,7 @@ mod tests {
     fn fully_applied_is_a_no_op() {
         let ms = vec![m(0, 10, "a"), m(1, 20, "b")];
         let rows = vec![row(1, &ms[0]), row(2, &ms[1])];
-        let d = Plan::analyse(&ms, &rows)
+        let d = Plan::analyse(Layout::Journal, &ms, &rows)
             .decide(&ms, OutOfOrder::Error, T)
             .unwrap();
         assert!(d.apply.is_empty());
@@ -423,7 +598,7 @@ mod tests {
         // 0 and 2 applied; 1 (older than the mark 30) never was.
         let ms = vec![m(0, 10, "a"), m(1, 20, "b"), m(2, 30, "c"), m(3, 40, "d")];
         let rows = vec![row(1, &ms[0]), row(2, &ms[2])];
-        let p = Plan::analyse(&ms, &rows);
+        let p = Plan::analyse(Layout::Journal, &ms, &rows);
         assert_eq!(p.out_of_order(), vec![1]);
         assert_eq!(p.pending(), vec![3]);
 
@@ -446,7 +621,7 @@ mod tests {
         let ms = vec![m(0, 10, "create table a();\n"), m(1, 20, "b")];
         let mut rows = vec![row(1, &ms[0]), row(2, &ms[1])];
         rows[0].hash = crate::source::split::hash("create table a (id int);\n");
-        let p = Plan::analyse(&ms, &rows);
+        let p = Plan::analyse(Layout::Journal, &ms, &rows);
         assert!(matches!(
             p.states[0],
             State::Edited {
@@ -458,7 +633,7 @@ mod tests {
         assert!(msg.contains("0000_m") && msg.contains("edited"), "{msg}");
 
         rows[0].hash = crate::source::split::hash("create table a();\r\n");
-        let p = Plan::analyse(&ms, &rows);
+        let p = Plan::analyse(Layout::Journal, &ms, &rows);
         assert!(matches!(p.states[0], State::Edited { cosmetic: true, .. }));
         let d = p.decide(&ms, OutOfOrder::Error, T).unwrap();
         assert!(d.apply.is_empty());
@@ -473,14 +648,16 @@ mod tests {
                 id: 7,
                 hash: ms[0].hash.clone(),
                 created_at: None,
+                name: None,
             },
             HistoryRow {
                 id: 8,
                 hash: "f".repeat(64),
                 created_at: None,
+                name: None,
             },
         ];
-        let p = Plan::analyse(&ms, &rows);
+        let p = Plan::analyse(Layout::Journal, &ms, &rows);
         assert_eq!(p.null_rows.len(), 2);
         let msg = p.decide(&ms, OutOfOrder::Apply, T).unwrap_err().to_string();
         assert!(msg.contains("created_at NULL"), "{msg}");
@@ -497,9 +674,10 @@ mod tests {
                 id: 2,
                 hash: "e".repeat(64),
                 created_at: Some(50),
+                name: None,
             },
         ];
-        let p = Plan::analyse(&ms, &rows);
+        let p = Plan::analyse(Layout::Journal, &ms, &rows);
         assert_eq!(p.unknown_rows.len(), 1);
         let d = p.decide(&ms, OutOfOrder::Error, T).unwrap();
         assert!(d.apply.is_empty());
@@ -513,7 +691,7 @@ mod tests {
         // the second (when below the mark? no: above) stays pending by drizzle's rule.
         let ms = vec![m(0, 10, "-- custom"), m(1, 20, "-- custom")];
         let rows = vec![row(1, &ms[0])];
-        let p = Plan::analyse(&ms, &rows);
+        let p = Plan::analyse(Layout::Journal, &ms, &rows);
         assert_eq!(p.pending(), vec![1]);
         // With a newer row present, the second is out of order, not "applied by hash".
         let rows = vec![
@@ -522,9 +700,10 @@ mod tests {
                 id: 2,
                 hash: "e".repeat(64),
                 created_at: Some(30),
+                name: None,
             },
         ];
-        let p = Plan::analyse(&ms, &rows);
+        let p = Plan::analyse(Layout::Journal, &ms, &rows);
         assert_eq!(p.out_of_order(), vec![1]);
     }
 
@@ -536,10 +715,11 @@ mod tests {
                 id: 1,
                 hash: ms[0].hash.clone(),
                 created_at: Some(10),
+                name: None,
             },
             row(2, &ms[1]),
         ];
-        let p = Plan::analyse(&ms, &rows);
+        let p = Plan::analyse(Layout::Journal, &ms, &rows);
         assert_eq!(
             p.states[0],
             State::Applied {
@@ -550,5 +730,160 @@ mod tests {
         let d = p.decide(&ms, OutOfOrder::Error, T).unwrap();
         assert!(d.apply.is_empty());
         assert_eq!(d.warnings.len(), 1);
+    }
+
+    // ---- folder layout (drizzle 1.0) and the mixed cases ----
+
+    fn f(position: usize, second: i64, sql: &str) -> Migration {
+        let name = format!("2025010100000{second}_m{position}");
+        Migration::from_folder(
+            position,
+            &name,
+            1_735_689_600_000 + second * 1000,
+            PathBuf::from(format!("migrations/{name}/migration.sql")),
+            sql.as_bytes(),
+        )
+    }
+
+    fn named(id: i64, mig: &Migration) -> HistoryRow {
+        HistoryRow {
+            name: Some(mig.name.clone()),
+            ..row(id, mig)
+        }
+    }
+
+    #[test]
+    fn folders_are_pending_by_name_whatever_their_age() {
+        let ms = vec![f(0, 1, "a"), f(1, 2, "b"), f(2, 3, "c"), f(3, 4, "d")];
+        // 0 and 2 applied; 1 is older than 2 and never applied: drizzle 1.0 applies it.
+        let rows = vec![named(1, &ms[0]), named(2, &ms[2])];
+        let p = Plan::analyse(Layout::Folders, &ms, &rows);
+        assert_eq!(p.pending(), vec![1, 3]);
+        assert!(p.out_of_order().is_empty());
+        assert_eq!(p.late(&ms), vec![1]);
+        // The 0.x policy does not apply: drizzle 1.0 has no such thing as skipping.
+        let d = p.decide(&ms, OutOfOrder::Error, T).unwrap();
+        assert_eq!(d.apply, vec![1, 3]);
+        assert!(d.notes[0].contains("merged late"), "{:?}", d.notes);
+        // created_at plays no part: a NULL or odd value is no problem for drizzle 1.0.
+        let mut rows = rows;
+        rows[0].created_at = None;
+        let p = Plan::analyse(Layout::Folders, &ms, &rows);
+        assert!(p.null_rows.is_empty());
+        assert_eq!(
+            p.decide(&ms, OutOfOrder::Error, T).unwrap().apply,
+            vec![1, 3]
+        );
+    }
+
+    #[test]
+    fn folders_edited_and_foreign_rows() {
+        let ms = vec![f(0, 1, "a"), f(1, 2, "b")];
+        let mut rows = vec![named(1, &ms[0]), named(2, &ms[1])];
+        rows[1].hash = crate::source::split::hash("other");
+        rows.push(HistoryRow {
+            id: 3,
+            hash: "e".repeat(64),
+            created_at: Some(1_900_000_000_000),
+            name: Some("20300101000000_newer".into()),
+        });
+        let p = Plan::analyse(Layout::Folders, &ms, &rows);
+        assert!(matches!(p.states[1], State::Edited { row_id: 2, .. }));
+        assert_eq!(p.unknown_rows.len(), 1);
+        let msg = p.decide(&ms, OutOfOrder::Error, T).unwrap_err().to_string();
+        assert!(msg.contains("edited after it was applied"), "{msg}");
+        // A duplicate row under the same name is harmless, as for drizzle.
+        let rows = vec![named(1, &ms[0]), named(2, &ms[0]), named(3, &ms[1])];
+        let p = Plan::analyse(Layout::Folders, &ms, &rows);
+        assert!(p.unknown_rows.is_empty());
+        assert!(
+            p.decide(&ms, OutOfOrder::Error, T)
+                .unwrap()
+                .apply
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_nameless_row_of_the_same_second_and_hash_is_refused_not_rerun() {
+        // E43: a 0.x runner recorded the journal entry (when ...123 ms) with name NULL.
+        let ms = vec![f(0, 1, "a"), f(1, 2, "b")];
+        let rows = vec![
+            named(1, &ms[0]),
+            HistoryRow {
+                id: 2,
+                hash: ms[1].hash.clone(),
+                created_at: Some(ms[1].when + 123),
+                name: None,
+            },
+        ];
+        let p = Plan::analyse(Layout::Folders, &ms, &rows);
+        assert_eq!(p.states[1], State::Unnamed { row_id: 2 });
+        assert!(p.pending().is_empty());
+        let msg = p.decide(&ms, OutOfOrder::Error, T).unwrap_err().to_string();
+        assert!(
+            msg.contains(&format!(
+                "UPDATE {T} SET name = '{}' WHERE id = 2;",
+                ms[1].name
+            )),
+            "{msg}"
+        );
+        assert!(msg.contains("would run it again"), "{msg}");
+        // Another second, or another hash: not the same migration, so it stays pending.
+        for (created_at, hash) in [
+            (ms[1].when + 1000, ms[1].hash.clone()),
+            (ms[1].when, "f".repeat(64)),
+        ] {
+            let rows = vec![HistoryRow {
+                id: 2,
+                hash,
+                created_at: Some(created_at),
+                name: None,
+            }];
+            let p = Plan::analyse(Layout::Folders, &ms[1..], &rows);
+            assert_eq!(p.pending(), vec![0]);
+            assert_eq!(p.unknown_rows.len(), 1);
+        }
+    }
+
+    #[test]
+    fn journal_entries_drizzle_1_applied_are_not_applied_again() {
+        // A database migrated by drizzle 1.0 from the `drizzle-kit up` folders (created_at at
+        // whole seconds, names set), then an older image with the journal runs (a rollback).
+        let ms = vec![m(0, 1_700_000_000_250, "a"), m(1, 1_700_000_001_750, "b")];
+        let rows: Vec<HistoryRow> = ms
+            .iter()
+            .enumerate()
+            .map(|(i, mig)| HistoryRow {
+                id: i as i64 + 1,
+                hash: mig.hash.clone(),
+                created_at: Some(second_of(mig.when)),
+                name: Some(mig.name.clone()),
+            })
+            .collect();
+        let p = Plan::analyse(Layout::Journal, &ms, &rows);
+        assert!(p.pending().is_empty(), "{:?}", p.states);
+        assert!(
+            p.decide(&ms, OutOfOrder::Error, T)
+                .unwrap()
+                .apply
+                .is_empty()
+        );
+        // Under another name (renamed or converted elsewhere): matched by second and hash.
+        let mut rows = rows;
+        rows[1].name = Some("20231114221321_renamed".into());
+        let p = Plan::analyse(Layout::Journal, &ms, &rows);
+        assert!(p.pending().is_empty(), "{:?}", p.states);
+        assert!(p.unknown_rows.is_empty());
+        // drizzle 0.x alone would have re-run the second one: its `when` is above the mark.
+        assert!(ms[1].when > rows.iter().filter_map(|r| r.created_at).max().unwrap());
+    }
+
+    #[test]
+    fn journal_names_are_what_drizzle_kit_up_makes() {
+        let mig = m(3, 1_680_271_923_328, "x");
+        assert_eq!(mig.name, "20230331141203_m");
+        let folder = f(0, 5, "x");
+        assert_eq!(folder.name, folder.tag);
     }
 }

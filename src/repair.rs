@@ -1,7 +1,9 @@
 //! What `portcullis repair` would change in a damaged tracking table (pure). It only ever touches
 //! the tracking table: `created_at` converted to bigint, NULL or unreadable values filled from the
-//! local migration with the same hash, exact duplicate rows dropped. Rows it cannot resolve are
-//! reported, and then nothing is changed at all.
+//! local migration with the same hash, exact duplicate rows dropped, and in a table in drizzle
+//! 1.0's shape, a NULL `name` filled in for a row that records a local migration by second and
+//! hash (a drizzle 0.x runner wrote it; drizzle 1.0 would run the migration again, E43). Rows it
+//! cannot resolve are reported, and then nothing is changed at all.
 
 use crate::db::history::RawRow;
 use crate::source::Migration;
@@ -19,8 +21,10 @@ pub enum Action {
         to: i64,
         tag: String,
     },
-    /// Drop row `id`, an exact copy (hash and created_at) of row `keep`.
+    /// Drop row `id`, an exact copy (hash, created_at and name) of row `keep`.
     DeleteDuplicate { id: i64, keep: i64 },
+    /// Give row `id`, whose `name` is NULL, the name drizzle 1.0 knows its migration by.
+    SetName { id: i64, name: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -52,8 +56,14 @@ fn as_millis(text: &str) -> Option<i64> {
     }
 }
 
-/// Plans the repair of `rows` (whose `created_at` column has type `created_at_type`).
-pub fn plan(migrations: &[Migration], created_at_type: &str, rows: &[RawRow]) -> RepairPlan {
+/// Plans the repair of `rows` (whose `created_at` column has type `created_at_type`; `named`
+/// when the table has drizzle 1.0's `name` column).
+pub fn plan(
+    migrations: &[Migration],
+    created_at_type: &str,
+    rows: &[RawRow],
+    named: bool,
+) -> RepairPlan {
     let mut out = RepairPlan::default();
     let needs_conversion = created_at_type != "bigint";
     let mut resolved: Vec<(i64, String, i64)> = Vec::new();
@@ -88,10 +98,43 @@ pub fn plan(migrations: &[Migration], created_at_type: &str, rows: &[RawRow]) ->
         };
         resolved.push((r.id, r.hash.clone(), value));
     }
+    // Names for nameless rows: the migration of the same second and hash, when no row has its
+    // name yet (one row per name).
+    let mut names: BTreeMap<i64, String> = rows
+        .iter()
+        .filter_map(|r| r.name.clone().map(|n| (r.id, n)))
+        .collect();
+    let mut taken: std::collections::HashSet<String> = names.values().cloned().collect();
+    let second = |ms: i64| ms - ms.rem_euclid(1000);
+    let mut by_second: std::collections::HashMap<(&str, i64), &Migration> =
+        std::collections::HashMap::new();
+    for m in migrations.iter().rev() {
+        by_second.insert((m.hash.as_str(), second(m.when)), m); // the first one wins
+    }
+    let mut namings = Vec::new();
+    for (id, hash, value) in resolved.iter().filter(|_| named) {
+        if names.contains_key(id) {
+            continue;
+        }
+        let Some(m) = by_second.get(&(hash.as_str(), second(*value))) else {
+            continue;
+        };
+        if !taken.insert(m.name.clone()) {
+            continue;
+        }
+        names.insert(*id, m.name.clone());
+        namings.push(Action::SetName {
+            id: *id,
+            name: m.name.clone(),
+        });
+    }
     let mut deletes = Vec::new();
     let mut kept: Vec<&(i64, String, i64)> = Vec::new();
     for row in &resolved {
-        match kept.iter().find(|k| k.1 == row.1 && k.2 == row.2) {
+        match kept
+            .iter()
+            .find(|k| k.1 == row.1 && k.2 == row.2 && names.get(&k.0) == names.get(&row.0))
+        {
             Some(first) => deletes.push(Action::DeleteDuplicate {
                 id: row.0,
                 keep: first.0,
@@ -106,6 +149,7 @@ pub fn plan(migrations: &[Migration], created_at_type: &str, rows: &[RawRow]) ->
         });
     }
     out.actions.extend(fills);
+    out.actions.extend(namings);
     out.actions.extend(deletes);
     out
 }
@@ -123,6 +167,10 @@ pub fn describe(action: &Action, table: &str) -> String {
         Action::DeleteDuplicate { id, keep } => {
             format!("delete row id {id}, an exact duplicate of row id {keep}")
         }
+        Action::SetName { id, name } => format!(
+            "set name of row id {id} from NULL to {name} (matched by second and hash), so \
+             drizzle 1.0 does not run that migration again"
+        ),
     }
 }
 
@@ -147,6 +195,7 @@ mod tests {
             hash: hash.into(),
             created_at: created_at.map(str::to_string),
             applied_at: None,
+            name: None,
         }
     }
 
@@ -157,7 +206,7 @@ mod tests {
             raw(1, &ms[0].hash, Some("10")),
             raw(2, &ms[1].hash, Some("20")),
         ];
-        let p = plan(&ms, "bigint", &rows);
+        let p = plan(&ms, "bigint", &rows, false);
         assert!(p.is_empty() && p.unresolved.is_empty(), "{p:?}");
     }
 
@@ -169,7 +218,7 @@ mod tests {
             raw(2, &ms[1].hash, None),
             raw(3, &ms[0].hash, Some("10")),
         ];
-        let p = plan(&ms, "bigint", &rows);
+        let p = plan(&ms, "bigint", &rows, false);
         assert_eq!(
             p.actions,
             vec![
@@ -192,7 +241,7 @@ mod tests {
             raw(1, &ms[0].hash, Some("10")),
             raw(2, &ms[1].hash, Some("20.000")),
         ];
-        let p = plan(&ms, "numeric", &rows);
+        let p = plan(&ms, "numeric", &rows, false);
         assert_eq!(
             p.actions,
             vec![Action::ConvertToBigint {
@@ -202,7 +251,7 @@ mod tests {
         assert_eq!(p.values, BTreeMap::from([(1, 10), (2, 20)]));
         // A timestamp value is not milliseconds: taken from the migration with the same hash.
         let rows = vec![raw(1, &ms[0].hash, Some("2024-01-01 00:00:00"))];
-        let p = plan(&ms, "timestamp without time zone", &rows);
+        let p = plan(&ms, "timestamp without time zone", &rows, false);
         assert_eq!(p.actions.len(), 2);
         assert_eq!(p.values, BTreeMap::from([(1, 10)]));
     }
@@ -211,8 +260,34 @@ mod tests {
     fn unknown_rows_it_cannot_fix_are_reported() {
         let ms = vec![m(10, "a")];
         let rows = vec![raw(7, &"f".repeat(64), None)];
-        let p = plan(&ms, "bigint", &rows);
+        let p = plan(&ms, "bigint", &rows, false);
         assert_eq!(p.unresolved.len(), 1);
         assert!(p.unresolved[0].contains("row id 7"));
+    }
+
+    #[test]
+    fn names_nameless_rows_in_a_drizzle_1_table() {
+        // A 0.x runner recorded `m2000` (when 2345) with name NULL in an upgraded table.
+        let ms = vec![m(1000, "a"), m(2345, "b"), m(3000, "c")];
+        let mut rows = vec![
+            raw(1, &ms[0].hash, Some("1000")),
+            raw(2, &ms[1].hash, Some("2345")),
+            raw(3, &ms[2].hash, Some("3000")),
+            // The same content recorded again, already named: left alone.
+            raw(4, &ms[2].hash, Some("3000")),
+        ];
+        rows[0].name = Some(ms[0].name.clone());
+        rows[3].name = Some(ms[2].name.clone());
+        let p = plan(&ms, "bigint", &rows, true);
+        assert_eq!(
+            p.actions,
+            vec![Action::SetName {
+                id: 2,
+                name: ms[1].name.clone()
+            }]
+        );
+        assert!(describe(&p.actions[0], "t").contains("does not run that migration again"));
+        // Without the column there is nothing to name.
+        assert!(plan(&ms, "bigint", &rows, false).is_empty());
     }
 }

@@ -133,11 +133,15 @@ mod tests {
 /// One migration's line in `status`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct StatusEntry {
+    /// The journal tag, or the folder name in drizzle-kit 1.0's layout.
     pub tag: String,
+    /// What drizzle 1.0 records in `name`: the folder name, or for a journal entry the folder
+    /// name `drizzle-kit up` gives it.
+    pub name: String,
     /// Journal `when` in milliseconds, and as a UTC date.
     pub when: i64,
     pub when_utc: String,
-    /// `applied`, `pending`, `out-of-order` or `edited`.
+    /// `applied`, `pending`, `out-of-order`, `edited` or `recorded-without-name`.
     pub state: &'static str,
     pub file: String,
     pub hash: String,
@@ -169,6 +173,7 @@ pub struct StatusCounts {
     pub out_of_order: usize,
     pub edited: usize,
     pub unknown: usize,
+    pub unnamed: usize,
 }
 
 /// The whole `status` document. Its JSON form is documented in README and kept stable:
@@ -179,11 +184,17 @@ pub struct Status {
     pub database: String,
     pub table: String,
     pub table_exists: bool,
+    /// `0.x` (id, hash, created_at) or `1.0` (plus name, applied_at); `None` when absent.
+    pub table_shape: Option<&'static str>,
+    /// `journal` (drizzle-kit 0.x) or `folders` (drizzle-kit 1.0).
+    pub layout: &'static str,
     pub migrations_dir: String,
     pub migrations: Vec<StatusEntry>,
     pub unknown_rows: Vec<UnknownRow>,
     /// Problems that would stop `migrate` (NULL or unreadable created_at, a bad table shape).
     pub problems: Vec<String>,
+    /// What migrate will do besides applying (upgrading the table to drizzle 1.0's shape).
+    pub notes: Vec<String>,
     pub counts: StatusCounts,
     pub summary: String,
     /// The seeds phase: files, states and last runs.
@@ -197,6 +208,7 @@ impl Status {
             (counts.pending, "pending"),
             (counts.out_of_order, "out of order"),
             (counts.edited, "edited after apply"),
+            (counts.unnamed, "recorded without a name"),
             (counts.unknown, "recorded but unknown here"),
         ] {
             if n > 0 {
@@ -276,6 +288,9 @@ impl Status {
         }
         out.push('\n');
         out.push_str(&self.seeds.to_text(colour));
+        for n in &self.notes {
+            out.push_str(&format!("\nnote: {n}\n"));
+        }
         for p in &self.problems {
             out.push_str(&format!("\nproblem: {p}\n"));
         }

@@ -18,7 +18,6 @@ use super::{Session, query_failed};
 use crate::config::{TransactionMode, format_duration};
 use crate::error::{Error, MigrationFailure};
 use crate::interrupt;
-use crate::report::drizzle_up_folder_name;
 use crate::source::split::{line_col, position_to_byte};
 use crate::source::{Chunk, Migration};
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -842,7 +841,9 @@ fn sendable<'a>(chunk: &Chunk<'a>) -> &'a str {
 }
 
 /// The tracking-row insert drizzle issues: hash and created_at bound as parameters (`$2::int8`
-/// so the value converts to a `numeric` column too), plus `name` in a drizzle-1.0-shaped table.
+/// so the value converts to a `numeric` column too), plus `name` in a drizzle-1.0-shaped table
+/// (the folder name, or for a journal entry the one `drizzle-kit up` gives it, so that drizzle
+/// 1.0 never applies it again).
 fn insert_sql(table: &Table) -> String {
     if table.has_name_column {
         format!(
@@ -863,10 +864,9 @@ async fn insert_row(
     table: &Table,
     m: &Migration,
 ) -> Result<u64, tokio_postgres::Error> {
-    let name = drizzle_up_folder_name(&m.tag, m.when);
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&m.hash, &m.when];
     if table.has_name_column {
-        params.push(&name);
+        params.push(&m.name);
     }
     client.execute(insert, &params).await
 }

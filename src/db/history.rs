@@ -1,9 +1,12 @@
-//! Drizzle's tracking table: created exactly as drizzle creates it when absent, inspected for a
-//! shape drizzle can work with, and read whole (drizzle-compat.md 2.2, E23-E30).
+//! Drizzle's tracking table: created exactly as drizzle creates it when absent (0.x's shape for a
+//! journal folder, 1.0's for a folder-layout one), inspected for a shape drizzle can work with,
+//! read whole, and upgraded to 1.0's shape the way drizzle 1.0 does it (drizzle-compat.md 2.2,
+//! 4.4, E23-E30).
 
 use super::{Session, qualified, query_failed, quote_ident};
 use crate::error::Error;
 use crate::plan::HistoryRow;
+use crate::source::Layout;
 
 /// What we learned about the table, needed to write rows drizzle would write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,11 +49,17 @@ select n.nspname::text, c.relname::text from pg_class c join pg_namespace n on n
    and not (n.nspname = $1 and c.relname = $2)
  order by 1, 2";
 
-/// drizzle-orm 0.x's DDL for the table, verbatim apart from the quoted names.
-fn create_table_sql(qualified: &str) -> String {
-    format!(
-        "CREATE TABLE IF NOT EXISTS {qualified} (\n\t\t\tid SERIAL PRIMARY KEY,\n\t\t\thash text NOT NULL,\n\t\t\tcreated_at bigint\n\t\t)"
-    )
+/// drizzle-orm's DDL for the table, verbatim apart from the quoted names: 0.x's for a journal
+/// folder, 1.0's (with `name` and `applied_at`) for a folder-layout one.
+fn create_table_sql(qualified: &str, layout: Layout) -> String {
+    match layout {
+        Layout::Journal => format!(
+            "CREATE TABLE IF NOT EXISTS {qualified} (\n\t\t\tid SERIAL PRIMARY KEY,\n\t\t\thash text NOT NULL,\n\t\t\tcreated_at bigint\n\t\t)"
+        ),
+        Layout::Folders => format!(
+            "\n\t\t\tCREATE TABLE IF NOT EXISTS {qualified} (\n\t\t\t\tid SERIAL PRIMARY KEY,\n\t\t\t\thash text NOT NULL,\n\t\t\t\tcreated_at bigint,\n\t\t\t\tname text,\n\t\t\t\tapplied_at timestamp with time zone DEFAULT now()\n\t\t\t)\n\t\t"
+        ),
+    }
 }
 
 /// Checks that drizzle (and we) can use the table: `hash` text-like and long enough,
@@ -140,6 +149,8 @@ pub struct RawRow {
     pub created_at: Option<String>,
     /// `applied_at` as text, when the table has that column (drizzle 1.0 shape).
     pub applied_at: Option<String>,
+    /// `name`, when the table has that column (drizzle 1.0 shape) and it is not NULL.
+    pub name: Option<String>,
 }
 
 /// Everything read from the tracking table, without judging it.
@@ -183,6 +194,7 @@ impl Snapshot {
                 id: r.id,
                 hash: r.hash.clone(),
                 created_at: r.created_at.as_deref().and_then(|t| t.parse().ok()),
+                name: r.name.clone(),
             })
             .collect()
     }
@@ -287,11 +299,16 @@ pub async fn read(session: &Session, schema: &str, table: &str) -> Result<Snapsh
     } else {
         "null::text"
     };
+    let name = if has("name") {
+        "name::text"
+    } else {
+        "null::text"
+    };
     snapshot.raw = client
         .query(
             &format!(
-                "select id::int8, hash::text, created_at::text, {applied_at} from {qualified} \
-                 order by id"
+                "select id::int8, hash::text, created_at::text, {applied_at}, {name} from \
+                 {qualified} order by id"
             ),
             &[],
         )
@@ -303,14 +320,21 @@ pub async fn read(session: &Session, schema: &str, table: &str) -> Result<Snapsh
             hash: r.get(1),
             created_at: r.get(2),
             applied_at: r.get(3),
+            name: r.get(4),
         })
         .collect();
     Ok(snapshot)
 }
 
 /// Creates the schema and table when absent, issuing DDL only then (so a role without CREATE
-/// privilege works on an existing table, E30). Returns whether anything was created.
-pub async fn ensure(session: &Session, schema: &str, table: &str) -> Result<bool, Error> {
+/// privilege works on an existing table, E30), in the shape the folder's drizzle creates.
+/// Returns whether anything was created.
+pub async fn ensure(
+    session: &Session,
+    schema: &str,
+    table: &str,
+    layout: Layout,
+) -> Result<bool, Error> {
     let client = session.client();
     let qualified = qualified(schema, table);
     let mut created = false;
@@ -336,7 +360,7 @@ pub async fn ensure(session: &Session, schema: &str, table: &str) -> Result<bool
         .is_some();
     if !exists {
         client
-            .batch_execute(&create_table_sql(&qualified))
+            .batch_execute(&create_table_sql(&qualified, layout))
             .await
             .map_err(|e| query_failed(&format!("creating {qualified}"), &e))?;
         created = true;
@@ -351,8 +375,9 @@ pub async fn prepare(
     session: &Session,
     schema: &str,
     table: &str,
-) -> Result<(Table, Vec<HistoryRow>), Error> {
-    let created = ensure(session, schema, table).await?;
+    layout: Layout,
+) -> Result<Snapshot, Error> {
+    let created = ensure(session, schema, table, layout).await?;
     let mut snapshot = read(session, schema, table).await?;
     snapshot.table.created = created;
     let rows = snapshot.require_usable()?;
@@ -375,7 +400,60 @@ pub async fn prepare(
             );
         }
     }
-    Ok((snapshot.table, rows))
+    Ok(snapshot)
+}
+
+/// drizzle 1.0's upgrade of a 0.x-shaped table, as drizzle runs it: in one transaction, add
+/// `name` and `applied_at`, then give each row its folder's name and `applied_at` NULL ("applied
+/// before the upgrade"). `names` comes from `upgrade::compute`, after the caller has judged the
+/// whole run, so a refusal never leaves a half-upgraded table.
+pub async fn upgrade(
+    session: &Session,
+    table: &mut Table,
+    names: &[(i64, String)],
+) -> Result<(), Error> {
+    let client = session.client();
+    let q = &table.qualified;
+    let fail = |what: &str, e: tokio_postgres::Error| query_failed(what, &e);
+    client
+        .batch_execute("BEGIN")
+        .await
+        .map_err(|e| fail("BEGIN", e))?;
+    let result = async {
+        client
+            .batch_execute(&format!(
+                "ALTER TABLE {q} ADD COLUMN IF NOT EXISTS \"name\" text;\
+                 ALTER TABLE {q} ADD COLUMN IF NOT EXISTS \"applied_at\" timestamp with time zone \
+                 DEFAULT now()"
+            ))
+            .await
+            .map_err(|e| fail(&format!("adding name and applied_at to {q}"), e))?;
+        let update = format!(
+            "UPDATE {q} SET \"name\" = $1::text, \"applied_at\" = NULL WHERE \"id\" = $2::int8"
+        );
+        for (id, name) in names {
+            client
+                .execute(&update, &[name, id])
+                .await
+                .map_err(|e| fail(&format!("naming row id {id} of {q}"), e))?;
+        }
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| fail("COMMIT", e))
+    }
+    .await;
+    if result.is_err() {
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    result?;
+    table.has_name_column = true;
+    tracing::info!(
+        "upgraded {q} to drizzle 1.0's shape (added name and applied_at, named {} row{})",
+        names.len(),
+        if names.len() == 1 { "" } else { "s" }
+    );
+    Ok(())
 }
 
 /// `repair --apply`: in one transaction, copies the table to `<table>_backup_<stamp>` in the same
@@ -440,6 +518,18 @@ pub async fn apply_repair(
                         )
                         .await
                         .map_err(|e| fail(&format!("setting created_at of row {id}"), e))?;
+                }
+                Action::SetName { id, name } => {
+                    client
+                        .execute(
+                            &format!(
+                                "UPDATE {} SET \"name\" = $1::text WHERE id = $2::int8",
+                                t.qualified
+                            ),
+                            &[name, id],
+                        )
+                        .await
+                        .map_err(|e| fail(&format!("naming row {id}"), e))?;
                 }
                 Action::DeleteDuplicate { id, .. } => {
                     client
@@ -522,10 +612,17 @@ mod tests {
 
     #[test]
     fn ddl_is_drizzles() {
-        let sql = create_table_sql("\"drizzle\".\"__drizzle_migrations\"");
+        let q = "\"drizzle\".\"__drizzle_migrations\"";
+        let sql = create_table_sql(q, Layout::Journal);
         assert!(sql.starts_with("CREATE TABLE IF NOT EXISTS \"drizzle\".\"__drizzle_migrations\""));
         assert!(sql.contains("id SERIAL PRIMARY KEY"));
         assert!(sql.contains("hash text NOT NULL"));
         assert!(sql.contains("created_at bigint"));
+        assert!(!sql.contains("name"));
+        let v1 = create_table_sql(q, Layout::Folders);
+        assert!(v1.contains("CREATE TABLE IF NOT EXISTS \"drizzle\".\"__drizzle_migrations\""));
+        assert!(v1.contains("created_at bigint,"));
+        assert!(v1.contains("name text,"));
+        assert!(v1.contains("applied_at timestamp with time zone DEFAULT now()"));
     }
 }

@@ -1,23 +1,55 @@
-//! The only reader of the migrations folder. The journal parser, hashing and splitting are pure
-//! (`journal`, `split`); [`load`] is the thin disk loader that runs them, before any connection.
+//! The only reader of the migrations folder, in either of drizzle-kit's layouts: the 0.x journal
+//! (`meta/_journal.json` + `<tag>.sql`) and 1.0's folders (`<timestamp>_<name>/migration.sql`).
+//! The parsers, ordering, hashing and splitting are pure (`journal`, `folders`, `collate`,
+//! `split`); [`load`] is the thin disk loader that detects the layout and runs them, before any
+//! connection.
 
+pub mod collate;
+pub mod folders;
 pub mod journal;
 pub mod lexer;
 pub mod split;
 
 use crate::error::Error;
+use crate::report::{self, drizzle_up_folder_name};
 use std::path::{Path, PathBuf};
 
 pub use split::{BREAKPOINT, Chunk};
 
+/// Which drizzle-kit wrote the folder, and so which migrator's rules apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// drizzle-kit 0.x: `meta/_journal.json` lists `<tag>.sql` files; pending = newer than the
+    /// newest `created_at` (the high-water mark).
+    Journal,
+    /// drizzle-kit 1.0: one `<YYYYMMDDHHmmss>_<name>/migration.sql` folder per migration;
+    /// pending = its folder name is not in the tracking table's `name` column.
+    Folders,
+}
+
+impl Layout {
+    /// How status and messages name it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Layout::Journal => "journal",
+            Layout::Folders => "folders",
+        }
+    }
+}
+
 /// One migration of the folder, ready to plan and apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Migration {
-    /// 0-based position in the journal: the application order.
+    /// 0-based position in the application order (journal order, or drizzle 1.0's folder order).
     pub position: usize,
+    /// The journal tag, or the folder name in the folder layout.
     pub tag: String,
-    /// Journal `when` in milliseconds: the `created_at` drizzle records.
+    /// The `created_at` drizzle records, in milliseconds: the journal `when`, or the folder's
+    /// timestamp at second precision.
     pub when: i64,
+    /// What drizzle 1.0 records in the `name` column: the folder name, or for a journal entry
+    /// the folder name `drizzle-kit up` gives it.
+    pub name: String,
     /// The file, as a path under the configured folder (for messages).
     pub path: PathBuf,
     /// The decoded file text (BOM, CRLF and all), exactly what drizzle hashes and splits.
@@ -38,10 +70,25 @@ impl Migration {
             position,
             tag: tag.to_string(),
             when,
+            name: drizzle_up_folder_name(tag, when),
             path,
             text,
             hash,
             no_transaction: None,
+        }
+    }
+
+    /// Builds a migration from a 1.0 folder: `name` is the folder name, `millis` its timestamp.
+    pub fn from_folder(
+        position: usize,
+        name: &str,
+        millis: i64,
+        path: PathBuf,
+        bytes: &[u8],
+    ) -> Migration {
+        Migration {
+            name: name.to_string(),
+            ..Migration::new(position, name, millis, path, bytes)
         }
     }
 
@@ -60,12 +107,15 @@ impl Migration {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Folder {
     pub dir: PathBuf,
+    pub layout: Layout,
     pub migrations: Vec<Migration>,
     pub warnings: Vec<String>,
 }
 
-/// Reads and checks the whole folder: the journal, then every file it names. Every problem is
-/// collected and reported together (exit 3), each naming its file.
+/// Reads and checks the whole folder, in whichever layout it is: a journal (`meta/_journal.json`)
+/// means drizzle-kit 0.x, subfolders holding `migration.sql` mean drizzle-kit 1.0; both or
+/// neither is refused. Every problem is collected and reported together (exit 3), each naming
+/// its file.
 pub fn load(dir: &Path) -> Result<Folder, Error> {
     let shown = dir.display();
     match std::fs::metadata(dir) {
@@ -88,21 +138,196 @@ pub fn load(dir: &Path) -> Result<Folder, Error> {
         }
     }
     let journal_path = dir.join("meta").join("_journal.json");
-    let bytes = match read_regular(&journal_path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::Source(missing_journal_message(dir)));
-        }
-        Err(e) => {
-            return Err(Error::Source(format!(
-                "{}: cannot read the journal ({e}).",
-                journal_path.display()
-            )));
-        }
+    let listing = list_migration_folders(dir)?;
+    // drizzle-orm 1.0 refuses a folder with a journal, 0.x never looks at subfolders: with both
+    // there is no telling which drizzle the project is on (E38).
+    match (journal_path.exists(), listing.names.is_empty()) {
+        (true, true) => load_journal(dir, &journal_path),
+        (false, false) => load_folders(dir, listing),
+        (true, false) => Err(Error::Source(format!(
+            "{shown} holds both a drizzle-kit 0.x journal (meta/_journal.json) and {} drizzle-kit \
+             1.0 migration folder{} ({}), so portcullis cannot tell which drizzle the project is \
+             on: drizzle-orm 1.0 refuses such a folder and 0.x ignores the subfolders. If the \
+             project moved to drizzle-kit 1.0, finish the move with `drizzle-kit up` (it turns \
+             every journal entry into a folder and deletes meta/); if it is still on 0.x, remove \
+             the folders (written by a drizzle-kit 1.0 `generate`?).",
+            listing.names.len(),
+            if listing.names.len() == 1 { "" } else { "s" },
+            sample(&listing.names)
+        ))),
+        (false, true) => Err(Error::Source(format!(
+            "{shown} has no meta/_journal.json (drizzle-kit 0.x) and no \
+             <timestamp>_<name>/migration.sql folders (drizzle-kit 1.0), so it is not a \
+             drizzle-kit migrations folder. Point PORTCULLIS_MIGRATIONS_DIR at the folder \
+             configured as `out` in drizzle.config, and check that the image copies all of it \
+             (meta/ included)."
+        ))),
+    }
+}
+
+/// A few names for a message.
+fn sample(names: &[String]) -> String {
+    match names.len() {
+        0..=3 => names.join(", "),
+        n => format!("{}, ... and {} more", names[..3].join(", "), n - 3),
+    }
+}
+
+/// The subfolders drizzle-orm 1.0 treats as migrations, and the entries it ignores.
+struct Listing {
+    /// Entries `X` for which `X/migration.sql` exists, in no particular order.
+    names: Vec<String>,
+    /// Subfolders with a timestamp-like name but no `migration.sql` (ignored, worth a warning).
+    ignored_dirs: Vec<String>,
+    /// Top-level `.sql` files (ignored by drizzle 1.0).
+    loose_sql: Vec<String>,
+}
+
+fn list_migration_folders(dir: &Path) -> Result<Listing, Error> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        Error::Source(format!(
+            "the migrations folder {} cannot be listed ({e}).",
+            dir.display()
+        ))
+    })?;
+    let mut listing = Listing {
+        names: Vec::new(),
+        ignored_dirs: Vec::new(),
+        loose_sql: Vec::new(),
     };
+    let mut problems = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        // Only a folder (or a link to one) can hold a migration.sql; a journal folder's 100k
+        // files cost no extra look-up.
+        let (is_file, maybe_dir) = match entry.file_type() {
+            Ok(t) => (t.is_file(), t.is_dir() || t.is_symlink()),
+            Err(_) => (false, true),
+        };
+        let has_sql = maybe_dir && path.join("migration.sql").exists();
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            if has_sql {
+                problems.push(format!(
+                    "{}: the folder name is not valid UTF-8; rename it to \
+                     <YYYYMMDDHHmmss>_<name>",
+                    path.display()
+                ));
+            }
+            continue;
+        };
+        if has_sql && name.chars().any(char::is_control) {
+            // A newline or an escape code would forge log lines, as in a journal tag.
+            problems.push(format!(
+                "{}: the folder name {name:?} contains a control character (a newline, tab or \
+                 escape); rename it to <YYYYMMDDHHmmss>_<name>",
+                dir.display()
+            ));
+        } else if has_sql {
+            listing.names.push(name);
+        } else if maybe_dir && folders::folder_millis(&name).is_some() && path.is_dir() {
+            listing.ignored_dirs.push(name);
+        } else if is_file && name.ends_with(".sql") {
+            listing.loose_sql.push(name);
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Error::Source(problems_message(&problems)));
+    }
+    listing.names.sort();
+    listing.ignored_dirs.sort();
+    listing.loose_sql.sort();
+    Ok(listing)
+}
+
+/// drizzle-kit 1.0's layout, read as drizzle-orm 1.0 reads it.
+fn load_folders(dir: &Path, listing: Listing) -> Result<Folder, Error> {
+    let mut names = listing.names;
+    folders::sort(&mut names);
+    let mut problems = Vec::new();
+    let mut warnings = folders::order_warnings(&names);
+    let mut migrations = Vec::with_capacity(names.len());
+    for (position, name) in names.iter().enumerate() {
+        let path = dir.join(name).join("migration.sql");
+        let Some(millis) = folders::folder_millis(name) else {
+            problems.push(format!(
+                "{}: the folder name does not start with a 14-digit timestamp \
+                 (YYYYMMDDHHmmss_name, as drizzle-kit 1.0 writes it), so drizzle-orm 1.0 cannot \
+                 compute its created_at and fails when recording it. Rename the folder",
+                dir.join(name).display()
+            ));
+            continue;
+        };
+        if !folders::is_calendar_date(name, millis) {
+            warnings.push(format!(
+                "{}: the timestamp {} is not a valid date and time; drizzle-orm 1.0 reads it as \
+                 {} (JavaScript's Date.UTC rolls over), and so does portcullis",
+                dir.join(name).display(),
+                &name[..14],
+                report::utc(millis)
+            ));
+        }
+        match read_regular(&path) {
+            Ok(bytes) => {
+                migrations.push(Migration::from_folder(position, name, millis, path, &bytes))
+            }
+            Err(e) => problems.push(format!("{}: cannot be read ({e})", path.display())),
+        }
+    }
+    mark_transaction_refusals(&mut migrations, &mut problems);
+    if !problems.is_empty() {
+        return Err(Error::Source(problems_message(&problems)));
+    }
+    if !listing.ignored_dirs.is_empty() {
+        warnings.push(format!(
+            "{} holds folder(s) without a migration.sql, which neither drizzle nor portcullis \
+             applies: {}",
+            dir.display(),
+            listing.ignored_dirs.join(", ")
+        ));
+    }
+    let folder_names: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
+    let loose: Vec<&String> = listing
+        .loose_sql
+        .iter()
+        .filter(|f| {
+            !f.strip_suffix(".sql")
+                .is_some_and(|n| folder_names.contains(n))
+        })
+        .collect();
+    if !loose.is_empty() {
+        warnings.push(format!(
+            "{} holds .sql files outside migration folders, which drizzle-orm 1.0 (and \
+             portcullis) ignores: {}. With drizzle-kit 1.0 every migration is a \
+             <timestamp>_<name>/migration.sql folder",
+            dir.display(),
+            loose
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    warnings.extend(outside_warning(dir, &migrations));
+    warnings.extend(bom_warnings(&migrations));
+    Ok(Folder {
+        dir: dir.to_path_buf(),
+        layout: Layout::Folders,
+        migrations,
+        warnings,
+    })
+}
+
+/// drizzle-kit 0.x's layout: the journal, then every file it names.
+fn load_journal(dir: &Path, journal_path: &Path) -> Result<Folder, Error> {
+    let shown = dir.display();
+    let bytes = read_regular(journal_path).map_err(|e| {
+        Error::Source(format!(
+            "{}: cannot read the journal ({e}).",
+            journal_path.display()
+        ))
+    })?;
     let journal = journal::parse(&bytes, &journal_path.display().to_string())
         .map_err(|problems| Error::Source(problems_message(&problems)))?;
-
     let mut problems = Vec::new();
     let mut migrations = Vec::with_capacity(journal.entries.len());
     for entry in &journal.entries {
@@ -131,32 +356,13 @@ pub fn load(dir: &Path) -> Result<Folder, Error> {
             }
         }
     }
-    for m in &mut migrations {
-        match lexer::transaction_refusal(m) {
-            Ok(reason) => m.no_transaction = reason,
-            Err(problem) => problems.push(problem),
-        }
-    }
+    mark_transaction_refusals(&mut migrations, &mut problems);
     if !problems.is_empty() {
         return Err(Error::Source(problems_message(&problems)));
     }
 
     let mut warnings = journal.warnings;
-    let outside = outside_the_folder(dir, &migrations);
-    if !outside.is_empty() {
-        warnings.push(format!(
-            "{} migration file(s) of {shown} resolve (through symbolic links) to files outside \
-             it: {}{}. portcullis reads them as drizzle would, and records their hashes; check \
-             that these are the files you mean to deploy",
-            outside.len(),
-            outside[..outside.len().min(10)].join(", "),
-            if outside.len() > 10 {
-                format!(" and {} more", outside.len() - 10)
-            } else {
-                String::new()
-            }
-        ));
-    }
+    warnings.extend(outside_warning(dir, &migrations));
     let unlisted = unlisted_sql_files(dir, &journal.entries);
     if !unlisted.is_empty() {
         warnings.push(format!(
@@ -166,20 +372,38 @@ pub fn load(dir: &Path) -> Result<Folder, Error> {
             unlisted.join(", ")
         ));
     }
-    for m in &migrations {
-        if m.text.starts_with('\u{feff}') {
-            warnings.push(format!(
-                "{} starts with a UTF-8 byte order mark; drizzle-kit would send it to the server \
-                 and fail, portcullis strips it before sending (the recorded hash still covers it)",
-                m.file()
-            ));
-        }
-    }
+    warnings.extend(bom_warnings(&migrations));
     Ok(Folder {
         dir: dir.to_path_buf(),
+        layout: Layout::Journal,
         migrations,
         warnings,
     })
+}
+
+/// Marks the migrations that must run outside a transaction, collecting the files where that
+/// cannot work (in either layout).
+fn mark_transaction_refusals(migrations: &mut [Migration], problems: &mut Vec<String>) {
+    for m in migrations {
+        match lexer::transaction_refusal(m) {
+            Ok(reason) => m.no_transaction = reason,
+            Err(problem) => problems.push(problem),
+        }
+    }
+}
+
+fn bom_warnings(migrations: &[Migration]) -> Vec<String> {
+    migrations
+        .iter()
+        .filter(|m| m.text.starts_with('\u{feff}'))
+        .map(|m| {
+            format!(
+                "{} starts with a UTF-8 byte order mark; drizzle-kit would send it to the server \
+                 and fail, portcullis strips it before sending (the recorded hash still covers it)",
+                m.file()
+            )
+        })
+        .collect()
 }
 
 fn problems_message(problems: &[String]) -> String {
@@ -191,30 +415,6 @@ fn problems_message(problems: &[String]) -> String {
         out.push_str(&format!("\n  {}. {p}.", i + 1));
     }
     out
-}
-
-fn missing_journal_message(dir: &Path) -> String {
-    let v1 = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .any(|e| e.path().join("migration.sql").is_file())
-        })
-        .unwrap_or(false);
-    if v1 {
-        format!(
-            "{} uses the drizzle-kit 1.0 folder layout (<timestamp>_<name>/migration.sql, no \
-             meta/_journal.json), which this version of portcullis does not read yet. Use \
-             drizzle-kit 0.x's journal layout, or a portcullis release with 1.0 support.",
-            dir.display()
-        )
-    } else {
-        format!(
-            "{} has no meta/_journal.json, so it is not a drizzle-kit migrations folder. Point \
-             PORTCULLIS_MIGRATIONS_DIR at the folder configured as `out` in drizzle.config (it \
-             holds meta/_journal.json and the .sql files), and check that the image copies meta/.",
-            dir.display()
-        )
-    }
 }
 
 fn unlisted_sql_files(dir: &Path, entries: &[journal::JournalEntry]) -> Vec<String> {
@@ -282,6 +482,25 @@ fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
 /// Migration files whose real location (symbolic links resolved) is outside the folder's real
 /// location. They are read anyway (Kubernetes ConfigMaps, Bazel and Nix lay folders out as
 /// links), but the operator is told, since a link can point somewhere unexpected.
+fn outside_warning(dir: &Path, migrations: &[Migration]) -> Option<String> {
+    let outside = outside_the_folder(dir, migrations);
+    (!outside.is_empty()).then(|| {
+        format!(
+            "{} migration file(s) of {} resolve (through symbolic links) to files outside \
+             it: {}{}. portcullis reads them as drizzle would, and records their hashes; check \
+             that these are the files you mean to deploy",
+            outside.len(),
+            dir.display(),
+            outside[..outside.len().min(10)].join(", "),
+            if outside.len() > 10 {
+                format!(" and {} more", outside.len() - 10)
+            } else {
+                String::new()
+            }
+        )
+    })
+}
+
 fn outside_the_folder(dir: &Path, migrations: &[Migration]) -> Vec<String> {
     let Ok(root) = std::fs::canonicalize(dir) else {
         return Vec::new();

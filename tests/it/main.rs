@@ -3,7 +3,9 @@ mod commands;
 mod failures;
 mod harness_smoke;
 mod migrate_basics;
+#[allow(dead_code)] // shared with tests/conformance and tests/v1, which use other helpers
 mod run;
 mod safety;
 mod seeds;
 mod support;
+mod v1_layout;

@@ -215,6 +215,99 @@ impl Drop for Folder {
     }
 }
 
+/// A migrations folder in drizzle-kit 1.0's layout (`<YYYYMMDDHHmmss>_<name>/migration.sql`),
+/// written to a temp dir and removed on drop.
+pub struct Folders {
+    pub dir: PathBuf,
+}
+
+impl Folders {
+    pub fn new() -> Folders {
+        let dir = std::env::temp_dir().join(format!(
+            "portcullis-folders-{}-{}",
+            std::process::id(),
+            FOLDERS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Folders { dir }
+    }
+
+    /// Adds the folder `name` with `migration.sql` = `sql` and a token `snapshot.json`.
+    pub fn add(&mut self, name: &str, sql: &str) -> &mut Folders {
+        let dir = self.dir.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("migration.sql"), sql).unwrap();
+        std::fs::write(dir.join("snapshot.json"), "{}").unwrap();
+        self
+    }
+
+    /// Copies every migration folder of `from` (e.g. real drizzle-kit output).
+    pub fn copy_of(from: &Path) -> Folders {
+        let f = Folders::new();
+        copy_dir(from, &f.dir);
+        f
+    }
+
+    pub fn remove(&mut self, name: &str) -> &mut Folders {
+        std::fs::remove_dir_all(self.dir.join(name)).unwrap();
+        self
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Folders {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Recursive copy of a directory tree (files and folders only).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// The tracking rows of a drizzle-1.0-shaped table as (hash, created_at, name, applied_at is
+/// null), in id order.
+pub fn v1_rows(url: &str) -> Vec<(String, String, String, bool)> {
+    query(
+        url,
+        "select hash, coalesce(created_at::text, 'NULL'), coalesce(name, 'NULL'), \
+         (applied_at is null)::text from \"drizzle\".\"__drizzle_migrations\" order by id",
+    )
+    .into_iter()
+    .map(|r| {
+        let v: Vec<String> = r.into_iter().map(Option::unwrap_or_default).collect();
+        (v[0].clone(), v[1].clone(), v[2].clone(), v[3] == "true")
+    })
+    .collect()
+}
+
+/// The tracking table's columns as `name type`, in order.
+pub fn tracking_columns(url: &str) -> Vec<String> {
+    query(
+        url,
+        "select column_name || ' ' || data_type from information_schema.columns \
+         where table_schema = 'drizzle' and table_name = '__drizzle_migrations' \
+         order by ordinal_position",
+    )
+    .into_iter()
+    .map(|r| r[0].clone().unwrap_or_default())
+    .collect()
+}
+
 /// Decodes hex test vectors.
 pub fn unhex(s: &str) -> Vec<u8> {
     (0..s.len())
