@@ -326,6 +326,31 @@ pub async fn read(session: &Session, schema: &str, table: &str) -> Result<Snapsh
     Ok(snapshot)
 }
 
+/// Creates the migrations schema when it is absent (only then, so a role without database
+/// CREATE privilege works with an existing schema, E30). Returns whether it was created. Shared
+/// by the tracking table and the seeds table.
+pub(crate) async fn ensure_schema(
+    client: &tokio_postgres::Client,
+    schema: &str,
+) -> Result<bool, Error> {
+    let exists: bool = client
+        .query_one(SCHEMA_EXISTS, &[&schema])
+        .await
+        .map_err(|e| query_failed("checking the migrations schema", &e))?
+        .get(0);
+    if exists {
+        return Ok(false);
+    }
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {}",
+            quote_ident(schema)
+        ))
+        .await
+        .map_err(|e| query_failed(&format!("creating schema {}", quote_ident(schema)), &e))?;
+    Ok(true)
+}
+
 /// Creates the schema and table when absent, issuing DDL only then (so a role without CREATE
 /// privilege works on an existing table, E30), in the shape the folder's drizzle creates.
 /// Returns whether anything was created.
@@ -337,22 +362,7 @@ pub async fn ensure(
 ) -> Result<bool, Error> {
     let client = session.client();
     let qualified = qualified(schema, table);
-    let mut created = false;
-    let schema_exists: bool = client
-        .query_one(SCHEMA_EXISTS, &[&schema])
-        .await
-        .map_err(|e| query_failed("checking the migrations schema", &e))?
-        .get(0);
-    if !schema_exists {
-        client
-            .batch_execute(&format!(
-                "CREATE SCHEMA IF NOT EXISTS {}",
-                quote_ident(schema)
-            ))
-            .await
-            .map_err(|e| query_failed(&format!("creating schema {}", quote_ident(schema)), &e))?;
-        created = true;
-    }
+    let mut created = ensure_schema(client, schema).await?;
     let exists = client
         .query_opt(TABLE_KIND, &[&schema, &table])
         .await

@@ -8,7 +8,7 @@
 //! statements that completed: when the server names no position (a constraint violation, an
 //! unset `current_setting`), that count says which statement failed.
 
-use super::{Session, qualified, query_failed, quote_ident};
+use super::{Session, qualified, query_failed};
 use crate::config::{SeedMode, SeedVars, format_duration};
 use crate::error::{Error, SeedFailure};
 use crate::seeds::{self, Record, Seed, SeedSet, State};
@@ -47,7 +47,6 @@ pub struct Seeded {
     pub skipped: Vec<String>,
 }
 
-const SCHEMA_EXISTS: &str = "select exists(select 1 from pg_namespace where nspname = $1)";
 const TABLE_EXISTS: &str = "\
 select exists(select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace
  where n.nspname = $1 and c.relname = $2)";
@@ -253,20 +252,9 @@ async fn in_transaction(
     // with DDL issued only when something is missing.
     let table = table(schema);
     let mut created = false;
-    let schema_exists: bool = client
-        .query_one(SCHEMA_EXISTS, &[&schema])
+    super::history::ensure_schema(client, schema)
         .await
-        .map_err(|e| lost("checking the migrations schema", &e))?
-        .get(0);
-    if !schema_exists {
-        client
-            .batch_execute(&format!(
-                "CREATE SCHEMA IF NOT EXISTS {}",
-                quote_ident(schema)
-            ))
-            .await
-            .map_err(|e| lost(&format!("creating schema {}", quote_ident(schema)), &e))?;
-    }
+        .map_err(Failure::Failed)?;
     let table_exists: bool = client
         .query_one(TABLE_EXISTS, &[&schema, &seeds::TABLE])
         .await
