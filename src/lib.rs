@@ -149,14 +149,101 @@ pub async fn migrate(cfg: &Config) -> Result<Outcome, Error> {
         None
     };
     let session = db::connect::wait_for(&cfg.database, cfg.wait_timeout).await?;
-    with_lock(cfg, &session, async {
+    let table = db::qualified(&cfg.migrations_schema, &cfg.migrations_table);
+    let key = db::lock::key(&cfg.migrations_schema, &cfg.migrations_table);
+    let waiting = Instant::now();
+    let work = async {
         let mut outcome = migrate_locked(cfg, &session, &folder, started).await?;
         if let Some(seeds) = &seeds {
             seed_locked(cfg, &session, seeds, &mut outcome).await?;
         }
         Ok(outcome)
-    })
-    .await
+    };
+    match db::lock::take_or_queue(&session, key, &table, cfg.lock_wait_timeout).await? {
+        db::lock::Taken::Exclusive => {
+            let result = work.await;
+            db::lock::release(&session, key).await;
+            result
+        }
+        db::lock::Taken::Shared { since } => {
+            let done = done_by_other(cfg, &session, &folder, seeds.as_ref(), since).await;
+            db::lock::release_shared(&session, key).await;
+            if let Some(outcome) = done? {
+                return Ok(outcome);
+            }
+            // The runner waited for left work undone (it failed, was killed, or came from an
+            // older deploy): take the lock and do it, polling for the rest of the wait.
+            let left = cfg.lock_wait_timeout.saturating_sub(waiting.elapsed());
+            db::lock::acquire(&session, key, &table, left).await?;
+            let result = work.await;
+            db::lock::release(&session, key).await;
+            result
+        }
+    }
+}
+
+/// After waiting for another runner, holding the lock in shared mode: whether that runner left
+/// nothing for this one, judged exactly as this run would judge it (the same plan, no refusal,
+/// no table upgrade) and, for seeds, every seed file recorded with its current hash and, in
+/// `always` mode, run by a transaction that began after this runner found the lock taken, so
+/// that data deleted before this runner started has been put back. `Some(outcome)` when there
+/// is nothing left; `None` sends this runner to take the lock and do the work itself (and to
+/// report any refusal the normal way).
+async fn done_by_other(
+    cfg: &Config,
+    session: &db::Session,
+    folder: &Folder,
+    seeds: Option<&seeds::SeedSet>,
+    since: f64,
+) -> Result<Option<Outcome>, Error> {
+    interrupt::set_activity("reading the tracking table");
+    let snapshot = read_history(cfg, session).await?;
+    if !snapshot.exists {
+        return Ok(None);
+    }
+    let Ok((plan, decision, None)) = decide(cfg, folder, &snapshot) else {
+        return Ok(None);
+    };
+    if !decision.apply.is_empty() {
+        return Ok(None);
+    }
+    let seeds = seeds.filter(|s| !s.seeds.is_empty());
+    if let Some(set) = seeds {
+        let since = (cfg.seeds.mode == config::SeedMode::Always).then_some(since);
+        let ran = session
+            .within(
+                "reading the seeds tracking table",
+                db::seeds::all_ran_since(session, &cfg.migrations_schema, set, since),
+            )
+            .await?;
+        if !ran {
+            return Ok(None);
+        }
+    }
+    log_decision(&decision);
+    let recorded = plan
+        .states
+        .iter()
+        .filter(|s| matches!(s, State::Applied { .. } | State::Edited { .. }))
+        .count();
+    let mut summary = report::summary(&[], Duration::ZERO, recorded);
+    if let Some(set) = seeds {
+        let n = set.seeds.len();
+        summary.push_str(&match cfg.seeds.mode {
+            config::SeedMode::Always => {
+                format!("; seeds: all {n} ran after this runner started, in the run it waited for")
+            }
+            config::SeedMode::Changed => format!(
+                "; seeds: all {n} unchanged since they last ran (PORTCULLIS_SEED_MODE=changed)"
+            ),
+        });
+    }
+    tracing::info!("the runner this one waited for left nothing to do");
+    Ok(Some(Outcome {
+        stdout: String::new(),
+        summary,
+        applied: Vec::new(),
+    }))
 }
 
 /// Reads and checks the folder completely, before any connection; logs its warnings.

@@ -3,9 +3,15 @@
 //! Key: the first 8 bytes (big-endian, as a signed 64-bit integer) of
 //! sha256("portcullis" NUL schema NUL table) (NUL cannot occur in an identifier), so runners sharing a tracking table exclude each
 //! other and projects with separate tables do not. Advisory locks are per database already.
-//! It is taken with `pg_try_advisory_lock`, polled with backoff, so a waiting runner never sits
-//! in a server-side lock queue, and it is released explicitly (and by the server when the session
-//! ends, whatever way the process ends).
+//! It is taken with `pg_try_advisory_lock`, which never queues, and released explicitly (and by
+//! the server when the session ends, whatever way the process ends).
+//!
+//! How a runner waits while another holds it depends on the command. `migrate` queues for the
+//! lock in *shared* mode ([`take_or_queue`]): the server wakes every queued runner the moment the
+//! holder releases, and a shared lock excludes only a runner that wants to migrate, so they all
+//! look at the tracking table at once, and most find the work done and leave within
+//! milliseconds of the holder. The other commands that write ([`acquire`]) poll with backoff.
+//! Neither kind of wait holds or queues for any lock on the app's tables.
 
 use super::{Session, query_failed};
 use crate::config::format_duration;
@@ -70,7 +76,143 @@ async fn holders(session: &Session, key: i64) -> Vec<String> {
     }
 }
 
-/// Takes the lock, waiting up to `timeout`.
+/// How `migrate` got past the lock.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Taken {
+    /// This runner holds the lock: it does the work.
+    Exclusive,
+    /// Another runner held the lock when this one arrived. This one queued until it was
+    /// released and now holds it in shared mode, which keeps any runner from starting to
+    /// migrate while this one looks at what is left. `since` is the server's clock (seconds
+    /// since the epoch) when this runner found the lock taken.
+    Shared { since: f64 },
+}
+
+/// `migrate`'s way in: takes the lock if it is free; if another runner holds it, queues in the
+/// server (shared mode) until that runner releases it, for at most `timeout`, logging who
+/// holds it every few seconds. A SIGTERM cancels the wait.
+pub async fn take_or_queue(
+    session: &Session,
+    key: i64,
+    table: &str,
+    timeout: Duration,
+) -> Result<Taken, Error> {
+    let started = Instant::now();
+    interrupt::set_activity(format!("waiting for the migration lock on {table}"));
+    let row = session
+        .within("waiting for the migration lock", async {
+            session
+                .client()
+                .query_one(
+                    "select pg_try_advisory_lock($1),                      extract(epoch from clock_timestamp())::float8",
+                    &[&key],
+                )
+                .await
+                .map_err(|e| query_failed("taking the advisory lock", &e))
+        })
+        .await?;
+    if row.get::<_, bool>(0) {
+        tracing::debug!(key, "took the migration lock");
+        return Ok(Taken::Exclusive);
+    }
+    let since: f64 = row.get(1);
+    // One queued wait lasts at most half the answer timeout (its lock_timeout), so that a
+    // connection that stalls during the wait is noticed within 1.5 answer timeouts, as when
+    // polling.
+    let slice_max = REPORT_EVERY.min(session.answer_timeout / 2);
+    let mut last_report: Option<Instant> = None;
+    loop {
+        let waited = started.elapsed();
+        if waited >= timeout {
+            return Err(timed_out(session, key, table, timeout).await);
+        }
+        if last_report.is_none_or(|t| t.elapsed() >= REPORT_EVERY) {
+            last_report = Some(Instant::now());
+            let who = holders(session, key).await;
+            tracing::info!(
+                "waiting for the migration lock on {table} ({:.1}s of {}); held by {}",
+                waited.as_secs_f64(),
+                format_duration(timeout),
+                if who.is_empty() {
+                    "nobody any more".to_string()
+                } else {
+                    who.join("; ")
+                }
+            );
+        }
+        let slice = slice_max
+            .min(timeout - waited)
+            .max(Duration::from_millis(1));
+        // lock_timeout bounds the wait in the server; RESET only runs once the lock is granted
+        // (an error skips the rest of the batch), and the next slice sets it again.
+        let batch = format!(
+            "SET lock_timeout = {}; SELECT pg_advisory_lock_shared({key}); RESET lock_timeout",
+            slice.as_millis()
+        );
+        let queued = session
+            .within_for(
+                slice + session.answer_timeout,
+                "waiting for the migration lock",
+                async { Ok(session.client().batch_execute(&batch).await) },
+            )
+            .await?;
+        match queued {
+            Ok(()) => {
+                tracing::info!(
+                    "the migration lock was released after {:.1}s; checking what is left to do",
+                    started.elapsed().as_secs_f64()
+                );
+                return Ok(Taken::Shared { since });
+            }
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {}
+            Err(e) => {
+                interrupt::check()?;
+                return Err(query_failed("waiting for the migration lock", &e));
+            }
+        }
+    }
+}
+
+/// Releases the shared hold taken by [`take_or_queue`] (logged only on failure: the server
+/// releases it with the session).
+pub async fn release_shared(session: &Session, key: i64) {
+    if session.is_lost() {
+        return;
+    }
+    let unlocked = session
+        .within("releasing the migration lock", async {
+            session
+                .client()
+                .query_one("select pg_advisory_unlock_shared($1)", &[&key])
+                .await
+                .map_err(|e| query_failed("releasing the migration lock", &e))
+        })
+        .await;
+    if let Err(e) = unlocked {
+        tracing::debug!(
+            "could not release the shared migration lock ({e}); the server releases it with the              session"
+        );
+    }
+}
+
+/// The exit-7 error, naming who holds the lock now.
+async fn timed_out(session: &Session, key: i64, table: &str, timeout: Duration) -> Error {
+    let who = holders(session, key).await;
+    if session.is_lost() {
+        return session.lost_error("waiting for the migration lock");
+    }
+    Error::LockTimeout(format!(
+        "another runner held the migration lock for {table} for the whole          PORTCULLIS_LOCK_WAIT_TIMEOUT ({}); held by {}. If that runner is stuck, stop it          (SELECT pg_terminate_backend(<pid>)); if it is just slow, raise          PORTCULLIS_LOCK_WAIT_TIMEOUT. A restart may help.",
+        format_duration(timeout),
+        if who.is_empty() {
+            "a session that has just released it".to_string()
+        } else {
+            who.join("; ")
+        }
+    ))
+}
+
+/// Takes the lock, polling with backoff for up to `timeout`.
 pub async fn acquire(
     session: &Session,
     key: i64,
@@ -112,22 +254,7 @@ pub async fn acquire(
         }
         let waited = started.elapsed();
         if waited >= timeout {
-            let who = holders(session, key).await;
-            if session.is_lost() {
-                return Err(session.lost_error("waiting for the migration lock"));
-            }
-            return Err(Error::LockTimeout(format!(
-                "another runner held the migration lock for {table} for the whole \
-                 PORTCULLIS_LOCK_WAIT_TIMEOUT ({}); held by {}. If that runner is stuck, stop it \
-                 (SELECT pg_terminate_backend(<pid>)); if it is just slow, raise \
-                 PORTCULLIS_LOCK_WAIT_TIMEOUT. A restart may help.",
-                format_duration(timeout),
-                if who.is_empty() {
-                    "a session that has just released it".to_string()
-                } else {
-                    who.join("; ")
-                }
-            )));
+            return Err(timed_out(session, key, table, timeout).await);
         }
         if last_report.is_none_or(|t| t.elapsed() >= REPORT_EVERY) {
             last_report = Some(Instant::now());

@@ -63,10 +63,19 @@ impl Session {
     where
         F: std::future::Future<Output = Result<T, Error>>,
     {
+        self.within_for(self.answer_timeout, what, work).await
+    }
+
+    /// [`Session::within`] for an exchange the server may take up to `limit` to answer (a lock
+    /// wait bounded by its own `lock_timeout`, plus the answer timeout).
+    pub async fn within_for<T, F>(&self, limit: Duration, what: &str, work: F) -> Result<T, Error>
+    where
+        F: std::future::Future<Output = Result<T, Error>>,
+    {
         if self.is_lost() {
             return Err(self.lost_error(what));
         }
-        match tokio::time::timeout(self.answer_timeout, work).await {
+        match tokio::time::timeout(limit, work).await {
             Ok(result) => result,
             Err(_) => {
                 self.mark_lost();

@@ -116,6 +116,42 @@ async fn read_rows(client: &tokio_postgres::Client, table: &str) -> Result<Vec<R
         .collect())
 }
 
+/// Whether every seed of `set` is recorded with the hash its file has now and, with `since`
+/// (the server's clock, seconds since the epoch), was run by a seeds transaction that began at
+/// or after it. What a runner that waited for another asks before leaving the seeds to it.
+pub async fn all_ran_since(
+    session: &Session,
+    schema: &str,
+    set: &SeedSet,
+    since: Option<f64>,
+) -> Result<bool, Error> {
+    let client = session.client();
+    let exists: bool = client
+        .query_one(TABLE_EXISTS, &[&schema, &seeds::TABLE])
+        .await
+        .map_err(|e| query_failed("looking up the seeds tracking table", &e))?
+        .get(0);
+    if !exists {
+        return Ok(false);
+    }
+    let names: Vec<&str> = set.seeds.iter().map(|s| s.name.as_str()).collect();
+    let hashes: Vec<&str> = set.seeds.iter().map(|s| s.hash.as_str()).collect();
+    let table = table(schema);
+    let matching: i64 = client
+        .query_one(
+            &format!(
+                "select count(*) from unnest($1::text[], $2::text[]) as f(name, hash) \
+                 join {table} s on s.name = f.name and s.hash = f.hash \
+                 where $3::float8 is null or extract(epoch from s.last_applied_at) >= $3"
+            ),
+            &[&names, &hashes, &since],
+        )
+        .await
+        .map_err(|e| query_failed(&format!("reading {table}"), &e))?
+        .get(0);
+    Ok(usize::try_from(matching).is_ok_and(|n| n == set.seeds.len()))
+}
+
 /// Why one attempt of the seeds' transaction failed.
 enum Failure {
     /// SQLSTATE 55P03 (lock_timeout): rolled back, worth retrying.

@@ -2,7 +2,7 @@
 //! before connecting, for configuration and folder errors), with the message an operator sees.
 
 use crate::run::*;
-use crate::support::{Cluster, PASSWORD, execute, free_port, query};
+use crate::support::{Cluster, PASSWORD, execute, free_port};
 use std::time::{Duration, Instant};
 
 // ---- 2: configuration -------------------------------------------------------------------
@@ -370,6 +370,84 @@ fn exit_7_when_another_runner_keeps_the_lock() {
     migrate(&url, &example_dir()).expect(0);
 }
 
+/// A runner queued behind one that dies (kill -9) takes over: the server drops the dead
+/// runner's session, which rolls its work back and releases the lock, and the queued runner
+/// finds the migrations still pending, takes the lock and applies them.
+#[test]
+fn a_queued_runner_takes_over_when_the_runner_it_waited_for_is_killed() {
+    let url = fresh_db("takeover");
+    let mut folder = Folder::new();
+    folder.add("0000_a", 1, "create table to_a (id int);").add(
+        "0001_b",
+        2,
+        "create table to_b (id int);\n--> statement-breakpoint\nselect pg_sleep(2.01);",
+    );
+    let started = Instant::now();
+    let mut first = spawn(command(&url, folder.path()).arg("migrate"));
+    wait_for_statement(&url, "pg_sleep(2.01)");
+    let second = spawn(command(&url, folder.path()).arg("migrate"));
+    wait_for_statement(&url, "pg_advisory_lock_shared");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let out = finish(second, started, Duration::from_secs(60));
+    out.expect(0);
+    assert!(
+        out.stderr.contains("waiting for the migration lock"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("applied 2 migrations"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(rows(&url).len(), 2);
+    assert!(table_exists(&url, "to_a") && table_exists(&url, "to_b"));
+    assert_eq!(advisory_locks(&url), 0);
+}
+
+/// SIGTERM while queued for the lock: the wait is cancelled at once (exit 143), and the runner
+/// leaves nothing behind, not even its place in the queue.
+#[test]
+fn sigterm_while_queued_for_the_lock_exits_143_at_once() {
+    let url = fresh_db("queued_term");
+    let key = portcullis::db::lock::key("drizzle", "__drizzle_migrations");
+    let holder = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (client, conn) = holder
+        .block_on(tokio_postgres::connect(&url, tokio_postgres::NoTls))
+        .unwrap();
+    let conn_task = holder.spawn(conn);
+    holder
+        .block_on(client.query_one("select pg_advisory_lock($1)", &[&key]))
+        .unwrap();
+    let started = Instant::now();
+    let child = spawn(command(&url, &example_dir()).arg("migrate"));
+    wait_for_statement(&url, "pg_advisory_lock_shared");
+    let signalled = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = finish(child, started, Duration::from_secs(20));
+    let took = signalled.elapsed();
+    out.expect(143);
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(
+        out.stderr
+            .contains("interrupted by SIGTERM while waiting for the migration lock"),
+        "{}",
+        out.stderr
+    );
+    // Only the test's own lock is left; nothing was applied.
+    assert_eq!(advisory_locks(&url), 1);
+    assert!(!table_exists(&url, "users"));
+    drop(client);
+    conn_task.abort();
+}
+
 // ---- 8: a failing migration ------------------------------------------------------------------
 
 #[test]
@@ -451,24 +529,9 @@ fn kill_9_during_a_migration_leaves_nothing_half_applied() {
             2,
             "create table k_b (id int);\n--> statement-breakpoint\nselect pg_sleep(3);\n--> statement-breakpoint\ncreate table k_c (id int);",
         );
-    let started = Instant::now();
     let mut child = spawn(command(&url, folder.path()).arg("migrate"));
     // Wait until the sleep is running, then kill the runner outright.
-    loop {
-        let busy = query(
-            &url,
-            "select count(*) from pg_stat_activity where query like '%pg_sleep(3)%' \
-             and application_name = 'portcullis@it-runner' and pid <> pg_backend_pid()",
-        );
-        if busy[0][0].as_deref() == Some("1") {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "sleep never started"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_statement(&url, "pg_sleep(3)");
     child.kill().unwrap();
     child.wait().unwrap();
     for t in ["k_a", "k_b", "k_c"] {

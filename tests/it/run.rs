@@ -141,6 +141,42 @@ pub fn advisory_locks(url: &str) -> usize {
         .unwrap()
 }
 
+/// Waits up to 30 s until a portcullis session in this URL's database is running a statement whose
+/// text contains `needle`, and returns how long that took.
+#[track_caller]
+pub fn wait_for_statement(url: &str, needle: &str) -> Duration {
+    wait_for_session(url, needle, true)
+}
+
+/// [`wait_for_statement`] without requiring the statement to be running still (a lock poll
+/// answers at once, so it is usually seen after it finished).
+#[track_caller]
+pub fn wait_for_sent(url: &str, needle: &str) -> Duration {
+    wait_for_session(url, needle, false)
+}
+
+#[track_caller]
+fn wait_for_session(url: &str, needle: &str, active: bool) -> Duration {
+    let started = Instant::now();
+    let sql = format!(
+        "select count(*) from pg_stat_activity where application_name like 'portcullis@%' \
+         and datname = current_database() and pid <> pg_backend_pid() \
+         and strpos(query, '{}') > 0 {}",
+        needle.replace('\'', "''"),
+        if active { "and state = 'active'" } else { "" }
+    );
+    loop {
+        if query(url, &sql)[0][0].as_deref() != Some("0") {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no portcullis session ran a statement containing {needle:?} within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn table_exists(url: &str, name: &str) -> bool {
     query(url, &format!("select to_regclass('{name}') is not null"))[0][0].as_deref() == Some("t")
 }

@@ -329,21 +329,7 @@ fn sigterm_mid_statement_exits_143_within_two_seconds_leaving_nothing() {
             .arg("migrate"),
     );
     let pid = child.id();
-    loop {
-        let n = query(
-            &url,
-            "select count(*) from pg_stat_activity where query like '%pg_sleep(30)%' \
-             and pid <> pg_backend_pid()",
-        );
-        if n[0][0].as_deref() == Some("1") {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the sleep never started"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_statement(&url, "pg_sleep(30)");
     let signalled = Instant::now();
     Command::new("kill")
         .args(["-TERM", &pid.to_string()])

@@ -633,16 +633,19 @@ fn a_missing_seeds_folder_means_no_seeds() {
 
 // ---- concurrency ------------------------------------------------------------------------------
 
-#[test]
-fn two_concurrent_migrates_seed_exactly_once_each_in_turn() {
-    let url = fresh_db("seed_race");
+/// A migration and two seeds for the race tests: the migration and the first seed each sleep
+/// (with different lengths, so a test can tell which one is running), and each seed records its
+/// transaction in `runs`.
+fn race_folders() -> (Folder, SeedDir) {
     let mut m = Folder::new();
     m.add(
         "0000_race",
         1,
         "create table flags (name text primary key, value int not null);\n\
          --> statement-breakpoint\n\
-         create table runs (id bigserial primary key, seed text not null, tx bigint not null);",
+         create table runs (id bigserial primary key, seed text not null, tx bigint not null);\n\
+         --> statement-breakpoint\n\
+         select pg_sleep(0.61);",
     );
     let seeds = SeedDir::new();
     seeds
@@ -650,18 +653,81 @@ fn two_concurrent_migrates_seed_exactly_once_each_in_turn() {
             "1_a.sql",
             "insert into flags values ('a', 1) on conflict (name) do update set value = excluded.value;\n\
              insert into runs (seed, tx) values ('1_a', txid_current());\n\
-             select pg_sleep(0.5);",
+             select pg_sleep(0.62);",
         )
         .write(
             "2_b.sql",
             "insert into flags values ('b', 2) on conflict (name) do update set value = excluded.value;\n\
              insert into runs (seed, tx) values ('2_b', txid_current());",
         );
+    (m, seeds)
+}
+
+/// The seeds' transactions, in order: (seed, transaction id) per row of `runs`.
+fn seed_transactions(url: &str) -> Vec<(String, String)> {
+    query(url, "select seed, tx::text from runs order by id")
+        .into_iter()
+        .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap()))
+        .collect()
+}
+
+/// A runner that arrives while another is still migrating waits for it, and leaves the seeds to
+/// it: they run after this runner started, once, not once per runner.
+#[test]
+fn a_runner_arriving_during_the_migrations_leaves_the_seeds_to_the_runner_it_waited_for() {
+    let url = fresh_db("seed_race_m");
+    let (m, seeds) = race_folders();
     let started = Instant::now();
-    let children: Vec<_> = (0..2)
-        .map(|_| spawn(seeded(&url, m.path(), seeds.path()).arg("migrate")))
-        .collect();
-    let outputs: Vec<Output> = children
+    let first = spawn(seeded(&url, m.path(), seeds.path()).arg("migrate"));
+    wait_for_statement(&url, "pg_sleep(0.61)");
+    let second = spawn(seeded(&url, m.path(), seeds.path()).arg("migrate"));
+    let (first, second) = (
+        finish(first, started, Duration::from_secs(60)),
+        finish(second, started, Duration::from_secs(60)),
+    );
+    first.expect(0);
+    second.expect(0);
+    assert!(
+        first.stderr.contains("applied 1 migration"),
+        "{}",
+        first.stderr
+    );
+    assert!(first.stderr.contains("seeds: ran 2 in"), "{}", first.stderr);
+    assert!(
+        second.stderr.contains("waiting for the migration lock"),
+        "{}",
+        second.stderr
+    );
+    assert!(
+        second.stderr.contains(
+            "up to date, 1 migration applied, nothing pending; seeds: all 2 ran after this \
+             runner started, in the run it waited for"
+        ),
+        "{}",
+        second.stderr
+    );
+    let runs = seed_transactions(&url);
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs[0].1, runs[1].1, "one transaction");
+    assert_eq!(
+        seed_runs(&url),
+        [("1_a.sql".to_string(), 1), ("2_b.sql".to_string(), 1)]
+    );
+    assert_eq!(advisory_locks(&url), 0);
+}
+
+/// A runner that arrives while another is already running the seeds cannot count that run (data
+/// deleted just before it started might not be back), so it runs them itself, after the first,
+/// each run whole and in turn.
+#[test]
+fn a_runner_arriving_during_the_seeds_runs_them_again_after_the_first() {
+    let url = fresh_db("seed_race_s");
+    let (m, seeds) = race_folders();
+    let started = Instant::now();
+    let first = spawn(seeded(&url, m.path(), seeds.path()).arg("migrate"));
+    wait_for_statement(&url, "pg_sleep(0.62)");
+    let second = spawn(seeded(&url, m.path(), seeds.path()).arg("migrate"));
+    let outputs: Vec<Output> = [first, second]
         .into_iter()
         .map(|c| finish(c, started, Duration::from_secs(60)))
         .collect();
@@ -669,21 +735,22 @@ fn two_concurrent_migrates_seed_exactly_once_each_in_turn() {
         o.expect(0);
         assert!(o.stderr.contains("seeds: ran 2 in"), "{}", o.stderr);
     }
-    assert_eq!(
-        outputs
-            .iter()
-            .filter(|o| o.stderr.contains("applied 1 migration"))
-            .count(),
-        1
+    assert!(outputs[0].stderr.contains("applied 1 migration"));
+    assert!(
+        outputs[1]
+            .stderr
+            .contains("up to date, 1 migration applied"),
+        "{}",
+        outputs[1].stderr
     );
     // Each run's seeds ran whole, one run after the other: 1_a, 2_b of one transaction, then
     // 1_a, 2_b of the other.
-    let runs = query(&url, "select seed, tx::text from runs order by id");
-    let seeds_in_order: Vec<&str> = runs.iter().map(|r| r[0].as_deref().unwrap()).collect();
-    assert_eq!(seeds_in_order, ["1_a", "2_b", "1_a", "2_b"]);
-    assert_eq!(runs[0][1], runs[1][1]);
-    assert_eq!(runs[2][1], runs[3][1]);
-    assert_ne!(runs[0][1], runs[2][1]);
+    let runs = seed_transactions(&url);
+    let order: Vec<&str> = runs.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(order, ["1_a", "2_b", "1_a", "2_b"]);
+    assert_eq!(runs[0].1, runs[1].1);
+    assert_eq!(runs[2].1, runs[3].1);
+    assert_ne!(runs[0].1, runs[2].1);
     assert_eq!(count(&url, "flags"), 2);
     assert_eq!(
         seed_runs(&url),

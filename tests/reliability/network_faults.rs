@@ -5,7 +5,7 @@
 
 use crate::capture::{Captured, figure, poll, portcullis, running};
 use crate::proxy::Proxy;
-use crate::run::{Folder, advisory_locks, example_dir, rows, table_exists};
+use crate::run::{Folder, advisory_locks, example_dir, rows, table_exists, wait_for_sent};
 use crate::server_faults::hold_lock;
 use crate::support::{Cluster, query};
 use std::time::{Duration, Instant};
@@ -57,23 +57,6 @@ fn nothing_half_applied_then_rerun(sock: &str, folder: &Folder) {
     portcullis(&direct, folder.path()).run().expect(0);
     assert!(table_exists(sock, "nf_a") && table_exists(sock, "nf_b"));
     assert_eq!(rows(sock).len(), 1);
-}
-
-/// Waits until a runner (not the lock holder) has polled the advisory lock.
-fn wait_for_lock_polling(sock: &str) {
-    poll(
-        Duration::from_secs(30),
-        "the runner never polled the lock",
-        || {
-            query(
-                sock,
-                "select count(*) from pg_stat_activity where query like '%pg_try_advisory_lock%' \
-             and pid <> pg_backend_pid() and datname = current_database()",
-            )[0][0]
-                .as_deref()
-                != Some("0")
-        },
-    );
 }
 
 #[track_caller]
@@ -145,7 +128,7 @@ fn stalled_during_the_lock_wait_exits_5_instead_of_hanging() {
     let run = portcullis(&url, &example_dir())
         .env("PORTCULLIS_LOCK_WAIT_TIMEOUT", "60s")
         .spawn();
-    wait_for_lock_polling(&sock);
+    wait_for_sent(&sock, "advisory_lock");
     std::thread::sleep(Duration::from_millis(300));
     let stalled = Instant::now();
     proxy.stall();
@@ -184,7 +167,7 @@ fn cut_during_the_lock_wait_exits_5_at_once() {
     let run = portcullis(&url, &example_dir())
         .env("PORTCULLIS_LOCK_WAIT_TIMEOUT", "60s")
         .spawn();
-    wait_for_lock_polling(&sock);
+    wait_for_sent(&sock, "advisory_lock");
     let cut = Instant::now();
     proxy.cut();
     let out = run.finish(Duration::from_secs(60));

@@ -1,11 +1,13 @@
-//! Properties of the pure parsers, checked on generated input (proptest, a few seconds): the
-//! journal parser, drizzle's breakpoint splitter and the SQL lexer behind the
-//! transaction-refusing-statement detector never panic, and keep their invariants on any input.
+//! Properties of the parsers, checked on generated input (proptest, a few seconds): the journal
+//! parser, drizzle-kit 1.0's folder reader, drizzle's breakpoint splitter and the SQL lexer
+//! behind the transaction-refusing-statement detector never panic, and keep their invariants on
+//! any input.
 //! The same functions are fuzzed without bounds by the targets in fuzz/ (see fuzz/README.md).
 
 use portcullis::source::lexer::{self, Kind};
-use portcullis::source::{BREAKPOINT, Migration, journal, split};
+use portcullis::source::{BREAKPOINT, Layout, Migration, collate, folders, journal, split};
 use proptest::prelude::*;
+use std::cmp::Ordering;
 use std::path::PathBuf;
 
 /// SQL-ish text: the pieces the lexer and the splitter care about, glued at random, so that
@@ -169,6 +171,67 @@ proptest! {
         prop_assert_eq!(back, list);
     }
 
+    /// The order folders are applied in is total: sorted pairwise, antisymmetric, equal only for
+    /// equal names; reading a timestamp never panics and agrees with the calendar check.
+    #[test]
+    fn folder_order_is_total_and_timestamps_never_panic(
+        mut names in proptest::collection::vec(folder_name(), 0..24),
+    ) {
+        for n in &names {
+            if let Some(ms) = folders::folder_millis(n)
+                && folders::is_calendar_date(n, ms)
+            {
+                prop_assert_eq!(folders::folder_millis(&n[..14]), Some(ms));
+            }
+        }
+        folders::sort(&mut names);
+        for w in names.windows(2) {
+            prop_assert_ne!(collate::compare(&w[0], &w[1]), Ordering::Greater);
+        }
+        for a in &names {
+            for b in &names {
+                let ab = collate::compare(a, b);
+                prop_assert_eq!(ab, collate::compare(b, a).reverse());
+                prop_assert_eq!(ab == Ordering::Equal, a == b);
+            }
+        }
+        let _ = folders::order_warnings(&names);
+    }
+
+    /// drizzle-kit 1.0's folder layout on disk with hostile names and bytes: `load` returns the
+    /// migrations in drizzle's order, each `created_at` read from its own folder name, or an
+    /// error; never a panic.
+    #[test]
+    fn v1_folders_on_disk_load_or_fail_cleanly(
+        entries in proptest::collection::btree_map(folder_name(), proptest::collection::vec(any::<u8>(), 0..64), 1..8),
+    ) {
+        let dir = Scratch::new();
+        let mut written = Vec::new();
+        for (name, body) in &entries {
+            let folder = dir.0.join(name);
+            if name.is_empty() || name == "." || name == ".." || name == "meta"
+                || std::fs::create_dir(&folder).is_err()
+            {
+                continue;
+            }
+            std::fs::write(folder.join("migration.sql"), body).unwrap();
+            written.push(name.clone());
+        }
+        match portcullis::source::load(&dir.0) {
+            Ok(folder) => {
+                prop_assert_eq!(folder.layout, Layout::Folders);
+                prop_assert_eq!(folder.migrations.len(), written.len());
+                for w in folder.migrations.windows(2) {
+                    prop_assert_ne!(collate::compare(&w[0].name, &w[1].name), Ordering::Greater);
+                }
+                for m in &folder.migrations {
+                    prop_assert_eq!(Some(m.when), folders::folder_millis(&m.name));
+                }
+            }
+            Err(e) => prop_assert!(!e.to_string().is_empty()),
+        }
+    }
+
     /// Decoding is Node's `Buffer.toString()`: UTF-8 with U+FFFD for invalid sequences.
     #[test]
     fn decoding_is_lossy_utf8(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
@@ -207,4 +270,46 @@ fn journalish() -> impl Strategy<Value = String> {
             .collect();
         format!("{{\"entries\":[{}]}}", list.join(","))
     })
+}
+
+/// Folder names as drizzle-kit 1.0 writes them, and hostile ones: wrong digit counts, rolling
+/// dates, unicode, spaces, punctuation, control characters, names that differ only in case.
+/// Never `/` or NUL, which no file name can hold.
+fn folder_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "20[0-9]{2}(0[1-9]|1[0-2])(0[1-9]|[12][0-9])([01][0-9]|2[0-3])[0-5][0-9][0-5][0-9]_[a-z_]{1,10}",
+        "[0-9]{14}_[a-zA-Z]{1,4}",
+        "[0-9]{10,16}[ _.a-z\\-]{0,6}",
+        "20240131120000_[ -~&&[^/]]{0,8}",
+        Just("20240131120000_é".to_string()),
+        Just("20240131120000_E".to_string()),
+        Just("20240131120000_e".to_string()),
+        Just("20241399246060_rolls".to_string()),
+        Just("20240131120000_a\tb".to_string()),
+        Just("2024013112000_short".to_string()),
+        Just("..".to_string()),
+        any::<String>().prop_map(|s| s.replace(['/', '\0'], "").chars().take(40).collect()),
+    ]
+}
+
+/// A temp dir removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Scratch {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "portcullis-prop-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

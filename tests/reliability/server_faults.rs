@@ -3,8 +3,8 @@
 //! starts and comes back within the wait timeout.
 
 use crate::capture::{figure, poll, portcullis, running};
-use crate::run::{Folder, advisory_locks, example_dir, rows, table_exists};
-use crate::support::{Cluster, execute, query};
+use crate::run::{Folder, advisory_locks, example_dir, rows, table_exists, wait_for_sent};
+use crate::support::{Cluster, execute};
 use std::time::{Duration, Instant};
 
 /// Two migrations; the second pauses for `app.pause` seconds (a database setting, so the same
@@ -103,19 +103,7 @@ fn a_server_restart_during_the_lock_wait_exits_5() {
     let run = portcullis(&url, &example_dir())
         .env("PORTCULLIS_LOCK_WAIT_TIMEOUT", "60s")
         .spawn();
-    poll(
-        Duration::from_secs(30),
-        "the runner never polled the lock",
-        || {
-            query(
-                &sock,
-                "select count(*) from pg_stat_activity where query like '%pg_try_advisory_lock%' \
-             and pid <> pg_backend_pid() and datname = current_database()",
-            )[0][0]
-                .as_deref()
-                != Some("0")
-        },
-    );
+    wait_for_sent(&sock, "advisory_lock");
     let fault = Instant::now();
     cluster.stop();
     let out = run.finish(Duration::from_secs(60));
