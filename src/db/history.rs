@@ -33,16 +33,6 @@ pub struct Column {
 }
 
 const SCHEMA_EXISTS: &str = "select exists(select 1 from pg_namespace where nspname = $1)";
-const TABLE_KIND: &str = "\
-select c.relkind::text from pg_class c join pg_namespace n on n.oid = c.relnamespace
- where n.nspname = $1 and c.relname = $2";
-const COLUMNS: &str = "\
-select a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-       a.atthasdef or a.attidentity <> ''
-  from pg_attribute a join pg_class c on c.oid = a.attrelid
-  join pg_namespace n on n.oid = c.relnamespace
- where n.nspname = $1 and c.relname = $2 and a.attnum > 0 and not a.attisdropped
- order by a.attnum";
 const ELSEWHERE: &str = "\
 select n.nspname::text, c.relname::text from pg_class c join pg_namespace n on n.oid = c.relnamespace
  where c.relkind in ('r', 'p') and c.relname in ('__drizzle_migrations', $2)
@@ -242,15 +232,68 @@ impl Snapshot {
     }
 }
 
+/// What the catalogs say about the tracking table, in one exchange: whether the schema exists,
+/// the relation's kind (`None`: no such relation), and its columns.
+struct Catalog {
+    schema_exists: bool,
+    kind: Option<String>,
+    columns: Vec<Column>,
+}
+
+/// One row per column of the relation, or one row of NULLs after the first column when there is
+/// no such relation.
+const CATALOG: &str = "\
+select n.oid is not null, c.relkind::text, a.attname::text, format_type(a.atttypid, a.atttypmod),
+       a.attnotnull, a.atthasdef or a.attidentity <> ''
+  from (select 1) one
+  left join pg_namespace n on n.nspname = $1
+  left join pg_class c on c.relnamespace = n.oid and c.relname = $2
+  left join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+ order by a.attnum";
+
+/// Reads [`Catalog`], parameters typed so that it is one round trip (no separate prepare).
+async fn catalog(
+    client: &tokio_postgres::Client,
+    schema: &str,
+    table: &str,
+) -> Result<Catalog, Error> {
+    use tokio_postgres::types::Type;
+    let rows = client
+        .query_typed(CATALOG, &[(&schema, Type::NAME), (&table, Type::NAME)])
+        .await
+        .map_err(|e| query_failed("looking up the tracking table", &e))?;
+    let first = rows.first();
+    Ok(Catalog {
+        schema_exists: first.is_some_and(|r| r.get(0)),
+        kind: first.and_then(|r| r.get(1)),
+        columns: rows
+            .iter()
+            .filter_map(|r| {
+                Some(Column {
+                    name: r.get::<_, Option<String>>(2)?,
+                    ty: r.get(3),
+                    not_null: r.get(4),
+                    has_default: r.get(5),
+                })
+            })
+            .collect(),
+    })
+}
+
 /// Reads the table without changing anything (no DDL): for `status`, `plan`, `validate`, `await`.
 pub async fn read(session: &Session, schema: &str, table: &str) -> Result<Snapshot, Error> {
+    let found = catalog(session.client(), schema, table).await?;
+    read_with(session, schema, table, found).await
+}
+
+async fn read_with(
+    session: &Session,
+    schema: &str,
+    table: &str,
+    found: Catalog,
+) -> Result<Snapshot, Error> {
     let client = session.client();
     let qualified = qualified(schema, table);
-    let kind = client
-        .query_opt(TABLE_KIND, &[&schema, &table])
-        .await
-        .map_err(|e| query_failed("looking up the tracking table", &e))?
-        .map(|r| r.get::<_, String>(0));
     let mut snapshot = Snapshot {
         table: Table {
             schema: schema.to_string(),
@@ -263,7 +306,7 @@ pub async fn read(session: &Session, schema: &str, table: &str) -> Result<Snapsh
         columns: Vec::new(),
         raw: Vec::new(),
     };
-    match kind.as_deref() {
+    match found.kind.as_deref() {
         None => return Ok(snapshot),
         Some("r" | "p") => {}
         Some(other) => {
@@ -276,18 +319,7 @@ pub async fn read(session: &Session, schema: &str, table: &str) -> Result<Snapsh
         }
     }
     snapshot.exists = true;
-    snapshot.columns = client
-        .query(COLUMNS, &[&schema, &table])
-        .await
-        .map_err(|e| query_failed("reading the tracking table's columns", &e))?
-        .iter()
-        .map(|r| Column {
-            name: r.get(0),
-            ty: r.get(1),
-            not_null: r.get(2),
-            has_default: r.get(3),
-        })
-        .collect();
+    snapshot.columns = found.columns;
     let has = |n: &str| snapshot.columns.iter().any(|c| c.name == n);
     snapshot.table.has_name_column = has("name");
     if !(has("id") && has("hash") && has("created_at")) {
@@ -305,7 +337,7 @@ pub async fn read(session: &Session, schema: &str, table: &str) -> Result<Snapsh
         "null::text"
     };
     snapshot.raw = client
-        .query(
+        .query_typed(
             &format!(
                 "select id::int8, hash::text, created_at::text, {applied_at}, {name} from \
                  {qualified} order by id"
@@ -353,42 +385,47 @@ pub(crate) async fn ensure_schema(
 
 /// Creates the schema and table when absent, issuing DDL only then (so a role without CREATE
 /// privilege works on an existing table, E30), in the shape the folder's drizzle creates.
-/// Returns whether anything was created.
-pub async fn ensure(
+/// Returns whether anything was created, and what the catalogs say now.
+async fn ensure(
     session: &Session,
     schema: &str,
     table: &str,
     layout: Layout,
-) -> Result<bool, Error> {
+) -> Result<(bool, Catalog), Error> {
     let client = session.client();
     let qualified = qualified(schema, table);
-    let mut created = ensure_schema(client, schema).await?;
-    let exists = client
-        .query_opt(TABLE_KIND, &[&schema, &table])
-        .await
-        .map_err(|e| query_failed("looking up the tracking table", &e))?
-        .is_some();
-    if !exists {
-        client
-            .batch_execute(&create_table_sql(&qualified, layout))
-            .await
-            .map_err(|e| query_failed(&format!("creating {qualified}"), &e))?;
-        created = true;
-        tracing::info!("created the tracking table {qualified}");
+    let found = catalog(client, schema, table).await?;
+    if found.kind.is_some() {
+        return Ok((false, found));
     }
-    Ok(created)
+    if !found.schema_exists {
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {}",
+                quote_ident(schema)
+            ))
+            .await
+            .map_err(|e| query_failed(&format!("creating schema {}", quote_ident(schema)), &e))?;
+    }
+    client
+        .batch_execute(&create_table_sql(&qualified, layout))
+        .await
+        .map_err(|e| query_failed(&format!("creating {qualified}"), &e))?;
+    tracing::info!("created the tracking table {qualified}");
+    Ok((true, catalog(client, schema, table).await?))
 }
 
 /// For `migrate`: ensure the table, read it, refuse what drizzle cannot use, and warn when an
 /// empty table sits beside another drizzle tracking table (a changed migrations.schema/table).
+/// An existing table costs two exchanges: the catalogs, then the rows.
 pub async fn prepare(
     session: &Session,
     schema: &str,
     table: &str,
     layout: Layout,
 ) -> Result<Snapshot, Error> {
-    let created = ensure(session, schema, table, layout).await?;
-    let mut snapshot = read(session, schema, table).await?;
+    let (created, found) = ensure(session, schema, table, layout).await?;
+    let mut snapshot = read_with(session, schema, table, found).await?;
     snapshot.table.created = created;
     let rows = snapshot.require_usable()?;
     if rows.is_empty() {

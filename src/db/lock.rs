@@ -76,6 +76,24 @@ async fn holders(session: &Session, key: i64) -> Vec<String> {
     }
 }
 
+/// Runs a one-row statement whose only parameter is the lock key, in one round trip (the
+/// parameter's type is given, so there is no separate prepare).
+async fn keyed(
+    session: &Session,
+    what: &str,
+    sql: &str,
+    key: i64,
+) -> Result<tokio_postgres::Row, Error> {
+    let rows = session
+        .client()
+        .query_typed(sql, &[(&key, tokio_postgres::types::Type::INT8)])
+        .await
+        .map_err(|e| query_failed(what, &e))?;
+    rows.into_iter()
+        .next()
+        .ok_or_else(|| Error::Internal(format!("{what}: the server returned no row")))
+}
+
 /// How `migrate` got past the lock.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Taken {
@@ -101,14 +119,13 @@ pub async fn take_or_queue(
     interrupt::set_activity(format!("waiting for the migration lock on {table}"));
     let row = session
         .within("waiting for the migration lock", async {
-            session
-                .client()
-                .query_one(
-                    "select pg_try_advisory_lock($1),                      extract(epoch from clock_timestamp())::float8",
-                    &[&key],
-                )
-                .await
-                .map_err(|e| query_failed("taking the advisory lock", &e))
+            keyed(
+                session,
+                "taking the advisory lock",
+                "select pg_try_advisory_lock($1), extract(epoch from clock_timestamp())::float8",
+                key,
+            )
+            .await
         })
         .await?;
     if row.get::<_, bool>(0) {
@@ -181,11 +198,13 @@ pub async fn release_shared(session: &Session, key: i64) {
     }
     let unlocked = session
         .within("releasing the migration lock", async {
-            session
-                .client()
-                .query_one("select pg_advisory_unlock_shared($1)", &[&key])
-                .await
-                .map_err(|e| query_failed("releasing the migration lock", &e))
+            keyed(
+                session,
+                "releasing the migration lock",
+                "select pg_advisory_unlock_shared($1)",
+                key,
+            )
+            .await
         })
         .await;
     if let Err(e) = unlocked {
@@ -233,11 +252,13 @@ pub async fn acquire(
         // connection is gone (exit 5), not that the lock is busy.
         let got: bool = session
             .within("waiting for the migration lock", async {
-                session
-                    .client()
-                    .query_one("select pg_try_advisory_lock($1)", &[&key])
-                    .await
-                    .map_err(|e| query_failed("taking the advisory lock", &e))
+                keyed(
+                    session,
+                    "taking the advisory lock",
+                    "select pg_try_advisory_lock($1)",
+                    key,
+                )
+                .await
             })
             .await?
             .get(0);
@@ -283,11 +304,13 @@ pub async fn release(session: &Session, key: i64) {
     }
     let unlocked = session
         .within("releasing the migration lock", async {
-            session
-                .client()
-                .query_one("select pg_advisory_unlock($1)", &[&key])
-                .await
-                .map_err(|e| query_failed("releasing the migration lock", &e))
+            keyed(
+                session,
+                "releasing the migration lock",
+                "select pg_advisory_unlock($1)",
+                key,
+            )
+            .await
         })
         .await;
     match unlocked {

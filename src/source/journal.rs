@@ -60,53 +60,58 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Journal, Vec<String>> {
     let mut problems = Vec::new();
     let mut parsed = Vec::new();
     for (position, entry) in entries.iter().enumerate() {
-        let label = format!("{name}: entry {position}");
+        // Messages only: built when there is something to say, not for every entry.
+        let label = || format!("{name}: entry {position}");
         let Some(obj) = entry.as_object() else {
-            problems.push(format!("{label} is not an object"));
+            problems.push(format!("{} is not an object", label()));
             continue;
         };
         let tag = match obj.get("tag") {
             Some(Value::String(t)) if !t.is_empty() => Some(t.clone()),
             Some(Value::String(_)) => {
-                problems.push(format!("{label} has an empty \"tag\""));
+                problems.push(format!("{} has an empty \"tag\"", label()));
                 None
             }
             None | Some(Value::Null) => {
                 problems.push(format!(
-                    "{label} has no \"tag\" (drizzle would look for a file named undefined.sql); \
-                     add the tag, the file name without .sql"
+                    "{} has no \"tag\" (drizzle would look for a file named undefined.sql); \
+                     add the tag, the file name without .sql",
+                    label()
                 ));
                 None
             }
             Some(other) => {
                 problems.push(format!(
-                    "{label} has a \"tag\" that is not a string: {other}"
+                    "{} has a \"tag\" that is not a string: {other}",
+                    label()
                 ));
                 None
             }
         };
         if let Some(tag) = &tag {
             if let Some(why) = unsafe_tag(tag) {
-                problems.push(format!("{label} (tag {tag:?}): {why}"));
+                problems.push(format!("{} (tag {tag:?}): {why}", label()));
             } else if tag.contains('/') {
                 warnings.push(format!(
-                    "{label} (tag {tag:?}) contains '/', so its file lives in a subfolder"
+                    "{} (tag {tag:?}) contains '/', so its file lives in a subfolder",
+                    label()
                 ));
             }
         }
-        let label = match &tag {
+        let label = || match &tag {
             // Escaped, so that a tag cannot put a newline or an escape code into a message.
-            Some(t) if t.chars().any(char::is_control) => format!("{label} (tag {t:?})"),
-            Some(t) => format!("{label} (tag {t})"),
-            None => label,
+            Some(t) if t.chars().any(char::is_control) => format!("{} (tag {t:?})", label()),
+            Some(t) => format!("{} (tag {t})", label()),
+            None => label(),
         };
         let when = match obj.get("when") {
             Some(Value::Number(n)) => match n.as_u64() {
                 Some(w) if i64::try_from(w).is_ok() => Some(w as i64),
                 _ => {
                     problems.push(format!(
-                        "{label}: \"when\" is {n}, but it must be a non-negative whole number of \
-                         milliseconds (drizzle-kit writes Date.now())"
+                        "{}: \"when\" is {n}, but it must be a non-negative whole number of \
+                         milliseconds (drizzle-kit writes Date.now())",
+                        label()
                     ));
                     None
                 }
@@ -115,23 +120,26 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Journal, Vec<String>> {
                 if !s.is_empty() && s.len() <= 18 && s.bytes().all(|b| b.is_ascii_digit()) =>
             {
                 warnings.push(format!(
-                    "{label}: \"when\" is the string \"{s}\"; drizzle compares it as a number, \
-                     and so does portcullis, but it should be written as a number"
+                    "{}: \"when\" is the string \"{s}\"; drizzle compares it as a number, \
+                     and so does portcullis, but it should be written as a number",
+                    label()
                 ));
                 s.parse().ok()
             }
             None | Some(Value::Null) => {
                 problems.push(format!(
-                    "{label} has no \"when\"; drizzle would record it with a NULL created_at, \
+                    "{} has no \"when\"; drizzle would record it with a NULL created_at, \
                      which makes it re-run every migration later. Add the generation time in \
-                     milliseconds"
+                     milliseconds",
+                    label()
                 ));
                 None
             }
             Some(other) => {
                 problems.push(format!(
-                    "{label}: \"when\" is {other}, but it must be a non-negative whole number of \
-                     milliseconds (drizzle-kit writes Date.now())"
+                    "{}: \"when\" is {other}, but it must be a non-negative whole number of \
+                     milliseconds (drizzle-kit writes Date.now())",
+                    label()
                 ));
                 None
             }

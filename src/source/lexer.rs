@@ -297,8 +297,40 @@ const PREFILTER: &[&str] = &[
     "TABLESPACE",
     "SYSTEM",
     "SUBSCRIPTION",
-    "PORTCULLIS:",
+    "PORTCULLIS",
 ];
+
+/// Whether `text` has one of [`PREFILTER`]'s words as a whole word: a run of ASCII letters,
+/// digits and `_`, bounded by anything else, equal to it ignoring ASCII case. One pass, no
+/// allocation. Never misses a word the lexer would find: the lexer's words are runs of
+/// alphanumerics and `_`, so one equal to an (ASCII) keyword is bounded by characters that are
+/// not ASCII word characters, which bound it here too (given one chunk: drizzle's split also
+/// ends a word, see [`transaction_refusal`]). It may say yes for a word in a comment
+/// or a string, or a name like `"subscription"`; the lexer then decides.
+pub fn mentions_prefilter_word(text: &str) -> bool {
+    let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if !is_word(bytes[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && is_word(bytes[i]) {
+            i += 1;
+        }
+        let word = &bytes[start..i];
+        if (6..=12).contains(&word.len())
+            && PREFILTER
+                .iter()
+                .any(|k| k.as_bytes().eq_ignore_ascii_case(word))
+        {
+            return true;
+        }
+    }
+    false
+}
 
 /// Top-level statements of `text` as their upper-cased words (comments, strings, quoted
 /// identifiers and dollar bodies left out), split on `;` in code.
@@ -383,10 +415,16 @@ pub fn has_no_transaction_marker(text: &str) -> bool {
 pub fn transaction_refusal(m: &Migration) -> Result<Option<String>, String> {
     // Almost no file holds any of these words; skipping the lexer for those keeps reading a
     // 1000-migration folder cheap (the lexer was 41% of a no-op's instructions there).
-    let upper = m.text.to_ascii_uppercase();
-    if !PREFILTER.iter().any(|k| upper.contains(k)) {
+    // Per chunk: the split starts a new word right after a marker (`...breakpointVACUUM`).
+    if !m.chunks().iter().any(|c| mentions_prefilter_word(c.text)) {
         return Ok(None);
     }
+    transaction_refusal_unfiltered(m)
+}
+
+/// [`transaction_refusal`] without the word prefilter (the full lexer on every file); the
+/// property tests check that both always agree.
+pub fn transaction_refusal_unfiltered(m: &Migration) -> Result<Option<String>, String> {
     let mut reasons: Vec<&'static str> = Vec::new();
     for (n, chunk) in m.chunks().iter().enumerate() {
         let statements = statement_words(chunk.text);
@@ -428,6 +466,33 @@ pub fn transaction_refusal(m: &Migration) -> Result<Option<String>, String> {
 mod transaction_tests {
     use super::*;
     use std::path::PathBuf;
+
+    #[test]
+    fn the_prefilter_matches_whole_words_in_any_case_only() {
+        for yes in [
+            "VACUUM",
+            "vacuum;",
+            "create index\tConcurrently i",
+            "x,SYSTEM,y",
+            "-- portcullis: no-transaction",
+            "\u{e9}database\u{e9}",
+            "drop tablespace t",
+            "create subscription s",
+        ] {
+            assert!(mentions_prefilter_word(yes), "{yes}");
+        }
+        for no in [
+            "",
+            "create table subscriptions (id int)",
+            "subscription_id",
+            "vacuums",
+            "xsystem",
+            "databases",
+            "create index i on t (c)",
+        ] {
+            assert!(!mentions_prefilter_word(no), "{no}");
+        }
+    }
 
     fn mig(sql: &str) -> Migration {
         Migration::new(
