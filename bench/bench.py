@@ -342,7 +342,9 @@ def scenario_replicas(s, res):
             logs = [tail(os.path.join(s.logs, f"replica-{i}.log"), 400) for i in range(k)]
             applied = sum(1 for text in logs if "applying" in text)
             waits = [float(x) for text in logs
-                     for x in re.findall(r"took the migration lock after waiting ([0-9.]+)s", text)]
+                     for x in re.findall(r"(?:took the migration lock after waiting|"
+                                         r"the migration lock was released after) ([0-9.]+)s",
+                                         text)]
             once = each_once(s, db, exp)
             drop_db(s, db)
             if r >= s.warmup:
@@ -709,8 +711,9 @@ def write_markdown(res, path, chart_name):
         L.append("\nThe processes are forked first, each a shell blocked on a shared pipe; one write "
                  "releases them all at the same instant, and each execs portcullis. Wall time runs "
                  "from that write to the last exit. \"Longest lock wait\" is "
-                 "the largest `took the migration lock after waiting` a process logged (median over "
-                 "rounds). \"Processes that applied\" counts the processes that logged `applying` (one per round means the "
+                 "the largest wait a process logged (`the migration lock was released after` for a "
+                 "runner queued behind the holder, `took the migration lock after waiting` for one "
+                 "that polled; median over rounds). \"Processes that applied\" counts the processes that logged `applying` (one per round means the "
                  "others found nothing pending after waiting for the lock).\n")
 
     if "cold" in res:
