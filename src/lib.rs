@@ -166,9 +166,9 @@ pub async fn migrate(cfg: &Config) -> Result<Outcome, Error> {
             result
         }
         db::lock::Taken::Shared { since } => {
-            let done = done_by_other(cfg, &session, &folder, seeds.as_ref(), since).await;
-            db::lock::release_shared(&session, key).await;
-            if let Some(outcome) = done? {
+            if let Some(outcome) =
+                done_by_other(cfg, &session, &folder, seeds.as_ref(), key, since).await?
+            {
                 return Ok(outcome);
             }
             // The runner waited for left work undone (it failed, was killed, or came from an
@@ -182,8 +182,8 @@ pub async fn migrate(cfg: &Config) -> Result<Outcome, Error> {
     }
 }
 
-/// After waiting for another runner, holding the lock in shared mode: whether that runner left
-/// nothing for this one, judged exactly as this run would judge it (the same plan, no refusal,
+/// After waiting for another runner, holding the lock in shared mode (released here, in the same
+/// round trip that reads the tracking table): whether that runner left nothing for this one, judged exactly as this run would judge it (the same plan, no refusal,
 /// no table upgrade) and, for seeds, every seed file recorded with its current hash and, in
 /// `always` mode, run by a transaction that began after this runner found the lock taken, so
 /// that data deleted before this runner started has been put back. `Some(outcome)` when there
@@ -194,13 +194,25 @@ async fn done_by_other(
     session: &db::Session,
     folder: &Folder,
     seeds: Option<&seeds::SeedSet>,
+    key: i64,
     since: f64,
 ) -> Result<Option<Outcome>, Error> {
     interrupt::set_activity("reading the tracking table");
-    let snapshot = read_history(cfg, session).await?;
-    if !snapshot.exists {
+    let read = session
+        .within(
+            "reading the tracking table",
+            db::history::read_releasing(
+                session,
+                &cfg.migrations_schema,
+                &cfg.migrations_table,
+                db::lock::UNLOCK_SHARED,
+                key,
+            ),
+        )
+        .await?;
+    let Some(snapshot) = read else {
         return Ok(None);
-    }
+    };
     let Ok((plan, decision, None)) = decide(cfg, folder, &snapshot) else {
         return Ok(None);
     };

@@ -137,7 +137,16 @@ pub async fn take_or_queue(
     // connection that stalls during the wait is noticed within 1.5 answer timeouts, as when
     // polling.
     let slice_max = REPORT_EVERY.min(session.answer_timeout / 2);
-    let mut last_report: Option<Instant> = None;
+    // Who holds the lock is looked up from the first report after REPORT_EVERY on: pg_locks and
+    // pg_stat_activity are among the costliest things a fresh session can ask, and 49 replicas
+    // asking at once, only to be let in a second later, slowed the one doing the work.
+    tracing::info!(
+        "waiting for the migration lock on {table}: another runner holds it; queued behind it \
+         (up to {}; who holds it is logged every {}s)",
+        format_duration(timeout),
+        REPORT_EVERY.as_secs()
+    );
+    let mut last_report = Some(Instant::now());
     loop {
         let waited = started.elapsed();
         if waited >= timeout {
@@ -190,29 +199,10 @@ pub async fn take_or_queue(
     }
 }
 
-/// Releases the shared hold taken by [`take_or_queue`] (logged only on failure: the server
-/// releases it with the session).
-pub async fn release_shared(session: &Session, key: i64) {
-    if session.is_lost() {
-        return;
-    }
-    let unlocked = session
-        .within("releasing the migration lock", async {
-            keyed(
-                session,
-                "releasing the migration lock",
-                "select pg_advisory_unlock_shared($1)",
-                key,
-            )
-            .await
-        })
-        .await;
-    if let Err(e) = unlocked {
-        tracing::debug!(
-            "could not release the shared migration lock ({e}); the server releases it with the              session"
-        );
-    }
-}
+/// Releases the shared hold taken by [`take_or_queue`]; its one parameter is the key. Sent by
+/// the caller together with its read of the tracking table (`history::read_releasing`), in
+/// one round trip.
+pub const UNLOCK_SHARED: &str = "select pg_advisory_unlock_shared($1)";
 
 /// The exit-7 error, naming who holds the lock now.
 async fn timed_out(session: &Session, key: i64, table: &str, timeout: Duration) -> Error {
