@@ -159,7 +159,9 @@ pub async fn migrate(cfg: &Config) -> Result<Outcome, Error> {
         }
         Ok(outcome)
     };
-    match db::lock::take_or_queue(&session, key, &table, cfg.lock_wait_timeout).await? {
+    let named = folder.layout == Layout::Folders;
+    let warm = db::history::warm_up_sql(&cfg.migrations_schema, &cfg.migrations_table, named);
+    match db::lock::take_or_queue(&session, key, &table, cfg.lock_wait_timeout, &warm).await? {
         db::lock::Taken::Exclusive => {
             let result = work.await;
             db::lock::release(&session, key).await;
@@ -205,14 +207,21 @@ async fn done_by_other(
                 session,
                 &cfg.migrations_schema,
                 &cfg.migrations_table,
+                folder.layout == Layout::Folders,
                 db::lock::UNLOCK_SHARED,
                 key,
             ),
         )
         .await?;
-    let Some(snapshot) = read else {
-        return Ok(None);
+    // A table of the other shape (a 1.0-shaped table under a journal folder, say) takes the
+    // usual two reads.
+    let snapshot = match read {
+        Some(snapshot) => snapshot,
+        None => read_history(cfg, session).await?,
     };
+    if !snapshot.exists {
+        return Ok(None);
+    }
     let Ok((plan, decision, None)) = decide(cfg, folder, &snapshot) else {
         return Ok(None);
     };

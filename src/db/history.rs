@@ -251,6 +251,30 @@ select n.oid is not null, c.relkind::text, a.attname::text, format_type(a.atttyp
   left join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
  order by a.attnum";
 
+/// What a runner queued behind another sends ahead of its wait (see `lock::take_or_queue`): the
+/// catalog query and a zero-row read of the table, so that the backend has them cached when it
+/// is let in. Simple-query text, names as literals.
+pub fn warm_up_sql(schema: &str, table: &str, named: bool) -> String {
+    let literal = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    format!(
+        "{}; {} LIMIT 0",
+        CATALOG
+            .replace("$1", &literal(schema))
+            .replace("$2", &literal(table)),
+        rows_of_shape(&qualified(schema, table), named)
+    )
+}
+
+/// The rows of a table in drizzle 0.x's shape, or 1.0's (`named`: with a `name` column).
+/// `applied_at` is not read (only `status` shows it).
+fn rows_of_shape(qualified: &str, named: bool) -> String {
+    format!(
+        "select id::int8, hash::text, created_at::text, null::text, {} from {qualified} \
+         order by id",
+        if named { "name::text" } else { "null::text" }
+    )
+}
+
 /// Reads [`Catalog`], parameters typed so that it is one round trip (no separate prepare).
 async fn catalog(
     client: &tokio_postgres::Client,
@@ -290,23 +314,22 @@ pub async fn read(session: &Session, schema: &str, table: &str) -> Result<Snapsh
 /// catalogs, the rows and `release` (the shared unlock, its one parameter the lock key) go out
 /// together and come back in one round trip. Under contention every round trip waits its turn
 /// for a CPU, so the 49 runners behind a 50-replica deploy leave that much sooner. `applied_at`
-/// is not read (only `status` shows it). `None` when the rows could not be read this way (no
-/// table, another shape): the caller then takes the normal path, which explains any problem.
+/// is not read (only `status` shows it). The shape is guessed before the catalogs say (`named`:
+/// 1.0's, with a `name` column, as a drizzle-kit 1.0 folder has it); `None` when the guess was
+/// wrong or the rows could not be read (no table, another shape): the caller then takes the
+/// normal path, which explains any problem.
 pub async fn read_releasing(
     session: &Session,
     schema: &str,
     table: &str,
+    named: bool,
     release: &str,
     key: i64,
 ) -> Result<Option<Snapshot>, Error> {
     use tokio_postgres::types::Type;
     let client = session.client();
     let q = qualified(schema, table);
-    // `->>` gives NULL for a column the table does not have: one statement for both shapes.
-    let rows_sql = format!(
-        "select id::int8, hash::text, created_at::text, null::text, to_jsonb(t)->>'name' \
-         from {q} t order by id"
-    );
+    let rows_sql = rows_of_shape(&q, named);
     let key_param: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 1] = [(&key, Type::INT8)];
     let (found, rows, released) = tokio::join!(
         catalog(client, schema, table),
@@ -324,6 +347,9 @@ pub async fn read_releasing(
         return found.map(|_| None);
     };
     let mut snapshot = snapshot_of(schema, table, found?)?;
+    if snapshot.table.has_name_column != named {
+        return Ok(None);
+    }
     snapshot.raw = rows.iter().map(raw_row).collect();
     Ok(Some(snapshot))
 }

@@ -109,11 +109,17 @@ pub enum Taken {
 /// `migrate`'s way in: takes the lock if it is free; if another runner holds it, queues in the
 /// server (shared mode) until that runner releases it, for at most `timeout`, logging who
 /// holds it every few seconds. A SIGTERM cancels the wait.
+///
+/// `warm` (SQL, may be empty) is sent ahead of the first wait, under a 100 ms `lock_timeout`, its
+/// errors ignored: the statements the caller will run once let in, so that the server has what
+/// they need cached by then (see `history::warm_up_sql`). The wait overlaps with the holder's
+/// work; the moment of the release is when dozens of runners compete for the CPU.
 pub async fn take_or_queue(
     session: &Session,
     key: i64,
     table: &str,
     timeout: Duration,
+    warm: &str,
 ) -> Result<Taken, Error> {
     let started = Instant::now();
     interrupt::set_activity(format!("waiting for the migration lock on {table}"));
@@ -147,6 +153,7 @@ pub async fn take_or_queue(
         REPORT_EVERY.as_secs()
     );
     let mut last_report = Some(Instant::now());
+    let mut warm = (!warm.is_empty()).then(|| format!("SET lock_timeout = 100; {warm}; "));
     loop {
         let waited = started.elapsed();
         if waited >= timeout {
@@ -171,8 +178,10 @@ pub async fn take_or_queue(
             .max(Duration::from_millis(1));
         // lock_timeout bounds the wait in the server; RESET only runs once the lock is granted
         // (an error skips the rest of the batch), and the next slice sets it again.
+        let warming = warm.take();
         let batch = format!(
-            "SET lock_timeout = {}; SELECT pg_advisory_lock_shared({key}); RESET lock_timeout",
+            "{}SET lock_timeout = {}; SELECT pg_advisory_lock_shared({key}); RESET lock_timeout",
+            warming.as_deref().unwrap_or_default(),
             slice.as_millis()
         );
         let queued = session
@@ -191,6 +200,13 @@ pub async fn take_or_queue(
                 return Ok(Taken::Shared { since });
             }
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {}
+            // The warm-up failed (no table yet, a lock it could not get at once): it only ever
+            // runs once; the next slice is the plain wait.
+            Err(e)
+                if warming.is_some() && e.as_db_error().is_some() && interrupt::check().is_ok() =>
+            {
+                tracing::debug!("warming the server's caches did not work ({e}); never mind");
+            }
             Err(e) => {
                 interrupt::check()?;
                 return Err(query_failed("waiting for the migration lock", &e));

@@ -487,3 +487,74 @@ fn exit_3_for_a_folder_name_with_a_control_character() {
     assert!(out.stderr.contains("control character"), "{}", out.stderr);
     assert!(!out.stderr.contains("\nINFO forged"), "{}", out.stderr);
 }
+
+/// Holds the migration lock from a test session while `runner` queues behind it, then releases
+/// it and returns the runner's output.
+fn queued_behind_a_holder(url: &str, runner: &mut std::process::Command) -> Output {
+    let key = portcullis::db::lock::key("drizzle", "__drizzle_migrations");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (client, conn) = rt
+        .block_on(tokio_postgres::connect(url, tokio_postgres::NoTls))
+        .unwrap();
+    let conn_task = rt.spawn(conn);
+    rt.block_on(client.query_one("select pg_advisory_lock($1)", &[&key]))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let child = spawn(runner);
+    wait_for_statement(url, "pg_advisory_lock_shared");
+    rt.block_on(client.query_one("select pg_advisory_unlock($1)", &[&key]))
+        .unwrap();
+    let out = finish(child, started, std::time::Duration::from_secs(30));
+    drop(client);
+    conn_task.abort();
+    out
+}
+
+/// A runner queued behind another reads the table in whichever shape it has (it guesses the
+/// shape from the folder's layout, one round trip, and reads again when the guess was wrong),
+/// and leaves when nothing is left: a journal folder with drizzle 0.x's table and with drizzle
+/// 1.0's, and a folder layout with 1.0's.
+#[test]
+fn a_queued_runner_leaves_when_done_whatever_the_table_shape() {
+    for (case, p) in [
+        ("journal, 0.x table", "q0"),
+        ("journal, 1.0 table", "q1"),
+        ("folders", "q2"),
+    ] {
+        let url = fresh_db(&format!("queued_{p}"));
+        // Both kept alive for the runs below (they are removed on drop).
+        let (journal_folder, folders) = (journal(p), converted(p));
+        let path = if case == "folders" {
+            folders.path()
+        } else {
+            journal_folder.path()
+        };
+        migrate(&url, path).expect(0);
+        if case == "journal, 1.0 table" {
+            execute(
+                &url,
+                &format!(
+                    "alter table {T} add column name text, \
+                     add column applied_at timestamp with time zone default now()"
+                ),
+            );
+        }
+        let out = queued_behind_a_holder(&url, command(&url, path).arg("migrate"));
+        out.expect(0);
+        assert!(
+            out.stderr
+                .contains("the runner this one waited for left nothing to do"),
+            "{case}: {}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains("up to date, 3 migrations applied"),
+            "{case}: {}",
+            out.stderr
+        );
+        assert_eq!(advisory_locks(&url), 0, "{case}");
+    }
+}
