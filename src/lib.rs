@@ -185,8 +185,8 @@ pub async fn migrate(cfg: &Config) -> Result<Outcome, Error> {
 }
 
 /// After waiting for another runner, holding the lock in shared mode (released here, in the same
-/// round trip that reads the tracking table): whether that runner left nothing for this one, judged exactly as this run would judge it (the same plan, no refusal,
-/// no table upgrade) and, for seeds, every seed file recorded with its current hash and, in
+/// round trip that reads the tracking table): whether that runner left nothing for this one,
+/// judged exactly as this run would judge it (the same plan, no refusal, no table upgrade) and, for seeds, every seed file recorded with its current hash and, in
 /// `always` mode, run by a transaction that began after this runner found the lock taken, so
 /// that data deleted before this runner started has been put back. `Some(outcome)` when there
 /// is nothing left; `None` sends this runner to take the lock and do the work itself (and to

@@ -153,7 +153,11 @@ pub async fn take_or_queue(
         REPORT_EVERY.as_secs()
     );
     let mut last_report = Some(Instant::now());
-    let mut warm = (!warm.is_empty()).then(|| format!("SET lock_timeout = 100; {warm}; "));
+    // Its own query message, so its own implicit transaction: the lock it takes on the tracking
+    // table is given back before the wait begins. Held through the wait, it would deadlock with a
+    // holder that alters the table (drizzle 1.0's upgrade, `repair --apply`).
+    let mut warm =
+        (!warm.is_empty()).then(|| format!("SET lock_timeout = 100; {warm}; RESET lock_timeout"));
     loop {
         let waited = started.elapsed();
         if waited >= timeout {
@@ -178,17 +182,34 @@ pub async fn take_or_queue(
             .max(Duration::from_millis(1));
         // lock_timeout bounds the wait in the server; RESET only runs once the lock is granted
         // (an error skips the rest of the batch), and the next slice sets it again.
-        let warming = warm.take();
         let batch = format!(
-            "{}SET lock_timeout = {}; SELECT pg_advisory_lock_shared({key}); RESET lock_timeout",
-            warming.as_deref().unwrap_or_default(),
+            "SET lock_timeout = {}; SELECT pg_advisory_lock_shared({key}); RESET lock_timeout",
             slice.as_millis()
         );
+        let client = session.client();
+        let warming = warm.take();
         let queued = session
             .within_for(
                 slice + session.answer_timeout,
                 "waiting for the migration lock",
-                async { Ok(session.client().batch_execute(&batch).await) },
+                async {
+                    // Sent together (one round trip), answered in order.
+                    let (warmed, queued) = tokio::join!(
+                        async {
+                            match &warming {
+                                Some(sql) => client.batch_execute(sql).await,
+                                None => Ok(()),
+                            }
+                        },
+                        client.batch_execute(&batch)
+                    );
+                    if let Err(e) = warmed {
+                        tracing::debug!(
+                            "warming the server's caches did not work ({e}); never mind"
+                        );
+                    }
+                    Ok(queued)
+                },
             )
             .await?;
         match queued {
@@ -200,13 +221,6 @@ pub async fn take_or_queue(
                 return Ok(Taken::Shared { since });
             }
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {}
-            // The warm-up failed (no table yet, a lock it could not get at once): it only ever
-            // runs once; the next slice is the plain wait.
-            Err(e)
-                if warming.is_some() && e.as_db_error().is_some() && interrupt::check().is_ok() =>
-            {
-                tracing::debug!("warming the server's caches did not work ({e}); never mind");
-            }
             Err(e) => {
                 interrupt::check()?;
                 return Err(query_failed("waiting for the migration lock", &e));

@@ -406,6 +406,53 @@ fn a_queued_runner_takes_over_when_the_runner_it_waited_for_is_killed() {
     assert_eq!(advisory_locks(&url), 0);
 }
 
+/// A queued runner holds no lock on the tracking table while it waits, so a holder that alters
+/// the table (drizzle 1.0's upgrade, `repair --apply`) is not blocked by it. Regression: the
+/// cache warm-up's read of the table shared a transaction with the wait and kept its lock.
+#[test]
+fn a_queued_runner_never_blocks_the_holder_from_altering_the_tracking_table() {
+    let url = fresh_db("queued_alter");
+    migrate(&url, &example_dir()).expect(0);
+    let key = portcullis::db::lock::key("drizzle", "__drizzle_migrations");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (client, conn) = rt
+        .block_on(tokio_postgres::connect(&url, tokio_postgres::NoTls))
+        .unwrap();
+    let conn_task = rt.spawn(conn);
+    rt.block_on(client.query_one("select pg_advisory_lock($1)", &[&key]))
+        .unwrap();
+    let started = Instant::now();
+    let child = spawn(command(&url, &example_dir()).arg("migrate"));
+    wait_for_statement(&url, "pg_advisory_lock_shared");
+    let altered = Instant::now();
+    rt.block_on(client.batch_execute(
+        "SET lock_timeout = '3s'; \
+         ALTER TABLE drizzle.__drizzle_migrations ADD COLUMN note text; \
+         RESET lock_timeout",
+    ))
+    .expect("the holder altered the tracking table while a runner was queued");
+    assert!(
+        altered.elapsed() < Duration::from_secs(1),
+        "the ALTER waited {:?}",
+        altered.elapsed()
+    );
+    rt.block_on(client.query_one("select pg_advisory_unlock($1)", &[&key]))
+        .unwrap();
+    let out = finish(child, started, Duration::from_secs(30));
+    out.expect(0);
+    assert!(
+        out.stderr
+            .contains("the runner this one waited for left nothing to do"),
+        "{}",
+        out.stderr
+    );
+    drop(client);
+    conn_task.abort();
+}
+
 /// SIGTERM while queued for the lock: the wait is cancelled at once (exit 143), and the runner
 /// leaves nothing behind, not even its place in the queue.
 #[test]
