@@ -161,27 +161,21 @@ pub async fn migrate(cfg: &Config) -> Result<Outcome, Error> {
     };
     let named = folder.layout == Layout::Folders;
     let warm = db::history::warm_up_sql(&cfg.migrations_schema, &cfg.migrations_table, named);
-    match db::lock::take_or_queue(&session, key, &table, cfg.lock_wait_timeout, &warm).await? {
-        db::lock::Taken::Exclusive => {
-            let result = work.await;
-            db::lock::release(&session, key).await;
-            result
+    let taken = db::lock::take_or_queue(&session, key, &table, cfg.lock_wait_timeout, &warm);
+    if let db::lock::Taken::Shared { since } = taken.await? {
+        if let Some(outcome) =
+            done_by_other(cfg, &session, &folder, seeds.as_ref(), key, since).await?
+        {
+            return Ok(outcome);
         }
-        db::lock::Taken::Shared { since } => {
-            if let Some(outcome) =
-                done_by_other(cfg, &session, &folder, seeds.as_ref(), key, since).await?
-            {
-                return Ok(outcome);
-            }
-            // The runner waited for left work undone (it failed, was killed, or came from an
-            // older deploy): take the lock and do it, polling for the rest of the wait.
-            let left = cfg.lock_wait_timeout.saturating_sub(waiting.elapsed());
-            db::lock::acquire(&session, key, &table, left).await?;
-            let result = work.await;
-            db::lock::release(&session, key).await;
-            result
-        }
+        // The runner waited for left work undone (it failed, was killed, or came from an older
+        // deploy): take the lock and do it, polling for the rest of the wait.
+        let left = cfg.lock_wait_timeout.saturating_sub(waiting.elapsed());
+        db::lock::acquire(&session, key, &table, left).await?;
     }
+    let result = work.await;
+    db::lock::release(&session, key).await;
+    result
 }
 
 /// After waiting for another runner, holding the lock in shared mode (released here, in the same

@@ -165,17 +165,7 @@ pub async fn take_or_queue(
         }
         if last_report.is_none_or(|t| t.elapsed() >= REPORT_EVERY) {
             last_report = Some(Instant::now());
-            let who = holders(session, key).await;
-            tracing::info!(
-                "waiting for the migration lock on {table} ({:.1}s of {}); held by {}",
-                waited.as_secs_f64(),
-                format_duration(timeout),
-                if who.is_empty() {
-                    "nobody any more".to_string()
-                } else {
-                    who.join("; ")
-                }
-            );
+            report_holders(session, key, table, waited, timeout).await;
         }
         let slice = slice_max
             .min(timeout - waited)
@@ -233,6 +223,27 @@ pub async fn take_or_queue(
 /// the caller together with its read of the tracking table (`history::read_releasing`), in
 /// one round trip.
 pub const UNLOCK_SHARED: &str = "select pg_advisory_unlock_shared($1)";
+
+/// The progress line of a wait: how long so far, and who holds the lock now.
+async fn report_holders(
+    session: &Session,
+    key: i64,
+    table: &str,
+    waited: Duration,
+    timeout: Duration,
+) {
+    let who = holders(session, key).await;
+    tracing::info!(
+        "waiting for the migration lock on {table} ({:.1}s of {}); held by {}",
+        waited.as_secs_f64(),
+        format_duration(timeout),
+        if who.is_empty() {
+            "nobody any more".to_string()
+        } else {
+            who.join("; ")
+        }
+    );
+}
 
 /// The exit-7 error, naming who holds the lock now.
 async fn timed_out(session: &Session, key: i64, table: &str, timeout: Duration) -> Error {
@@ -299,17 +310,7 @@ pub async fn acquire(
         }
         if last_report.is_none_or(|t| t.elapsed() >= REPORT_EVERY) {
             last_report = Some(Instant::now());
-            let who = holders(session, key).await;
-            tracing::info!(
-                "waiting for the migration lock on {table} ({:.1}s of {}); held by {}",
-                waited.as_secs_f64(),
-                format_duration(timeout),
-                if who.is_empty() {
-                    "nobody any more".to_string()
-                } else {
-                    who.join("; ")
-                }
-            );
+            report_holders(session, key, table, waited, timeout).await;
         }
         let delay = delays.next().unwrap_or(Duration::from_secs(1));
         interrupt::sleep(delay.min(timeout.saturating_sub(started.elapsed()))).await?;

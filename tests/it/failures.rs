@@ -458,18 +458,7 @@ fn a_queued_runner_never_blocks_the_holder_from_altering_the_tracking_table() {
 #[test]
 fn sigterm_while_queued_for_the_lock_exits_143_at_once() {
     let url = fresh_db("queued_term");
-    let key = portcullis::db::lock::key("drizzle", "__drizzle_migrations");
-    let holder = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (client, conn) = holder
-        .block_on(tokio_postgres::connect(&url, tokio_postgres::NoTls))
-        .unwrap();
-    let conn_task = holder.spawn(conn);
-    holder
-        .block_on(client.query_one("select pg_advisory_lock($1)", &[&key]))
-        .unwrap();
+    let holder = hold_lock(&url);
     let started = Instant::now();
     let child = spawn(command(&url, &example_dir()).arg("migrate"));
     wait_for_statement(&url, "pg_advisory_lock_shared");
@@ -491,8 +480,7 @@ fn sigterm_while_queued_for_the_lock_exits_143_at_once() {
     // Only the test's own lock is left; nothing was applied.
     assert_eq!(advisory_locks(&url), 1);
     assert!(!table_exists(&url, "users"));
-    drop(client);
-    conn_task.abort();
+    drop(holder);
 }
 
 // ---- 8: a failing migration ------------------------------------------------------------------

@@ -491,26 +491,12 @@ fn exit_3_for_a_folder_name_with_a_control_character() {
 /// Holds the migration lock from a test session while `runner` queues behind it, then releases
 /// it and returns the runner's output.
 fn queued_behind_a_holder(url: &str, runner: &mut std::process::Command) -> Output {
-    let key = portcullis::db::lock::key("drizzle", "__drizzle_migrations");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (client, conn) = rt
-        .block_on(tokio_postgres::connect(url, tokio_postgres::NoTls))
-        .unwrap();
-    let conn_task = rt.spawn(conn);
-    rt.block_on(client.query_one("select pg_advisory_lock($1)", &[&key]))
-        .unwrap();
+    let holder = hold_lock(url);
     let started = std::time::Instant::now();
     let child = spawn(runner);
     wait_for_statement(url, "pg_advisory_lock_shared");
-    rt.block_on(client.query_one("select pg_advisory_unlock($1)", &[&key]))
-        .unwrap();
-    let out = finish(child, started, std::time::Duration::from_secs(30));
-    drop(client);
-    conn_task.abort();
-    out
+    drop(holder);
+    finish(child, started, std::time::Duration::from_secs(30))
 }
 
 /// A runner queued behind another reads the table in whichever shape it has (it guesses the

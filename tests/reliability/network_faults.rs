@@ -5,8 +5,8 @@
 
 use crate::capture::{Captured, figure, poll, portcullis, running};
 use crate::proxy::Proxy;
+use crate::run::hold_lock;
 use crate::run::{Folder, advisory_locks, example_dir, rows, table_exists, wait_for_sent};
-use crate::server_faults::hold_lock;
 use crate::support::{Cluster, query};
 use std::time::{Duration, Instant};
 

@@ -6,8 +6,8 @@
 
 use crate::capture::{CHECKED_BYTES, CHECKED_RUNS, Captured, figure, poll, portcullis};
 use crate::proxy::Proxy;
+use crate::run::hold_lock;
 use crate::run::{Folder, example_dir};
-use crate::server_faults::hold_lock;
 use crate::support::{Cluster, PASSWORD, execute, free_port, query};
 use std::path::Path;
 use std::sync::atomic::Ordering;

@@ -3,7 +3,9 @@
 //! starts and comes back within the wait timeout.
 
 use crate::capture::{figure, poll, portcullis, running};
-use crate::run::{Folder, advisory_locks, example_dir, rows, table_exists, wait_for_sent};
+use crate::run::{
+    Folder, advisory_locks, example_dir, hold_lock, rows, table_exists, wait_for_sent,
+};
 use crate::support::{Cluster, execute};
 use std::time::{Duration, Instant};
 
@@ -159,56 +161,4 @@ fn the_server_down_at_the_start_and_back_within_the_wait_timeout_is_waited_for()
             out.elapsed.as_millis()
         ),
     );
-}
-
-/// Holds the advisory lock of the default tracking table from another session until dropped.
-pub struct LockHolder {
-    stop: std::sync::mpsc::Sender<()>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-pub fn hold_lock(url: &str) -> LockHolder {
-    let url = url.to_string();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let (stop, stop_rx) = std::sync::mpsc::channel::<()>();
-    let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            let task = tokio::spawn(conn);
-            client
-                .batch_execute(&format!(
-                    "select pg_advisory_lock({})",
-                    portcullis::db::lock::DEFAULT_KEY_FOR_DOCS
-                ))
-                .await
-                .unwrap();
-            ready_tx.send(()).unwrap();
-            // Until told to stop (or the test ends); the server may go away meanwhile.
-            let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
-            drop(client);
-            let _ = task.await;
-        });
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the lock holder connected");
-    LockHolder {
-        stop,
-        thread: Some(thread),
-    }
-}
-
-impl Drop for LockHolder {
-    fn drop(&mut self) {
-        let _ = self.stop.send(());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
