@@ -159,9 +159,7 @@ pub async fn migrate(cfg: &Config) -> Result<Outcome, Error> {
         }
         Ok(outcome)
     };
-    let named = folder.layout == Layout::Folders;
-    let warm = db::history::warm_up_sql(&cfg.migrations_schema, &cfg.migrations_table, named);
-    let taken = db::lock::take_or_queue(&session, key, &table, cfg.lock_wait_timeout, &warm);
+    let taken = db::lock::take_or_queue(&session, key, &table, cfg.lock_wait_timeout);
     if let db::lock::Taken::Shared { since } = taken.await? {
         if let Some(outcome) =
             done_by_other(cfg, &session, &folder, seeds.as_ref(), key, since).await?

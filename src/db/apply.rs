@@ -18,10 +18,14 @@ use super::{Session, query_failed};
 use crate::config::{TransactionMode, format_duration};
 use crate::error::{Error, MigrationFailure};
 use crate::interrupt;
+use crate::source::lexer;
 use crate::source::split::{line_col, position_to_byte};
 use crate::source::{Chunk, Migration};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::cell::{Cell, RefCell};
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio_postgres::types::ToSql;
 
@@ -94,6 +98,9 @@ struct Runner<'a> {
     /// A second connection: names who blocks a waiting statement, and confirms that the server
     /// is still running a long one. Taken out while in use (never borrowed across an await).
     observer: Cell<Option<tokio_postgres::Client>>,
+    /// The observer connection being opened in the background since the run began, so that
+    /// the first statements need not wait for it; moved into `observer` on first use.
+    opening: Cell<Option<tokio::task::JoinHandle<Option<tokio_postgres::Client>>>>,
     limits: Limits,
     mode: TransactionMode,
     /// Migrations committed so far in this run.
@@ -129,34 +136,34 @@ pub async fn apply(
     let client = session.client();
     let ms = |d: Duration| format!("{}ms", d.as_millis());
     let what = "setting lock_timeout and statement_timeout";
-    session
-        .within(what, async {
-            client
-                .query_one(
-                    "select set_config('lock_timeout', $1, false), set_config('statement_timeout', $2, false)",
-                    &[&ms(limits.lock_timeout), &ms(limits.statement_timeout)],
-                )
+    let configure = session.within(what, async {
+        client
+            .query_one(
+                "select set_config('lock_timeout', $1, false), set_config('statement_timeout', $2, false)",
+                &[&ms(limits.lock_timeout), &ms(limits.statement_timeout)],
+            )
+            .await
+            .map_err(|e| query_failed(what, &e))
+    });
+    let opening = (!limits.lock_timeout.is_zero()).then(|| {
+        let (db, t) = (session.database.clone(), session.answer_timeout);
+        tokio::spawn(async move {
+            tokio::time::timeout(t, super::connect::observer(&db))
                 .await
-                .map_err(|e| query_failed(what, &e))
+                .ok()
+                .and_then(Result::ok)
         })
-        .await?;
-    let observer = if limits.lock_timeout.is_zero() {
-        None
-    } else {
-        tokio::time::timeout(
-            session.answer_timeout,
-            super::connect::observer(&session.database),
-        )
-        .await
-        .ok()
-        .and_then(Result::ok)
-    };
-    let insert = prepare_insert(session, table).await?;
+    });
+    // Sent together: one round trip.
+    let (configured, insert) = tokio::join!(configure, prepare_insert(session, table));
+    configured?;
+    let insert = insert?;
     let mut runner = Runner {
         session,
         table,
         insert,
-        observer: Cell::new(observer),
+        observer: Cell::new(None),
+        opening: Cell::new(opening),
         limits,
         mode,
         committed: Vec::new(),
@@ -215,7 +222,16 @@ pub async fn apply(
             }
         }
     }
-    Ok(runner.committed)
+    Ok(std::mem::take(&mut runner.committed))
+}
+
+impl Drop for Runner<'_> {
+    /// An observer connection still being opened when the run ends is not needed any more.
+    fn drop(&mut self) {
+        if let Some(opening) = self.opening.take() {
+            opening.abort();
+        }
+    }
 }
 
 impl Runner<'_> {
@@ -304,8 +320,19 @@ impl Runner<'_> {
         }
     }
 
+    /// Moves the observer connection opened in the background, once ready, into `observer`
+    /// (waiting for it: at most `answer_timeout`).
+    async fn settle_opening(&self) {
+        if let Some(opening) = self.opening.take()
+            && let Ok(Some(client)) = opening.await
+        {
+            self.observer.set(Some(client));
+        }
+    }
+
     /// The observer connection, opened (again) when missing or closed.
     async fn observer(&self) -> Result<tokio_postgres::Client, NoObserver> {
+        self.settle_opening().await;
         match self.observer.take() {
             Some(c) if !c.is_closed() => Ok(c),
             _ => tokio::time::timeout(
@@ -348,6 +375,7 @@ impl Runner<'_> {
 
     /// The sessions blocking ours, described for the log; `None` when they cannot be asked.
     async fn blockers(&self) -> Option<Vec<String>> {
+        self.settle_opening().await;
         let observer = self.observer.take()?;
         if observer.is_closed() {
             return None;
@@ -390,9 +418,14 @@ impl Runner<'_> {
             .await
             .map_err(GroupError::Failed)?;
         let mut done = Vec::with_capacity(group.len());
+        // Whether the block begun above is certainly still open. Only then does a failed
+        // statement make the server refuse the tracking row sent behind it; after a COMMIT in a
+        // file the next statements autocommit, and a row sent behind one that fails would stay.
+        let mut block_open = true;
         for m in group {
             let started = Instant::now();
             let chunks = m.chunks();
+            let last = chunks.iter().rposition(|c| !c.is_blank());
             let mut statements = 0;
             for (n, chunk) in chunks.iter().enumerate() {
                 if chunk.is_blank() {
@@ -410,16 +443,29 @@ impl Runner<'_> {
                     m.file()
                 ));
                 let sent = sendable(chunk);
-                let (result, blockers) = self.execute(sent).await;
+                block_open = block_open && !lexer::may_end_transaction(sent);
+                let ((result, blockers), recorded) = if block_open && Some(n) == last {
+                    self.execute_and_record(sent, m).await
+                } else {
+                    (self.execute(sent).await, None)
+                };
                 if let Err(e) = result {
                     rollback(self.session).await;
                     return Err(self.failure(m, &chunks, n, e, blockers, |_| {
                         self.consequence_of_rollback(group)
                     }));
                 }
+                if let Some(Err(e)) = recorded {
+                    rollback(self.session).await;
+                    return Err(GroupError::Failed(e));
+                }
                 statements += 1;
             }
-            if let Err(e) = self.record_row(m).await {
+            // A migration with no statement (an empty or comment-only file), or whose row could
+            // not be sent behind its last statement, gets its row now, as drizzle inserts it.
+            if (last.is_none() || !block_open)
+                && let Err(e) = self.record_rows(&[m]).await
+            {
                 rollback(self.session).await;
                 return Err(GroupError::Failed(e));
             }
@@ -462,16 +508,53 @@ impl Runner<'_> {
         Ok(done)
     }
 
-    /// The tracking row of `m`, inserted within `answer_timeout`.
-    async fn record_row(&self, m: &Migration) -> Result<u64, Error> {
+    /// The tracking rows of `group`, inserted within `answer_timeout`.
+    async fn record_rows(&self, group: &[&Migration]) -> Result<u64, Error> {
+        insert_rows(self.session, &self.insert, self.table, group).await
+    }
+
+    /// Runs `m`'s last statement (as [`Runner::execute`]) with `m`'s tracking row sent right
+    /// behind it, without waiting in between: drizzle's insert after the migration, at the
+    /// same point of the transaction, so the same rows, ids and sequence state on success and
+    /// on failure, but one round trip for both. The row's outcome is `None` when the statement
+    /// failed (the server then refuses the insert too, and that answer is not waited for);
+    /// otherwise it is waited for within `answer_timeout`.
+    async fn execute_and_record(
+        &self,
+        sql: &str,
+        m: &Migration,
+    ) -> ((Result<(), Sent>, Vec<String>), Option<Result<u64, Error>>) {
+        let values = RowValues::of(&[m]);
+        let params = values.params(self.table);
+        // Each request goes out when its future is first polled: the statement's first.
+        let mut statement = pin!(self.execute(sql));
+        let mut row = pin!(self.client().execute(&self.insert, &params));
+        let mut row_answer = None;
+        let ran = poll_fn(|cx| {
+            let ran = statement.as_mut().poll(cx);
+            if row_answer.is_none()
+                && let Poll::Ready(answer) = row.as_mut().poll(cx)
+            {
+                row_answer = Some(answer);
+            }
+            ran
+        })
+        .await;
+        if ran.0.is_err() {
+            return (ran, None);
+        }
         let what = format!("recording {} in {}", m.tag, self.table.qualified);
-        self.session
-            .within(&what, async {
-                insert_row(self.client(), &self.insert, self.table, m)
+        let recorded = match row_answer {
+            Some(answer) => answer.map_err(|e| query_failed(&what, &e)),
+            None => {
+                self.session
+                    .within(&what, async {
+                        row.await.map_err(|e| query_failed(&what, &e))
+                    })
                     .await
-                    .map_err(|e| query_failed(&what, &e))
-            })
-            .await
+            }
+        };
+        (ran, Some(recorded))
     }
 
     /// The connection ended or went silent during COMMIT: the outcome is unknown, but atomic.
@@ -553,7 +636,7 @@ impl Runner<'_> {
             }
             statements += 1;
         }
-        if let Err(e) = self.record_row(m).await {
+        if let Err(e) = self.record_rows(&[m]).await {
             return Err(GroupError::Failed(match e {
                 Error::Unreachable(why) => Error::Unreachable(format!(
                     "{why} The statements of {} all ran and are committed, but its tracking row \
@@ -841,26 +924,56 @@ fn sendable<'a>(chunk: &Chunk<'a>) -> &'a str {
     }
 }
 
-/// The tracking-row insert drizzle issues: hash and created_at bound as parameters (`$2::int8`
-/// so the value converts to a `numeric` column too), plus `name` in a drizzle-1.0-shaped table
-/// (the folder name, or for a journal entry the one `drizzle-kit up` gives it, so that drizzle
-/// 1.0 never applies it again).
+/// The tracking rows drizzle inserts, one per migration, for any number of migrations in one
+/// statement: hashes, created_at values (`int8`, which converts to a `numeric` column too) and,
+/// in a drizzle-1.0-shaped table, names (the folder name, or for a journal entry the one
+/// `drizzle-kit up` gives it, so that drizzle 1.0 never applies it again) bound as arrays, and
+/// inserted in array order, so that the serial ids follow the order of application as they do
+/// when drizzle inserts the rows one by one.
 fn insert_sql(table: &Table) -> String {
-    if table.has_name_column {
-        format!(
-            "insert into {} (\"hash\", \"created_at\", \"name\") values ($1, $2::int8, $3)",
-            table.qualified
+    let (columns, arrays, names) = if table.has_name_column {
+        (
+            "\"hash\", \"created_at\", \"name\"",
+            "$1::text[], $2::int8[], $3::text[]",
+            "h, c, n",
         )
     } else {
-        format!(
-            "insert into {} (\"hash\", \"created_at\") values ($1, $2::int8)",
-            table.qualified
-        )
+        ("\"hash\", \"created_at\"", "$1::text[], $2::int8[]", "h, c")
+    };
+    format!(
+        "insert into {} ({columns}) select {names} from unnest({arrays}) with ordinality as \
+         r({names}, ord) order by ord",
+        table.qualified
+    )
+}
+
+/// The values [`insert_sql`] binds, one array element per migration.
+struct RowValues<'a> {
+    hashes: Vec<&'a str>,
+    whens: Vec<i64>,
+    names: Vec<&'a str>,
+}
+
+impl<'a> RowValues<'a> {
+    fn of(migrations: &[&'a Migration]) -> RowValues<'a> {
+        RowValues {
+            hashes: migrations.iter().map(|m| m.hash.as_str()).collect(),
+            whens: migrations.iter().map(|m| m.when).collect(),
+            names: migrations.iter().map(|m| m.name.as_str()).collect(),
+        }
+    }
+
+    fn params(&self, table: &Table) -> Vec<&(dyn ToSql + Sync)> {
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&self.hashes, &self.whens];
+        if table.has_name_column {
+            params.push(&self.names);
+        }
+        params
     }
 }
 
-/// [`insert_sql`] prepared once per run: each migration then costs one round trip for its row,
-/// not two (a prepare and an execute), which a 1000-migration apply notices.
+/// [`insert_sql`] prepared once per run: each batch of rows then costs one round trip, not two
+/// (a prepare and an execute).
 async fn prepare_insert(
     session: &Session,
     table: &Table,
@@ -877,17 +990,33 @@ async fn prepare_insert(
         .await
 }
 
-async fn insert_row(
-    client: &tokio_postgres::Client,
+/// The tracking rows of `migrations` (in order), inserted by one statement within
+/// `answer_timeout`.
+async fn insert_rows(
+    session: &Session,
     insert: &tokio_postgres::Statement,
     table: &Table,
-    m: &Migration,
-) -> Result<u64, tokio_postgres::Error> {
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&m.hash, &m.when];
-    if table.has_name_column {
-        params.push(&m.name);
-    }
-    client.execute(insert, &params).await
+    migrations: &[&Migration],
+) -> Result<u64, Error> {
+    let values = RowValues::of(migrations);
+    let params = values.params(table);
+    let what = match migrations {
+        [m] => format!("recording {} in {}", m.tag, table.qualified),
+        _ => format!(
+            "recording {} migrations in {}",
+            migrations.len(),
+            table.qualified
+        ),
+    };
+    session
+        .within(&what, async {
+            session
+                .client()
+                .execute(insert, &params)
+                .await
+                .map_err(|e| query_failed(&what, &e))
+        })
+        .await
 }
 
 /// `baseline`: writes the rows drizzle would have written for `migrations`, in one transaction,
@@ -907,19 +1036,9 @@ pub async fn record(
                 .map_err(|e| query_failed("BEGIN", &e))
         })
         .await?;
-    for m in migrations {
-        let what = format!("recording {} in {}", m.tag, table.qualified);
-        let recorded = session
-            .within(&what, async {
-                insert_row(client, &insert, table, m)
-                    .await
-                    .map_err(|e| query_failed(&what, &e))
-            })
-            .await;
-        if let Err(e) = recorded {
-            rollback(session).await;
-            return Err(e);
-        }
+    if let Err(e) = insert_rows(session, &insert, table, migrations).await {
+        rollback(session).await;
+        return Err(e);
     }
     let committed = session
         .within("committing the recorded rows", async {

@@ -251,20 +251,6 @@ select n.oid is not null, c.relkind::text, a.attname::text, format_type(a.atttyp
   left join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
  order by a.attnum";
 
-/// What a runner queued behind another sends ahead of its wait (see `lock::take_or_queue`): the
-/// catalog query and a zero-row read of the table, so that the backend has them cached when it
-/// is let in. Simple-query text, names as literals.
-pub fn warm_up_sql(schema: &str, table: &str, named: bool) -> String {
-    let literal = |s: &str| format!("'{}'", s.replace('\'', "''"));
-    format!(
-        "{}; {} LIMIT 0",
-        CATALOG
-            .replace("$1", &literal(schema))
-            .replace("$2", &literal(table)),
-        rows_of_shape(&qualified(schema, table), named)
-    )
-}
-
 /// The rows of a table in drizzle 0.x's shape, or 1.0's (`named`: with a `name` column).
 /// `applied_at` is not read (only `status` shows it).
 fn rows_of_shape(qualified: &str, named: bool) -> String {

@@ -110,16 +110,14 @@ pub enum Taken {
 /// server (shared mode) until that runner releases it, for at most `timeout`, logging who
 /// holds it every few seconds. A SIGTERM cancels the wait.
 ///
-/// `warm` (SQL, may be empty) is sent ahead of the first wait, under a 100 ms `lock_timeout`, its
-/// errors ignored: the statements the caller will run once let in, so that the server has what
-/// they need cached by then (see `history::warm_up_sql`). The wait overlaps with the holder's
-/// work; the moment of the release is when dozens of runners compete for the CPU.
+/// A queued runner sends nothing else while it waits. (Warming the server's caches ahead of the
+/// release was tried: a holder that applies migrations invalidates them anyway, and 49 waiters
+/// doing it slowed the holder's start.)
 pub async fn take_or_queue(
     session: &Session,
     key: i64,
     table: &str,
     timeout: Duration,
-    warm: &str,
 ) -> Result<Taken, Error> {
     let started = Instant::now();
     interrupt::set_activity(format!("waiting for the migration lock on {table}"));
@@ -153,11 +151,6 @@ pub async fn take_or_queue(
         REPORT_EVERY.as_secs()
     );
     let mut last_report = Some(Instant::now());
-    // Its own query message, so its own implicit transaction: the lock it takes on the tracking
-    // table is given back before the wait begins. Held through the wait, it would deadlock with a
-    // holder that alters the table (drizzle 1.0's upgrade, `repair --apply`).
-    let mut warm =
-        (!warm.is_empty()).then(|| format!("SET lock_timeout = 100; {warm}; RESET lock_timeout"));
     loop {
         let waited = started.elapsed();
         if waited >= timeout {
@@ -176,30 +169,11 @@ pub async fn take_or_queue(
             "SET lock_timeout = {}; SELECT pg_advisory_lock_shared({key}); RESET lock_timeout",
             slice.as_millis()
         );
-        let client = session.client();
-        let warming = warm.take();
         let queued = session
             .within_for(
                 slice + session.answer_timeout,
                 "waiting for the migration lock",
-                async {
-                    // Sent together (one round trip), answered in order.
-                    let (warmed, queued) = tokio::join!(
-                        async {
-                            match &warming {
-                                Some(sql) => client.batch_execute(sql).await,
-                                None => Ok(()),
-                            }
-                        },
-                        client.batch_execute(&batch)
-                    );
-                    if let Err(e) = warmed {
-                        tracing::debug!(
-                            "warming the server's caches did not work ({e}); never mind"
-                        );
-                    }
-                    Ok(queued)
-                },
+                async { Ok(session.client().batch_execute(&batch).await) },
             )
             .await?;
         match queued {

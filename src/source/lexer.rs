@@ -308,6 +308,12 @@ const PREFILTER: &[&str] = &[
 /// ends a word, see [`transaction_refusal`]). It may say yes for a word in a comment
 /// or a string, or a name like `"subscription"`; the lexer then decides.
 pub fn mentions_prefilter_word(text: &str) -> bool {
+    mentions_any(text, PREFILTER, 6..=12)
+}
+
+/// Whether `text` has one of `words` (upper-case ASCII, their lengths within `lengths`) as a
+/// whole word, ignoring ASCII case; see [`mentions_prefilter_word`].
+fn mentions_any(text: &str, words: &[&str], lengths: std::ops::RangeInclusive<usize>) -> bool {
     let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     let bytes = text.as_bytes();
     let mut i = 0;
@@ -321,8 +327,8 @@ pub fn mentions_prefilter_word(text: &str) -> bool {
             i += 1;
         }
         let word = &bytes[start..i];
-        if (6..=12).contains(&word.len())
-            && PREFILTER
+        if lengths.contains(&word.len())
+            && words
                 .iter()
                 .any(|k| k.as_bytes().eq_ignore_ascii_case(word))
         {
@@ -330,6 +336,23 @@ pub fn mentions_prefilter_word(text: &str) -> bool {
         }
     }
     false
+}
+
+/// The statements that end a transaction block: `COMMIT` (and `COMMIT PREPARED`), `END`,
+/// `ROLLBACK`, `ABORT`, `PREPARE TRANSACTION`.
+const ENDS_TRANSACTION: &[&str] = &["COMMIT", "END", "ROLLBACK", "ABORT", "PREPARE"];
+
+/// Whether one chunk may end the transaction block it runs in: a top-level statement starting
+/// with one of [`ENDS_TRANSACTION`]'s words. Errs on the side of yes (an SQL-standard function
+/// body's closing `END;` counts). A PL/pgSQL body cannot end the block (PostgreSQL refuses a
+/// COMMIT in a procedure called inside one), and words in strings, comments and dollar bodies
+/// do not count.
+pub fn may_end_transaction(text: &str) -> bool {
+    mentions_any(text, ENDS_TRANSACTION, 3..=8)
+        && statement_words(text).iter().any(|s| {
+            s.first()
+                .is_some_and(|w| ENDS_TRANSACTION.contains(&w.as_str()))
+        })
 }
 
 /// Top-level statements of `text` as their upper-cased words (comments, strings, quoted
@@ -466,6 +489,37 @@ pub fn transaction_refusal_unfiltered(m: &Migration) -> Result<Option<String>, S
 mod transaction_tests {
     use super::*;
     use std::path::PathBuf;
+
+    #[test]
+    fn statements_that_end_the_block_are_found_and_bodies_are_not() {
+        for yes in [
+            "COMMIT;",
+            "commit",
+            "CREATE TABLE t (id int);\nCOMMIT;",
+            "END;",
+            "rollback;",
+            "ABORT",
+            "PREPARE TRANSACTION 'x';",
+            "COMMIT PREPARED 'x'",
+            "select 1; /* c */ Commit;",
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;",
+        ] {
+            assert!(may_end_transaction(yes), "{yes}");
+        }
+        for no in [
+            "",
+            "CREATE TABLE t (id int)",
+            "DO $$ BEGIN CREATE TYPE e AS ENUM ('a'); EXCEPTION WHEN duplicate_object THEN null; END $$;",
+            "select case when true then 1 else 2 end",
+            "-- COMMIT;\nselect 1",
+            "select 'COMMIT; ROLLBACK'",
+            "create table \"commit\" (id int)",
+            "alter table t add column commits int",
+            "create table t (\"end\" int)",
+        ] {
+            assert!(!may_end_transaction(no), "{no}");
+        }
+    }
 
     #[test]
     fn the_prefilter_matches_whole_words_in_any_case_only() {

@@ -408,7 +408,8 @@ fn a_queued_runner_takes_over_when_the_runner_it_waited_for_is_killed() {
 
 /// A queued runner holds no lock on the tracking table while it waits, so a holder that alters
 /// the table (drizzle 1.0's upgrade, `repair --apply`) is not blocked by it. Regression: the
-/// cache warm-up's read of the table shared a transaction with the wait and kept its lock.
+/// cache warm-up (since removed) read the table in the same transaction as the wait and kept its
+/// lock.
 #[test]
 fn a_queued_runner_never_blocks_the_holder_from_altering_the_tracking_table() {
     let url = fresh_db("queued_alter");
