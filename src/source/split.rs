@@ -45,7 +45,12 @@ pub fn split(text: &str) -> Vec<Chunk<'_>> {
 /// Decodes file bytes the way Node's `Buffer.toString()` does: UTF-8, each invalid sequence
 /// replaced by U+FFFD, a BOM kept as U+FEFF (E8, E9).
 pub fn decode(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    // The strict check is several times faster than the lossy decoder, and valid files are
+    // the rule.
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
 }
 
 /// Lowercase hex SHA-256 of the decoded text's UTF-8 bytes: the value drizzle stores in `hash`.
