@@ -319,26 +319,15 @@ def scenario_replicas(s, res):
             fresh_db(s, db)
             env = base_env(s)
             env.update(DATABASE_URL=s.url(db), PORTCULLIS_MIGRATIONS_DIR=c["drizzle"])
-            # Start line: every process is a shell blocked reading one byte from a shared pipe;
-            # one write of k bytes releases them all, and each then execs portcullis. So the
-            # start is simultaneous, not the time it takes this script to fork k processes.
-            gate_r, gate_w = os.pipe()
-            argv = ["/bin/sh", "-c", 'read -r _ && exec "$0" migrate', s.portcullis]
-            t_spawn = time.perf_counter()
-            procs = []
-            for i in range(k):
-                with open(os.path.join(s.logs, f"replica-{i}.log"), "wb") as logf:
-                    procs.append(subprocess.Popen(argv, env=env, cwd=c["dir"], stdin=gate_r,
-                                                  stdout=logf, stderr=subprocess.STDOUT))
-            os.close(gate_r)
-            spawned = time.perf_counter() - t_spawn
-            wait_at_gate([p.pid for p in procs])
-            t0 = time.perf_counter()
-            os.write(gate_w, b"\n" * k)
-            os.close(gate_w)
-            results = [reap(p) for p in procs]
-            wall = time.perf_counter() - t0
-            codes = [rc for rc, _ in results]
+            wall, spawned, codes = at_once(k, [s.portcullis, "migrate"], env, c["dir"],
+                                           lambda i: os.path.join(s.logs, f"replica-{i}.log"))
+            # The reference: as many psql processes that connect, run `select 1` and exit,
+            # started the same way on the same server: what k connections at once cost here.
+            floor_wall, _, floor_codes = at_once(
+                k, [s.psql, "-X", "-q", "-c", "select 1", s.url(db)], base_env(s), c["dir"],
+                lambda i: os.path.join(s.logs, f"replica-psql-{i}.log"))
+            if any(floor_codes):
+                raise SystemExit(f"{k} psql `select 1` at once: exit codes {sorted(set(floor_codes))}")
             logs = [tail(os.path.join(s.logs, f"replica-{i}.log"), 400) for i in range(k)]
             applied = sum(1 for text in logs if "applying" in text)
             waits = [float(x) for text in logs
@@ -349,11 +338,37 @@ def scenario_replicas(s, res):
             drop_db(s, db)
             if r >= s.warmup:
                 out[k].append({"wall": wall, "spawn": spawned, "codes": codes, "once": once,
+                               "psql_select1_wall": floor_wall,
                                "appliers": applied, "max_lock_wait": max(waits, default=0.0)})
             if any(codes) or not once:
                 log(f"  replicas={k}: exit codes {sorted(set(codes))}, each once: {once}")
         log(f"  replicas round {r + 1 - s.warmup}/{rounds}" if r >= s.warmup else "  replicas warm-up")
     res["replicas"] = {"n": n, "runs": {str(k): v for k, v in out.items()}}
+
+
+def at_once(k, argv, env, cwd, log_path):
+    """Starts k copies of argv at the same instant; returns (wall seconds from the start to the
+    last exit, seconds spent forking, exit codes).
+
+    Every process is first a shell blocked reading one byte from a shared pipe; one write of k
+    bytes releases them all, and each then execs argv. So the start is simultaneous, not the
+    time it takes this script to fork k processes."""
+    gate_r, gate_w = os.pipe()
+    t_spawn = time.perf_counter()
+    procs = []
+    for i in range(k):
+        with open(log_path(i), "wb") as logf:
+            procs.append(subprocess.Popen(["/bin/sh", "-c", 'read -r _ && exec "$@"', "sh", *argv],
+                                          env=env, cwd=cwd, stdin=gate_r, stdout=logf,
+                                          stderr=subprocess.STDOUT))
+    os.close(gate_r)
+    spawned = time.perf_counter() - t_spawn
+    wait_at_gate([p.pid for p in procs])
+    t0 = time.perf_counter()
+    os.write(gate_w, b"\n" * k)
+    os.close(gate_w)
+    results = [reap(p) for p in procs]
+    return time.perf_counter() - t0, spawned, [rc for rc, _ in results]
 
 
 def wait_at_gate(pids, limit=5.0):
@@ -696,8 +711,9 @@ def write_markdown(res, path, chart_name):
         L.append(f"## Replicas: portcullis processes started at once on an empty database "
                  f"(N={rep['n']})\n")
         L.append("| replicas | total wall | ÷ 1 replica (per round) | longest lock wait "
-                 "| all exit 0 | each migration once | processes that applied |")
-        L.append("|---|---|---|---|---|---|---|")
+                 "| all exit 0 | each migration once | processes that applied "
+                 "| as many `psql -c 'select 1'` at once |")
+        L.append("|---|---|---|---|---|---|---|---|")
         one = rep["runs"].get("1", [])
         for k in sorted(rep["runs"], key=int):
             runs = rep["runs"][k]
@@ -707,14 +723,19 @@ def write_markdown(res, path, chart_name):
             L.append(f"| {k} | {fmt_s(median([x['wall'] for x in runs]))} | {fmt_x(ratio)} | "
                      f"{fmt_s(median([x.get('max_lock_wait', 0.0) for x in runs]))} | {ok}/{total} | "
                      f"{sum(1 for x in runs if x['once'])}/{len(runs)} rounds | "
-                     f"{'/'.join(str(a) for a in sorted(set(x['appliers'] for x in runs)))} |")
+                     f"{'/'.join(str(a) for a in sorted(set(x['appliers'] for x in runs)))} | "
+                     f"{fmt_s(median([x['psql_select1_wall'] for x in runs]))} |")
         L.append("\nThe processes are forked first, each a shell blocked on a shared pipe; one write "
                  "releases them all at the same instant, and each execs portcullis. Wall time runs "
                  "from that write to the last exit. \"Longest lock wait\" is "
                  "the largest wait a process logged (`the migration lock was released after` for a "
                  "runner queued behind the holder, `took the migration lock after waiting` for one "
                  "that polled; median over rounds). \"Processes that applied\" counts the processes that logged `applying` (one per round means the "
-                 "others found nothing pending after waiting for the lock).\n")
+                 "others found nothing pending after waiting for the lock). The last column is a "
+                 "reference, started the same way right after the portcullis processes of the "
+                 "round: as many psql processes that each connect, run `select 1` and exit. It is "
+                 "what that many connections at once cost on this machine, before any "
+                 "work.\n")
 
     if "cold" in res:
         L.append("## Cold start: process start to the first byte the server receives\n")
