@@ -828,12 +828,19 @@ def write_chart(res, path):
         ks = sorted(rep, key=int)
         meds = [median([x["wall"] * 1000 for x in rep[k]]) for k in ks]
         q = [quartiles([x["wall"] * 1000 for x in rep[k]]) for k in ks]
-        ax.bar(range(len(ks)), meds, 0.5, color=COLORS["portcullis"],
+        ax.bar([i - 0.17 for i in range(len(ks))], meds, 0.34, color=COLORS["portcullis"],
                yerr=[[md - a for md, (a, _) in zip(meds, q)], [b - md for md, (_, b) in zip(meds, q)]],
-               capsize=3)
+               capsize=3, label="portcullis migrate")
         for i, (md, (_, q3)) in enumerate(zip(meds, q)):
-            ax.annotate(f"{md:.0f} ms", (i, q3), xytext=(0, 3), textcoords="offset points",
+            ax.annotate(f"{md:.0f} ms", (i - 0.17, q3), xytext=(0, 3), textcoords="offset points",
                         ha="center", fontsize=8)
+        ref = [median([x["psql_select1_wall"] * 1000 for x in rep[k]]) for k in ks]
+        ax.bar([i + 0.17 for i in range(len(ks))], ref, 0.34, color=COLORS["psql"],
+               label="as many psql -c 'select 1' (reference)")
+        for i, md in enumerate(ref):
+            ax.annotate(f"{md:.0f} ms", (i + 0.17, md), xytext=(0, 3), textcoords="offset points",
+                        ha="center", fontsize=8)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, 0.93))
         if "1" in rep:
             ax.axhline(meds[ks.index("1")] * 1.5, color="k", ls="--", lw=1)
             ax.annotate("goal: 1.5x one replica", (0.02, meds[ks.index("1")] * 1.5),
