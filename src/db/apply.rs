@@ -137,10 +137,15 @@ pub async fn apply(
     let ms = |d: Duration| format!("{}ms", d.as_millis());
     let what = "setting lock_timeout and statement_timeout";
     let configure = session.within(what, async {
+        use tokio_postgres::types::Type;
+        // Typed parameters: one round trip, no separate prepare.
         client
-            .query_one(
+            .query_typed(
                 "select set_config('lock_timeout', $1, false), set_config('statement_timeout', $2, false)",
-                &[&ms(limits.lock_timeout), &ms(limits.statement_timeout)],
+                &[
+                    (&ms(limits.lock_timeout), Type::TEXT),
+                    (&ms(limits.statement_timeout), Type::TEXT),
+                ],
             )
             .await
             .map_err(|e| query_failed(what, &e))

@@ -466,21 +466,21 @@ async fn ensure(
     if found.kind.is_some() {
         return Ok((false, found));
     }
-    if !found.schema_exists {
-        client
-            .batch_execute(&format!(
-                "CREATE SCHEMA IF NOT EXISTS {}",
-                quote_ident(schema)
-            ))
-            .await
-            .map_err(|e| query_failed(&format!("creating schema {}", quote_ident(schema)), &e))?;
-    }
-    client
-        .batch_execute(&create_table_sql(&qualified, layout))
-        .await
-        .map_err(|e| query_failed(&format!("creating {qualified}"), &e))?;
+    // One message: the schema (only when absent) and the table. The catalogs are read again in
+    // the same round trip; that answer counts only when the DDL went through.
+    let ddl = create_table_sql(&qualified, layout);
+    let ddl = if found.schema_exists {
+        ddl
+    } else {
+        format!(
+            "CREATE SCHEMA IF NOT EXISTS {};\n{ddl}",
+            quote_ident(schema)
+        )
+    };
+    let (created, found) = tokio::join!(client.batch_execute(&ddl), catalog(client, schema, table));
+    created.map_err(|e| query_failed(&format!("creating {qualified}"), &e))?;
     tracing::info!("created the tracking table {qualified}");
-    Ok((true, catalog(client, schema, table).await?))
+    Ok((true, found?))
 }
 
 /// For `migrate`: ensure the table, read it, refuse what drizzle cannot use, and warn when an
@@ -493,13 +493,19 @@ pub async fn prepare(
     layout: Layout,
 ) -> Result<Snapshot, Error> {
     let (created, found) = ensure(session, schema, table, layout).await?;
-    let mut snapshot = read_with(session, schema, table, found).await?;
+    // A table created a moment ago under our lock has no rows to read.
+    let mut snapshot = if created {
+        snapshot_of(schema, table, found)?
+    } else {
+        read_with(session, schema, table, found).await?
+    };
     snapshot.table.created = created;
     let rows = snapshot.require_usable()?;
     if rows.is_empty() {
+        use tokio_postgres::types::Type;
         let others: Vec<String> = session
             .client()
-            .query(ELSEWHERE, &[&schema, &table])
+            .query_typed(ELSEWHERE, &[(&schema, Type::NAME), (&table, Type::NAME)])
             .await
             .map_err(|e| query_failed("looking for other tracking tables", &e))?
             .iter()
