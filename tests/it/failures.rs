@@ -460,16 +460,11 @@ fn a_queued_runner_never_blocks_the_holder_from_altering_the_tracking_table() {
 fn sigterm_while_queued_for_the_lock_exits_143_at_once() {
     let url = fresh_db("queued_term");
     let holder = hold_lock(&url);
-    let started = Instant::now();
-    let child = spawn(command(&url, &example_dir()).arg("migrate"));
-    wait_for_statement(&url, "pg_advisory_lock_shared");
-    let signalled = Instant::now();
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let out = finish(child, started, Duration::from_secs(20));
-    let took = signalled.elapsed();
+    let (out, took) = terminate_while_running(
+        command(&url, &example_dir()).arg("migrate"),
+        &url,
+        "pg_advisory_lock_shared",
+    );
     out.expect(143);
     assert!(took < Duration::from_secs(2), "took {took:?}");
     assert!(

@@ -148,6 +148,24 @@ pub fn wait_for_statement(url: &str, needle: &str) -> Duration {
     wait_for_session(url, needle, true)
 }
 
+/// Starts `cmd`, sends it SIGTERM once a statement containing `needle` runs (see
+/// [`wait_for_statement`]), and returns its output (within 20 s of the start) and how long
+/// after the signal it exited.
+#[track_caller]
+pub fn terminate_while_running(cmd: &mut Command, url: &str, needle: &str) -> (Output, Duration) {
+    let started = Instant::now();
+    let child = spawn(cmd);
+    wait_for_statement(url, needle);
+    let signalled = Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "kill -TERM failed");
+    let out = finish(child, started, Duration::from_secs(20));
+    (out, signalled.elapsed())
+}
+
 /// [`wait_for_statement`] without requiring the statement to be running still (a lock poll
 /// answers at once, so it is usually seen after it finished).
 #[track_caller]

@@ -322,21 +322,13 @@ fn sigterm_mid_statement_exits_143_within_two_seconds_leaving_nothing() {
     );
     let log = std::env::temp_dir().join(format!("portcullis-term-{}.log", std::process::id()));
     let _ = std::fs::remove_file(&log);
-    let started = Instant::now();
-    let child = spawn(
+    let (out, took) = terminate_while_running(
         command(&url, folder.path())
             .env("PORTCULLIS_TERMINATION_LOG", &log)
             .arg("migrate"),
+        &url,
+        "pg_sleep(30)",
     );
-    let pid = child.id();
-    wait_for_statement(&url, "pg_sleep(30)");
-    let signalled = Instant::now();
-    Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    let out = finish(child, started, Duration::from_secs(20));
-    let took = signalled.elapsed();
     out.expect(143);
     assert!(took < Duration::from_secs(2), "took {took:?}");
     assert!(
