@@ -3,7 +3,7 @@
 //! forwarded) or is cut, during the wait, the lock wait, a statement and the COMMIT. Each must
 //! end with the documented exit code within the configured timeouts plus a small margin.
 
-use crate::capture::{Captured, figure, poll, portcullis, running};
+use crate::capture::{Captured, Running, figure, poll, portcullis, running};
 use crate::proxy::Proxy;
 use crate::run::hold_lock;
 use crate::run::{Folder, advisory_locks, example_dir, rows, table_exists, wait_for_sent};
@@ -57,6 +57,31 @@ fn nothing_half_applied_then_rerun(sock: &str, folder: &Folder) {
     portcullis(&direct, folder.path()).run().expect(0);
     assert!(table_exists(sock, "nf_a") && table_exists(sock, "nf_b"));
     assert_eq!(rows(sock).len(), 1);
+}
+
+/// Injects `fault` into `run` (which has reached the moment under test), waits for it (at most
+/// `limit`), and checks that it ended with exit 5 within `bound` (plus [`MARGIN`]) of the fault.
+/// Returns its output and how long after the fault it ended.
+#[track_caller]
+fn exit_5_after(
+    run: Running,
+    fault: impl FnOnce(),
+    limit: Duration,
+    bound: Duration,
+    what: &str,
+) -> (Captured, Duration) {
+    let at = Instant::now();
+    fault();
+    let out = run.finish(limit);
+    out.expect(5);
+    let took = ended_within(&out, at, bound + MARGIN, what);
+    (out, took)
+}
+
+/// Waits (up to 30 s) until the server runs a statement like `pattern` on `sock`'s database.
+#[track_caller]
+fn until_running(sock: &str, pattern: &str, what: &str) {
+    poll(Duration::from_secs(30), what, || running(sock, pattern));
 }
 
 #[track_caller]
@@ -130,15 +155,12 @@ fn stalled_during_the_lock_wait_exits_5_instead_of_hanging() {
         .spawn();
     wait_for_sent(&sock, "advisory_lock");
     std::thread::sleep(Duration::from_millis(300));
-    let stalled = Instant::now();
-    proxy.stall();
-    let out = run.finish(Duration::from_secs(120));
-    out.expect(5);
     // The poll interval (up to 1 s), then the 2 s connect timeout.
-    let took = ended_within(
-        &out,
-        stalled,
-        Duration::from_secs(3) + MARGIN,
+    let (out, took) = exit_5_after(
+        run,
+        || proxy.stall(),
+        Duration::from_secs(120),
+        Duration::from_secs(3),
         "lock-wait stall",
     );
     assert!(
@@ -168,11 +190,13 @@ fn cut_during_the_lock_wait_exits_5_at_once() {
         .env("PORTCULLIS_LOCK_WAIT_TIMEOUT", "60s")
         .spawn();
     wait_for_sent(&sock, "advisory_lock");
-    let cut = Instant::now();
-    proxy.cut();
-    let out = run.finish(Duration::from_secs(60));
-    out.expect(5);
-    let took = ended_within(&out, cut, Duration::from_secs(1) + MARGIN, "lock-wait cut");
+    let (_, took) = exit_5_after(
+        run,
+        || proxy.cut(),
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        "lock-wait cut",
+    );
     drop(holder);
     figure(
         "network faults",
@@ -193,17 +217,12 @@ fn stalled_mid_statement_with_a_statement_timeout_exits_5_in_time() {
     let run = portcullis(&url, folder.path())
         .env("PORTCULLIS_STATEMENT_TIMEOUT", "3s")
         .spawn();
-    poll(Duration::from_secs(30), "the pause never started", || {
-        running(&sock, "%pg_sleep(2)%")
-    });
-    let stalled = Instant::now();
-    proxy.stall();
-    let out = run.finish(Duration::from_secs(120));
-    out.expect(5);
-    let took = ended_within(
-        &out,
-        stalled,
-        Duration::from_secs(6) + MARGIN,
+    until_running(&sock, "%pg_sleep(2)%", "the pause never started");
+    let (out, took) = exit_5_after(
+        run,
+        || proxy.stall(),
+        Duration::from_secs(120),
+        Duration::from_secs(6),
         "statement stall",
     );
     assert!(
@@ -246,19 +265,14 @@ fn stalled_mid_statement_without_statement_timeout_no_longer_hangs() {
     let run = portcullis(&url, folder.path())
         .env("PORTCULLIS_STATEMENT_TIMEOUT", "0")
         .spawn();
-    poll(Duration::from_secs(30), "the pause never started", || {
-        running(&sock, "%pg_sleep(2)%")
-    });
-    let stalled = Instant::now();
-    proxy.stall();
-    let out = run.finish(Duration::from_secs(120));
-    out.expect(5);
+    until_running(&sock, "%pg_sleep(2)%", "the pause never started");
     // Three connect timeouts without confirmation, checked once per connect timeout, each
     // check taking up to one more.
-    let took = ended_within(
-        &out,
-        stalled,
-        Duration::from_secs(5) + MARGIN,
+    let (out, took) = exit_5_after(
+        run,
+        || proxy.stall(),
+        Duration::from_secs(120),
+        Duration::from_secs(5),
         "statement stall",
     );
     assert!(
@@ -307,14 +321,14 @@ fn cut_mid_statement_exits_5_at_once_and_nothing_is_half_applied() {
     let (url, sock) = through(&proxy, "nf_cut", "connect_timeout=2");
     let folder = pausing(3);
     let run = portcullis(&url, folder.path()).spawn();
-    poll(Duration::from_secs(30), "the pause never started", || {
-        running(&sock, "%pg_sleep(3)%")
-    });
-    let cut = Instant::now();
-    proxy.cut();
-    let out = run.finish(Duration::from_secs(60));
-    out.expect(5);
-    let took = ended_within(&out, cut, Duration::from_secs(1) + MARGIN, "statement cut");
+    until_running(&sock, "%pg_sleep(3)%", "the pause never started");
+    let (out, took) = exit_5_after(
+        run,
+        || proxy.cut(),
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        "statement cut",
+    );
     assert!(
         out.stderr
             .contains("ended while running statement 2 of 0000_nf"),
@@ -351,17 +365,12 @@ fn stalled_during_commit_exits_5_saying_the_outcome_is_unknown_but_atomic() {
          --> statement-breakpoint\nINSERT INTO \"nf_c\" VALUES (1);",
     );
     let run = portcullis(&url, folder.path()).spawn();
-    poll(Duration::from_secs(30), "the COMMIT never started", || {
-        running(&sock, "COMMIT")
-    });
-    let stalled = Instant::now();
-    proxy.stall();
-    let out = run.finish(Duration::from_secs(120));
-    out.expect(5);
-    let took = ended_within(
-        &out,
-        stalled,
-        Duration::from_secs(5) + MARGIN,
+    until_running(&sock, "COMMIT", "the COMMIT never started");
+    let (out, took) = exit_5_after(
+        run,
+        || proxy.stall(),
+        Duration::from_secs(120),
+        Duration::from_secs(5),
         "commit stall",
     );
     assert!(
