@@ -50,6 +50,17 @@ impl Captured {
         );
         self
     }
+
+    /// Asserts that stderr contains `needle`, showing stderr when it does not.
+    #[track_caller]
+    pub fn says(&self, needle: &str) -> &Captured {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr does not contain {needle:?}:\n{}",
+            cut(&self.stderr)
+        );
+        self
+    }
 }
 
 /// The first 20k characters, for assertion messages.

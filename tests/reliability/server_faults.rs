@@ -146,7 +146,7 @@ fn the_server_down_at_the_start_and_back_within_the_wait_timeout_is_waited_for()
     let back = run.started.elapsed();
     let out = run.finish(Duration::from_secs(90));
     out.expect(0);
-    assert!(out.stderr.contains("connection refused"), "{}", out.stderr);
+    out.says("connection refused");
     assert!(
         out.stderr.contains("accepts connections (after"),
         "{}",
