@@ -177,7 +177,7 @@ fn plan_and_dry_run_show_the_sql_and_change_nothing() {
     // (0001_x comes last in the journal but its `when` is below the mark.)
     let out = cmd(&url, merged.path(), &["plan"]);
     out.expect(4);
-    assert!(out.stderr.contains("0001_x"), "{}", out.stderr);
+    out.says("0001_x");
 }
 
 // ---- validate ------------------------------------------------------------------------------
@@ -188,7 +188,7 @@ fn validate_offline_lists_every_folder_problem() {
     let nowhere = format!("postgres://postgres:{PASSWORD}@127.0.0.1:{}/x", free_port());
     let out = cmd(&nowhere, folder.path(), &["validate", "--offline"]);
     out.expect(0);
-    assert!(out.stderr.contains("valid: 4 migrations"), "{}", out.stderr);
+    out.says("valid: 4 migrations");
 
     let mut bad = Folder::new();
     bad.add("0000_a", 2000, "create table v_a (id int);")
@@ -201,19 +201,11 @@ fn validate_offline_lists_every_folder_problem() {
         );
     let out = cmd(&nowhere, bad.path(), &["validate", "--offline"]);
     out.expect(3);
-    assert!(out.stderr.contains("3 problems"), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("0001_b has `when` 1000"),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stderr.contains("0001_b.sql:2:"), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("0002_baseline.sql:4:"),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stderr.contains("/* */ comment"), "{}", out.stderr);
+    out.says("3 problems");
+    out.says("0001_b has `when` 1000");
+    out.says("0001_b.sql:2:");
+    out.says("0002_baseline.sql:4:");
+    out.says("/* */ comment");
 
     let mut broken = Folder::new();
     broken.add("0000_a", 1, "select 1;");
@@ -292,11 +284,7 @@ fn baseline_writes_exactly_drizzles_rows_without_running_sql() {
     assert_eq!(rows(&url), expected);
     let out = migrate(&url, &example_dir());
     out.expect(0);
-    assert!(
-        out.stderr.contains("up to date, 4 migrations"),
-        "{}",
-        out.stderr
-    );
+    out.says("up to date, 4 migrations");
     // Idempotent.
     cmd(&url, &example_dir(), &["baseline"]).expect(0);
     assert_eq!(rows(&url).len(), 4);
@@ -315,16 +303,12 @@ fn baseline_to_a_tag_then_migrate_applies_the_rest() {
     assert_eq!(rows(&url).len(), 2);
     let out = migrate(&url, &example_dir());
     out.expect(0);
-    assert!(
-        out.stderr.contains("applied 2 migrations"),
-        "{}",
-        out.stderr
-    );
+    out.says("applied 2 migrations");
     assert!(table_exists(&url, "invitations"));
 
     let out = cmd(&url, &example_dir(), &["baseline", "--to", "9999_nope"]);
     out.expect(2);
-    assert!(out.stderr.contains("9999_nope"), "{}", out.stderr);
+    out.says("9999_nope");
 }
 
 #[test]
@@ -338,7 +322,7 @@ fn baseline_refuses_a_table_with_other_rows_unless_forced() {
     );
     let out = cmd(&url, &example_dir(), &["baseline"]);
     out.expect(4);
-    assert!(out.stderr.contains("--force"), "{}", out.stderr);
+    out.says("--force");
     assert_eq!(rows(&url).len(), 1);
     cmd(&url, &example_dir(), &["baseline", "--force"]).expect(0);
     assert_eq!(rows(&url).len(), 5);
@@ -409,16 +393,12 @@ fn repair_shows_then_fixes_a_damaged_table_keeping_a_backup() {
     assert_eq!(rows(&url).len(), 4);
     let out = migrate(&url, folder.path());
     out.expect(0);
-    assert!(
-        out.stderr.contains("up to date, 4 migrations"),
-        "{}",
-        out.stderr
-    );
+    out.says("up to date, 4 migrations");
     cmd(&url, folder.path(), &["validate"]).expect(0);
     // Nothing left to do.
     let out = cmd(&url, folder.path(), &["repair"]);
     out.expect(0);
-    assert!(out.stderr.contains("needs no repair"), "{}", out.stderr);
+    out.says("needs no repair");
 }
 
 #[test]
@@ -433,7 +413,7 @@ fn repair_refuses_rows_it_cannot_resolve_and_changes_nothing() {
     let before = fingerprint(&url);
     let out = cmd(&url, folder.path(), &["repair", "--apply"]);
     out.expect(4);
-    assert!(out.stderr.contains("row id 5"), "{}", out.stderr);
+    out.says("row id 5");
     assert_eq!(fingerprint(&url), before);
 }
 
@@ -444,7 +424,7 @@ fn wait_exits_0_5_or_6() {
     let cluster = Cluster::shared();
     let out = cmd(&cluster.url("postgres"), &example_dir(), &["wait"]);
     out.expect(0);
-    assert!(out.stderr.contains("accepts connections"), "{}", out.stderr);
+    out.says("accepts connections");
     let closed = format!("postgres://postgres:{PASSWORD}@127.0.0.1:{}/x", free_port());
     run(command(&closed, &example_dir())
         .env("PORTCULLIS_WAIT_TIMEOUT", "1s")
@@ -466,12 +446,8 @@ fn await_returns_once_a_peer_has_migrated() {
         .env("PORTCULLIS_WAIT_TIMEOUT", "2s")
         .arg("await"));
     out.expect(5);
-    assert!(out.stderr.contains("still pending"), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("0003_add_invitations"),
-        "{}",
-        out.stderr
-    );
+    out.says("still pending");
+    out.says("0003_add_invitations");
     assert!(
         !table_exists(&url, "drizzle.__drizzle_migrations"),
         "await is read-only"
@@ -488,12 +464,8 @@ fn await_returns_once_a_peer_has_migrated() {
     migrate(&url, &example_dir()).expect(0);
     let out = finish(waiter, started, Duration::from_secs(30));
     out.expect(0);
-    assert!(out.stderr.contains("schema ready"), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("waiting for 4 pending migration(s)"),
-        "{}",
-        out.stderr
-    );
+    out.says("schema ready");
+    out.says("waiting for 4 pending migration(s)");
 
     // Already migrated: immediate.
     let out = cmd(&url, &example_dir(), &["await"]);

@@ -14,30 +14,18 @@ fn exit_2_for_bad_configuration_before_anything_else() {
         .env("PORTCULLIS_WAIT_TIMOUT", "5s")
         .arg("migrate"));
     out.expect(2);
-    assert!(
-        out.stderr.contains("did you mean PORTCULLIS_WAIT_TIMEOUT"),
-        "{}",
-        out.stderr
-    );
+    out.says("did you mean PORTCULLIS_WAIT_TIMEOUT");
 
     let out = run(command(&url, &example_dir())
         .env("PORTCULLIS_LOCK_WAIT_TIMEOUT", "10")
         .arg("migrate"));
     out.expect(2);
-    assert!(
-        out.stderr.contains("PORTCULLIS_LOCK_WAIT_TIMEOUT"),
-        "{}",
-        out.stderr
-    );
+    out.says("PORTCULLIS_LOCK_WAIT_TIMEOUT");
 
     // A flag value is checked the same way.
     let out = run(command(&url, &example_dir()).args(["migrate", "--out-of-order", "sometimes"]));
     out.expect(2);
-    assert!(
-        out.stderr.contains("PORTCULLIS_OUT_OF_ORDER"),
-        "{}",
-        out.stderr
-    );
+    out.says("PORTCULLIS_OUT_OF_ORDER");
 
     // Unknown flags and commands are usage errors.
     run(command(&url, &example_dir()).arg("--no-such-flag")).expect(2);
@@ -46,7 +34,7 @@ fn exit_2_for_bad_configuration_before_anything_else() {
     // No database at all.
     let out = run(std::process::Command::new(BIN).env_clear().arg("migrate"));
     out.expect(2);
-    assert!(out.stderr.contains("DATABASE_URL"), "{}", out.stderr);
+    out.says("DATABASE_URL");
 }
 
 #[test]
@@ -78,20 +66,12 @@ fn exit_3_for_a_missing_folder_or_journal() {
     let url = format!("postgres://postgres:{PASSWORD}@127.0.0.1:{}/x", free_port());
     let out = run(command(&url, std::path::Path::new("/nonexistent/drizzle")).arg("migrate"));
     out.expect(3);
-    assert!(
-        out.stderr.contains("/nonexistent/drizzle"),
-        "{}",
-        out.stderr
-    );
+    out.says("/nonexistent/drizzle");
 
     let folder = Folder::new();
     std::fs::remove_file(folder.path().join("meta/_journal.json")).unwrap();
     let out = folder_error(&folder);
-    assert!(
-        out.stderr.contains("no meta/_journal.json"),
-        "{}",
-        out.stderr
-    );
+    out.says("no meta/_journal.json");
 }
 
 #[test]
@@ -102,11 +82,7 @@ fn exit_3_for_malformed_journal_with_line_and_column() {
         b"{\n  \"entries\": [\n    { \"tag\": \"0000_a\", \"when\": 1 },\n  ]\n}",
     );
     let out = folder_error(&folder);
-    assert!(
-        out.stderr.contains("_journal.json:4:3: malformed JSON"),
-        "{}",
-        out.stderr
-    );
+    out.says("_journal.json:4:3: malformed JSON");
 }
 
 #[test]
@@ -120,8 +96,8 @@ fn exit_3_for_missing_file_duplicate_tag_and_bad_when_all_listed() {
         .add("0004_gone", 5, "select 1;");
     std::fs::remove_file(folder.path().join("0004_gone.sql")).unwrap();
     let out = folder_error(&folder);
-    assert!(out.stderr.contains("0001_b"), "{}", out.stderr);
-    assert!(out.stderr.contains("same tag 0002_c"), "{}", out.stderr);
+    out.says("0001_b");
+    out.says("same tag 0002_c");
     // The missing file is reported once the journal itself is valid: fix and rerun.
     let mut folder = Folder::new();
     folder
@@ -129,8 +105,8 @@ fn exit_3_for_missing_file_duplicate_tag_and_bad_when_all_listed() {
         .add("0001_gone", 2, "x");
     std::fs::remove_file(folder.path().join("0001_gone.sql")).unwrap();
     let out = folder_error(&folder);
-    assert!(out.stderr.contains("0001_gone.sql"), "{}", out.stderr);
-    assert!(out.stderr.contains("does not exist"), "{}", out.stderr);
+    out.says("0001_gone.sql");
+    out.says("does not exist");
 }
 
 // ---- 4: history disagrees ---------------------------------------------------------------
@@ -160,19 +136,15 @@ fn exit_4_for_out_of_order_unless_told_to_apply_or_skip() {
         .add("0003_d", 4000, "create table o_d (id int);");
     let out = migrate(&url, merged.path());
     out.expect(4);
-    assert!(out.stderr.contains("0001_b"), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("PORTCULLIS_OUT_OF_ORDER=apply"),
-        "{}",
-        out.stderr
-    );
+    out.says("0001_b");
+    out.says("PORTCULLIS_OUT_OF_ORDER=apply");
     assert!(!table_exists(&url, "o_d"), "nothing applied on refusal");
 
     let out = run(command(&url, merged.path())
         .env("PORTCULLIS_OUT_OF_ORDER", "skip")
         .arg("migrate"));
     out.expect(0);
-    assert!(out.stderr.contains("skipped"), "{}", out.stderr);
+    out.says("skipped");
     assert!(table_exists(&url, "o_d") && !table_exists(&url, "o_b"));
 
     let out = run(command(&url, merged.path())
@@ -199,7 +171,7 @@ fn exit_4_for_an_edited_file_but_not_for_line_endings_only() {
         "{}",
         out.stderr
     );
-    assert!(out.stderr.contains("0001_b.sql"), "{}", out.stderr);
+    out.says("0001_b.sql");
 
     folder.write("0001_b.sql", b"create table h_b (id int);");
     let mut crlf = three();
@@ -208,7 +180,7 @@ fn exit_4_for_an_edited_file_but_not_for_line_endings_only() {
     crlf.write("0003_d.sql", b"create table h_d (id int);\r\n");
     let out = migrate(&url, crlf.path());
     out.expect(0);
-    assert!(out.stderr.contains("line endings"), "{}", out.stderr);
+    out.says("line endings");
 }
 
 #[test]
@@ -222,12 +194,8 @@ fn exit_4_for_null_created_at_with_the_fix() {
     );
     let out = migrate(&url, folder.path());
     out.expect(4);
-    assert!(out.stderr.contains("created_at NULL"), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("SET created_at = 2000 WHERE id = 2"),
-        "{}",
-        out.stderr
-    );
+    out.says("created_at NULL");
+    out.says("SET created_at = 2000 WHERE id = 2");
 }
 
 #[test]
@@ -240,8 +208,8 @@ fn exit_4_for_a_mistyped_created_at() {
     );
     let out = migrate(&url, three().path());
     out.expect(4);
-    assert!(out.stderr.contains("created_at"), "{}", out.stderr);
-    assert!(out.stderr.contains("timestamp"), "{}", out.stderr);
+    out.says("created_at");
+    out.says("timestamp");
     assert!(!table_exists(&url, "h_a"));
 }
 
@@ -256,17 +224,9 @@ fn exit_5_when_nothing_answers_within_the_wait_timeout() {
     out.expect(5);
     assert!(out.elapsed >= Duration::from_secs(2), "{:?}", out.elapsed);
     assert!(out.elapsed < Duration::from_secs(6), "{:?}", out.elapsed);
-    assert!(out.stderr.contains("connection refused"), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("did not accept connections within 2s"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("waiting for 127.0.0.1:"),
-        "{}",
-        out.stderr
-    );
+    out.says("connection refused");
+    out.says("did not accept connections within 2s");
+    out.says("waiting for 127.0.0.1:");
 }
 
 #[test]
@@ -278,19 +238,15 @@ fn exit_6_fast_for_a_wrong_password_or_a_missing_database() {
         .arg("migrate"));
     out.expect(6);
     assert!(out.elapsed < Duration::from_secs(1), "{:?}", out.elapsed);
-    assert!(
-        out.stderr.contains("authentication failed"),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stderr.contains("28P01"), "{}", out.stderr);
+    out.says("authentication failed");
+    out.says("28P01");
 
     let url = cluster.url("no_such_database");
     let out = run(command(&url, &example_dir()).arg("migrate"));
     out.expect(6);
     assert!(out.elapsed < Duration::from_secs(1), "{:?}", out.elapsed);
-    assert!(out.stderr.contains("3D000"), "{}", out.stderr);
-    assert!(out.stderr.contains("no_such_database"), "{}", out.stderr);
+    out.says("3D000");
+    out.says("no_such_database");
 }
 
 #[test]
@@ -300,7 +256,7 @@ fn exit_6_when_tls_is_required_but_the_server_has_none() {
         .replace("sslmode=disable", "sslmode=require");
     let out = run(command(&url, &example_dir()).arg("migrate"));
     out.expect(6);
-    assert!(out.stderr.contains("TLS"), "{}", out.stderr);
+    out.says("TLS");
 }
 
 #[test]
@@ -326,7 +282,7 @@ fn the_database_appearing_three_seconds_late_is_waited_for() {
         "{}",
         out.stderr
     );
-    assert!(out.stderr.contains("accepts connections"), "{}", out.stderr);
+    out.says("accepts connections");
     assert_eq!(rows(&url).len(), 4);
 }
 
@@ -351,12 +307,8 @@ fn exit_7_when_another_runner_keeps_the_lock() {
         .env("PORTCULLIS_LOCK_WAIT_TIMEOUT", "2s")
         .arg("migrate"));
     out.expect(7);
-    assert!(out.stderr.contains("lock-holder-test"), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("waiting for the migration lock"),
-        "{}",
-        out.stderr
-    );
+    out.says("lock-holder-test");
+    out.says("waiting for the migration lock");
     assert!(
         !table_exists(&url, "users"),
         "nothing applied without the lock"
@@ -391,16 +343,8 @@ fn a_queued_runner_takes_over_when_the_runner_it_waited_for_is_killed() {
     first.wait().unwrap();
     let out = finish(second, started, Duration::from_secs(60));
     out.expect(0);
-    assert!(
-        out.stderr.contains("waiting for the migration lock"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("applied 2 migrations"),
-        "{}",
-        out.stderr
-    );
+    out.says("waiting for the migration lock");
+    out.says("applied 2 migrations");
     assert_eq!(rows(&url).len(), 2);
     assert!(table_exists(&url, "to_a") && table_exists(&url, "to_b"));
     assert_eq!(advisory_locks(&url), 0);
@@ -444,12 +388,7 @@ fn a_queued_runner_never_blocks_the_holder_from_altering_the_tracking_table() {
         .unwrap();
     let out = finish(child, started, Duration::from_secs(30));
     out.expect(0);
-    assert!(
-        out.stderr
-            .contains("the runner this one waited for left nothing to do"),
-        "{}",
-        out.stderr
-    );
+    out.says("the runner this one waited for left nothing to do");
     drop(client);
     conn_task.abort();
 }
@@ -467,12 +406,7 @@ fn sigterm_while_queued_for_the_lock_exits_143_at_once() {
     );
     out.expect(143);
     assert!(took < Duration::from_secs(2), "took {took:?}");
-    assert!(
-        out.stderr
-            .contains("interrupted by SIGTERM while waiting for the migration lock"),
-        "{}",
-        out.stderr
-    );
+    out.says("interrupted by SIGTERM while waiting for the migration lock");
     // Only the test's own lock is left; nothing was applied.
     assert_eq!(advisory_locks(&url), 1);
     assert!(!table_exists(&url, "users"));
@@ -503,19 +437,10 @@ fn exit_8_a_failing_third_of_five_rolls_everything_back_and_names_file_and_line(
         "names file:line:col\n{}",
         out.stderr
     );
-    assert!(out.stderr.contains("statement 2 of 2"), "{}", out.stderr);
-    assert!(out.stderr.contains("42704"), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("type \"txet\" does not exist"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr
-            .contains("none of the 5 migrations of this transaction were applied"),
-        "{}",
-        out.stderr
-    );
+    out.says("statement 2 of 2");
+    out.says("42704");
+    out.says("type \"txet\" does not exist");
+    out.says("none of the 5 migrations of this transaction were applied");
     for t in ["f_a", "f_b", "f_c", "f_d", "f_e"] {
         assert!(!table_exists(&url, t), "{t} must be rolled back");
     }
@@ -539,12 +464,8 @@ fn exit_8_reports_detail_and_hint() {
     );
     let out = migrate(&url, folder.path());
     out.expect(8);
-    assert!(out.stderr.contains("23505"), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("DETAIL: Key (id)=(1) already exists."),
-        "{}",
-        out.stderr
-    );
+    out.says("23505");
+    out.says("DETAIL: Key (id)=(1) already exists.");
 }
 
 // ---- kill -9 -----------------------------------------------------------------------------------

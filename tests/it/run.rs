@@ -36,6 +36,17 @@ impl Output {
         );
         self
     }
+
+    /// Asserts that stderr contains `needle`, showing stderr when it does not.
+    #[track_caller]
+    pub fn says(&self, needle: &str) -> &Output {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr does not contain {needle:?}:\n{}",
+            self.stderr
+        );
+        self
+    }
 }
 
 /// A command with a clean environment: only what the test gives it (plus a fixed host name).
@@ -370,14 +381,18 @@ pub fn unhex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-/// Holds the advisory lock of the default tracking table from another session until dropped.
-pub struct LockHolder {
+/// A session of its own (its thread and runtime) that ran `hold` and stays open, holding
+/// whatever that took, until dropped or released; it then runs `end` (if not empty) and
+/// disconnects. At most `HELD_AT_MOST` in any case.
+pub struct SessionHolder {
     stop: std::sync::mpsc::Sender<()>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-pub fn hold_lock(url: &str) -> LockHolder {
-    let url = url.to_string();
+const HELD_AT_MOST: Duration = Duration::from_secs(600);
+
+pub fn hold_session(url: &str, hold: &str, end: &str) -> SessionHolder {
+    let (url, hold, end) = (url.to_string(), hold.to_string(), end.to_string());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (stop, stop_rx) = std::sync::mpsc::channel::<()>();
     let thread = std::thread::spawn(move || {
@@ -390,34 +405,48 @@ pub fn hold_lock(url: &str) -> LockHolder {
                 .await
                 .unwrap();
             let task = tokio::spawn(conn);
-            client
-                .batch_execute(&format!(
-                    "select pg_advisory_lock({})",
-                    portcullis::db::lock::DEFAULT_KEY_FOR_DOCS
-                ))
-                .await
-                .unwrap();
+            client.batch_execute(&hold).await.unwrap();
             ready_tx.send(()).unwrap();
             // Until told to stop (or the test ends); the server may go away meanwhile.
-            let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
+            let _ = tokio::task::spawn_blocking(move || stop_rx.recv_timeout(HELD_AT_MOST)).await;
+            if !end.is_empty() {
+                let _ = client.batch_execute(&end).await;
+            }
             drop(client);
             let _ = task.await;
         });
     });
     ready_rx
         .recv_timeout(Duration::from_secs(30))
-        .expect("the lock holder connected");
-    LockHolder {
+        .expect("the holding session connected");
+    SessionHolder {
         stop,
         thread: Some(thread),
     }
 }
 
-impl Drop for LockHolder {
+impl SessionHolder {
+    /// Ends the hold now (as dropping does), once `end` has run.
+    pub fn release(self) {}
+}
+
+impl Drop for SessionHolder {
     fn drop(&mut self) {
         let _ = self.stop.send(());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
+}
+
+/// Holds the advisory lock of the default tracking table from another session until dropped.
+pub fn hold_lock(url: &str) -> SessionHolder {
+    hold_session(
+        url,
+        &format!(
+            "select pg_advisory_lock({})",
+            portcullis::db::lock::DEFAULT_KEY_FOR_DOCS
+        ),
+        "",
+    )
 }

@@ -39,17 +39,8 @@ fn create_index_concurrently_runs_outside_the_batch_and_the_index_is_valid() {
         );
     let out = migrate(&url, folder.path());
     out.expect(0);
-    assert!(
-        out.stderr
-            .contains("running 0001_idx outside a transaction"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("CREATE INDEX CONCURRENTLY"),
-        "{}",
-        out.stderr
-    );
+    out.says("running 0001_idx outside a transaction");
+    out.says("CREATE INDEX CONCURRENTLY");
     assert_eq!(index_valid(&url, "ci_idx"), Some(true));
     assert_eq!(rows(&url).len(), 3);
     assert!(table_exists(&url, "ci_t"));
@@ -88,19 +79,14 @@ fn the_marker_comment_lets_an_added_enum_value_be_used_in_the_same_run() {
     let url = fresh_db("enum_plain");
     let out = migrate(&url, steps(false).path());
     out.expect(8);
-    assert!(out.stderr.contains("55P04"), "{}", out.stderr);
+    out.says("55P04");
     assert!(rows(&url).is_empty());
 
     let url = fresh_db("enum_marked");
     let folder = steps(true);
     let out = migrate(&url, folder.path());
     out.expect(0);
-    assert!(
-        out.stderr
-            .contains("marked `-- portcullis: no-transaction`"),
-        "{}",
-        out.stderr
-    );
+    out.says("marked `-- portcullis: no-transaction`");
     assert_eq!(rows(&url).len(), 3);
     assert_eq!(
         query(&url, "select count(*) from feel")[0][0].as_deref(),
@@ -152,62 +138,24 @@ fn a_non_transactional_statement_sharing_its_chunk_is_refused_before_connecting(
     let closed = format!("postgres://postgres:{PASSWORD}@127.0.0.1:{}/x", free_port());
     let out = migrate(&closed, folder.path());
     out.expect(3);
-    assert!(out.stderr.contains("alone in its chunk"), "{}", out.stderr);
+    out.says("alone in its chunk");
 }
 
 // ---- DDL that waits politely ------------------------------------------------------------------
 
 /// An open transaction that read `table` (so it holds ACCESS SHARE, which blocks ALTER TABLE),
-/// from a session named `blocker-test`, until released.
-struct Holder {
-    release: std::sync::mpsc::Sender<()>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Holder {
-    fn hold(url: &str, table: &str) -> Holder {
-        let url = format!("{url}&application_name=blocker-test");
-        let table = table.to_string();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (release, release_rx) = std::sync::mpsc::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-                let task = tokio::spawn(conn);
-                client
-                    .batch_execute(&format!("BEGIN; SELECT count(*) FROM {table};"))
-                    .await
-                    .unwrap();
-                ready_tx.send(()).unwrap();
-                // Wait (off the runtime) for the test to let go, at most a minute.
-                let _ = tokio::task::spawn_blocking(move || {
-                    release_rx.recv_timeout(Duration::from_secs(60))
-                })
-                .await;
-                client.batch_execute("COMMIT").await.unwrap();
-                drop(client);
-                task.abort();
-            });
-        });
-        ready_rx.recv_timeout(Duration::from_secs(30)).unwrap();
-        Holder { release, thread }
-    }
-
-    fn release(self) {
-        let _ = self.release.send(());
-        self.thread.join().unwrap();
-    }
+/// from a session named `blocker-test`, until released (it then commits).
+fn hold_table(url: &str, table: &str) -> SessionHolder {
+    hold_session(
+        &format!("{url}&application_name=blocker-test"),
+        &format!("BEGIN; SELECT count(*) FROM {table};"),
+        "COMMIT",
+    )
 }
 
 /// Holds `table` for `hold`, then releases it (for tests that only need a short-lived lock).
 fn hold_lock(url: &str, table: &str, hold: Duration) -> std::thread::JoinHandle<()> {
-    let holder = Holder::hold(url, table);
+    let holder = hold_table(url, table);
     std::thread::spawn(move || {
         std::thread::sleep(hold);
         holder.release();
@@ -240,7 +188,7 @@ fn ddl_blocked_for_three_seconds_succeeds_after_retries_and_names_the_blocker() 
     execute(&url, "create table busy (id int)");
     let mut folder = Folder::new();
     folder.add("0000_alter", 1, "ALTER TABLE busy ADD COLUMN note text;");
-    let holder = Holder::hold(&url, "busy");
+    let holder = hold_table(&url, "busy");
     let started = Instant::now();
     let child = spawn(
         command(&url, folder.path())
@@ -254,19 +202,10 @@ fn ddl_blocked_for_three_seconds_succeeds_after_retries_and_names_the_blocker() 
     holder.release();
     let out = finish(child, started, Duration::from_secs(120));
     out.expect(0);
-    assert!(
-        out.stderr
-            .contains("waited longer than lock_timeout (500ms)"),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stderr.contains("\"blocker-test\""), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("SELECT count(*) FROM busy"),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stderr.contains("retry 1 of 20"), "{}", out.stderr);
+    out.says("waited longer than lock_timeout (500ms)");
+    out.says("\"blocker-test\"");
+    out.says("SELECT count(*) FROM busy");
+    out.says("retry 1 of 20");
     assert_eq!(rows(&url).len(), 1);
     assert_eq!(
         query(
@@ -289,22 +228,18 @@ fn ddl_lock_retries_exhausted_exit_8_with_the_story() {
         "ALTER TABLE busy2 ADD COLUMN note text;",
     );
     // Held until portcullis has given up.
-    let holder = Holder::hold(&url, "busy2");
+    let holder = hold_table(&url, "busy2");
     let out = run(command(&url, folder.path())
         .env("PORTCULLIS_DDL_LOCK_TIMEOUT", "300ms")
         .env("PORTCULLIS_DDL_LOCK_RETRIES", "2")
         .arg("migrate"));
     holder.release();
     out.expect(8);
-    assert!(out.stderr.contains("55P03"), "{}", out.stderr);
-    assert!(out.stderr.contains("3 times in a row"), "{}", out.stderr);
-    assert!(out.stderr.contains("blocked by pid"), "{}", out.stderr);
-    assert!(out.stderr.contains("blocker-test"), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("PORTCULLIS_DDL_LOCK_RETRIES"),
-        "{}",
-        out.stderr
-    );
+    out.says("55P03");
+    out.says("3 times in a row");
+    out.says("blocked by pid");
+    out.says("blocker-test");
+    out.says("PORTCULLIS_DDL_LOCK_RETRIES");
     assert!(!table_exists(&url, "calm"), "the batch was rolled back");
     assert!(rows(&url).is_empty());
 }
@@ -331,13 +266,8 @@ fn sigterm_mid_statement_exits_143_within_two_seconds_leaving_nothing() {
     );
     out.expect(143);
     assert!(took < Duration::from_secs(2), "took {took:?}");
-    assert!(
-        out.stderr
-            .contains("interrupted by SIGTERM while running statement 2"),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stderr.contains("0001_slow"), "{}", out.stderr);
+    out.says("interrupted by SIGTERM while running statement 2");
+    out.says("0001_slow");
     assert_eq!(
         query(
             &url,
@@ -378,12 +308,7 @@ fn sigint_while_waiting_for_the_database_exits_130_at_once() {
     let out = finish(child, started, Duration::from_secs(10));
     out.expect(130);
     assert!(signalled.elapsed() < Duration::from_secs(2));
-    assert!(
-        out.stderr
-            .contains("interrupted by SIGINT while waiting for the database"),
-        "{}",
-        out.stderr
-    );
+    out.says("interrupted by SIGINT while waiting for the database");
 }
 
 #[test]
@@ -539,19 +464,15 @@ fn tls_modes_behave_like_libpq() {
     ));
     out.expect(6);
     assert!(out.elapsed < Duration::from_secs(2));
-    assert!(out.stderr.contains("TLS failed"), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("invalid peer certificate"),
-        "{}",
-        out.stderr
-    );
+    out.says("TLS failed");
+    out.says("invalid peer certificate");
     // The right CA but a name the certificate does not carry (it names only `localhost`).
     let out = wait(&url(
         "127.0.0.1",
         &format!("sslmode=verify-full&sslrootcert={}", certs.path("ca.crt")),
     ));
     out.expect(6);
-    assert!(out.stderr.contains("not valid for name"), "{}", out.stderr);
+    out.says("not valid for name");
     // verify-ca does not check the name: accepted.
     wait(&url(
         "127.0.0.1",
@@ -563,7 +484,7 @@ fn tls_modes_behave_like_libpq() {
     // disable against a server that accepts only TLS: refused, exit 6, with the fix.
     let out = wait(&url("127.0.0.1", "sslmode=disable"));
     out.expect(6);
-    assert!(out.stderr.contains("only over TLS"), "{}", out.stderr);
+    out.says("only over TLS");
     // And a whole migrate over verify-full.
     let out = run(command(
         &url(
@@ -688,16 +609,8 @@ fn a_transaction_mode_pooler_is_detected_and_refused() {
     }
     let out = migrate(&url, &example_dir());
     out.expect(6);
-    assert!(
-        out.stderr.contains("transaction-mode connection pooler"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("PORTCULLIS_DATABASE_URL"),
-        "{}",
-        out.stderr
-    );
+    out.says("transaction-mode connection pooler");
+    out.says("PORTCULLIS_DATABASE_URL");
     assert!(
         !table_exists(&cluster.url(&db), "users"),
         "nothing was applied"

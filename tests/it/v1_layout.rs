@@ -73,11 +73,7 @@ fn a_folder_layout_gets_drizzle_1_table_and_rows_then_a_no_op() {
         .add("20250101000002_last", "create table f_c (id int);");
     let out = migrate(&url, f.path());
     out.expect(0);
-    assert!(
-        out.stderr.contains("applied 3 migrations"),
-        "{}",
-        out.stderr
-    );
+    out.says("applied 3 migrations");
     assert_eq!(tracking_columns(&url), V1_COLUMNS);
     let rows = v1_rows(&url);
     let expected: Vec<(String, String, String, bool)> = [
@@ -136,7 +132,7 @@ fn a_late_branch_migration_is_applied_by_name() {
     );
     let out = migrate(&url, f.path());
     out.expect(0);
-    assert!(out.stderr.contains("merged late"), "{}", out.stderr);
+    out.says("merged late");
     assert!(table_exists(&url, "l_b"));
     let names: Vec<String> = v1_rows(&url).into_iter().map(|r| r.2).collect();
     assert_eq!(
@@ -159,7 +155,7 @@ fn folders_of_one_second_run_in_locale_compare_order_not_byte_order() {
     .add("20250101000000_add_index", "create table o_first (id int);");
     let out = migrate(&url, f.path());
     out.expect(0);
-    assert!(out.stderr.contains("not byte order"), "{}", out.stderr);
+    out.says("not byte order");
     let names: Vec<String> = v1_rows(&url).into_iter().map(|r| r.2).collect();
     assert_eq!(
         names,
@@ -211,8 +207,8 @@ fn a_0x_table_is_upgraded_the_way_drizzle_1_does_it() {
 
     let out = migrate(&url, f.path());
     out.expect(0);
-    assert!(out.stderr.contains("upgraded"), "{}", out.stderr);
-    assert!(out.stderr.contains("applied 1 migration"), "{}", out.stderr);
+    out.says("upgraded");
+    out.says("applied 1 migration");
     assert_eq!(tracking_columns(&url), V1_COLUMNS);
     let after = v1_rows(&url);
     for (i, (tag, when, _)) in JOURNAL.iter().enumerate() {
@@ -240,13 +236,9 @@ fn the_upgrade_refuses_rows_that_match_no_folder_and_changes_nothing() {
     f.add("20250101000000_new", "create table r_new (id int);");
     let out = migrate(&url, f.path());
     out.expect(4);
-    assert!(out.stderr.contains("ids 4"), "{}", out.stderr);
-    assert!(out.stderr.contains("Nothing was changed"), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("2020-09-13 12:26:40 UTC"),
-        "{}",
-        out.stderr
-    );
+    out.says("ids 4");
+    out.says("Nothing was changed");
+    out.says("2020-09-13 12:26:40 UTC");
     assert_eq!(tracking_columns(&url).len(), 3);
     assert!(!table_exists(&url, "r_new"));
     let validate = cmd(&url, f.path(), &["validate"]);
@@ -282,12 +274,7 @@ fn a_nameless_row_is_refused_not_rerun_and_repair_names_it() {
     let f = converted("n");
     let out = migrate(&url, f.path());
     out.expect(4);
-    assert!(
-        out.stderr
-            .contains(&format!("UPDATE {T} SET name = '{last}' WHERE id = 3;")),
-        "{}",
-        out.stderr
-    );
+    out.says(&format!("UPDATE {T} SET name = '{last}' WHERE id = 3;"));
     let status = cmd(&url, f.path(), &["status"]);
     assert!(
         status.stdout.contains("recorded-without-name"),
@@ -306,11 +293,7 @@ fn a_nameless_row_is_refused_not_rerun_and_repair_names_it() {
     cmd(&url, f.path(), &["repair", "--apply"]).expect(0);
     let out = migrate(&url, f.path());
     out.expect(0);
-    assert!(
-        out.stderr.contains("up to date, 3 migrations applied"),
-        "{}",
-        out.stderr
-    );
+    out.says("up to date, 3 migrations applied");
     assert_eq!(v1_rows(&url)[2].2, last);
 }
 
@@ -326,8 +309,8 @@ fn a_journal_folder_never_reapplies_what_drizzle_1_applied() {
     migrate(&url, f.path()).expect(0);
     let out = migrate(&url, journal("x").path());
     out.expect(0);
-    assert!(out.stderr.contains("applied 1 migration"), "{}", out.stderr);
-    assert!(out.stderr.contains("0002_last"), "{}", out.stderr);
+    out.says("applied 1 migration");
+    out.says("0002_last");
     let rows = v1_rows(&url);
     assert_eq!(rows.len(), 3);
     // The journal run writes the row drizzle 0.x would, plus the name `drizzle-kit up` gives it.
@@ -339,11 +322,7 @@ fn a_journal_folder_never_reapplies_what_drizzle_1_applied() {
     // So drizzle 1.0 on the converted folder finds everything applied.
     let out = migrate(&url, converted("x").path());
     out.expect(0);
-    assert!(
-        out.stderr.contains("up to date, 3 migrations applied"),
-        "{}",
-        out.stderr
-    );
+    out.says("up to date, 3 migrations applied");
     let status = cmd(&url, journal("x").path(), &["status", "--format", "json"]);
     let doc: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
     assert_eq!(doc["counts"]["applied"], 3, "{}", status.stdout);
@@ -383,24 +362,20 @@ fn exit_3_for_both_layouts_neither_or_a_folder_without_timestamp() {
     std::fs::create_dir_all(both.path().join("20250101000000_x")).unwrap();
     both.write("20250101000000_x/migration.sql", b"select 1;");
     let out = folder_error(both.path());
-    assert!(out.stderr.contains("holds both"), "{}", out.stderr);
-    assert!(out.stderr.contains("drizzle-kit up"), "{}", out.stderr);
+    out.says("holds both");
+    out.says("drizzle-kit up");
 
     let mut bad = Folders::new();
     bad.add("20250101000000_ok", "select 1;")
         .add("init", "select 1;");
     let out = folder_error(bad.path());
-    assert!(out.stderr.contains("14-digit timestamp"), "{}", out.stderr);
-    assert!(out.stderr.contains("init"), "{}", out.stderr);
+    out.says("14-digit timestamp");
+    out.says("init");
 
     let neither = Folders::new();
     let out = folder_error(neither.path());
-    assert!(
-        out.stderr.contains("no meta/_journal.json"),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stderr.contains("migration.sql"), "{}", out.stderr);
+    out.says("no meta/_journal.json");
+    out.says("migration.sql");
 
     // Validated offline too.
     let out =
@@ -432,17 +407,13 @@ fn nameless_rows_under_a_journal_are_warned_about_and_repair_names_them() {
     }
     let out = migrate(&url, j.path());
     out.expect(0);
-    assert!(out.stderr.contains("have no name"), "{}", out.stderr);
+    out.says("have no name");
     cmd(&url, j.path(), &["repair", "--apply"]).expect(0);
     let out = migrate(&url, j.path());
     assert!(!out.stderr.contains("have no name"), "{}", out.stderr);
     let out = migrate(&url, converted("w").path());
     out.expect(0);
-    assert!(
-        out.stderr.contains("up to date, 3 migrations applied"),
-        "{}",
-        out.stderr
-    );
+    out.says("up to date, 3 migrations applied");
 }
 
 #[test]
@@ -484,7 +455,7 @@ fn exit_3_for_a_folder_name_with_a_control_character() {
     let mut f = Folders::new();
     f.add("20250101000000_a\nINFO forged", "select 1;");
     let out = folder_error(f.path());
-    assert!(out.stderr.contains("control character"), "{}", out.stderr);
+    out.says("control character");
     assert!(!out.stderr.contains("\nINFO forged"), "{}", out.stderr);
 }
 
