@@ -1,7 +1,10 @@
 //! Applying migrations the way drizzle does: `BEGIN`, each chunk through the simple query
 //! protocol in order, the tracking row inserted with bound parameters right after each migration,
 //! `COMMIT` (drizzle-compat.md 2.2-2.6). `BEGIN`/`COMMIT` are plain statements, not a client-side
-//! transaction object, so a file's own `COMMIT;` behaves as under drizzle (E35).
+//! transaction object, so a file's own `COMMIT;` behaves as under drizzle (E35). Inside the
+//! block a migration's chunks and its row are pipelined (sent together, answers read in order):
+//! the server refuses everything after a failure there, so the outcome is the same as sending
+//! them one by one, in one round trip per migration.
 //!
 //! Beyond drizzle:
 //! - migrations that refuse a transaction (`CREATE INDEX CONCURRENTLY`, ... or the
@@ -24,7 +27,6 @@ use crate::source::{Chunk, Migration};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::cell::{Cell, RefCell};
 use std::future::{Future, poll_fn};
-use std::pin::pin;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio_postgres::types::ToSql;
@@ -97,14 +99,31 @@ struct Runner<'a> {
     insert: tokio_postgres::Statement,
     /// A second connection: names who blocks a waiting statement, and confirms that the server
     /// is still running a long one. Taken out while in use (never borrowed across an await).
-    observer: Cell<Option<tokio_postgres::Client>>,
-    /// The observer connection being opened in the background since the run began, so that
-    /// the first statements need not wait for it; moved into `observer` on first use.
-    opening: Cell<Option<tokio::task::JoinHandle<Option<tokio_postgres::Client>>>>,
+    observer: Cell<Observer>,
     limits: Limits,
     mode: TransactionMode,
     /// Migrations committed so far in this run.
     committed: Vec<Applied>,
+}
+
+/// The observer connection, in whichever state it is.
+#[derive(Default)]
+enum Observer {
+    /// Being opened in the background since the run began, so that the first statements need
+    /// not wait for it.
+    Opening(tokio::task::JoinHandle<Option<tokio_postgres::Client>>),
+    Ready(tokio_postgres::Client),
+    /// Not opened (no `lock_timeout`), in use, or given up; opened anew when needed.
+    #[default]
+    Missing,
+}
+
+/// Which request of a pipeline did not complete normally, and why.
+enum Pipelined {
+    /// The statement at this index.
+    Statement(usize, Sent),
+    /// The tracking row sent behind the statements.
+    Row(Sent),
 }
 
 /// Why a statement (or COMMIT) did not complete normally.
@@ -150,15 +169,17 @@ pub async fn apply(
             .await
             .map_err(|e| query_failed(what, &e))
     });
-    let opening = (!limits.lock_timeout.is_zero()).then(|| {
+    let observer = if limits.lock_timeout.is_zero() {
+        Observer::Missing
+    } else {
         let (db, t) = (session.database.clone(), session.answer_timeout);
-        tokio::spawn(async move {
+        Observer::Opening(tokio::spawn(async move {
             tokio::time::timeout(t, super::connect::observer(&db))
                 .await
                 .ok()
                 .and_then(Result::ok)
-        })
-    });
+        }))
+    };
     // Sent together: one round trip.
     let (configured, insert) = tokio::join!(configure, prepare_insert(session, table));
     configured?;
@@ -167,8 +188,7 @@ pub async fn apply(
         session,
         table,
         insert,
-        observer: Cell::new(None),
-        opening: Cell::new(opening),
+        observer: Cell::new(observer),
         limits,
         mode,
         committed: Vec::new(),
@@ -233,7 +253,7 @@ pub async fn apply(
 impl Drop for Runner<'_> {
     /// An observer connection still being opened when the run ends is not needed any more.
     fn drop(&mut self) {
-        if let Some(opening) = self.opening.take() {
+        if let Observer::Opening(opening) = self.observer.take() {
             opening.abort();
         }
     }
@@ -253,19 +273,117 @@ impl Runner<'_> {
     /// forwarding or a hung server would otherwise hang the run forever, since TCP keepalives
     /// are answered by whatever holds the socket. Returns the last blockers seen too.
     async fn execute(&self, sql: &str) -> (Result<(), Sent>, Vec<String>) {
+        let (result, blockers) = self.pipeline(&[sql], None, None).await;
+        let result = result.map_err(|failed| match failed {
+            Pipelined::Statement(_, sent) => sent,
+            Pipelined::Row(_) => unreachable!("no row was sent"),
+        });
+        (result, blockers)
+    }
+
+    /// Sends `statements`, and `row`'s tracking row behind them when given, without waiting
+    /// for an answer in between, then collects the answers in order, watched as
+    /// [`Runner::execute`] describes, except that `statement_timeout` counts from the latest
+    /// answer (each statement has its own). Inside a transaction block this is what running
+    /// them one by one does, in one round trip instead of one each: once a statement fails the
+    /// block is aborted and the server refuses everything after it, so nothing after a failure
+    /// takes effect, the tracking row included. (Outside a block the later statements would run,
+    /// which is why the caller only pipelines where no statement can end the block.) Returns
+    /// the first failure and the blockers seen last. `activity`, when given, describes the
+    /// statement at an index for the "interrupted while ..." message, kept current as answers
+    /// come in.
+    async fn pipeline(
+        &self,
+        statements: &[&str],
+        row: Option<&Migration>,
+        activity: Option<&dyn Fn(usize) -> String>,
+    ) -> (Result<(), Pipelined>, Vec<String>) {
         let started = tokio::time::Instant::now();
+        let last_answer = Cell::new(started);
+        // How many statements, from the first, have answered: the next one is running.
+        let done = Cell::new(0);
         let blockers = RefCell::new(Vec::new());
-        let exec = self.client().batch_execute(sql);
+        let values = row.map(|m| RowValues::of(&[m]));
+        let params = values.as_ref().map(|v| v.params(self.table));
+        // Each request goes out when its future is first polled, and all are polled in order.
+        let mut sent: Vec<_> = statements
+            .iter()
+            .map(|sql| Box::pin(self.client().batch_execute(sql)))
+            .collect();
+        let mut answers: Vec<Option<Result<(), tokio_postgres::Error>>> =
+            statements.iter().map(|_| None).collect();
+        let mut row_sent = params
+            .as_ref()
+            .map(|params| Box::pin(self.client().execute(&self.insert, params)));
+        let mut row_answer = None;
+        let mut described = false;
+        let answered = poll_fn(|cx| {
+            for (request, answer) in sent.iter_mut().zip(answers.iter_mut()) {
+                if answer.is_none()
+                    && let Poll::Ready(a) = request.as_mut().poll(cx)
+                {
+                    *answer = Some(a);
+                    last_answer.set(tokio::time::Instant::now());
+                }
+            }
+            if let Some(request) = row_sent.as_mut()
+                && row_answer.is_none()
+                && let Poll::Ready(a) = request.as_mut().poll(cx)
+            {
+                row_answer = Some(a);
+            }
+            // In order: the first failure, or wait for the first statement not answered yet.
+            let mut running = answers.len();
+            for (n, answer) in answers.iter_mut().enumerate() {
+                match answer {
+                    None => {
+                        running = n;
+                        break;
+                    }
+                    Some(Err(_)) => {
+                        let Some(Err(e)) = answer.take() else {
+                            unreachable!("just matched")
+                        };
+                        return Poll::Ready(Err(Pipelined::Statement(n, Sent::Failed(e))));
+                    }
+                    Some(Ok(())) => {}
+                }
+            }
+            if running != done.get() || !described {
+                if let Some(describe) = activity
+                    && running < answers.len()
+                {
+                    interrupt::set_activity(describe(running));
+                }
+                described = true;
+                done.set(running);
+            }
+            if running < answers.len() {
+                return Poll::Pending;
+            }
+            match (&row_sent, row_answer.take()) {
+                (None, _) => Poll::Ready(Ok(())),
+                (Some(_), None) => Poll::Pending,
+                (Some(_), Some(Ok(_))) => Poll::Ready(Ok(())),
+                (Some(_), Some(Err(e))) => Poll::Ready(Err(Pipelined::Row(Sent::Failed(e)))),
+            }
+        });
         let watch = self.watch(started, &blockers);
         let t = self.session.answer_timeout;
         let deadline = async {
             if self.limits.statement_timeout.is_zero() {
                 std::future::pending::<()>().await;
             }
-            tokio::time::sleep_until(started + self.limits.statement_timeout + t).await;
+            loop {
+                let due = last_answer.get() + self.limits.statement_timeout + t;
+                if tokio::time::Instant::now() >= due {
+                    break;
+                }
+                tokio::time::sleep_until(due).await;
+            }
         };
         let result = tokio::select! {
-            result = exec => result.map_err(Sent::Failed),
+            result = answered => Ok(result),
             why = watch => Err(Sent::Lost(why)),
             () = deadline => Err(Sent::Lost(format!(
                 "no answer within statement_timeout ({}) plus {} although the server cancels a \
@@ -274,9 +392,13 @@ impl Runner<'_> {
                 format_duration(t)
             ))),
         };
-        if matches!(result, Err(Sent::Lost(_))) {
+        let result = result.unwrap_or_else(|lost| {
             self.session.mark_lost();
-        }
+            Err(match done.get() {
+                n if n < statements.len() => Pipelined::Statement(n, lost),
+                _ => Pipelined::Row(lost),
+            })
+        });
         (result, blockers.take())
     }
 
@@ -325,22 +447,23 @@ impl Runner<'_> {
         }
     }
 
-    /// Moves the observer connection opened in the background, once ready, into `observer`
-    /// (waiting for it: at most `answer_timeout`).
-    async fn settle_opening(&self) {
-        if let Some(opening) = self.opening.take()
-            && let Ok(Some(client)) = opening.await
-        {
-            self.observer.set(Some(client));
-        }
+    /// The observer connection if there is an open one, taken out of its cell (put it back
+    /// with `Observer::Ready` after use). One still being opened is waited for: at most
+    /// `answer_timeout`.
+    async fn take_observer(&self) -> Option<tokio_postgres::Client> {
+        let client = match self.observer.take() {
+            Observer::Opening(opening) => opening.await.ok().flatten(),
+            Observer::Ready(client) => Some(client),
+            Observer::Missing => None,
+        };
+        client.filter(|c| !c.is_closed())
     }
 
     /// The observer connection, opened (again) when missing or closed.
     async fn observer(&self) -> Result<tokio_postgres::Client, NoObserver> {
-        self.settle_opening().await;
-        match self.observer.take() {
-            Some(c) if !c.is_closed() => Ok(c),
-            _ => tokio::time::timeout(
+        match self.take_observer().await {
+            Some(c) => Ok(c),
+            None => tokio::time::timeout(
                 self.session.answer_timeout,
                 super::connect::observer(&self.session.database),
             )
@@ -373,18 +496,14 @@ impl Runner<'_> {
         };
         // Keep a connection that answered; one that did not is dropped and opened anew.
         if asked.is_ok() {
-            self.observer.set(Some(observer));
+            self.observer.set(Observer::Ready(observer));
         }
         running
     }
 
     /// The sessions blocking ours, described for the log; `None` when they cannot be asked.
     async fn blockers(&self) -> Option<Vec<String>> {
-        self.settle_opening().await;
-        let observer = self.observer.take()?;
-        if observer.is_closed() {
-            return None;
-        }
+        let observer = self.take_observer().await?;
         let asked = tokio::time::timeout(
             self.session.answer_timeout,
             observer.query(BLOCKERS, &[&self.session.backend_pid]),
@@ -393,7 +512,7 @@ impl Runner<'_> {
         let Ok(rows) = asked else {
             return None; // unanswered: dropped; the liveness check opens a new one
         };
-        self.observer.set(Some(observer));
+        self.observer.set(Observer::Ready(observer));
         Some(
             rows.ok()?
                 .iter()
@@ -423,58 +542,65 @@ impl Runner<'_> {
             .await
             .map_err(GroupError::Failed)?;
         let mut done = Vec::with_capacity(group.len());
-        // Whether the block begun above is certainly still open. Only then does a failed
-        // statement make the server refuse the tracking row sent behind it; after a COMMIT in a
-        // file the next statements autocommit, and a row sent behind one that fails would stay.
+        // Whether the block begun above is certainly still open. Only then may statements and
+        // rows be pipelined: a failed one makes the server refuse everything after it. After a
+        // COMMIT in a file the next statements autocommit, so they run one by one, each waited
+        // for, as drizzle runs them.
         let mut block_open = true;
         for m in group {
+            if interrupt::check().is_err() {
+                rollback(self.session).await;
+                return Err(GroupError::Failed(interrupt::error()));
+            }
             let started = Instant::now();
             let chunks = m.chunks();
-            let last = chunks.iter().rposition(|c| !c.is_blank());
-            let mut statements = 0;
-            for (n, chunk) in chunks.iter().enumerate() {
-                if chunk.is_blank() {
-                    continue;
+            let at: Vec<usize> = (0..chunks.len())
+                .filter(|&n| !chunks[n].is_blank())
+                .collect();
+            block_open = block_open
+                && !at
+                    .iter()
+                    .any(|&n| lexer::may_end_transaction(sendable(&chunks[n])));
+            if block_open {
+                // The whole migration and its row in one round trip. A signal's cancel request
+                // stops the statement running; one that lands between two statements is seen
+                // before the next migration.
+                let describe = |i: usize| running_statement(m, at[i], chunks.len());
+                let statements: Vec<&str> = at.iter().map(|&n| sendable(&chunks[n])).collect();
+                let (result, blockers) = self.pipeline(&statements, Some(m), Some(&describe)).await;
+                if let Err(failed) = result {
+                    rollback(self.session).await;
+                    return Err(match failed {
+                        Pipelined::Statement(i, sent) => {
+                            self.failure(m, &chunks, at[i], sent, blockers, |_| {
+                                self.consequence_of_rollback(group)
+                            })
+                        }
+                        Pipelined::Row(sent) => GroupError::Failed(self.row_failure(m, sent)),
+                    });
                 }
-                if interrupt::check().is_err() {
+                done.push(self.ran(m, at.len(), started));
+                continue;
+            }
+            for (k, &n) in at.iter().enumerate() {
+                if k > 0 && interrupt::check().is_err() {
                     rollback(self.session).await;
                     return Err(GroupError::Failed(interrupt::error()));
                 }
-                interrupt::set_activity(format!(
-                    "running statement {} of {} of {} ({}; in a transaction)",
-                    n + 1,
-                    chunks.len(),
-                    m.tag,
-                    m.file()
-                ));
-                let sent = sendable(chunk);
-                block_open = block_open && !lexer::may_end_transaction(sent);
-                let ((result, blockers), recorded) = if block_open && Some(n) == last {
-                    self.execute_and_record(sent, m).await
-                } else {
-                    (self.execute(sent).await, None)
-                };
+                interrupt::set_activity(running_statement(m, n, chunks.len()));
+                let (result, blockers) = self.execute(sendable(&chunks[n])).await;
                 if let Err(e) = result {
                     rollback(self.session).await;
                     return Err(self.failure(m, &chunks, n, e, blockers, |_| {
                         self.consequence_of_rollback(group)
                     }));
                 }
-                if let Some(Err(e)) = recorded {
-                    rollback(self.session).await;
-                    return Err(GroupError::Failed(e));
-                }
-                statements += 1;
             }
-            // A migration with no statement (an empty or comment-only file), or whose row could
-            // not be sent behind its last statement, gets its row now, as drizzle inserts it.
-            if (last.is_none() || !block_open)
-                && let Err(e) = self.record_rows(&[m]).await
-            {
+            if let Err(e) = self.record_rows(&[m]).await {
                 rollback(self.session).await;
                 return Err(GroupError::Failed(e));
             }
-            done.push(self.ran(m, statements, started));
+            done.push(self.ran(m, at.len(), started));
         }
         interrupt::set_activity(format!(
             "committing {} migration(s) ending with {}",
@@ -518,48 +644,19 @@ impl Runner<'_> {
         insert_rows(self.session, &self.insert, self.table, group).await
     }
 
-    /// Runs `m`'s last statement (as [`Runner::execute`]) with `m`'s tracking row sent right
-    /// behind it, without waiting in between: drizzle's insert after the migration, at the
-    /// same point of the transaction, so the same rows, ids and sequence state on success and
-    /// on failure, but one round trip for both. The row's outcome is `None` when the statement
-    /// failed (the server then refuses the insert too, and that answer is not waited for);
-    /// otherwise it is waited for within `answer_timeout`.
-    async fn execute_and_record(
-        &self,
-        sql: &str,
-        m: &Migration,
-    ) -> ((Result<(), Sent>, Vec<String>), Option<Result<u64, Error>>) {
-        let values = RowValues::of(&[m]);
-        let params = values.params(self.table);
-        // Each request goes out when its future is first polled: the statement's first.
-        let mut statement = pin!(self.execute(sql));
-        let mut row = pin!(self.client().execute(&self.insert, &params));
-        let mut row_answer = None;
-        let ran = poll_fn(|cx| {
-            let ran = statement.as_mut().poll(cx);
-            if row_answer.is_none()
-                && let Poll::Ready(answer) = row.as_mut().poll(cx)
-            {
-                row_answer = Some(answer);
-            }
-            ran
-        })
-        .await;
-        if ran.0.is_err() {
-            return (ran, None);
-        }
+    /// The tracking row sent behind `m`'s statements failed, or got no answer.
+    fn row_failure(&self, m: &Migration, sent: Sent) -> Error {
         let what = format!("recording {} in {}", m.tag, self.table.qualified);
-        let recorded = match row_answer {
-            Some(answer) => answer.map_err(|e| query_failed(&what, &e)),
-            None => {
-                self.session
-                    .within(&what, async {
-                        row.await.map_err(|e| query_failed(&what, &e))
-                    })
-                    .await
-            }
-        };
-        (ran, Some(recorded))
+        match sent {
+            Sent::Failed(e) => query_failed(&what, &e),
+            Sent::Lost(why) => Error::Unreachable(format!(
+                "the database stopped answering while {what}: {why}. The connection is treated \
+                 as lost, so nothing of this transaction was committed (no migration of it, no \
+                 tracking row): the server rolls it back, and releases the migration lock, when \
+                 it notices.{} Check the network path and run again; a restart may help.",
+                self.kept()
+            )),
+        }
     }
 
     /// The connection ended or went silent during COMMIT: the outcome is unknown, but atomic.
@@ -918,6 +1015,17 @@ impl Runner<'_> {
             consequence,
         }
     }
+}
+
+/// What the run is doing while chunk `n` of `m`'s `chunks` runs in a transaction, for the
+/// "interrupted while ..." message.
+fn running_statement(m: &Migration, n: usize, chunks: usize) -> String {
+    format!(
+        "running statement {} of {chunks} of {} ({}; in a transaction)",
+        n + 1,
+        m.tag,
+        m.file()
+    )
 }
 
 /// The text to send for a chunk: a leading BOM would reach the server as a syntax error

@@ -453,6 +453,59 @@ fn exit_8_a_failing_third_of_five_rolls_everything_back_and_names_file_and_line(
     assert_eq!(rows(&url).len(), 5);
 }
 
+/// A migration's statements and its tracking row go to the server together, without waiting
+/// for each answer. The server must then refuse everything after a failed statement: the
+/// sequence bumped by statement 3 (a change that no rollback undoes) shows that statement 3
+/// never ran, as when statements are sent one by one.
+#[test]
+fn exit_8_nothing_after_the_failed_statement_of_a_migration_runs() {
+    let url = fresh_db("pipefail");
+    execute(&url, "create sequence pipe_seq");
+    let mut folder = Folder::new();
+    folder.add(
+        "0000_p",
+        1,
+        "create table p_a (id int);\n--> statement-breakpoint\nselect * from p_missing;\n--> statement-breakpoint\nselect nextval('pipe_seq');",
+    );
+    let out = migrate(&url, folder.path());
+    out.expect(8);
+    out.says("statement 2 of 3");
+    out.says("42P01");
+    out.says("relation \"p_missing\" does not exist");
+    assert!(!table_exists(&url, "p_a"), "statement 1 was rolled back");
+    assert_eq!(
+        crate::support::query(&url, "select is_called from pipe_seq")[0][0].as_deref(),
+        Some("f"),
+        "statement 3 must not have run"
+    );
+    assert!(rows(&url).is_empty(), "no tracking row");
+    assert_eq!(advisory_locks(&url), 0);
+}
+
+/// `statement_timeout` bounds each statement, not a whole migration sent in one go: three
+/// statements of 1.2 s each under a 2 s `statement_timeout`, with 1 s to wait for an answer
+/// beyond it (`connect_timeout=1`), take 3.6 s and succeed.
+#[test]
+fn statement_timeout_counts_per_statement_in_a_migration_sent_together() {
+    let url = format!("{}&connect_timeout=1", fresh_db("pipeslow"));
+    let mut folder = Folder::new();
+    folder.add(
+        "0000_slow",
+        1,
+        "select pg_sleep(1.2);\n--> statement-breakpoint\nselect pg_sleep(1.2);\n--> statement-breakpoint\nselect pg_sleep(1.2);",
+    );
+    let out = run(command(&url, folder.path())
+        .env("PORTCULLIS_STATEMENT_TIMEOUT", "2s")
+        .arg("migrate"));
+    out.expect(0);
+    assert!(
+        out.elapsed >= Duration::from_millis(3600),
+        "the three statements ran: {:?}",
+        out.elapsed
+    );
+    assert_eq!(rows(&url).len(), 1);
+}
+
 #[test]
 fn exit_8_reports_detail_and_hint() {
     let url = fresh_db("detail");
