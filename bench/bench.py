@@ -8,6 +8,8 @@ Scenarios (all tools interleaved round by round, the order rotated every round):
             template0 before each run, not timed), N = 200 and 1000
   replicas  1, 10 and 50 portcullis processes started at once on a fresh empty database (N=200)
   cold      process start -> first byte the server receives, through a loopback TCP proxy
+  latency   full apply (N=200) through a loopback proxy that delays every byte by half of
+            LATENCY_MS (default 2) each way: a database a network away, as from a CI runner
 
 Tools: portcullis (release binary), drizzle-kit's CLI `migrate`, drizzle-orm's `migrate()` from
 bench/orm-migrate.mjs on node-postgres, and psql (the floor: `psql -1 -f all.sql` for a full
@@ -24,6 +26,7 @@ import hashlib
 import json
 import os
 import platform
+import queue
 import re
 import socket
 import statistics
@@ -86,9 +89,12 @@ class Settings:
             "full": env_int("ROUNDS_FULL", rounds or 5),
             "replicas": env_int("ROUNDS_REPLICAS", rounds or 5),
             "cold": env_int("ROUNDS_COLD", rounds or 11),
+            "latency": env_int("ROUNDS_LATENCY", rounds or 3),
         }
+        self.latency_ms = float(os.environ.get("LATENCY_MS", "2"))
+        self.latency_size = env_int("LATENCY_N", 200)
         self.warmup = env_int("WARMUP", 1)
-        self.scenarios = e.get("SCENARIOS", "noop full replicas cold").split()
+        self.scenarios = e.get("SCENARIOS", "noop full replicas cold latency").split()
         self.out_dir = os.path.join(self.root, "bench")
         self.bin_dir = os.path.join(self.root, "bench", "node_modules", ".bin")
         self.logs = os.path.join(self.work, "logs")
@@ -185,9 +191,10 @@ def command(s, tool, n, url, mode):
         env.update(DATABASE_URL=url, MIGRATIONS_DIR=c["drizzle"])
         return ["node", os.path.join(s.root, "bench", "orm-migrate.mjs")], env, c["dir"]
     if tool == "psql":
-        sql = c["all_sql"] if mode == "full" else c["noop_sql"]
+        full = mode in ("full", "latency")
+        sql = c["all_sql"] if full else c["noop_sql"]
         argv = [s.psql, "-X", "-q", "-v", "ON_ERROR_STOP=1"]
-        if mode == "full":
+        if full:
             argv.append("-1")
         return argv + ["-f", sql, url], env, c["dir"]
     raise ValueError(tool)
@@ -480,6 +487,87 @@ def scenario_cold(s, res):
     res["cold"] = {str(n): v for n, v in out.items()}
 
 
+class DelayProxy:
+    """Loopback TCP proxy to the server that hands every chunk of bytes on `delay` seconds after
+    it arrived, in both directions and in order: a round trip costs 2 x `delay` more, while
+    bytes in flight do not wait for each other (the link's bandwidth is not limited)."""
+
+    def __init__(self, upstream_port, delay):
+        self.upstream, self.delay = upstream_port, delay
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(128)
+        self.port = self.lsock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            c, _ = self.lsock.accept()
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        try:
+            u = socket.create_connection(("127.0.0.1", self.upstream))
+        except OSError:
+            c.close()
+            return
+        for x in (c, u):
+            x.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for src, dst in ((c, u), (u, c)):
+            q = queue.Queue()
+            threading.Thread(target=self._read, args=(src, q), daemon=True).start()
+            threading.Thread(target=self._write, args=(q, dst), daemon=True).start()
+
+    def _read(self, src, q):
+        try:
+            while True:
+                data = src.recv(65536)
+                q.put((time.perf_counter() + self.delay, data))
+                if not data:
+                    break
+        except OSError:
+            q.put((0.0, b""))
+
+    def _write(self, q, dst):
+        try:
+            while True:
+                due, data = q.get()
+                wait = due - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            try:
+                dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+
+def scenario_latency(s, res):
+    rounds, warm, n = s.rounds["latency"], s.warmup, s.latency_size
+    proxy = DelayProxy(s.port, s.latency_ms / 2000)
+    exp = expected_rows(s, n)
+    out = {t: [] for t in TOOLS}
+    for r in range(warm + rounds):
+        for tool in rotated(TOOLS, r):
+            db = f"latency_{tool.replace('-', '_')}"
+            fresh_db(s, db)
+            run = run_tool(s, tool, n, s.url(db, proxy.port), "latency")
+            if tool != "psql" and not each_once(s, db, exp):
+                raise SystemExit(f"{tool} full apply through the delaying proxy: tracking rows "
+                                 "are not each migration exactly once")
+            drop_db(s, db)
+            if r >= warm:
+                out[tool].append([run.seconds, run.cpu])
+        log(f"  latency round {r + 1 - warm}/{rounds}" if r >= warm else "  latency warm-up")
+    res["latency"] = {"n": n, "rtt_ms": s.latency_ms, "runs": out}
+
+
 # ---- machine and versions --------------------------------------------------------------------
 
 def capture(argv, **kw):
@@ -759,6 +847,22 @@ def write_markdown(res, path, chart_name):
                  "separate set of runs from the table above, with every byte going through the "
                  "proxy.\n")
 
+    if "latency" in res:
+        lat = res["latency"]
+        d = lat["runs"]
+        L.append(f"## Full apply a network away: {lat['rtt_ms']:g} ms round trip (N={lat['n']})\n")
+        L.append("| tool | time | portcullis ÷ tool |")
+        L.append("|---|---|---|")
+        for tool in TOOLS:
+            L.append(f"| {LABELS[tool]} | {fmt_s(median([x[0] for x in d[tool]]))} | "
+                     + ("—" if tool == "portcullis"
+                        else fmt_x(median(per_round_ratios(d["portcullis"], d[tool])))) + " |")
+        L.append(f"\nThe same full apply as above, through a loopback proxy in the bench that hands "
+                 f"every chunk of bytes on {lat['rtt_ms'] / 2:g} ms after it arrived, each way (a "
+                 "database in another zone, or reached from a CI runner). drizzle-kit, "
+                 "drizzle-orm and psql wait for each statement's answer before sending the next; "
+                 "portcullis sends each migration's statements and its tracking row together.\n")
+
     L.append(f"![benchmark chart]({chart_name})\n")
     L.append("Raw per-round figures: `target/bench/results.json` after a run.")
     with open(path, "w") as f:
@@ -905,7 +1009,8 @@ def main():
     res = {"machine": machine(s)}
     started = time.perf_counter()
     for name, fn in (("noop", scenario_noop), ("full", scenario_full),
-                     ("replicas", scenario_replicas), ("cold", scenario_cold)):
+                     ("replicas", scenario_replicas), ("cold", scenario_cold),
+                     ("latency", scenario_latency)):
         if name in s.scenarios:
             t = time.perf_counter()
             log(f"{name}: {s.rounds[name]} rounds")
