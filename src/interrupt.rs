@@ -58,6 +58,28 @@ pub fn register(token: CancelToken, tls: MakeRustlsConnect) {
 pub async fn interrupt(sig: i32) {
     SIGNAL.store(sig, Ordering::SeqCst);
     WAKE.notify_waiters();
+    cancel().await;
+}
+
+/// For a caller with several statements in flight at once: once the run is interrupted, sends
+/// a cancel request every 200 ms, since the one [`interrupt`] sent may have reached the server
+/// between two of them and cancelled nothing. Never completes: race it with the work.
+pub async fn keep_cancelling() -> std::convert::Infallible {
+    let woken = WAKE.notified();
+    tokio::pin!(woken);
+    // Register before checking, so a signal in between is not missed.
+    woken.as_mut().enable();
+    if signal().is_none() {
+        woken.await;
+    }
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        cancel().await;
+    }
+}
+
+/// Sends PostgreSQL a cancel request for the registered session's running statement.
+async fn cancel() {
     let cancel = CANCEL.lock().ok().and_then(|c| c.clone());
     if let Some((token, tls)) = cancel {
         match tokio::time::timeout(Duration::from_secs(1), token.cancel_query(tls)).await {

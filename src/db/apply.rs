@@ -384,6 +384,7 @@ impl Runner<'_> {
         };
         let result = tokio::select! {
             result = answered => Ok(result),
+            never = interrupt::keep_cancelling(), if statements.len() > 1 => match never {},
             why = watch => Err(Sent::Lost(why)),
             () = deadline => Err(Sent::Lost(format!(
                 "no answer within statement_timeout ({}) plus {} although the server cancels a \
@@ -563,8 +564,7 @@ impl Runner<'_> {
                     .any(|&n| lexer::may_end_transaction(sendable(&chunks[n])));
             if block_open {
                 // The whole migration and its row in one round trip. A signal's cancel request
-                // stops the statement running; one that lands between two statements is seen
-                // before the next migration.
+                // stops the statement running (and is sent again until one does).
                 let describe = |i: usize| running_statement(m, at[i], chunks.len());
                 let statements: Vec<&str> = at.iter().map(|&n| sendable(&chunks[n])).collect();
                 let (result, blockers) = self.pipeline(&statements, Some(m), Some(&describe)).await;
