@@ -395,9 +395,18 @@ def wait_at_gate(pids, limit=5.0):
     time.sleep(0.02)
 
 
-class FirstByteProxy:
-    """Loopback TCP proxy to the server that timestamps (perf_counter) the first connection and
-    the first byte a client sends after `arm()`."""
+def half_close(sock):
+    """Passes the end of one direction on (the other side reads EOF), if the socket is still up."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+class LoopbackProxy:
+    """TCP proxy on a free loopback port to the server on `upstream_port`: each accepted
+    connection gets its own connection upstream, handed to `relay(client, upstream)` on a thread
+    of its own. `accepted(now)` hears of each connection as it is accepted."""
 
     def __init__(self, upstream_port):
         self.upstream = upstream_port
@@ -406,21 +415,12 @@ class FirstByteProxy:
         self.lsock.bind(("127.0.0.1", 0))
         self.lsock.listen(128)
         self.port = self.lsock.getsockname()[1]
-        self.lock = threading.Lock()
-        self.accepted = self.first_byte = None
         threading.Thread(target=self._accept, daemon=True).start()
-
-    def arm(self):
-        with self.lock:
-            self.accepted = self.first_byte = None
 
     def _accept(self):
         while True:
             c, _ = self.lsock.accept()
-            now = time.perf_counter()
-            with self.lock:
-                if self.accepted is None:
-                    self.accepted = now
+            self.accepted_at(time.perf_counter())
             threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     def _serve(self, c):
@@ -431,6 +431,34 @@ class FirstByteProxy:
             return
         for x in (c, u):
             x.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.relay(c, u)
+
+    def accepted_at(self, now):
+        pass
+
+    def relay(self, c, u):
+        raise NotImplementedError
+
+
+class FirstByteProxy(LoopbackProxy):
+    """A loopback proxy that timestamps (perf_counter) the first connection and the first byte
+    a client sends after `arm()`."""
+
+    def __init__(self, upstream_port):
+        self.lock = threading.Lock()
+        self.accepted = self.first_byte = None
+        super().__init__(upstream_port)
+
+    def arm(self):
+        with self.lock:
+            self.accepted = self.first_byte = None
+
+    def accepted_at(self, now):
+        with self.lock:
+            if self.accepted is None:
+                self.accepted = now
+
+    def relay(self, c, u):
         threading.Thread(target=self._pump, args=(u, c, False), daemon=True).start()
         self._pump(c, u, True)
 
@@ -449,10 +477,7 @@ class FirstByteProxy:
         except OSError:
             pass
         finally:
-            try:
-                dst.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
+            half_close(dst)
             if not from_client:
                 src.close()
                 dst.close()
@@ -487,37 +512,22 @@ def scenario_cold(s, res):
     res["cold"] = {str(n): v for n, v in out.items()}
 
 
-class DelayProxy:
-    """Loopback TCP proxy to the server that hands every chunk of bytes on `delay` seconds after
-    it arrived, in both directions and in order: a round trip costs 2 x `delay` more, while
-    bytes in flight do not wait for each other (the link's bandwidth is not limited)."""
+class DelayProxy(LoopbackProxy):
+    """A loopback proxy that hands every chunk of bytes on `delay` seconds after it arrived, in
+    both directions and in order: a round trip costs 2 x `delay` more, while bytes in flight do
+    not wait for each other (the link's bandwidth is not limited)."""
 
     def __init__(self, upstream_port, delay):
-        self.upstream, self.delay = upstream_port, delay
-        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(128)
-        self.port = self.lsock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.delay = delay
+        super().__init__(upstream_port)
 
-    def _accept(self):
-        while True:
-            c, _ = self.lsock.accept()
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
-
-    def _serve(self, c):
-        try:
-            u = socket.create_connection(("127.0.0.1", self.upstream))
-        except OSError:
-            c.close()
-            return
-        for x in (c, u):
-            x.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def relay(self, c, u):
         for src, dst in ((c, u), (u, c)):
             q = queue.Queue()
             threading.Thread(target=self._read, args=(src, q), daemon=True).start()
-            threading.Thread(target=self._write, args=(q, dst), daemon=True).start()
+            # The server's side ends last (it answers the client's Terminate by closing).
+            done = (c, u) if src is u else ()
+            threading.Thread(target=self._write, args=(q, dst, done), daemon=True).start()
 
     def _read(self, src, q):
         try:
@@ -529,7 +539,7 @@ class DelayProxy:
         except OSError:
             q.put((0.0, b""))
 
-    def _write(self, q, dst):
+    def _write(self, q, dst, close_after):
         try:
             while True:
                 due, data = q.get()
@@ -542,10 +552,9 @@ class DelayProxy:
         except OSError:
             pass
         finally:
-            try:
-                dst.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
+            half_close(dst)
+            for sock in close_after:
+                sock.close()
 
 
 def scenario_latency(s, res):
