@@ -2,9 +2,9 @@
 //! protocol in order, the tracking row inserted with bound parameters right after each migration,
 //! `COMMIT` (drizzle-compat.md 2.2-2.6). `BEGIN`/`COMMIT` are plain statements, not a client-side
 //! transaction object, so a file's own `COMMIT;` behaves as under drizzle (E35). Inside the
-//! block a migration's chunks and its row are pipelined (sent together, answers read in order):
+//! block the migrations' chunks and rows are pipelined (sent together, answers read in order):
 //! the server refuses everything after a failure there, so the outcome is the same as sending
-//! them one by one, in one round trip per migration.
+//! them one by one, in one round trip for the whole transaction.
 //!
 //! Beyond drizzle:
 //! - migrations that refuse a transaction (`CREATE INDEX CONCURRENTLY`, ... or the
@@ -27,6 +27,7 @@ use crate::source::{Chunk, Migration};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::cell::{Cell, RefCell};
 use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio_postgres::types::ToSql;
@@ -118,12 +119,17 @@ enum Observer {
     Missing,
 }
 
-/// Which request of a pipeline did not complete normally, and why.
-enum Pipelined {
-    /// The statement at this index.
-    Statement(usize, Sent),
-    /// The tracking row sent behind the statements.
-    Row(Sent),
+/// One request of a pipeline (see [`Runner::pipeline`]).
+#[derive(Clone, Copy)]
+enum Request<'a> {
+    /// Chunk `chunk` of migration `migration` (an index into the group), as sent.
+    Statement {
+        migration: usize,
+        chunk: usize,
+        sql: &'a str,
+    },
+    /// The tracking row of migration `migration`.
+    Row { migration: usize },
 }
 
 /// Why a statement (or COMMIT) did not complete normally.
@@ -273,99 +279,111 @@ impl Runner<'_> {
     /// forwarding or a hung server would otherwise hang the run forever, since TCP keepalives
     /// are answered by whatever holds the socket. Returns the last blockers seen too.
     async fn execute(&self, sql: &str) -> (Result<(), Sent>, Vec<String>) {
-        let (result, blockers) = self.pipeline(&[sql], None, None).await;
-        let result = result.map_err(|failed| match failed {
-            Pipelined::Statement(_, sent) => sent,
-            Pipelined::Row(_) => unreachable!("no row was sent"),
-        });
-        (result, blockers)
+        let one = [Request::Statement {
+            migration: 0,
+            chunk: 0,
+            sql,
+        }];
+        let (result, blockers) = self.pipeline(&one, &[], None, None).await;
+        (result.map_err(|(_, sent)| sent), blockers)
     }
 
-    /// Sends `statements`, and `row`'s tracking row behind them when given, without waiting
-    /// for an answer in between, then collects the answers in order, watched as
-    /// [`Runner::execute`] describes, except that `statement_timeout` counts from the latest
-    /// answer (each statement has its own). Inside a transaction block this is what running
-    /// them one by one does, in one round trip instead of one each: once a statement fails the
-    /// block is aborted and the server refuses everything after it, so nothing after a failure
-    /// takes effect, the tracking row included. (Outside a block the later statements would run,
-    /// which is why the caller only pipelines where no statement can end the block.) Returns
-    /// the first failure and the blockers seen last. `activity`, when given, describes the
-    /// statement at an index for the "interrupted while ..." message, kept current as answers
-    /// come in.
+    /// Sends all `requests` without waiting for an answer in between, then reads the answers
+    /// in order, watched as [`Runner::execute`] describes, except that `statement_timeout`
+    /// counts from the latest answer (each statement has its own). Inside a transaction block
+    /// this is what sending them one by one does, in one round trip instead of one each: once a
+    /// statement fails the block is aborted and the server refuses everything after it, so
+    /// nothing after a failure takes effect, tracking rows included. (Outside a block the later
+    /// statements would run, which is why the caller only pipelines where no statement can end
+    /// the block.) `answered` hears of each request answered without error, in order;
+    /// `activity` describes the request the server is on, for the "interrupted while ..."
+    /// message. Returns the index of the first request that failed, why, and the blockers seen
+    /// last.
     async fn pipeline(
         &self,
-        statements: &[&str],
-        row: Option<&Migration>,
+        requests: &[Request<'_>],
+        migrations: &[&Migration],
+        answered: Option<&dyn Fn(usize)>,
         activity: Option<&dyn Fn(usize) -> String>,
-    ) -> (Result<(), Pipelined>, Vec<String>) {
+    ) -> (Result<(), (usize, Sent)>, Vec<String>) {
+        type Answer<'f> = Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + 'f>>;
         let started = tokio::time::Instant::now();
         let last_answer = Cell::new(started);
-        // How many statements, from the first, have answered: the next one is running.
+        // How many requests, from the first, have answered: the server is on the next one.
         let done = Cell::new(0);
         let blockers = RefCell::new(Vec::new());
-        let values = row.map(|m| RowValues::of(&[m]));
-        let params = values.as_ref().map(|v| v.params(self.table));
-        // Each request goes out when its future is first polled, and all are polled in order.
-        let mut sent: Vec<_> = statements
+        let values: Vec<Option<RowValues>> = requests
             .iter()
-            .map(|sql| Box::pin(self.client().batch_execute(sql)))
+            .map(|r| match r {
+                Request::Row { migration } => {
+                    Some(RowValues::of(&migrations[*migration..=*migration]))
+                }
+                Request::Statement { .. } => None,
+            })
             .collect();
-        let mut answers: Vec<Option<Result<(), tokio_postgres::Error>>> =
-            statements.iter().map(|_| None).collect();
-        let mut row_sent = params
-            .as_ref()
-            .map(|params| Box::pin(self.client().execute(&self.insert, params)));
-        let mut row_answer = None;
-        let mut described = false;
-        let answered = poll_fn(|cx| {
-            for (request, answer) in sent.iter_mut().zip(answers.iter_mut()) {
-                if answer.is_none()
-                    && let Poll::Ready(a) = request.as_mut().poll(cx)
-                {
-                    *answer = Some(a);
-                    last_answer.set(tokio::time::Instant::now());
-                }
-            }
-            if let Some(request) = row_sent.as_mut()
-                && row_answer.is_none()
-                && let Poll::Ready(a) = request.as_mut().poll(cx)
-            {
-                row_answer = Some(a);
-            }
-            // In order: the first failure, or wait for the first statement not answered yet.
-            let mut running = answers.len();
-            for (n, answer) in answers.iter_mut().enumerate() {
-                match answer {
-                    None => {
-                        running = n;
-                        break;
+        let params: Vec<Option<Vec<&(dyn ToSql + Sync)>>> = values
+            .iter()
+            .map(|v| v.as_ref().map(|v| v.params(self.table)))
+            .collect();
+        let mut sent: Vec<Answer<'_>> = requests
+            .iter()
+            .zip(&params)
+            .map(|(request, params)| -> Answer<'_> {
+                match (request, params) {
+                    (Request::Statement { sql, .. }, _) => {
+                        Box::pin(self.client().batch_execute(sql))
                     }
-                    Some(Err(_)) => {
-                        let Some(Err(e)) = answer.take() else {
-                            unreachable!("just matched")
-                        };
-                        return Poll::Ready(Err(Pipelined::Statement(n, Sent::Failed(e))));
+                    (Request::Row { .. }, params) => {
+                        let params = params.as_deref().unwrap_or_default();
+                        Box::pin(async move {
+                            self.client()
+                                .execute(&self.insert, params)
+                                .await
+                                .map(|_| ())
+                        })
                     }
-                    Some(Ok(())) => {}
+                }
+            })
+            .collect();
+        let mut early: Vec<Option<Result<(), tokio_postgres::Error>>> =
+            requests.iter().map(|_| None).collect();
+        let mut first_poll = true;
+        let answers = poll_fn(|cx| {
+            if std::mem::take(&mut first_poll) {
+                // Each request goes out when its future is first polled: all of them, in order.
+                for (request, answer) in sent.iter_mut().zip(early.iter_mut()) {
+                    if let Poll::Ready(a) = request.as_mut().poll(cx) {
+                        *answer = Some(a);
+                    }
+                }
+                if let (Some(describe), false) = (activity, requests.is_empty()) {
+                    interrupt::set_activity(describe(0));
                 }
             }
-            if running != done.get() || !described {
-                if let Some(describe) = activity
-                    && running < answers.len()
-                {
-                    interrupt::set_activity(describe(running));
+            // Answers come in order, so only the first unanswered request needs polling.
+            loop {
+                let n = done.get();
+                if n == requests.len() {
+                    return Poll::Ready(Ok(()));
                 }
-                described = true;
-                done.set(running);
-            }
-            if running < answers.len() {
-                return Poll::Pending;
-            }
-            match (&row_sent, row_answer.take()) {
-                (None, _) => Poll::Ready(Ok(())),
-                (Some(_), None) => Poll::Pending,
-                (Some(_), Some(Ok(_))) => Poll::Ready(Ok(())),
-                (Some(_), Some(Err(e))) => Poll::Ready(Err(Pipelined::Row(Sent::Failed(e)))),
+                let answer = match early[n].take() {
+                    Some(a) => a,
+                    None => match sent[n].as_mut().poll(cx) {
+                        Poll::Ready(a) => a,
+                        Poll::Pending => return Poll::Pending,
+                    },
+                };
+                last_answer.set(tokio::time::Instant::now());
+                if let Err(e) = answer {
+                    return Poll::Ready(Err((n, Sent::Failed(e))));
+                }
+                if let Some(answered) = answered {
+                    answered(n);
+                }
+                done.set(n + 1);
+                if let (Some(describe), true) = (activity, n + 1 < requests.len()) {
+                    interrupt::set_activity(describe(n + 1));
+                }
             }
         });
         let watch = self.watch(started, &blockers);
@@ -383,8 +401,8 @@ impl Runner<'_> {
             }
         };
         let result = tokio::select! {
-            result = answered => Ok(result),
-            never = interrupt::keep_cancelling(), if statements.len() > 1 => match never {},
+            result = answers => Ok(result),
+            never = interrupt::keep_cancelling(), if requests.len() > 1 => match never {},
             why = watch => Err(Sent::Lost(why)),
             () = deadline => Err(Sent::Lost(format!(
                 "no answer within statement_timeout ({}) plus {} although the server cancels a \
@@ -395,10 +413,7 @@ impl Runner<'_> {
         };
         let result = result.unwrap_or_else(|lost| {
             self.session.mark_lost();
-            Err(match done.get() {
-                n if n < statements.len() => Pipelined::Statement(n, lost),
-                _ => Pipelined::Row(lost),
-            })
+            Err((done.get().min(requests.len().saturating_sub(1)), lost))
         });
         (result, blockers.take())
     }
@@ -542,56 +557,97 @@ impl Runner<'_> {
             })
             .await
             .map_err(GroupError::Failed)?;
-        let mut done = Vec::with_capacity(group.len());
-        // Whether the block begun above is certainly still open. Only then may statements and
-        // rows be pipelined: a failed one makes the server refuse everything after it. After a
-        // COMMIT in a file the next statements autocommit, so they run one by one, each waited
-        // for, as drizzle runs them.
-        let mut block_open = true;
-        for m in group {
-            if interrupt::check().is_err() {
-                rollback(self.session).await;
-                return Err(GroupError::Failed(interrupt::error()));
-            }
-            let started = Instant::now();
-            let chunks = m.chunks();
-            let at: Vec<usize> = (0..chunks.len())
-                .filter(|&n| !chunks[n].is_blank())
-                .collect();
-            block_open = block_open
-                && !at
+        if interrupt::check().is_err() {
+            rollback(self.session).await;
+            return Err(GroupError::Failed(interrupt::error()));
+        }
+        let chunks: Vec<Vec<Chunk<'_>>> = group.iter().map(|m| m.chunks()).collect();
+        // The chunks that are sent (not blank), per migration.
+        let at: Vec<Vec<usize>> = chunks
+            .iter()
+            .map(|c| (0..c.len()).filter(|&n| !c[n].is_blank()).collect())
+            .collect();
+        // Up to the first migration with a chunk that may end the block (its own COMMIT, END,
+        // ...), every statement and row goes out in one pipeline: while the block is certainly
+        // open, a failure makes the server refuse everything after it. From that migration on,
+        // one statement at a time, each answer waited for, as drizzle sends them: outside a
+        // block a failed statement would not stop the next.
+        let open = (0..group.len())
+            .find(|&i| {
+                at[i]
                     .iter()
-                    .any(|&n| lexer::may_end_transaction(sendable(&chunks[n])));
-            if block_open {
-                // The whole migration and its row in one round trip. A signal's cancel request
-                // stops the statement running (and is sent again until one does).
-                let describe = |i: usize| running_statement(m, at[i], chunks.len());
-                let statements: Vec<&str> = at.iter().map(|&n| sendable(&chunks[n])).collect();
-                let (result, blockers) = self.pipeline(&statements, Some(m), Some(&describe)).await;
-                if let Err(failed) = result {
-                    rollback(self.session).await;
-                    return Err(match failed {
-                        Pipelined::Statement(i, sent) => {
-                            self.failure(m, &chunks, at[i], sent, blockers, |_| {
-                                self.consequence_of_rollback(group)
-                            })
-                        }
-                        Pipelined::Row(sent) => GroupError::Failed(self.row_failure(m, sent)),
-                    });
-                }
-                done.push(self.ran(m, at.len(), started));
-                continue;
+                    .any(|&n| lexer::may_end_transaction(sendable(&chunks[i][n])))
+            })
+            .unwrap_or(group.len());
+        let mut requests = Vec::new();
+        for i in 0..open {
+            requests.extend(at[i].iter().map(|&n| Request::Statement {
+                migration: i,
+                chunk: n,
+                sql: sendable(&chunks[i][n]),
+            }));
+            requests.push(Request::Row { migration: i });
+        }
+        let done = RefCell::new(Vec::with_capacity(group.len()));
+        let since = Cell::new(Instant::now());
+        // Logged as each migration's row is answered: the migration took the time since the
+        // previous one's.
+        let answered = |r: usize| {
+            if let Request::Row { migration } = requests[r] {
+                let m = group[migration];
+                done.borrow_mut()
+                    .push(self.ran(m, at[migration].len(), since.get()));
+                since.set(Instant::now());
             }
-            for (k, &n) in at.iter().enumerate() {
-                if k > 0 && interrupt::check().is_err() {
+        };
+        let activity = |r: usize| match requests[r] {
+            Request::Statement {
+                migration, chunk, ..
+            } => running_statement(group[migration], chunk, chunks[migration].len()),
+            Request::Row { migration } => format!(
+                "recording {} in {}",
+                group[migration].tag, self.table.qualified
+            ),
+        };
+        // A signal's cancel request stops the statement running (and is sent again until one
+        // does).
+        let (result, blockers) = if requests.is_empty() {
+            (Ok(()), Vec::new())
+        } else {
+            self.pipeline(&requests, group, Some(&answered), Some(&activity))
+                .await
+        };
+        if let Err((r, sent)) = result {
+            rollback(self.session).await;
+            return Err(match requests[r] {
+                Request::Statement {
+                    migration, chunk, ..
+                } => self.failure(
+                    group[migration],
+                    &chunks[migration],
+                    chunk,
+                    sent,
+                    blockers,
+                    |_| self.consequence_of_rollback(group),
+                ),
+                Request::Row { migration } => {
+                    GroupError::Failed(self.row_failure(group[migration], sent))
+                }
+            });
+        }
+        let mut done = done.into_inner();
+        for (i, m) in group.iter().enumerate().skip(open) {
+            let started = Instant::now();
+            for &n in &at[i] {
+                if interrupt::check().is_err() {
                     rollback(self.session).await;
                     return Err(GroupError::Failed(interrupt::error()));
                 }
-                interrupt::set_activity(running_statement(m, n, chunks.len()));
-                let (result, blockers) = self.execute(sendable(&chunks[n])).await;
+                interrupt::set_activity(running_statement(m, n, chunks[i].len()));
+                let (result, blockers) = self.execute(sendable(&chunks[i][n])).await;
                 if let Err(e) = result {
                     rollback(self.session).await;
-                    return Err(self.failure(m, &chunks, n, e, blockers, |_| {
+                    return Err(self.failure(m, &chunks[i], n, e, blockers, |_| {
                         self.consequence_of_rollback(group)
                     }));
                 }
@@ -600,7 +656,7 @@ impl Runner<'_> {
                 rollback(self.session).await;
                 return Err(GroupError::Failed(e));
             }
-            done.push(self.ran(m, at.len(), started));
+            done.push(self.ran(m, at[i].len(), started));
         }
         interrupt::set_activity(format!(
             "committing {} migration(s) ending with {}",

@@ -453,20 +453,22 @@ fn exit_8_a_failing_third_of_five_rolls_everything_back_and_names_file_and_line(
     assert_eq!(rows(&url).len(), 5);
 }
 
-/// A migration's statements and its tracking row go to the server together, without waiting
-/// for each answer. The server must then refuse everything after a failed statement: the
-/// sequence bumped by statement 3 (a change that no rollback undoes) shows that statement 3
-/// never ran, as when statements are sent one by one.
+/// A transaction's statements and tracking rows go to the server together, without waiting for
+/// each answer. The server must then refuse everything after a failed statement: the sequence
+/// that statement 3 and the next migration would bump (a change that no rollback undoes) shows
+/// that neither ran, as when statements are sent one by one.
 #[test]
 fn exit_8_nothing_after_the_failed_statement_of_a_migration_runs() {
     let url = fresh_db("pipefail");
     execute(&url, "create sequence pipe_seq");
     let mut folder = Folder::new();
-    folder.add(
-        "0000_p",
-        1,
-        "create table p_a (id int);\n--> statement-breakpoint\nselect * from p_missing;\n--> statement-breakpoint\nselect nextval('pipe_seq');",
-    );
+    folder
+        .add(
+            "0000_p",
+            1,
+            "create table p_a (id int);\n--> statement-breakpoint\nselect * from p_missing;\n--> statement-breakpoint\nselect nextval('pipe_seq');",
+        )
+        .add("0001_q", 2, "select nextval('pipe_seq');");
     let out = migrate(&url, folder.path());
     out.expect(8);
     out.says("statement 2 of 3");
@@ -476,7 +478,7 @@ fn exit_8_nothing_after_the_failed_statement_of_a_migration_runs() {
     assert_eq!(
         crate::support::query(&url, "select is_called from pipe_seq")[0][0].as_deref(),
         Some("f"),
-        "statement 3 must not have run"
+        "statement 3 and 0001_q must not have run"
     );
     assert!(rows(&url).is_empty(), "no tracking row");
     assert_eq!(advisory_locks(&url), 0);
