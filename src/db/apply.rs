@@ -4,7 +4,7 @@
 //! transaction object, so a file's own `COMMIT;` behaves as under drizzle (E35). Inside the
 //! block the migrations' chunks and rows are pipelined (sent together, answers read in order):
 //! the server refuses everything after a failure there, so the outcome is the same as sending
-//! them one by one, in one round trip for the whole transaction.
+//! them one by one, in a few round trips for the whole transaction.
 //!
 //! Beyond drizzle:
 //! - migrations that refuse a transaction (`CREATE INDEX CONCURRENTLY`, ... or the
@@ -26,6 +26,7 @@ use crate::source::split::{line_col, position_to_byte};
 use crate::source::{Chunk, Migration};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::task::Poll;
@@ -118,6 +119,11 @@ enum Observer {
     #[default]
     Missing,
 }
+
+/// How many requests a pipeline keeps in flight (see [`Runner::pipeline`]): enough that even a
+/// distant server is rarely waited for (a 1000-migration folder is about 6000 requests), few
+/// enough that their encoded text stays small.
+const PIPELINE_DEPTH: usize = 256;
 
 /// One request of a pipeline (see [`Runner::pipeline`]).
 #[derive(Clone, Copy)]
@@ -288,8 +294,8 @@ impl Runner<'_> {
         (result.map_err(|(_, sent)| sent), blockers)
     }
 
-    /// Sends all `requests` without waiting for an answer in between, then reads the answers
-    /// in order, watched as [`Runner::execute`] describes, except that `statement_timeout`
+    /// Sends `requests` without waiting for an answer in between (up to [`PIPELINE_DEPTH`] in
+    /// flight), and reads the answers in order, watched as [`Runner::execute`] describes, except that `statement_timeout`
     /// counts from the latest answer (each statement has its own). Inside a transaction block
     /// this is what sending them one by one does, in one round trip instead of one each: once a
     /// statement fails the block is aborted and the server refuses everything after it, so
@@ -325,54 +331,56 @@ impl Runner<'_> {
             .iter()
             .map(|v| v.as_ref().map(|v| v.params(self.table)))
             .collect();
-        let mut sent: Vec<Answer<'_>> = requests
-            .iter()
-            .zip(&params)
-            .map(|(request, params)| -> Answer<'_> {
-                match (request, params) {
-                    (Request::Statement { sql, .. }, _) => {
-                        Box::pin(self.client().batch_execute(sql))
-                    }
-                    (Request::Row { .. }, params) => {
-                        let params = params.as_deref().unwrap_or_default();
-                        Box::pin(async move {
-                            self.client()
-                                .execute(&self.insert, params)
-                                .await
-                                .map(|_| ())
-                        })
-                    }
-                }
-            })
-            .collect();
-        let mut early: Vec<Option<Result<(), tokio_postgres::Error>>> =
-            requests.iter().map(|_| None).collect();
-        let mut first_poll = true;
-        let answers = poll_fn(|cx| {
-            if std::mem::take(&mut first_poll) {
-                // Each request goes out when its future is first polled: all of them, in order.
-                for (request, answer) in sent.iter_mut().zip(early.iter_mut()) {
-                    if let Poll::Ready(a) = request.as_mut().poll(cx) {
-                        *answer = Some(a);
-                    }
-                }
-                if let (Some(describe), false) = (activity, requests.is_empty()) {
-                    interrupt::set_activity(describe(0));
+        let send = |i: usize| -> Answer<'_> {
+            match requests[i] {
+                Request::Statement { sql, .. } => Box::pin(self.client().batch_execute(sql)),
+                Request::Row { .. } => {
+                    let params = params[i].as_deref().unwrap_or_default();
+                    Box::pin(async move {
+                        self.client()
+                            .execute(&self.insert, params)
+                            .await
+                            .map(|_| ())
+                    })
                 }
             }
-            // Answers come in order, so only the first unanswered request needs polling.
+        };
+        // The requests sent and not answered yet, the first being request `done`, each with its
+        // answer if that came when it was sent (only an error can).
+        let mut in_flight: VecDeque<(Answer<'_>, Option<Result<(), tokio_postgres::Error>>)> =
+            VecDeque::new();
+        let mut described = None;
+        let answers = poll_fn(|cx| {
             loop {
                 let n = done.get();
-                if n == requests.len() {
-                    return Poll::Ready(Ok(()));
+                // At most PIPELINE_DEPTH requests in flight, which bounds the memory they take
+                // however many migrations there are. Each goes out when first polled.
+                while n + in_flight.len() < requests.len() && in_flight.len() < PIPELINE_DEPTH {
+                    let mut request = send(n + in_flight.len());
+                    let early = match request.as_mut().poll(cx) {
+                        Poll::Ready(a) => Some(a),
+                        Poll::Pending => None,
+                    };
+                    in_flight.push_back((request, early));
                 }
-                let answer = match early[n].take() {
+                let Some((request, early)) = in_flight.front_mut() else {
+                    return Poll::Ready(Ok(()));
+                };
+                if let Some(describe) = activity
+                    && described != Some(n)
+                {
+                    interrupt::set_activity(describe(n));
+                    described = Some(n);
+                }
+                // Answers come in order, so only the first unanswered request needs polling.
+                let answer = match early.take() {
                     Some(a) => a,
-                    None => match sent[n].as_mut().poll(cx) {
+                    None => match request.as_mut().poll(cx) {
                         Poll::Ready(a) => a,
                         Poll::Pending => return Poll::Pending,
                     },
                 };
+                in_flight.pop_front();
                 last_answer.set(tokio::time::Instant::now());
                 if let Err(e) = answer {
                     return Poll::Ready(Err((n, Sent::Failed(e))));
@@ -381,12 +389,9 @@ impl Runner<'_> {
                     answered(n);
                 }
                 done.set(n + 1);
-                if let (Some(describe), true) = (activity, n + 1 < requests.len()) {
-                    interrupt::set_activity(describe(n + 1));
-                }
             }
         });
-        let watch = self.watch(started, &blockers);
+        let watch = self.watch(&last_answer, &blockers);
         let t = self.session.answer_timeout;
         let deadline = async {
             if self.limits.statement_timeout.is_zero() {
@@ -419,16 +424,20 @@ impl Runner<'_> {
     }
 
     /// Runs until the statement counts as lost (see [`Runner::execute`]); returns why.
+    ///
+    /// In a pipeline every answer counts from the start again: the server is alive and on the
+    /// next request, whose wait for locks is its own (blockers seen before are dropped).
     async fn watch(
         &self,
-        started: tokio::time::Instant,
+        last_answer: &Cell<tokio::time::Instant>,
         blockers: &RefCell<Vec<String>>,
     ) -> String {
         let t = self.session.answer_timeout;
         let sample_blockers = !self.limits.lock_timeout.is_zero();
-        let mut next_sample = started + self.limits.lock_timeout / 2;
-        let mut next_check = started + t;
-        let mut confirmed = started;
+        let mut since = last_answer.get();
+        let mut next_sample = since + self.limits.lock_timeout / 2;
+        let mut next_check = since + t;
+        let mut confirmed = since;
         loop {
             let wake = if sample_blockers {
                 next_sample.min(next_check)
@@ -436,6 +445,14 @@ impl Runner<'_> {
                 next_check
             };
             tokio::time::sleep_until(wake).await;
+            if last_answer.get() != since {
+                since = last_answer.get();
+                next_sample = since + self.limits.lock_timeout / 2;
+                next_check = since + t;
+                confirmed = confirmed.max(since);
+                blockers.borrow_mut().clear();
+                continue;
+            }
             let now = tokio::time::Instant::now();
             if sample_blockers && now >= next_sample {
                 next_sample = now + Duration::from_millis(250);
@@ -454,7 +471,7 @@ impl Runner<'_> {
                     return format!(
                         "no answer for {:.0}s, and the server has not confirmed for {:.0}s that \
                          it is still running it (checked through a second connection every {})",
-                        started.elapsed().as_secs_f64(),
+                        since.elapsed().as_secs_f64(),
                         confirmed.elapsed().as_secs_f64(),
                         format_duration(t)
                     );
