@@ -295,11 +295,11 @@ impl Runner<'_> {
     }
 
     /// Sends `requests` without waiting for an answer in between (up to [`PIPELINE_DEPTH`] in
-    /// flight), and reads the answers in order, watched as [`Runner::execute`] describes, except that `statement_timeout`
-    /// counts from the latest answer (each statement has its own). Inside a transaction block
-    /// this is what sending them one by one does, in one round trip instead of one each: once a
-    /// statement fails the block is aborted and the server refuses everything after it, so
-    /// nothing after a failure takes effect, tracking rows included. (Outside a block the later
+    /// flight) and reads the answers in order, watched as [`Runner::execute`] describes, except
+    /// that `statement_timeout` and the watch count from the latest answer (each statement has
+    /// its own). Inside a transaction block this is what sending them one by one does, without
+    /// a round trip each: once a statement fails the block is aborted and the server refuses
+    /// everything after it, so nothing after a failure takes effect, tracking rows included. (Outside a block the later
     /// statements would run, which is why the caller only pipelines where no statement can end
     /// the block.) `answered` hears of each request answered without error, in order;
     /// `activity` describes the request the server is on, for the "interrupted while ..."
