@@ -289,25 +289,32 @@ def scenario_noop(s, res):
     res["noop"] = {str(n): v for n, v in out.items()}
 
 
+def full_apply(s, tool, n, mode, fingerprints, port=None, rss=False):
+    """One full apply of the N-migration folder by `tool` on a database of its own, created just
+    before (not timed) and dropped after; checks that every migration was recorded exactly once
+    and that the schema built is the same as every other run's of that size (`fingerprints`)."""
+    db = f"{mode}_{tool.replace('-', '_')}_{n}"
+    fresh_db(s, db)
+    run = run_tool(s, tool, n, s.url(db, port), mode, rss=rss)
+    if tool != "psql" and not each_once(s, db, expected_rows(s, n)):
+        raise SystemExit(f"{tool} ({mode}, N={n}): tracking rows are not each migration "
+                         "exactly once")
+    fp = schema_fingerprint(s, db)
+    if fingerprints.setdefault(n, fp) != fp:
+        raise SystemExit(f"{tool} ({mode}, N={n}) built a different schema "
+                         f"({fp} vs {fingerprints[n]})")
+    drop_db(s, db)
+    return run
+
+
 def scenario_full(s, res):
     rounds, warm = s.rounds["full"], s.warmup
     out = {n: {t: [] for t in TOOLS} for n in s.sizes}
     fingerprints = {}
     for r in range(warm + rounds):
         for n in s.sizes:
-            exp = expected_rows(s, n)
             for tool in rotated(TOOLS, r):
-                db = f"full_{tool.replace('-', '_')}_{n}"
-                fresh_db(s, db)
-                run = run_tool(s, tool, n, s.url(db), "full", rss=True)
-                if tool != "psql" and not each_once(s, db, exp):
-                    raise SystemExit(f"{tool} full apply N={n}: tracking rows are not each "
-                                     "migration exactly once")
-                fp = schema_fingerprint(s, db)
-                if fingerprints.setdefault(n, fp) != fp:
-                    raise SystemExit(f"{tool} full apply N={n} built a different schema "
-                                     f"({fp} vs {fingerprints[n]})")
-                drop_db(s, db)
+                run = full_apply(s, tool, n, "full", fingerprints, rss=True)
                 if r >= warm:
                     out[n][tool].append([run.seconds, run.rss_kib, run.cpu])
         log(f"  full-apply round {r + 1 - warm}/{rounds}" if r >= warm else "  full-apply warm-up")
@@ -560,17 +567,12 @@ class DelayProxy(LoopbackProxy):
 def scenario_latency(s, res):
     rounds, warm, n = s.rounds["latency"], s.warmup, s.latency_size
     proxy = DelayProxy(s.port, s.latency_ms / 2000)
-    exp = expected_rows(s, n)
     out = {t: [] for t in TOOLS}
+    # The same checks as the local full apply, the schema included.
+    fingerprints = {int(k): v for k, v in res.get("schema_fingerprints", {}).items()}
     for r in range(warm + rounds):
         for tool in rotated(TOOLS, r):
-            db = f"latency_{tool.replace('-', '_')}"
-            fresh_db(s, db)
-            run = run_tool(s, tool, n, s.url(db, proxy.port), "latency")
-            if tool != "psql" and not each_once(s, db, exp):
-                raise SystemExit(f"{tool} full apply through the delaying proxy: tracking rows "
-                                 "are not each migration exactly once")
-            drop_db(s, db)
+            run = full_apply(s, tool, n, "latency", fingerprints, port=proxy.port)
             if r >= warm:
                 out[tool].append([run.seconds, run.cpu])
         log(f"  latency round {r + 1 - warm}/{rounds}" if r >= warm else "  latency warm-up")
