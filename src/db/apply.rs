@@ -722,14 +722,21 @@ impl Runner<'_> {
         let what = format!("recording {} in {}", m.tag, self.table.qualified);
         match sent {
             Sent::Failed(e) => query_failed(&what, &e),
-            Sent::Lost(why) => Error::Unreachable(format!(
-                "the database stopped answering while {what}: {why}. The connection is treated \
-                 as lost, so nothing of this transaction was committed (no migration of it, no \
-                 tracking row): the server rolls it back, and releases the migration lock, when \
-                 it notices.{} Check the network path and run again; a restart may help.",
-                self.kept()
-            )),
+            Sent::Lost(why) => self.lost_in_transaction(&what, &why),
         }
+    }
+
+    /// The connection went silent inside a transaction while `doing`: given up as lost, and
+    /// what that leaves.
+    fn lost_in_transaction(&self, doing: &str, why: &str) -> Error {
+        Error::Unreachable(format!(
+            "the database stopped answering while {doing}: {why}. The connection is treated as \
+             lost, so nothing of this transaction was committed (no migration of it, no tracking \
+             row): the server rolls it back, and releases the migration lock, when it notices.{} \
+             Check the network path (a proxy or firewall that stopped forwarding, a hung server) \
+             and run again; a restart may help.",
+            self.kept()
+        ))
     }
 
     /// The connection ended or went silent during COMMIT: the outcome is unknown, but atomic.
@@ -863,18 +870,8 @@ impl Runner<'_> {
         let e = match sent {
             Sent::Failed(e) => e,
             Sent::Lost(why) => {
-                return GroupError::Failed(Error::Unreachable(format!(
-                    "the database stopped answering while running statement {} of {} ({}): \
-                     {why}. The connection is treated as lost, so nothing of this transaction \
-                     was committed (no migration of it, no tracking row): the server rolls it \
-                     back, and releases the migration lock, when it notices.{} Check the network \
-                     path (a proxy or firewall that stopped forwarding, a hung server) and run \
-                     again; a restart may help.",
-                    n + 1,
-                    m.tag,
-                    m.file(),
-                    self.kept()
-                )));
+                let doing = format!("running statement {} of {} ({})", n + 1, m.tag, m.file());
+                return GroupError::Failed(self.lost_in_transaction(&doing, &why));
             }
         };
         let chunk = chunks[n];
