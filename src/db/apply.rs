@@ -125,17 +125,13 @@ enum Observer {
 /// enough that their encoded text stays small.
 const PIPELINE_DEPTH: usize = 256;
 
-/// One request of a pipeline (see [`Runner::pipeline`]).
+/// What one request of a pipeline sends (see [`Runner::pipeline`]).
 #[derive(Clone, Copy)]
 enum Request<'a> {
-    /// Chunk `chunk` of migration `migration` (an index into the group), as sent.
-    Statement {
-        migration: usize,
-        chunk: usize,
-        sql: &'a str,
-    },
-    /// The tracking row of migration `migration`.
-    Row { migration: usize },
+    /// A statement, as sent.
+    Statement(&'a str),
+    /// The tracking row of the migration at this index of the pipeline's `migrations`.
+    Row(usize),
 }
 
 /// Why a statement (or COMMIT) did not complete normally.
@@ -285,12 +281,9 @@ impl Runner<'_> {
     /// forwarding or a hung server would otherwise hang the run forever, since TCP keepalives
     /// are answered by whatever holds the socket. Returns the last blockers seen too.
     async fn execute(&self, sql: &str) -> (Result<(), Sent>, Vec<String>) {
-        let one = [Request::Statement {
-            migration: 0,
-            chunk: 0,
-            sql,
-        }];
-        let (result, blockers) = self.pipeline(&one, &[], None, None).await;
+        let (result, blockers) = self
+            .pipeline(&[Request::Statement(sql)], &[], None, None)
+            .await;
         (result.map_err(|(_, sent)| sent), blockers)
     }
 
@@ -320,11 +313,9 @@ impl Runner<'_> {
         let blockers = RefCell::new(Vec::new());
         let values: Vec<Option<RowValues>> = requests
             .iter()
-            .map(|r| match r {
-                Request::Row { migration } => {
-                    Some(RowValues::of(&migrations[*migration..=*migration]))
-                }
-                Request::Statement { .. } => None,
+            .map(|r| match *r {
+                Request::Row(m) => Some(RowValues::of(&migrations[m..=m])),
+                Request::Statement(_) => None,
             })
             .collect();
         let params: Vec<Option<Vec<&(dyn ToSql + Sync)>>> = values
@@ -333,8 +324,8 @@ impl Runner<'_> {
             .collect();
         let send = |i: usize| -> Answer<'_> {
             match requests[i] {
-                Request::Statement { sql, .. } => Box::pin(self.client().batch_execute(sql)),
-                Request::Row { .. } => {
+                Request::Statement(sql) => Box::pin(self.client().batch_execute(sql)),
+                Request::Row(_) => {
                     let params = params[i].as_deref().unwrap_or_default();
                     Box::pin(async move {
                         self.client()
@@ -596,32 +587,37 @@ impl Runner<'_> {
                     .any(|&n| lexer::may_end_transaction(sendable(&chunks[i][n])))
             })
             .unwrap_or(group.len());
-        let mut requests = Vec::new();
-        for i in 0..open {
-            requests.extend(at[i].iter().map(|&n| Request::Statement {
-                migration: i,
-                chunk: n,
-                sql: sendable(&chunks[i][n]),
-            }));
-            requests.push(Request::Row { migration: i });
-        }
+        // What each request of the pipeline is: a migration (an index into the group) and the
+        // chunk sent, or `None` for the migration's tracking row.
+        let places: Vec<(usize, Option<usize>)> = at[..open]
+            .iter()
+            .enumerate()
+            .flat_map(|(i, sent)| sent.iter().map(move |&n| (i, Some(n))).chain([(i, None)]))
+            .collect();
+        let requests: Vec<Request<'_>> = places
+            .iter()
+            .map(|&(i, chunk)| match chunk {
+                Some(n) => Request::Statement(sendable(&chunks[i][n])),
+                None => Request::Row(i),
+            })
+            .collect();
         let done = RefCell::new(Vec::with_capacity(group.len()));
         let since = Cell::new(Instant::now());
         // Logged as each migration's row is answered: the migration took the time since the
         // previous one's.
         let answered = |r: usize| {
-            if let Request::Row { migration } = requests[r] {
+            if let (migration, None) = places[r] {
                 let m = group[migration];
                 done.borrow_mut()
                     .push(self.ran(m, at[migration].len(), since.get()));
                 since.set(Instant::now());
             }
         };
-        let activity = |r: usize| match requests[r] {
-            Request::Statement {
-                migration, chunk, ..
-            } => running_statement(group[migration], chunk, chunks[migration].len()),
-            Request::Row { migration } => format!(
+        let activity = |r: usize| match places[r] {
+            (migration, Some(chunk)) => {
+                running_statement(group[migration], chunk, chunks[migration].len())
+            }
+            (migration, None) => format!(
                 "recording {} in {}",
                 group[migration].tag, self.table.qualified
             ),
@@ -636,10 +632,8 @@ impl Runner<'_> {
         };
         if let Err((r, sent)) = result {
             rollback(self.session).await;
-            return Err(match requests[r] {
-                Request::Statement {
-                    migration, chunk, ..
-                } => self.failure(
+            return Err(match places[r] {
+                (migration, Some(chunk)) => self.failure(
                     group[migration],
                     &chunks[migration],
                     chunk,
@@ -647,9 +641,7 @@ impl Runner<'_> {
                     blockers,
                     |_| self.consequence_of_rollback(group),
                 ),
-                Request::Row { migration } => {
-                    GroupError::Failed(self.row_failure(group[migration], sent))
-                }
+                (migration, None) => GroupError::Failed(self.row_failure(group[migration], sent)),
             });
         }
         let mut done = done.into_inner();
