@@ -681,6 +681,17 @@ def per_round_ratios(rows_a, rows_b, idx=0):
     return [a[idx] / b[idx] for a, b in zip(rows_a, rows_b) if b[idx] > 0]
 
 
+def ratio(d, tool):
+    """The median over rounds of portcullis' time ÷ `tool`'s, from a scenario's rows `d`."""
+    return median(per_round_ratios(d["portcullis"], d[tool]))
+
+
+def time_and_ratio(d, tool):
+    """A table's cells for `tool`: its median time and portcullis ÷ tool (— in its own row)."""
+    return [fmt_s(median([x[0] for x in d[tool]])),
+            "—" if tool == "portcullis" else fmt_x(ratio(d, tool))]
+
+
 def quartiles(xs):
     xs = sorted(xs)
     if len(xs) < 2:
@@ -695,10 +706,10 @@ def goals(res):
     noop = res.get("noop", {})
     for n in sorted(noop, key=int):
         d = noop[n]
-        rk = median(per_round_ratios(d["portcullis"], d["drizzle-kit"]))
+        rk = ratio(d, "drizzle-kit")
         g.append((f"no-op N={n}: portcullis ≤ 1/10 of drizzle-kit's time",
                   f"{fmt_x(rk)} (1/{1 / rk:.0f})", rk <= 0.1))
-        rp = median(per_round_ratios(d["portcullis"], d["psql"]))
+        rp = ratio(d, "psql")
         g.append((f"no-op N={n}: portcullis ≤ 2x psql's floor", fmt_x(rp), rp <= 2.0))
     if noop:
         peak = max(median([x[1] for x in noop[n]["portcullis"]]) for n in noop)
@@ -708,7 +719,7 @@ def goals(res):
     full = res.get("full", {})
     for n in sorted(full, key=int):
         d = full[n]
-        r = median(per_round_ratios(d["portcullis"], d["psql"]))
+        r = ratio(d, "psql")
         g.append((f"full apply N={n}: portcullis ≤ 1.2x psql -1 -f", fmt_x(r), r <= 1.2))
     rep = res.get("replicas", {}).get("runs", {})
     if "50" in rep and "1" in rep:
@@ -771,10 +782,7 @@ def write_markdown(res, path, chart_name):
         for tool in TOOLS:
             cells = [LABELS[tool]]
             for n in sizes:
-                d = res["noop"][n]
-                cells.append(fmt_s(median([x[0] for x in d[tool]])))
-                cells.append("—" if tool == "portcullis"
-                             else fmt_x(median(per_round_ratios(d["portcullis"], d[tool]))))
+                cells += time_and_ratio(res["noop"][n], tool)
             rss = [median([x[1] for x in res["noop"][n][tool]]) for n in sizes]
             cells.append(" / ".join(fmt_mib(x) for x in rss))
             n0 = "200" if "200" in res["noop"] else sizes[0]
@@ -796,10 +804,7 @@ def write_markdown(res, path, chart_name):
             cells = [LABELS[tool]]
             for n in sizes:
                 d = res["full"][n]
-                cells.append(fmt_s(median([x[0] for x in d[tool]])))
-                cells.append("—" if tool == "portcullis"
-                             else fmt_x(median(per_round_ratios(d["portcullis"], d[tool]))))
-                cells.append(fmt_mib(median([x[1] for x in d[tool]])))
+                cells += time_and_ratio(d, tool) + [fmt_mib(median([x[1] for x in d[tool]]))]
             L.append("| " + " | ".join(cells) + " |")
         L.append("\nEach run gets its own database created from template0 just before it (not "
                  "timed). psql runs `psql -1 -f all.sql`: every statement of every migration in "
@@ -865,14 +870,13 @@ def write_markdown(res, path, chart_name):
         L.append("| tool | time | portcullis ÷ tool |")
         L.append("|---|---|---|")
         for tool in TOOLS:
-            L.append(f"| {LABELS[tool]} | {fmt_s(median([x[0] for x in d[tool]]))} | "
-                     + ("—" if tool == "portcullis"
-                        else fmt_x(median(per_round_ratios(d["portcullis"], d[tool])))) + " |")
+            L.append("| " + " | ".join([LABELS[tool]] + time_and_ratio(d, tool)) + " |")
         L.append(f"\nThe same full apply as above, through a loopback proxy in the bench that hands "
                  f"every chunk of bytes on {lat['rtt_ms'] / 2:g} ms after it arrived, each way (a "
                  "database in another zone, or reached from a CI runner). drizzle-kit, "
                  "drizzle-orm and psql wait for each statement's answer before sending the next; "
-                 "portcullis sends each migration's statements and its tracking row together.\n")
+                 "portcullis sends a transaction's statements and tracking rows without waiting "
+                 "for each answer (up to 256 in flight) and reads the answers in order.\n")
 
     L.append(f"![benchmark chart]({chart_name})\n")
     L.append("Raw per-round figures: `target/bench/results.json` after a run.")
