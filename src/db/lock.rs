@@ -226,7 +226,10 @@ async fn timed_out(session: &Session, key: i64, table: &str, timeout: Duration) 
         return session.lost_error("waiting for the migration lock");
     }
     Error::LockTimeout(format!(
-        "another runner held the migration lock for {table} for the whole          PORTCULLIS_LOCK_WAIT_TIMEOUT ({}); held by {}. If that runner is stuck, stop it          (SELECT pg_terminate_backend(<pid>)); if it is just slow, raise          PORTCULLIS_LOCK_WAIT_TIMEOUT. A restart may help.",
+        "another runner held the migration lock for {table} for the whole \
+         PORTCULLIS_LOCK_WAIT_TIMEOUT ({}); held by {}. If that runner is stuck, stop it \
+         (SELECT pg_terminate_backend(<pid>)); if it is just slow, raise \
+         PORTCULLIS_LOCK_WAIT_TIMEOUT. A restart may help.",
         format_duration(timeout),
         if who.is_empty() {
             "a session that has just released it".to_string()

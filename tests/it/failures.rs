@@ -309,6 +309,12 @@ fn exit_7_when_another_runner_keeps_the_lock() {
     out.expect(7);
     out.says("lock-holder-test");
     out.says("waiting for the migration lock");
+    // The whole reason, as one sentence an operator reads (no line-continuation gaps).
+    out.says(
+        "another runner held the migration lock for \"drizzle\".\"__drizzle_migrations\" for \
+         the whole PORTCULLIS_LOCK_WAIT_TIMEOUT (2s); held by pid ",
+    );
+    out.says("If that runner is stuck, stop it (SELECT pg_terminate_backend(<pid>)); if it is");
     assert!(
         !table_exists(&url, "users"),
         "nothing applied without the lock"
