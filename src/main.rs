@@ -88,7 +88,8 @@ enum FormatArg {
 /// Flags override the environment variable named in each help line.
 #[derive(clap::Args, Debug, Default)]
 struct Flags {
-    /// Connection string (DATABASE_URL). Visible in `ps`: prefer the environment.
+    /// Connection string; overrides DATABASE_URL, DATABASE_URL_FILE and PORTCULLIS_DATABASE_URL.
+    /// Visible in `ps`: prefer the environment
     #[arg(long, global = true, value_name = "URL")]
     database_url: Option<String>,
     /// drizzle-kit `out` folder (PORTCULLIS_MIGRATIONS_DIR) [default: ./migrations]
@@ -169,20 +170,29 @@ impl Flags {
 fn main() -> process::ExitCode {
     // A panic is a bug: report it as one (exit 1) instead of an abort signal.
     std::panic::set_hook(Box::new(|info| {
-        eprintln!("portcullis: internal error (a bug, please report it): {info}");
+        let reason = format!("internal error (a bug, please report it): {info}");
+        eprintln!("portcullis: {reason}");
+        write_termination_log(&format!("exit {}: {reason}", ExitCode::Internal.code()));
         process::exit(i32::from(ExitCode::Internal.code()));
     }));
 
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            // --help and --version print and exit 0; usage errors exit 2.
+            // --help and --version print and exit 0; usage errors exit 2, and their first line
+            // (what was wrong) goes to the termination log like any failure's reason.
             let _ = e.print();
-            return process::ExitCode::from(if e.use_stderr() {
-                ExitCode::Config.code()
-            } else {
-                0
-            });
+            if !e.use_stderr() {
+                return process::ExitCode::SUCCESS;
+            }
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            write_termination_log(&format!(
+                "exit {}: {}; see --help",
+                ExitCode::Config.code(),
+                first.strip_prefix("error: ").unwrap_or(first)
+            ));
+            return process::ExitCode::from(ExitCode::Config.code());
         }
     };
     let overrides = cli.flags.as_overrides();

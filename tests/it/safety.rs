@@ -371,6 +371,19 @@ fn the_termination_log_gets_the_one_line_reason() {
             .unwrap()
             .starts_with("exit 2: PORTCULLIS_LOG_LEVEL")
     );
+    // So is a command-line usage error, which the argument parser reports before any
+    // configuration is read.
+    std::fs::remove_file(&log).unwrap();
+    run(command(&url, &example_dir())
+        .env("PORTCULLIS_TERMINATION_LOG", &log)
+        .args(["migrate", "--no-such-flag"]))
+    .expect(2);
+    let reason = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        reason.starts_with("exit 2: unexpected argument '--no-such-flag' found"),
+        "{reason}"
+    );
+    assert_eq!(reason.lines().count(), 1);
     let _ = std::fs::remove_file(&log);
 }
 
