@@ -669,6 +669,71 @@ fn take_tls_params(url: &str) -> (String, TlsParams) {
     (rebuilt, p)
 }
 
+/// Takes the libpq TLS parameters out of a libpq `keyword=value` connection string (`host=db
+/// user=app sslmode=verify-full ...`) and returns the string without them, plus their values.
+/// Left in, tokio-postgres would read `sslmode` its own way (refusing verify-ca and verify-full)
+/// and the mode resolved here would then override the one the string asked for. Follows
+/// libpq's syntax: pairs separated by whitespace, optional whitespace around `=`, a value
+/// either single-quoted or ending at whitespace, `\` escaping the next character. A string it
+/// cannot read is returned whole, for tokio-postgres to report.
+fn take_tls_params_kv(s: &str) -> (String, TlsParams) {
+    let whole = || (s.to_string(), TlsParams::default());
+    let mut p = TlsParams::default();
+    let mut kept: Vec<&str> = Vec::new();
+    let mut rest = s.trim_start();
+    while !rest.is_empty() {
+        let pair_start = rest;
+        let Some(eq) = rest.find('=') else {
+            return whole();
+        };
+        let key = rest[..eq].trim_end();
+        if key.is_empty() || key.contains(char::is_whitespace) {
+            return whole();
+        }
+        rest = rest[eq + 1..].trim_start();
+        let quoted = rest.starts_with('\'');
+        if quoted {
+            rest = &rest[1..];
+        }
+        let mut value = String::new();
+        let mut chars = rest.char_indices();
+        let mut end = rest.len();
+        let mut closed = !quoted;
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some((_, escaped)) => value.push(escaped),
+                    None => return whole(),
+                },
+                '\'' if quoted => {
+                    end = i + 1;
+                    closed = true;
+                    break;
+                }
+                c if !quoted && c.is_whitespace() => {
+                    end = i;
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        if !closed {
+            return whole();
+        }
+        rest = &rest[end..];
+        let pair = &pair_start[..pair_start.len() - rest.len()];
+        match key {
+            "sslmode" => p.mode = Some(value),
+            "sslrootcert" => p.rootcert = Some(value),
+            "sslcert" => p.cert = Some(value),
+            "sslkey" => p.key = Some(value),
+            _ => kept.push(pair),
+        }
+        rest = rest.trim_start();
+    }
+    (kept.join(" "), p)
+}
+
 fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -817,7 +882,7 @@ fn database_config(p: &RawPortcullis, env: &RawEnv) -> Result<Database, Error> {
             let (mut clean, tls) = if is_url {
                 take_tls_params(url)
             } else {
-                (url.clone(), TlsParams::default())
+                take_tls_params_kv(url)
             };
             // tokio-postgres fills in 5432 for a URL without a port; libpq uses PGPORT first.
             if let (true, Some(port)) = (is_url, &env.pgport) {
@@ -1366,6 +1431,53 @@ mod tests {
         assert!(err.to_string().contains("DATABASE_URL"));
         let err = cfg(&[("PGHOST", "h")]).unwrap_err();
         assert!(err.to_string().contains("PGUSER"));
+    }
+
+    #[test]
+    fn keyword_value_strings_keep_their_tls_settings() {
+        let (rest, p) = take_tls_params_kv(
+            " host=db  user = app sslmode=require password='a b\\'c' sslrootcert='/etc/my ca.pem'",
+        );
+        assert_eq!(rest, "host=db user = app password='a b\\'c'");
+        assert_eq!(p.mode.as_deref(), Some("require"));
+        assert_eq!(p.rootcert.as_deref(), Some("/etc/my ca.pem"));
+        let (rest, p) = take_tls_params_kv("sslkey=/k\\ ey sslcert = /c dbname=x");
+        assert_eq!(rest, "dbname=x");
+        assert_eq!(
+            (p.key.as_deref(), p.cert.as_deref()),
+            (Some("/k ey"), Some("/c"))
+        );
+        // What it cannot read is left whole, for tokio-postgres to report.
+        assert_eq!(take_tls_params_kv("host='db").0, "host='db");
+        assert_eq!(take_tls_params_kv("host db").0, "host db");
+
+        // The mode the string asks for is the mode used; PGSSLMODE only fills in.
+        let c = cfg(&[(
+            "DATABASE_URL",
+            "host=h user=u password='p w' sslmode=require",
+        )])
+        .unwrap();
+        assert_eq!(c.database.ssl_mode, SslMode::Require);
+        assert_eq!(c.database.pg.get_password(), Some(&b"p w"[..]));
+        let c = cfg(&[
+            ("DATABASE_URL", "host=h user=u sslmode=require"),
+            ("PGSSLMODE", "disable"),
+        ])
+        .unwrap();
+        assert_eq!(c.database.ssl_mode, SslMode::Require);
+        let c = cfg(&[("DATABASE_URL", "host=h user=u"), ("PGSSLMODE", "disable")]).unwrap();
+        assert_eq!(c.database.ssl_mode, SslMode::Disable);
+        // verify-full works in this form too (tokio-postgres alone refuses it).
+        let ca = std::env::temp_dir().join(format!("portcullis-kv-ca-{}.pem", std::process::id()));
+        std::fs::write(&ca, "not parsed here").unwrap();
+        let s = format!(
+            "host=h user=u sslmode=verify-full sslrootcert='{}'",
+            ca.display()
+        );
+        let c = cfg(&[("DATABASE_URL", s.as_str())]).unwrap();
+        assert_eq!(c.database.ssl_mode, SslMode::VerifyFull);
+        assert_eq!(c.database.root_certs, Some(RootCerts::File(ca.clone())));
+        std::fs::remove_file(&ca).unwrap();
     }
 
     #[test]

@@ -257,6 +257,15 @@ fn exit_6_when_tls_is_required_but_the_server_has_none() {
     let out = run(command(&url, &example_dir()).arg("migrate"));
     out.expect(6);
     out.says("TLS");
+    // The same in libpq's keyword/value form, whose sslmode was once overridden by the
+    // default (prefer), which connected without TLS.
+    let kv = format!(
+        "host=127.0.0.1 port={} user=postgres password={PASSWORD} dbname=postgres sslmode=require",
+        Cluster::shared().port()
+    );
+    let out = run(command(&kv, &example_dir()).arg("migrate"));
+    out.expect(6);
+    out.says("TLS");
 }
 
 #[test]

@@ -523,6 +523,16 @@ fn tls_modes_behave_like_libpq() {
     .expect(0);
     // require: encrypted without verification, as libpq.
     wait(&url("127.0.0.1", "sslmode=require")).expect(0);
+    // libpq's keyword/value form carries the same settings, verify-full included.
+    let kv = |host: &str, ca: &str| {
+        format!(
+            "host={host} port={port} user=postgres password={PASSWORD} dbname=postgres \
+             sslmode=verify-full sslrootcert='{}'",
+            certs.path(ca)
+        )
+    };
+    wait(&kv("localhost", "ca.crt")).expect(0);
+    wait(&kv("localhost", "other-ca.crt")).expect(6);
     // disable against a server that accepts only TLS: refused, exit 6, with the fix.
     let out = wait(&url("127.0.0.1", "sslmode=disable"));
     out.expect(6);
