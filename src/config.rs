@@ -134,6 +134,9 @@ pub struct Config {
 /// Where and how to connect. `Debug` never shows the password (tokio-postgres redacts it).
 #[derive(Clone)]
 pub struct Database {
+    /// Where the connection settings came from (`DATABASE_URL`, `DATABASE_URL_FILE`,
+    /// `PORTCULLIS_DATABASE_URL` or `the PG* variables`), for messages that say what to fix.
+    pub source: &'static str,
     pub pg: tokio_postgres::Config,
     pub ssl_mode: SslMode,
     pub root_certs: Option<RootCerts>,
@@ -734,6 +737,72 @@ fn take_tls_params_kv(s: &str) -> (String, TlsParams) {
     (kept.join(" "), p)
 }
 
+/// Why tokio-postgres could not read a connection string: its cause (`unknown option `x``,
+/// `invalid value for option `port``, ...), which it leaves out of its own message. Nothing of
+/// the string's values is repeated: the cause that quotes a character of it (`... but got
+/// `c``) is cut before that, and in a keyword/value string an unknown option's name is left
+/// out, since it may be the rest of an unquoted value such as a password with a space.
+fn parse_failure(e: &tokio_postgres::Error, is_url: bool) -> String {
+    use std::error::Error as _;
+    let Some(cause) = e.source().map(|c| c.to_string()) else {
+        return e.to_string();
+    };
+    if let Some(cut) = cause.find(" but got") {
+        return format!("{e}: {}", &cause[..cut]);
+    }
+    if !is_url && cause.starts_with("unknown option") {
+        return format!(
+            "{e}: an unknown option, not named here since it may be part of an unquoted value; \
+             put values with spaces in single quotes"
+        );
+    }
+    format!("{e}: {cause}")
+}
+
+/// `text` with the password of every `scheme://user:password@` and every `password=...` pair
+/// replaced by `***`: for text that may quote a connection string given where it should not
+/// be (a command-line argument the parser rejects).
+pub fn hide_credentials(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        // The authority ends at the path, the query, or the end of the quoted word; a password
+        // with an unencoded '@' or '/' is hidden up to the last '@' before that.
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '\'' | '"' | '`'))
+            .unwrap_or(tail.len());
+        let word = &tail[..end];
+        match (word.find(':'), word.rfind('@')) {
+            (Some(colon), Some(at)) if colon < at => {
+                out.push_str(&word[..=colon]);
+                out.push_str("***");
+                out.push_str(&word[at..]);
+            }
+            _ => out.push_str(word),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    let mut hidden = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(at) = rest.find("password=") {
+        let (head, tail) = rest.split_at(at + "password=".len());
+        hidden.push_str(head);
+        hidden.push_str("***");
+        let end = if let Some(quoted) = tail.strip_prefix('\'') {
+            quoted.find('\'').map_or(tail.len(), |i| i + 2)
+        } else {
+            tail.find(|c: char| c.is_whitespace() || matches!(c, '&' | '"' | '`'))
+                .unwrap_or(tail.len())
+        };
+        rest = &tail[end..];
+    }
+    hidden.push_str(rest);
+    hidden
+}
+
 fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -891,12 +960,12 @@ fn database_config(p: &RawPortcullis, env: &RawEnv) -> Result<Database, Error> {
                 })?;
                 clean = with_default_port(&clean, port);
             }
-            // The parser's messages name the option, never the value, so no secret leaks here.
             let pg = tokio_postgres::Config::from_str(&clean).map_err(|e| {
                 Error::Config(format!(
-                    "{name} is not a valid PostgreSQL connection string ({e}). Expected \
+                    "{name} is not a valid PostgreSQL connection string ({}). Expected \
                      postgres://user:password@host:5432/dbname?sslmode=require; characters such \
-                     as @ : / in the password must be percent-encoded."
+                     as @ : / in the password must be percent-encoded.",
+                    parse_failure(&e, is_url)
                 ))
             })?;
             (pg, tls, *name)
@@ -904,10 +973,23 @@ fn database_config(p: &RawPortcullis, env: &RawEnv) -> Result<Database, Error> {
         None => (
             tokio_postgres::Config::new(),
             TlsParams::default(),
-            "PGHOST",
+            "the PG* variables",
         ),
     };
 
+    // libpq and tokio-postgres end the user and password at the first '@', so a password with
+    // an unencoded '@' leaves the rest of it in the host name, which every message would show.
+    if pg
+        .get_hosts()
+        .iter()
+        .any(|h| matches!(h, Host::Tcp(name) if name.contains('@')))
+    {
+        return Err(Error::Config(format!(
+            "{source_name}: the host name contains '@', which means the password (or user) \
+             contains an '@' that is not percent-encoded. Write it as %40 (and ':' as %3A, '/' \
+             as %2F, '?' as %3F, '#' as %23): postgres://user:p%40ss@host:5432/dbname."
+        )));
+    }
     if pg.get_hosts().is_empty() {
         match &env.pghost {
             Some(hosts) => {
@@ -939,10 +1021,16 @@ fn database_config(p: &RawPortcullis, env: &RawEnv) -> Result<Database, Error> {
                 pg.user(u);
             }
             None => {
-                return Err(Error::Config(format!(
-                    "no database user: {source_name} names none and PGUSER is unset. Put the \
-                     user in the URL (postgres://USER:password@host/db) or set PGUSER."
-                )));
+                return Err(Error::Config(match source {
+                    Some(_) => format!(
+                        "no database user: {source_name} names none and PGUSER is unset. Put \
+                         the user in the URL (postgres://USER:password@host/db) or set PGUSER."
+                    ),
+                    None => "no database user: PGUSER is unset and no connection string names \
+                             one. Set PGUSER, or DATABASE_URL to \
+                             postgres://USER:password@host:5432/dbname."
+                        .to_string(),
+                }));
             }
         }
     }
@@ -979,6 +1067,7 @@ fn database_config(p: &RawPortcullis, env: &RawEnv) -> Result<Database, Error> {
         pg.application_name(&name[..end]);
     }
     Ok(Database {
+        source: source_name,
         pg,
         ssl_mode,
         root_certs,
@@ -1431,6 +1520,58 @@ mod tests {
         assert!(err.to_string().contains("DATABASE_URL"));
         let err = cfg(&[("PGHOST", "h")]).unwrap_err();
         assert!(err.to_string().contains("PGUSER"));
+    }
+
+    #[test]
+    fn an_unencoded_at_sign_in_the_password_is_refused_without_showing_it() {
+        let err = cfg(&[("DATABASE_URL", "postgres://app:p@ss@db:5432/x")]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("%40"), "{text}");
+        assert!(!text.contains("ss@db"), "{text}");
+        // Encoded, it is the password it was meant to be.
+        let c = cfg(&[("DATABASE_URL", "postgres://app:p%40ss@db:5432/x")]).unwrap();
+        assert_eq!(c.database.pg.get_password(), Some(&b"p@ss"[..]));
+    }
+
+    #[test]
+    fn a_connection_string_that_cannot_be_read_says_why_without_its_values() {
+        let says = |url: &str| cfg(&[("DATABASE_URL", url)]).unwrap_err().to_string();
+        let text = says("postgres://u:pw@h/db?port=abc");
+        assert!(text.contains("invalid value for option `port`"), "{text}");
+        let text = says("postgres://u:pw@h/db?colour=red");
+        assert!(text.contains("unknown option `colour`"), "{text}");
+        // A password with an unquoted space: its rest would be read as an option.
+        let text = says("host=h user=u password=open sesame=1");
+        assert!(text.contains("an unknown option"), "{text}");
+        assert!(!text.contains("sesame"), "{text}");
+        let text = says("host=h user=u password 's3cret'");
+        assert!(text.contains("unexpected character at byte"), "{text}");
+        assert!(!text.contains("got"), "{text}");
+    }
+
+    #[test]
+    fn credentials_are_hidden_in_quoted_text() {
+        assert_eq!(
+            hide_credentials("unexpected argument 'postgres://app:s3cret@db:5432/x?a=b' found"),
+            "unexpected argument 'postgres://app:***@db:5432/x?a=b' found"
+        );
+        // An unencoded '@' in the password is hidden up to the last '@'.
+        assert_eq!(
+            hide_credentials("'postgresql://app:p@ss@db/x'"),
+            "'postgresql://app:***@db/x'"
+        );
+        assert_eq!(
+            hide_credentials("'host=db password=s3cret user=app' and password='a b' x"),
+            "'host=db password=*** user=app' and password=*** x"
+        );
+        // Nothing to hide: unchanged.
+        for plain in [
+            "postgres://app@db/x",
+            "https://example.com/a:b",
+            "no url here",
+        ] {
+            assert_eq!(hide_credentials(plain), plain);
+        }
     }
 
     #[test]

@@ -17,9 +17,10 @@ use std::process;
     after_help = "Every flag has an environment variable of the same meaning (see README); the \
                   flag wins. Prefer DATABASE_URL or DATABASE_URL_FILE over --database-url, which \
                   other users of the machine can see in the process list.\n\nExit codes: 0 ok, \
-                  2 configuration, 3 migrations folder, 4 history disagrees with folder, 5 \
-                  database unreachable (retry), 6 refused (auth/database/TLS), 7 lock timeout \
-                  (retry), 8 migration failed, 9 seed failed, 130/143 interrupted."
+                  1 internal error (a bug), 2 configuration, 3 migrations folder, 4 history \
+                  disagrees with folder, 5 database unreachable (retry), 6 refused \
+                  (auth/database/TLS), 7 lock timeout (retry), 8 migration failed, 9 seed failed, \
+                  130/143 interrupted."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -167,11 +168,18 @@ impl Flags {
     }
 }
 
+/// Whether the logs are JSON lines, once logging is set up: a panic is then reported as one.
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn main() -> process::ExitCode {
     // A panic is a bug: report it as one (exit 1) instead of an abort signal.
     std::panic::set_hook(Box::new(|info| {
         let reason = format!("internal error (a bug, please report it): {info}");
-        eprintln!("portcullis: {reason}");
+        if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+            tracing::error!(exit_code = ExitCode::Internal.code(), "{reason}");
+        } else {
+            eprintln!("portcullis: {reason}");
+        }
         write_termination_log(&format!("exit {}: {reason}", ExitCode::Internal.code()));
         process::exit(i32::from(ExitCode::Internal.code()));
     }));
@@ -181,17 +189,32 @@ fn main() -> process::ExitCode {
         Err(e) => {
             // --help and --version print and exit 0; usage errors exit 2, and their first line
             // (what was wrong) goes to the termination log like any failure's reason.
-            let _ = e.print();
             if !e.use_stderr() {
+                let _ = e.print();
                 return process::ExitCode::SUCCESS;
             }
-            let text = e.to_string();
+            // The parser quotes the argument it did not expect, which may be a connection
+            // string given in the wrong place: its password is hidden.
+            let text = config::hide_credentials(&e.to_string());
             let first = text.lines().next().unwrap_or_default();
-            write_termination_log(&format!(
-                "exit {}: {}; see --help",
-                ExitCode::Config.code(),
+            let reason = format!(
+                "{}; see --help",
                 first.strip_prefix("error: ").unwrap_or(first)
-            ));
+            );
+            // With JSON logs (from the environment: the flags could not be read), stderr stays
+            // one JSON object per line; otherwise the parser's text, usage included.
+            let (format, level) = config::logging_from_env();
+            if format == config::LogFormat::Json {
+                portcullis::logging::init(format, level);
+                JSON_LOGS.store(
+                    format == config::LogFormat::Json,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                tracing::error!(exit_code = ExitCode::Config.code(), "{reason}");
+            } else {
+                eprint!("{text}");
+            }
+            write_termination_log(&format!("exit {}: {reason}", ExitCode::Config.code()));
             return process::ExitCode::from(ExitCode::Config.code());
         }
     };
@@ -215,6 +238,10 @@ fn main() -> process::ExitCode {
         }
     }
     portcullis::logging::init(format, level);
+    JSON_LOGS.store(
+        format == config::LogFormat::Json,
+        std::sync::atomic::Ordering::Relaxed,
+    );
 
     let code = match run(
         cli.command.unwrap_or(Command::Migrate {

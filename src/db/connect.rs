@@ -36,17 +36,26 @@ pub fn classify(e: &tokio_postgres::Error, db: &Database) -> Attempt {
         } else if code == "28000" && dbe.message().contains("no encryption") {
             Attempt::Permanent(format!(
                 "{text}: the server accepts this user only over TLS. Set sslmode=require (or \
-                 verify-full with sslrootcert) in DATABASE_URL"
+                 verify-full with sslrootcert) in {} (or PGSSLMODE)",
+                db.source
             ))
         } else if code == "28P01" || code == "28000" {
+            // The server's text usually says "password authentication failed" already.
+            let text = if dbe.message().contains("authentication failed") {
+                text
+            } else {
+                format!("authentication failed: {text}")
+            };
             Attempt::Permanent(format!(
-                "authentication failed: {text}. Check the user and password in DATABASE_URL \
-                 (user {:?}), and the server's pg_hba.conf",
+                "{text}. Check the user and password in {} (user {:?}), and the server's \
+                 pg_hba.conf",
+                db.source,
                 db.user()
             ))
         } else if code == "3D000" {
             Attempt::Permanent(format!(
-                "{text}. Create the database first, or fix its name in DATABASE_URL"
+                "{text}. Create the database first, or fix its name in {}",
+                db.source
             ))
         } else {
             Attempt::Permanent(text)
@@ -66,9 +75,13 @@ pub fn classify(e: &tokio_postgres::Error, db: &Database) -> Attempt {
     if shown.starts_with("invalid configuration") {
         let why = source_text(e).unwrap_or_default();
         let hint = if why.contains("password missing") {
-            ": the server asks for a password and none was given (DATABASE_URL or PGPASSWORD)"
+            format!(
+                ": the server asks for a password and none was given (put it in {} or set \
+                 PGPASSWORD)",
+                db.source
+            )
         } else {
-            ""
+            String::new()
         };
         return Attempt::Permanent(format!("{shown}: {why}{hint}"));
     }

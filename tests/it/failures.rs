@@ -30,6 +30,40 @@ fn exit_2_for_bad_configuration_before_anything_else() {
     // Unknown flags and commands are usage errors.
     run(command(&url, &example_dir()).arg("--no-such-flag")).expect(2);
     run(command(&url, &example_dir()).arg("frobnicate")).expect(2);
+    // A connection string put where a command belongs is quoted back without its password,
+    // on stderr and in the termination log.
+    let log = std::env::temp_dir().join(format!("portcullis-argv-{}.log", std::process::id()));
+    let out = run(command(&url, &example_dir())
+        .env("PORTCULLIS_TERMINATION_LOG", &log)
+        .arg(&url));
+    out.expect(2);
+    out.says("postgres://postgres:***@127.0.0.1:");
+    let reason = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    for text in [&out.stderr, &reason] {
+        assert!(!text.contains(PASSWORD), "the password was shown: {text}");
+    }
+    // With JSON logs, the usage error is a JSON line like every other failure.
+    let out = run(command(&url, &example_dir())
+        .env("PORTCULLIS_LOG_FORMAT", "json")
+        .arg(&url));
+    out.expect(2);
+    let lines: Vec<serde_json::Value> = out
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", out.stderr);
+    assert_eq!(lines[0]["exit_code"], 2);
+    assert!(
+        lines[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("postgres://postgres:***@"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains(PASSWORD));
 
     // No database at all.
     let out = run(std::process::Command::new(BIN).env_clear().arg("migrate"));
