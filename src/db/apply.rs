@@ -145,11 +145,13 @@ enum Sent {
 /// The state of session `$1` as the server sees it: 'active' while it runs our statement.
 const STATE_OF: &str = "select state from pg_stat_activity where pid = $1";
 
-/// Sessions blocking `$1`, described for the log.
+/// Sessions blocking `$1`, described for the log. String literals in their query are shown as
+/// '…': they may hold a password (`ALTER ROLE ... PASSWORD '...'`) or personal data.
 const BLOCKERS: &str = "\
 select a.pid, coalesce(a.application_name, ''), coalesce(a.state, ''),
        coalesce(extract(epoch from now() - a.xact_start)::float8, 0),
-       left(regexp_replace(coalesce(a.query, ''), '\\s+', ' ', 'g'), 160)
+       left(regexp_replace(regexp_replace(coalesce(a.query, ''), '''(''''|[^''])*''', '''…''', 'g'),
+                           '\\s+', ' ', 'g'), 160)
   from pg_stat_activity a where a.pid = any(pg_blocking_pids($1))";
 
 /// Applies `migrations` (already in order) and records each. Returns what was applied.
@@ -772,7 +774,10 @@ impl Runner<'_> {
                 continue;
             }
             if interrupt::check().is_err() {
-                return Err(GroupError::Failed(interrupt::error()));
+                return Err(GroupError::Failed(interrupt::error_with(&format!(
+                    "{} The migration lock was released.",
+                    self.consequence_outside(m, reason, &chunks, n, None)
+                ))));
             }
             interrupt::set_activity(format!(
                 "running statement {} of {} of {} ({}; outside a transaction, statements before \
@@ -805,24 +810,29 @@ impl Runner<'_> {
                 }
                 let invalid = self.invalid_indexes(sent).await;
                 return Err(self.failure(m, &chunks, n, e, blockers, |n| {
-                    self.consequence_outside(m, reason, &chunks, n, &invalid)
+                    self.consequence_outside(m, reason, &chunks, n, Some(&invalid))
                 }));
             }
             statements += 1;
         }
         if let Err(e) = self.record_rows(&[m]).await {
+            // The facts first: the cause's own advice speaks only of the row's statement.
+            let facts = format!(
+                "{} ran outside a transaction and all its statements are committed, but \
+                 recording it in {} failed, so its tracking row may be missing and a run would \
+                 start it again from its first statement. Before running again, check {}: if \
+                 {} is not there, record it with `portcullis baseline --to {}` (or make its \
+                 statements idempotent).{} The failure",
+                m.tag,
+                self.table.qualified,
+                self.table.qualified,
+                m.tag,
+                m.tag,
+                self.kept()
+            );
             return Err(GroupError::Failed(match e {
-                Error::Unreachable(why) => Error::Unreachable(format!(
-                    "{why} The statements of {} all ran and are committed, but its tracking row \
-                     may be missing: check {} and record it with `portcullis baseline --to {}` \
-                     if it is.",
-                    m.tag, self.table.qualified, m.tag
-                )),
-                other => Error::Internal(format!(
-                    "{other} The statements of {} all ran and are committed; record it with \
-                     `portcullis baseline --to {}` once the cause is fixed.",
-                    m.tag, m.tag
-                )),
+                Error::Unreachable(why) => Error::Unreachable(format!("{facts}: {why}")),
+                other => Error::Internal(format!("{facts}: {other}")),
             }));
         }
         Ok(vec![self.ran(m, statements, started)])
@@ -857,7 +867,10 @@ impl Runner<'_> {
         consequence: impl FnOnce(usize) -> String,
     ) -> GroupError {
         if interrupt::signal().is_some() {
-            return GroupError::Failed(interrupt::error());
+            return GroupError::Failed(interrupt::error_with(&format!(
+                "The statement was cancelled. {} The migration lock was released.",
+                consequence(n)
+            )));
         }
         let e = match sent {
             Sent::Failed(e) => e,
@@ -946,13 +959,16 @@ impl Runner<'_> {
         format!("The transaction was rolled back: {what}.{}", self.kept())
     }
 
+    /// What a migration outside a transaction leaves behind when it stops at chunk `n`: the
+    /// statements before it stay committed. `invalid` is `Some` (the INVALID indexes it left)
+    /// when statement `n` failed, `None` when the run stopped before sending it.
     fn consequence_outside(
         &self,
         m: &Migration,
         reason: &str,
         chunks: &[Chunk<'_>],
         n: usize,
-        invalid: &[String],
+        invalid: Option<&[String]>,
     ) -> String {
         let runnable: Vec<usize> = (0..chunks.len())
             .filter(|&i| !chunks[i].is_blank())
@@ -962,30 +978,35 @@ impl Runner<'_> {
             .filter(|&&i| i < n)
             .map(|i| (i + 1).to_string())
             .collect();
+        let failed = invalid.is_some();
         let left: Vec<String> = runnable
             .iter()
-            .filter(|&&i| i > n)
+            .filter(|&&i| i > n || (i == n && !failed))
             .map(|i| (i + 1).to_string())
             .collect();
         let mut out = format!(
-            "{} runs outside a transaction ({reason}), so nothing was rolled back: {}; statement \
-             {} failed; {}. The migration is not recorded, so the next run starts it again from \
-             its first statement: make the statements that ran idempotent (IF NOT EXISTS) or undo \
-             them first.",
+            "{} runs outside a transaction ({reason}), so nothing was rolled back: {}; {}{}. The \
+             migration is not recorded, so the next run starts it again from its first \
+             statement: make the statements that ran idempotent (IF NOT EXISTS) or undo them \
+             first.",
             m.tag,
             if ran.is_empty() {
                 "no statement before it had run".to_string()
             } else {
                 format!("statement(s) {} ran and are committed", ran.join(", "))
             },
-            n + 1,
+            if failed {
+                format!("statement {} failed; ", n + 1)
+            } else {
+                String::new()
+            },
             if left.is_empty() {
                 "no statement remained after it".to_string()
             } else {
                 format!("statement(s) {} did not run", left.join(", "))
             }
         );
-        for index in invalid {
+        for index in invalid.unwrap_or_default() {
             out.push_str(&format!(
                 " The failed CREATE INDEX CONCURRENTLY left the INVALID index {index} behind (never \
                  used by queries, but maintained on every write): drop it with `DROP INDEX \
@@ -1042,7 +1063,7 @@ impl Runner<'_> {
                 let chunks = m.chunks();
                 (
                     m,
-                    self.consequence_outside(m, reason, &chunks, chunk - 1, &[]),
+                    self.consequence_outside(m, reason, &chunks, chunk - 1, Some(&[])),
                 )
             }
         };

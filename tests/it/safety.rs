@@ -148,7 +148,7 @@ fn a_non_transactional_statement_sharing_its_chunk_is_refused_before_connecting(
 fn hold_table(url: &str, table: &str) -> SessionHolder {
     hold_session(
         &format!("{url}&application_name=blocker-test"),
-        &format!("BEGIN; SELECT count(*) FROM {table};"),
+        &format!("BEGIN; SELECT count(*) FROM {table} WHERE 'token-s3cret' <> '';"),
         "COMMIT",
     )
 }
@@ -239,6 +239,9 @@ fn ddl_lock_retries_exhausted_exit_8_with_the_story() {
     out.says("3 times in a row");
     out.says("blocked by pid");
     out.says("blocker-test");
+    // The blocker's query is shown with its string literals masked.
+    out.says("SELECT count(*) FROM busy2 WHERE '…' <> '…'");
+    assert!(!out.stderr.contains("s3cret"), "{}", out.stderr);
     out.says("PORTCULLIS_DDL_LOCK_RETRIES");
     assert!(!table_exists(&url, "calm"), "the batch was rolled back");
     assert!(rows(&url).is_empty());
@@ -288,6 +291,64 @@ fn sigterm_mid_statement_exits_143_within_two_seconds_leaving_nothing() {
     );
     assert_eq!(reason.lines().count(), 1);
     let _ = std::fs::remove_file(&log);
+}
+
+/// When the tracking row of a migration that ran outside a transaction cannot be written (here
+/// the migration itself makes the insert fail), the statements stay committed: the message says
+/// so first, and how to record the migration, instead of only the row's own failure.
+#[test]
+fn a_failed_row_after_a_migration_outside_a_transaction_says_its_statements_are_committed() {
+    let url = fresh_db("nt_row");
+    let mut folder = Folder::new();
+    folder.add(
+        "0000_nt",
+        1,
+        "-- portcullis: no-transaction\ncreate table nt_c (id int);\n--> statement-breakpoint\n\
+         alter table drizzle.__drizzle_migrations add column blocker int not null;",
+    );
+    let out = run(command(&url, folder.path()).arg("migrate"));
+    out.expect(1);
+    out.says("0000_nt ran outside a transaction and all its statements are committed");
+    out.says("record it with `portcullis baseline --to 0000_nt`");
+    out.says("23502");
+    assert!(table_exists(&url, "nt_c"));
+    assert!(rows(&url).is_empty());
+    assert_eq!(advisory_locks(&url), 0);
+}
+
+/// A SIGTERM in the middle of a migration that runs outside a transaction cannot roll back the
+/// statements that ran: the message says which are committed and that the next run starts the
+/// migration again, instead of promising that nothing half-done was committed.
+#[test]
+fn sigterm_outside_a_transaction_says_what_stays_committed() {
+    let url = fresh_db("sigterm_nt");
+    let mut folder = Folder::new();
+    folder.add(
+        "0000_nt",
+        1,
+        "-- portcullis: no-transaction\ncreate table nt_a (id int);\n--> statement-breakpoint\n\
+         select pg_sleep(30);\n--> statement-breakpoint\ncreate table nt_b (id int);",
+    );
+    let (out, took) = terminate_while_running(
+        command(&url, folder.path()).arg("migrate"),
+        &url,
+        "pg_sleep(30)",
+    );
+    out.expect(143);
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    out.says("interrupted by SIGTERM while running statement 2 of 3 of 0000_nt");
+    out.says(
+        "statement(s) 1 ran and are committed; statement 2 failed; statement(s) 3 did not run",
+    );
+    out.says("the next run starts it again from its first statement");
+    assert!(
+        !out.stderr.contains("nothing half-done was committed"),
+        "{}",
+        out.stderr
+    );
+    assert!(table_exists(&url, "nt_a") && !table_exists(&url, "nt_b"));
+    assert!(rows(&url).is_empty());
+    assert_eq!(advisory_locks(&url), 0);
 }
 
 /// A migration's statements are sent together, so a cancel request can miss: here statement 1
