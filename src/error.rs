@@ -91,8 +91,7 @@ impl fmt::Display for MigrationFailure {
         } else {
             format!("{}:{} (the statement starting there)", self.file, self.line)
         };
-        write!(
-            f,
+        let mut text = format!(
             "migration {} failed at {} in statement {} of {} (`{}`): ERROR {} {}",
             self.tag,
             at,
@@ -101,17 +100,20 @@ impl fmt::Display for MigrationFailure {
             self.statement_excerpt,
             self.sqlstate,
             self.message
-        )?;
+        );
         if let Some(detail) = &self.detail {
-            write!(f, "; DETAIL: {detail}")?;
+            text.push_str(&format!("; DETAIL: {detail}"));
         }
         if let Some(hint) = &self.hint {
-            write!(f, "; HINT: {hint}")?;
+            text.push_str(&format!("; HINT: {hint}"));
         }
+        // The server's texts often end with a period; the sentence after it brings its own.
         write!(
             f,
-            ". {} Fix the SQL in {} (or the database state it conflicts with) and deploy again.",
-            self.consequence, self.file
+            "{}. {} Fix the SQL in {} (or the database state it conflicts with) and deploy again.",
+            text.trim_end_matches('.'),
+            self.consequence,
+            self.file
         )
     }
 }
@@ -179,5 +181,37 @@ impl fmt::Display for SeedFailure {
             text.trim_end_matches('.'),
             self.file
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_text_ending_with_a_period_is_not_doubled() {
+        let failure = MigrationFailure {
+            tag: "0001_users".into(),
+            file: "drizzle/0001_users.sql".into(),
+            chunk: 2,
+            chunks: 3,
+            line: 4,
+            column: 1,
+            exact_position: false,
+            statement_excerpt: "INSERT INTO users VALUES (1)".into(),
+            sqlstate: "23505".into(),
+            message: "duplicate key value violates unique constraint \"users_pkey\"".into(),
+            detail: Some("Key (id)=(1) already exists.".into()),
+            hint: None,
+            consequence: "Nothing was committed.".into(),
+        };
+        let text = failure.to_string();
+        assert!(
+            text.contains(
+                "DETAIL: Key (id)=(1) already exists. Nothing was committed. Fix the SQL"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains(".."), "{text}");
     }
 }

@@ -428,7 +428,9 @@ impl Plan {
                 problems.len()
             );
             for (n, p) in problems.iter().enumerate() {
-                msg.push_str(&format!("\n  {}. {p}.", n + 1));
+                // A problem that ends with the SQL to run keeps its `;` as the last character.
+                let end = if p.ends_with(['.', ';']) { "" } else { "." };
+                msg.push_str(&format!("\n  {}. {p}{end}", n + 1));
             }
             return Err(Error::History(msg));
         }
@@ -663,6 +665,8 @@ mod tests {
         assert!(msg.contains("created_at NULL"), "{msg}");
         assert!(msg.contains("SET created_at = 10 WHERE id = 7"), "{msg}");
         assert!(msg.contains("DELETE FROM"), "{msg}");
+        // The SQL to copy ends with its own `;`, not `;.`.
+        assert!(msg.trim_end().ends_with("WHERE id = 8;"), "{msg}");
     }
 
     #[test]

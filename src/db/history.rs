@@ -197,16 +197,33 @@ impl Snapshot {
             .map(|c| c.ty.as_str())
     }
 
+    /// Whether `portcullis repair` can fix every shape problem: only `created_at`'s type is
+    /// wrong (repair converts it to bigint).
+    fn repair_fixes_shape(&self) -> bool {
+        let mut columns = self.columns.clone();
+        match columns.iter_mut().find(|c| c.name == "created_at") {
+            Some(c) => c.ty = "bigint".into(),
+            None => return false,
+        }
+        check_columns(&self.table.qualified, &columns).is_ok()
+    }
+
     /// Refuses a table drizzle cannot use or rows it cannot read (exit 4), as `migrate` must.
     pub fn require_usable(&self) -> Result<Vec<HistoryRow>, Error> {
         let q = &self.table.qualified;
         let problems = self.shape_problems();
         if !problems.is_empty() {
+            let next = if self.repair_fixes_shape() {
+                "`portcullis repair` shows how it would fix the table."
+            } else {
+                "After taking a backup, alter the table to drizzle's shape by hand (drizzle \
+                 creates id SERIAL PRIMARY KEY, hash text NOT NULL, created_at bigint); \
+                 `portcullis repair` only fixes created_at."
+            };
             return Err(Error::History(format!(
                 "the tracking table {q} does not have the shape drizzle gives it, so neither \
-                 drizzle nor portcullis can use it safely; nothing was applied. {}. \
-                 `portcullis repair` shows how it would fix the table.",
-                problems.join("; ")
+                 drizzle nor portcullis can use it safely; nothing was applied. {}. {next}",
+                problems.join("; ").trim_end_matches('.')
             )));
         }
         let bad: Vec<String> = self
@@ -729,6 +746,38 @@ mod tests {
         let mut cols = drizzle_columns();
         cols.remove(1);
         assert!(check_columns("t", &cols).unwrap_err()[0].contains("no `hash`"));
+    }
+
+    #[test]
+    fn a_refused_shape_is_sent_to_repair_only_when_repair_fixes_it() {
+        let refusal = |columns: Vec<Column>| {
+            let q = "\"drizzle\".\"__drizzle_migrations\"";
+            let snapshot = Snapshot {
+                table: Table {
+                    schema: "drizzle".into(),
+                    name: "__drizzle_migrations".into(),
+                    qualified: q.into(),
+                    has_name_column: false,
+                    created: false,
+                },
+                exists: true,
+                columns,
+                raw: Vec::new(),
+            };
+            snapshot.require_usable().unwrap_err().to_string()
+        };
+        let mut cols = drizzle_columns();
+        cols[2].ty = "integer".into();
+        let text = refusal(cols);
+        assert!(
+            text.contains("after taking a backup. `portcullis repair` shows how"),
+            "{text}"
+        );
+        let mut cols = drizzle_columns();
+        cols[1].ty = "character varying(32)".into();
+        let text = refusal(cols);
+        assert!(text.contains("by hand"), "{text}");
+        assert!(!text.contains("shows how"), "{text}");
     }
 
     #[test]

@@ -119,6 +119,8 @@ pub(crate) fn query_failed(what: &str, e: &tokio_postgres::Error) -> Error {
         if let Some(h) = db.hint() {
             text.push_str(&format!("; HINT: {h}"));
         }
+        // The server's texts often end with a period; each sentence below brings its own.
+        let text = text.trim_end_matches('.');
         return match db.code().code() {
             // A statement prepared on one server session and executed on another: only a
             // transaction-mode pooler does that.
