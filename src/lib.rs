@@ -812,12 +812,17 @@ fn validate(cfg: &Config, folder: &Folder, snapshot: Option<&Snapshot>) -> Resul
                     m.tag,
                     m.file()
                 )),
-                State::OutOfOrder => history_problems.push(format!(
-                    "{} ({}) is out of order: never applied, older than the newest applied \
-                     migration",
-                    m.tag,
-                    m.file()
-                )),
+                // A problem only where `migrate` would refuse it: with PORTCULLIS_OUT_OF_ORDER
+                // apply or skip it is the policy chosen.
+                State::OutOfOrder if cfg.out_of_order == config::OutOfOrder::Error => {
+                    history_problems.push(format!(
+                        "{} ({}) is out of order: never applied, older than the newest applied \
+                         migration; migrate refuses it while PORTCULLIS_OUT_OF_ORDER=error \
+                         (`apply` runs it, `skip` leaves it, as drizzle-kit 0.x does)",
+                        m.tag,
+                        m.file()
+                    ))
+                }
                 State::Unnamed { row_id } => history_problems.push(format!(
                     "{} ({}) is recorded with name NULL (row id {row_id}), so drizzle 1.0 would \
                      run it again; `portcullis repair --apply` names the row",

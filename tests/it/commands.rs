@@ -250,6 +250,14 @@ fn validate_online_checks_the_table_against_the_folder() {
     ] {
         assert!(out.stderr.contains(needle), "{needle}: {}", out.stderr);
     }
+    // Out of order is a problem only where migrate would refuse it: with the policy `apply`
+    // the same run lists every other problem but not that one.
+    let out = run(command(&url, merged.path())
+        .env("PORTCULLIS_OUT_OF_ORDER", "apply")
+        .arg("validate"));
+    out.expect(4);
+    out.says("edited");
+    assert!(!out.stderr.contains("out of order"), "{}", out.stderr);
 }
 
 // ---- baseline ------------------------------------------------------------------------------
