@@ -57,6 +57,12 @@ pub fn classify(e: &tokio_postgres::Error, db: &Database) -> Attempt {
                 "{text}. Create the database first, or fix its name in {}",
                 db.source
             ))
+        } else if code == "42501" {
+            Attempt::Permanent(format!(
+                "{text}. Grant the user CONNECT on the database (GRANT CONNECT ON DATABASE ... TO \
+                 {:?}), or connect as a user that has it",
+                db.user()
+            ))
         } else {
             Attempt::Permanent(text)
         };
@@ -67,8 +73,13 @@ pub fn classify(e: &tokio_postgres::Error, db: &Database) -> Attempt {
         let hint = if why.contains("does not support TLS") {
             "; set sslmode=disable or sslmode=prefer if this server is meant to be reached \
              without encryption"
+                .to_string()
         } else {
-            ""
+            format!(
+                "; check sslmode and sslrootcert (in {} or PGSSLMODE / PGSSLROOTCERT) against the \
+                 server's certificate and its name",
+                db.source
+            )
         };
         return Attempt::Permanent(format!("TLS failed: {why}{hint}"));
     }

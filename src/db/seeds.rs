@@ -233,7 +233,15 @@ async fn attempt(
                 rollback(session).await;
                 return Err(match e.as_db_error() {
                     Some(db) => {
-                        let last = set.seeds.last().expect("seeds are not empty here");
+                        // Deferred constraints are checked at COMMIT: the failure is blamed on
+                        // the last seed that ran in this transaction (in `changed` mode the
+                        // folder's last seed may have been left out).
+                        let last = seeded
+                            .ran
+                            .last()
+                            .and_then(|r| set.seeds.iter().find(|s| s.name == r.name))
+                            .or(set.seeds.last())
+                            .expect("seeds are not empty here");
                         Failure::Failed(Error::SeedFailed(Box::new(SeedFailure {
                             name: last.name.clone(),
                             file: last.file(),

@@ -43,11 +43,16 @@ pub fn connector(db: &Database) -> Result<MakeRustlsConnect, Error> {
             let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
                 .and_then(|it| it.collect::<Result<_, _>>())
                 .map_err(|e| pem_error("sslcert", cert, &e))?;
-            let key =
-                PrivateKeyDer::from_pem_file(key).map_err(|e| pem_error("sslkey", key, &e))?;
+            let key_path = key;
+            let key = PrivateKeyDer::from_pem_file(key_path)
+                .map_err(|e| pem_error("sslkey", key_path, &e))?;
             builder.with_client_auth_cert(chain, key).map_err(|e| {
                 Error::Config(format!(
-                    "the client certificate and key (sslcert/sslkey) do not form a usable pair: {e}"
+                    "the client certificate {} and key {} (sslcert/sslkey) do not form a usable \
+                     pair: {e}. Check that the key belongs to the certificate and is an \
+                     unencrypted PEM key (PKCS#8, PKCS#1 or SEC1).",
+                    cert.display(),
+                    key_path.display()
                 ))
             })?
         }
@@ -57,7 +62,8 @@ pub fn connector(db: &Database) -> Result<MakeRustlsConnect, Error> {
 
 fn pem_error(what: &str, path: &std::path::Path, e: &dyn std::fmt::Display) -> Error {
     Error::Config(format!(
-        "{what}={}: not a PEM file this version can read ({e}).",
+        "{what}={}: not a PEM file this version can read ({e}). Give it the PEM text (the \
+         -----BEGIN ...----- block), not DER or a password-protected key.",
         path.display()
     ))
 }

@@ -281,6 +281,32 @@ fn exit_6_fast_for_a_wrong_password_or_a_missing_database() {
     assert!(out.elapsed < Duration::from_secs(1), "{:?}", out.elapsed);
     out.says("3D000");
     out.says("no_such_database");
+
+    // A user without CONNECT on the database: refused for good, with the grant that fixes it.
+    let url = fresh_db("noconnect");
+    let db = url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    execute(
+        &url,
+        &format!(
+            "do $$ begin create role pc_noconnect login password 'pc-pw'; exception when \
+             duplicate_object then null; end $$; revoke connect on database \"{db}\" from public"
+        ),
+    );
+    let out = run(command(
+        &cluster.url_with("pc_noconnect", "pc-pw", &db),
+        &example_dir(),
+    )
+    .arg("migrate"));
+    out.expect(6);
+    out.says("42501");
+    out.says("GRANT CONNECT ON DATABASE");
 }
 
 #[test]

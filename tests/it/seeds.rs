@@ -224,6 +224,38 @@ fn an_unset_seed_variable_exits_9_naming_the_variable_to_set() {
 
 // ---- modes --------------------------------------------------------------------------------------
 
+/// A deferred constraint fails at COMMIT, after every seed ran: the failure names the last seed
+/// that ran, not the folder's last seed, which `changed` mode left out.
+#[test]
+fn a_commit_failure_in_changed_mode_names_the_last_seed_that_ran() {
+    let url = fresh_db("seed_commit");
+    let mut m = Folder::new();
+    m.add(
+        "0000_deferred",
+        1,
+        "create table parent (id int primary key);\n--> statement-breakpoint\n\
+         create table child (parent_id int references parent (id) deferrable initially deferred);",
+    );
+    let seeds = SeedDir::new();
+    seeds
+        .write("1_a.sql", "select 1;\n")
+        .write("2_b.sql", "select 2;\n");
+    let changed = || {
+        run(seeded(&url, m.path(), seeds.path())
+            .env("PORTCULLIS_SEED_MODE", "changed")
+            .arg("migrate"))
+    };
+    changed().expect(0);
+    // 1_a now breaks the deferred foreign key; 2_b is unchanged and left out.
+    seeds.write("1_a.sql", "insert into child values (42);\n");
+    let out = changed();
+    out.expect(9);
+    out.says("23503");
+    out.says("1_a.sql");
+    assert!(!out.stderr.contains("2_b.sql"), "{}", out.stderr);
+    assert!(query(&url, "select * from child").is_empty());
+}
+
 #[test]
 fn changed_mode_skips_an_unchanged_file_and_reruns_an_edited_one() {
     let url = fresh_db("seed_changed");
