@@ -206,10 +206,6 @@ fn main() -> process::ExitCode {
             let (format, level) = config::logging_from_env();
             if format == config::LogFormat::Json {
                 portcullis::logging::init(format, level);
-                JSON_LOGS.store(
-                    format == config::LogFormat::Json,
-                    std::sync::atomic::Ordering::Relaxed,
-                );
                 tracing::error!(exit_code = ExitCode::Config.code(), "{reason}");
             } else {
                 eprint!("{text}");

@@ -775,7 +775,7 @@ impl Runner<'_> {
             }
             if interrupt::check().is_err() {
                 return Err(GroupError::Failed(interrupt::error_with(&format!(
-                    "{} The migration lock was released.",
+                    "{} The migration lock was released. Run again to continue.",
                     self.consequence_outside(m, reason, &chunks, n, None)
                 ))));
             }
@@ -868,7 +868,8 @@ impl Runner<'_> {
     ) -> GroupError {
         if interrupt::signal().is_some() {
             return GroupError::Failed(interrupt::error_with(&format!(
-                "The statement was cancelled. {} The migration lock was released.",
+                "The statement was cancelled. {} The migration lock was released. Run again to \
+                 continue.",
                 consequence(n)
             )));
         }
