@@ -864,7 +864,8 @@ fn validate(cfg: &Config, folder: &Folder, snapshot: Option<&Snapshot>) -> Resul
             },
             numbered(&folder_problems, 0),
             numbered(&history_problems, folder_problems.len())
-        );
+        ) + "\nFix them, then run `portcullis validate` again; `portcullis status` shows every \
+             migration's state.";
         return Err(if folder_problems.is_empty() {
             Error::History(msg)
         } else {

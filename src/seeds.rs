@@ -250,8 +250,9 @@ pub fn build(files: Vec<SeedFile>) -> Result<Vec<Seed>, Vec<String>> {
             Ok(b) => b,
             Err(why) => {
                 problems.push(format!(
-                    "{shown}: cannot read the seed file ({why}). Make it readable by the user \
-                     portcullis runs as, or remove it"
+                    "{shown}: cannot read the seed file ({why}). A seed must be a regular file \
+                     the user portcullis runs as can read: fix its permissions (or what its \
+                     link points to), or remove it"
                 ));
                 continue;
             }

@@ -72,7 +72,17 @@ async fn holders(session: &Session, key: i64) -> Vec<String> {
                 )
             })
             .collect(),
-        Err(e) => vec![format!("(could not list the holder: {e})")],
+        // Only the error's first sentence: this lands inside another message, whose own
+        // next step follows.
+        Err(e) => {
+            let e = e.to_string();
+            let first = e
+                .split(". ")
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches('.');
+            vec![format!("a session that could not be listed ({first})")]
+        }
     }
 }
 

@@ -206,6 +206,7 @@ fn validate_offline_lists_every_folder_problem() {
     out.says("0001_b.sql:2:");
     out.says("0002_baseline.sql:4:");
     out.says("/* */ comment");
+    out.says("Fix them, then run `portcullis validate` again");
 
     let mut broken = Folder::new();
     broken.add("0000_a", 1, "select 1;");
