@@ -694,36 +694,10 @@ fn take_tls_params_kv(s: &str) -> (String, TlsParams) {
             return whole();
         }
         rest = rest[eq + 1..].trim_start();
-        let quoted = rest.starts_with('\'');
-        if quoted {
-            rest = &rest[1..];
-        }
-        let mut value = String::new();
-        let mut chars = rest.char_indices();
-        let mut end = rest.len();
-        let mut closed = !quoted;
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '\\' => match chars.next() {
-                    Some((_, escaped)) => value.push(escaped),
-                    None => return whole(),
-                },
-                '\'' if quoted => {
-                    end = i + 1;
-                    closed = true;
-                    break;
-                }
-                c if !quoted && c.is_whitespace() => {
-                    end = i;
-                    break;
-                }
-                c => value.push(c),
-            }
-        }
-        if !closed {
+        let Some((value, len)) = kv_value(rest) else {
             return whole();
-        }
-        rest = &rest[end..];
+        };
+        rest = &rest[len..];
         let pair = &pair_start[..pair_start.len() - rest.len()];
         match key {
             "sslmode" => p.mode = Some(value),
@@ -791,16 +765,32 @@ pub fn hide_credentials(text: &str) -> String {
         let (head, tail) = rest.split_at(at + "password=".len());
         hidden.push_str(head);
         hidden.push_str("***");
-        let end = if let Some(quoted) = tail.strip_prefix('\'') {
-            quoted.find('\'').map_or(tail.len(), |i| i + 2)
-        } else {
-            tail.find(|c: char| c.is_whitespace() || matches!(c, '&' | '"' | '`'))
-                .unwrap_or(tail.len())
-        };
-        rest = &tail[end..];
+        // The value as libpq reads it (to the end of the text when left open): an escaped
+        // quote inside does not end it.
+        rest = &tail[kv_value(tail).map_or(tail.len(), |(_, len)| len)..];
     }
     hidden.push_str(rest);
     hidden
+}
+
+/// The value at the start of `rest` in libpq's keyword/value syntax (single-quoted, or up to
+/// whitespace; `\` escapes the next character) and how many bytes of `rest` it takes; `None`
+/// when a quote or an escape is left open.
+fn kv_value(rest: &str) -> Option<(String, usize)> {
+    let quoted = rest.starts_with('\'');
+    let body = if quoted { &rest[1..] } else { rest };
+    let opening = usize::from(quoted);
+    let mut value = String::new();
+    let mut chars = body.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => value.push(chars.next()?.1),
+            '\'' if quoted => return Some((value, opening + i + 1)),
+            c if !quoted && c.is_whitespace() => return Some((value, i)),
+            c => value.push(c),
+        }
+    }
+    (!quoted).then_some((value, rest.len()))
 }
 
 fn percent_decode(s: &str) -> String {
@@ -1563,6 +1553,10 @@ mod tests {
         assert_eq!(
             hide_credentials("'host=db password=s3cret user=app' and password='a b' x"),
             "'host=db password=*** user=app' and password=*** x"
+        );
+        assert_eq!(
+            hide_credentials("password='it\\'s secret' user=app"),
+            "password=*** user=app"
         );
         // Nothing to hide: unchanged.
         for plain in [

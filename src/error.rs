@@ -91,27 +91,22 @@ impl fmt::Display for MigrationFailure {
         } else {
             format!("{}:{} (the statement starting there)", self.file, self.line)
         };
-        let mut text = format!(
-            "migration {} failed at {} in statement {} of {} (`{}`): ERROR {} {}",
+        write!(
+            f,
+            "migration {} failed at {} in statement {} of {} (`{}`): {}. {} Fix the SQL in {} (or \
+             the database state it conflicts with) and deploy again.",
             self.tag,
             at,
             self.chunk,
             self.chunks,
             self.statement_excerpt,
-            self.sqlstate,
-            self.message
-        );
-        if let Some(detail) = &self.detail {
-            text.push_str(&format!("; DETAIL: {detail}"));
-        }
-        if let Some(hint) = &self.hint {
-            text.push_str(&format!("; HINT: {hint}"));
-        }
-        // The server's texts often end with a period; the sentence after it brings its own.
-        write!(
-            f,
-            "{}. {} Fix the SQL in {} (or the database state it conflicts with) and deploy again.",
-            text.trim_end_matches('.'),
+            server_error(
+                &self.sqlstate,
+                &self.message,
+                self.detail.as_deref(),
+                self.hint.as_deref(),
+                None
+            ),
             self.consequence,
             self.file
         )
@@ -152,36 +147,52 @@ impl fmt::Display for SeedFailure {
                 self.file, self.line, self.column
             )
         };
-        let mut text = format!(
-            "seed {} failed at {} in statement {} of {} (`{}`): ERROR {} {}",
+        write!(
+            f,
+            "seed {} failed at {} in statement {} of {} (`{}`): {}. The seeds' transaction was \
+             rolled back: no seed of this run was applied or recorded, and migrations applied \
+             before the seeds stay committed. Fix the SQL in {} (or the data it conflicts with; \
+             seeds must be idempotent, e.g. INSERT ... ON CONFLICT DO UPDATE) and deploy again.",
             self.name,
             at,
             self.statement,
             self.statements,
             self.statement_excerpt,
-            self.sqlstate,
-            self.message
-        );
-        if let Some(detail) = &self.detail {
-            text.push_str(&format!("; DETAIL: {detail}"));
-        }
-        if let Some(hint) = &self.hint {
-            text.push_str(&format!("; HINT: {hint}"));
-        }
-        if let Some(context) = &self.context {
-            text.push_str(&format!("; CONTEXT: {}", context.replace('\n', " / ")));
-        }
-        // The server's texts often end with a period; the sentence after it brings its own.
-        write!(
-            f,
-            "{}. The seeds' transaction was rolled back: no seed of this run was applied or \
-             recorded, and migrations applied before the seeds stay committed. Fix the SQL in {} \
-             (or the data it conflicts with; seeds must be idempotent, e.g. INSERT ... ON \
-             CONFLICT DO UPDATE) and deploy again.",
-            text.trim_end_matches('.'),
+            server_error(
+                &self.sqlstate,
+                &self.message,
+                self.detail.as_deref(),
+                self.hint.as_deref(),
+                self.context.as_deref()
+            ),
             self.file
         )
     }
+}
+
+/// The server's error as one clause: `ERROR <sqlstate> <message>`, then its DETAIL, HINT and
+/// CONTEXT (one line) when it sent them, without the final period the server's texts usually
+/// end with, so that the caller's next sentence brings the only one.
+pub(crate) fn server_error(
+    sqlstate: &str,
+    message: &str,
+    detail: Option<&str>,
+    hint: Option<&str>,
+    context: Option<&str>,
+) -> String {
+    let mut text = format!("ERROR {sqlstate} {message}");
+    if let Some(detail) = detail {
+        text.push_str(&format!("; DETAIL: {detail}"));
+    }
+    if let Some(hint) = hint {
+        text.push_str(&format!("; HINT: {hint}"));
+    }
+    if let Some(context) = context {
+        text.push_str(&format!("; CONTEXT: {}", context.replace('\n', " / ")));
+    }
+    let end = text.trim_end_matches('.').len();
+    text.truncate(end);
+    text
 }
 
 #[cfg(test)]

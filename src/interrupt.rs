@@ -93,20 +93,20 @@ async fn cancel() {
 /// The error a run reports once interrupted.
 pub fn error() -> Error {
     error_with(
-        "Whatever was running was cancelled and rolled back and the migration lock was \
-         released; nothing half-done was committed. Run again to continue.",
+        "Whatever was running was cancelled and rolled back; nothing half-done was committed.",
     )
 }
 
-/// [`error`] for work that knows what the interruption left behind (`consequence`: a migration
-/// outside a transaction keeps the statements that ran, for one).
+/// [`error`] for work that knows what the interruption left behind (`consequence`, one or more
+/// sentences: a migration outside a transaction keeps the statements that ran, for one).
 pub fn error_with(consequence: &str) -> Error {
     let sig = signal().unwrap_or(SIGTERM);
     let what = activity();
     Error::Interrupted {
         signal: sig,
         message: format!(
-            "interrupted by {} while {}. {consequence}",
+            "interrupted by {} while {}. {consequence} The migration lock was released. Run \
+             again to continue.",
             signal_name(sig),
             if what.is_empty() { "starting" } else { &what },
         ),

@@ -774,10 +774,9 @@ impl Runner<'_> {
                 continue;
             }
             if interrupt::check().is_err() {
-                return Err(GroupError::Failed(interrupt::error_with(&format!(
-                    "{} The migration lock was released. Run again to continue.",
-                    self.consequence_outside(m, reason, &chunks, n, None)
-                ))));
+                return Err(GroupError::Failed(interrupt::error_with(
+                    &self.consequence_outside(m, reason, &chunks, n, None),
+                )));
             }
             interrupt::set_activity(format!(
                 "running statement {} of {} of {} ({}; outside a transaction, statements before \
@@ -817,17 +816,13 @@ impl Runner<'_> {
         }
         if let Err(e) = self.record_rows(&[m]).await {
             // The facts first: the cause's own advice speaks only of the row's statement.
+            let (tag, table) = (&m.tag, &self.table.qualified);
             let facts = format!(
-                "{} ran outside a transaction and all its statements are committed, but \
-                 recording it in {} failed, so its tracking row may be missing and a run would \
-                 start it again from its first statement. Before running again, check {}: if \
-                 {} is not there, record it with `portcullis baseline --to {}` (or make its \
-                 statements idempotent).{} The failure",
-                m.tag,
-                self.table.qualified,
-                self.table.qualified,
-                m.tag,
-                m.tag,
+                "{tag} ran outside a transaction and all its statements are committed, but \
+                 recording it in {table} failed, so its tracking row may be missing and a run \
+                 would start it again from its first statement. Before running again, check \
+                 {table}: if {tag} is not there, record it with `portcullis baseline --to {tag}` \
+                 (or make its statements idempotent).{} The failure",
                 self.kept()
             );
             return Err(GroupError::Failed(match e {
@@ -868,8 +863,7 @@ impl Runner<'_> {
     ) -> GroupError {
         if interrupt::signal().is_some() {
             return GroupError::Failed(interrupt::error_with(&format!(
-                "The statement was cancelled. {} The migration lock was released. Run again to \
-                 continue.",
+                "The statement was cancelled. {}",
                 consequence(n)
             )));
         }

@@ -112,15 +112,16 @@ pub fn qualified(schema: &str, table: &str) -> String {
 /// matching class: a lost connection may be retried, a privilege problem needs a person.
 pub(crate) fn query_failed(what: &str, e: &tokio_postgres::Error) -> Error {
     if let Some(db) = e.as_db_error() {
-        let mut text = format!("{what} failed: ERROR {} {}", db.code().code(), db.message());
-        if let Some(d) = db.detail() {
-            text.push_str(&format!("; DETAIL: {d}"));
-        }
-        if let Some(h) = db.hint() {
-            text.push_str(&format!("; HINT: {h}"));
-        }
-        // The server's texts often end with a period; each sentence below brings its own.
-        let text = text.trim_end_matches('.');
+        let text = format!(
+            "{what} failed: {}",
+            crate::error::server_error(
+                db.code().code(),
+                db.message(),
+                db.detail(),
+                db.hint(),
+                None
+            )
+        );
         return match db.code().code() {
             // A statement prepared on one server session and executed on another: only a
             // transaction-mode pooler does that.
