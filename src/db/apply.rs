@@ -145,13 +145,11 @@ enum Sent {
 /// The state of session `$1` as the server sees it: 'active' while it runs our statement.
 const STATE_OF: &str = "select state from pg_stat_activity where pid = $1";
 
-/// Sessions blocking `$1`, described for the log. String literals in their query are shown as
-/// '…': they may hold a password (`ALTER ROLE ... PASSWORD '...'`) or personal data.
+/// Sessions blocking `$1`, described for the log (their query is masked by
+/// [`lexer::mask_literals`] before it is shown).
 const BLOCKERS: &str = "\
 select a.pid, coalesce(a.application_name, ''), coalesce(a.state, ''),
-       coalesce(extract(epoch from now() - a.xact_start)::float8, 0),
-       left(regexp_replace(regexp_replace(coalesce(a.query, ''), '''(''''|[^''])*''', '''…''', 'g'),
-                           '\\s+', ' ', 'g'), 160)
+       coalesce(extract(epoch from now() - a.xact_start)::float8, 0), coalesce(a.query, '')
   from pg_stat_activity a where a.pid = any(pg_blocking_pids($1))";
 
 /// Applies `migrations` (already in order) and records each. Returns what was applied.
@@ -549,7 +547,7 @@ impl Runner<'_> {
                         r.get::<_, String>(1),
                         r.get::<_, String>(2),
                         r.get::<_, f64>(3),
-                        r.get::<_, String>(4)
+                        lexer::mask_literals(r.get::<_, &str>(4), 160)
                     )
                 })
                 .collect(),

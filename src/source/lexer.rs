@@ -148,6 +148,28 @@ pub fn kind_at(regions: &[(Kind, Range<usize>)], at: usize) -> Kind {
         .map_or(Kind::Code, |(k, _)| *k)
 }
 
+/// Another session's query, fit to print in our log: every string literal (`'...'`, `E'...'`
+/// with its escapes, `$tag$...$tag$`) becomes `'…'`, since it may hold a password
+/// (`ALTER ROLE ... PASSWORD '...'`) or personal data; comments are dropped for the same
+/// reason; runs of whitespace become one space; at most `max_chars` characters are kept (then
+/// `…`). A query cut short by the server (track_activity_query_size) leaves its last literal
+/// open: the lexer runs it to the end, so it is masked too.
+pub fn mask_literals(query: &str, max_chars: usize) -> String {
+    let mut masked = String::with_capacity(query.len());
+    for (kind, range) in regions(query) {
+        match kind {
+            Kind::Code | Kind::QuotedIdent => masked.push_str(&query[range]),
+            Kind::String | Kind::DollarBody => masked.push_str("'…'"),
+            Kind::LineComment | Kind::BlockComment => masked.push(' '),
+        }
+    }
+    let one_line = masked.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one_line.char_indices().nth(max_chars) {
+        Some((cut, _)) => format!("{}…", &one_line[..cut]),
+        None => one_line,
+    }
+}
+
 /// Problems `validate` reports for one migration file: breakpoint markers that drizzle's split
 /// cuts in the middle of a comment, string or dollar-quoted body (E4, drizzle #2126: an
 /// introspected baseline wrapped in `/* */`), and marker look-alikes that it does not split on
@@ -248,6 +270,25 @@ mod tests {
             PathBuf::from("m/0000_x.sql"),
             sql.as_bytes(),
         )
+    }
+
+    #[test]
+    fn masks_every_kind_of_literal_and_comment_in_a_query() {
+        let q = "SELECT count(*)  FROM \"T\"\n WHERE a = 'pw1' AND b = E'it\\'s pw2' \
+                 AND c = $$pw3$$ AND d = $x$pw4 $$ x$x$ -- pw5\n AND e = 1 /* pw6 */;";
+        assert_eq!(
+            mask_literals(q, 500),
+            "SELECT count(*) FROM \"T\" WHERE a = '…' AND b = E'…' AND c = '…' AND d = '…' \
+             AND e = 1 ;"
+        );
+        // A query the server cut inside a literal: the rest is masked.
+        assert_eq!(
+            mask_literals("UPDATE t SET p = 'pw7 and mo", 500),
+            "UPDATE t SET p = '…'"
+        );
+        // At most max_chars characters, cut on a character boundary.
+        assert_eq!(mask_literals("SELECT é, é", 8), "SELECT é…");
+        assert_eq!(mask_literals("SELECT 1", 8), "SELECT 1");
     }
 
     #[test]

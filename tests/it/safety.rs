@@ -148,7 +148,10 @@ fn a_non_transactional_statement_sharing_its_chunk_is_refused_before_connecting(
 fn hold_table(url: &str, table: &str) -> SessionHolder {
     hold_session(
         &format!("{url}&application_name=blocker-test"),
-        &format!("BEGIN; SELECT count(*) FROM {table} WHERE 'token-s3cret' <> '';"),
+        &format!(
+            "BEGIN; SELECT count(*) FROM {table} WHERE 'token-s3cret' <> '' \
+             AND E'it\\'s s3cret' <> $q$s3cret$q$ /* s3cret */;"
+        ),
         "COMMIT",
     )
 }
@@ -239,8 +242,9 @@ fn ddl_lock_retries_exhausted_exit_8_with_the_story() {
     out.says("3 times in a row");
     out.says("blocked by pid");
     out.says("blocker-test");
-    // The blocker's query is shown with its string literals masked.
-    out.says("SELECT count(*) FROM busy2 WHERE '…' <> '…'");
+    // The blocker's query is shown with its string literals (escaped, dollar-quoted) masked
+    // and its comments left out.
+    out.says("SELECT count(*) FROM busy2 WHERE '…' <> '…' AND E'…' <> '…' ;");
     assert!(!out.stderr.contains("s3cret"), "{}", out.stderr);
     out.says("PORTCULLIS_DDL_LOCK_RETRIES");
     assert!(!table_exists(&url, "calm"), "the batch was rolled back");
