@@ -633,37 +633,66 @@ impl Runner<'_> {
         if let Err((r, sent)) = result {
             rollback(self.session).await;
             return Err(match places[r] {
-                (migration, Some(chunk)) => self.failure(
-                    group[migration],
-                    &chunks[migration],
-                    chunk,
-                    sent,
-                    blockers,
-                    |_| self.consequence_of_rollback(group),
-                ),
+                (migration, Some(chunk)) => {
+                    self.failure(group[migration], chunk, sent, blockers, true, |_| {
+                        self.consequence_of_rollback(group)
+                    })
+                }
                 (migration, None) => GroupError::Failed(self.row_failure(group[migration], sent)),
             });
         }
         let mut done = done.into_inner();
+        // The last statement sent that may have ended the block (a file's own COMMIT, as
+        // drizzle runs it): from then on, what ran before it is committed, and a failure can
+        // neither be retried nor be called a rollback.
+        let mut ended: Option<(usize, usize)> = None;
+        let consequence = |ended: Option<(usize, usize)>| match ended {
+            None => self.consequence_of_rollback(group),
+            Some((i, n)) => self.consequence_after_own_commit(group[i], n),
+        };
         for (i, m) in group.iter().enumerate().skip(open) {
             let started = Instant::now();
             for &n in &at[i] {
                 if interrupt::check().is_err() {
                     rollback(self.session).await;
-                    return Err(GroupError::Failed(interrupt::error()));
+                    return Err(GroupError::Failed(match ended {
+                        None => interrupt::error(),
+                        Some(_) => interrupt::error_with(&consequence(ended)),
+                    }));
                 }
                 interrupt::set_activity(running_statement(m, n, chunks[i].len()));
-                let (result, blockers) = self.execute(sendable(&chunks[i][n])).await;
+                let sent = sendable(&chunks[i][n]);
+                let (result, blockers) = self.execute(sent).await;
                 if let Err(e) = result {
                     rollback(self.session).await;
-                    return Err(self.failure(m, &chunks[i], n, e, blockers, |_| {
-                        self.consequence_of_rollback(group)
-                    }));
+                    return Err(
+                        self.failure(m, n, e, blockers, ended.is_none(), |_| consequence(ended))
+                    );
+                }
+                if lexer::may_end_transaction(sent) {
+                    ended = Some((i, n));
                 }
             }
             if let Err(e) = self.record_rows(&[m]).await {
                 rollback(self.session).await;
-                return Err(GroupError::Failed(e));
+                return Err(GroupError::Failed(match ended {
+                    None => e,
+                    // The facts first: the cause's own advice speaks only of the row.
+                    Some(_) => {
+                        let facts = format!(
+                            "recording {} in {} failed. {} The failure",
+                            m.tag,
+                            self.table.qualified,
+                            consequence(ended)
+                        );
+                        match e {
+                            Error::Unreachable(why) => {
+                                Error::Unreachable(format!("{facts}: {why}"))
+                            }
+                            other => Error::Internal(format!("{facts}: {other}")),
+                        }
+                    }
+                }));
             }
             done.push(self.ran(m, at[i].len(), started));
         }
@@ -806,13 +835,32 @@ impl Runner<'_> {
                     ))));
                 }
                 let invalid = self.invalid_indexes(sent).await;
-                return Err(self.failure(m, &chunks, n, e, blockers, |n| {
+                // A CREATE INDEX CONCURRENTLY that timed out after it created its index leaves
+                // it INVALID; a retry with IF NOT EXISTS would skip it and record the migration
+                // as if the index were there. Only a timeout that left nothing behind is retried.
+                let retry_safe = invalid.is_empty();
+                return Err(self.failure(m, n, e, blockers, retry_safe, |n| {
                     self.consequence_outside(m, reason, &chunks, n, Some(&invalid))
                 }));
             }
             statements += 1;
         }
-        if let Err(e) = self.record_rows(&[m]).await {
+        // The row goes where drizzle's would: into the block the file left open, which is then
+        // committed (drizzle's own COMMIT would have done that).
+        let recorded = match self.record_rows(&[m]).await {
+            Ok(_) if lexer::leaves_transaction_open(chunks.iter().map(|c| c.text)) => {
+                match self.execute("COMMIT").await.0 {
+                    Ok(()) => Ok(()),
+                    Err(Sent::Failed(e)) => {
+                        Err(query_failed("committing the block the file opened", &e))
+                    }
+                    Err(Sent::Lost(why)) => Err(Error::Unreachable(why)),
+                }
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = recorded {
             // The facts first: the cause's own advice speaks only of the row's statement.
             let (tag, table) = (&m.tag, &self.table.qualified);
             let facts = format!(
@@ -849,14 +897,15 @@ impl Runner<'_> {
     }
 
     /// Turns a failed statement into the error to report. `n` is the 0-based chunk index;
-    /// `consequence` says what the failure leaves behind.
+    /// `consequence` says what the failure leaves behind; a lock timeout is handed back for a
+    /// retry only when `retry_safe`.
     fn failure(
         &self,
         m: &Migration,
-        chunks: &[Chunk<'_>],
         n: usize,
         sent: Sent,
         blockers: Vec<String>,
+        retry_safe: bool,
         consequence: impl FnOnce(usize) -> String,
     ) -> GroupError {
         if interrupt::signal().is_some() {
@@ -872,6 +921,7 @@ impl Runner<'_> {
                 return GroupError::Failed(self.lost_in_transaction(&doing, &why));
             }
         };
+        let chunks = m.chunks();
         let chunk = chunks[n];
         let sent = sendable(&chunk);
         // The server went away (a restart, a crash, a failover, pg_terminate_backend): not a
@@ -891,7 +941,9 @@ impl Runner<'_> {
                 )));
             }
         };
-        if db.code().code() == "55P03" {
+        // A lock timeout is retried only where running the group again cannot repeat what
+        // stayed committed; otherwise it is a failure like any other.
+        if db.code().code() == "55P03" && retry_safe {
             return GroupError::LockTimeout {
                 tag: m.tag.clone(),
                 chunk: n + 1,
@@ -915,7 +967,7 @@ impl Runner<'_> {
             line,
             column,
             exact_position: position.is_some(),
-            statement_excerpt: excerpt(sent),
+            statement_excerpt: lexer::excerpt(sent, 80),
             sqlstate: db.code().code().to_string(),
             message: db.message().to_string(),
             detail: db.detail().map(str::to_string),
@@ -950,6 +1002,27 @@ impl Runner<'_> {
             ),
         };
         format!("The transaction was rolled back: {what}.{}", self.kept())
+    }
+
+    /// What a failure leaves once statement `n` of `m`, which may end a transaction block (the
+    /// file's own COMMIT, END, ROLLBACK ...), has run in this group's transaction: drizzle runs
+    /// such a file the same way, and the block it ended cannot be rolled back any more.
+    fn consequence_after_own_commit(&self, m: &Migration, n: usize) -> String {
+        format!(
+            "Statement {} of {} ({}) may have ended this transaction (a COMMIT or similar in the \
+             file), so nothing before it could be rolled back: the statements and tracking rows \
+             sent before it are committed if it was a COMMIT, and the statements after it \
+             committed one by one unless the file opened a new transaction. This run is not \
+             retried, since running the transaction again would repeat what stayed committed. \
+             Check the tracking table ({}) for what is recorded, and the database against the \
+             files for what is not: a migration without its row runs again from its first \
+             statement.{}",
+            n + 1,
+            m.tag,
+            m.file(),
+            self.table.qualified,
+            self.kept()
+        )
     }
 
     /// What a migration outside a transaction leaves behind when it stops at chunk `n`: the
@@ -1071,7 +1144,7 @@ impl Runner<'_> {
             line,
             column,
             exact_position: false,
-            statement_excerpt: excerpt(c.text),
+            statement_excerpt: lexer::excerpt(c.text, 80),
             sqlstate: "55P03".into(),
             message: format!(
                 "canceling statement due to lock timeout, {} time{} in a row (lock_timeout {}, \
@@ -1295,29 +1368,13 @@ fn leading_blank(text: &str) -> usize {
     text.len() - text.trim_start().len()
 }
 
-/// The first non-blank line of a statement, shortened, for orientation in messages.
-fn excerpt(text: &str) -> String {
-    let line = text
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("");
-    if line.chars().count() > 80 {
-        format!("{}...", line.chars().take(77).collect::<String>())
-    } else {
-        line.to_string()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::path::PathBuf;
 
     #[test]
-    fn excerpts_are_short_first_lines() {
-        assert_eq!(excerpt("\n\n  ALTER TABLE x\n ADD y;"), "ALTER TABLE x");
-        assert_eq!(excerpt(&"x".repeat(200)).len(), 80);
+    fn leading_blank_counts_bytes() {
         assert_eq!(leading_blank("\n  a"), 3);
     }
 

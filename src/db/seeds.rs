@@ -12,6 +12,7 @@ use super::{Session, qualified, query_failed};
 use crate::config::{SeedMode, SeedVars, format_duration};
 use crate::error::{Error, SeedFailure};
 use crate::seeds::{self, Record, Seed, SeedSet, State};
+use crate::source::lexer;
 use crate::source::split::{line_col, position_to_byte};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_core::Stream;
@@ -387,6 +388,13 @@ async fn run_file(
     if seeds::statements(sent).is_empty() {
         return Ok(0);
     }
+    // For the "interrupted while ..." message: a signal now rolls back the seeds only.
+    crate::interrupt::set_activity(format!(
+        "running seed {} ({}) in the seeds' transaction (the migrations are already committed \
+         and stay applied)",
+        seed.name,
+        seed.file()
+    ));
     let lost = |e: &tokio_postgres::Error| {
         Failure::Failed(Error::Unreachable(format!(
             "the connection to the database was lost while running seed {} ({}): {e}. The server \
@@ -447,7 +455,7 @@ fn failure(
     let (line, column) = line_col(&seed.text, skipped + at);
     let excerpt = statements
         .get(index)
-        .map(|r| excerpt(&sent[r.clone()]))
+        .map(|r| lexer::excerpt(&sent[r.clone()], 80))
         .unwrap_or_default();
     let hint = db
         .hint()
@@ -488,20 +496,6 @@ fn error_text(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("ERROR {} {}", db.code().code(), db.message()),
         None => e.to_string(),
-    }
-}
-
-/// The first non-blank line of a statement, shortened, for orientation in messages.
-fn excerpt(text: &str) -> String {
-    let line = text
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("");
-    if line.chars().count() > 80 {
-        format!("{}...", line.chars().take(77).collect::<String>())
-    } else {
-        line.to_string()
     }
 }
 

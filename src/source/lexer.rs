@@ -148,26 +148,59 @@ pub fn kind_at(regions: &[(Kind, Range<usize>)], at: usize) -> Kind {
         .map_or(Kind::Code, |(k, _)| *k)
 }
 
-/// Another session's query, fit to print in our log: every string literal (`'...'`, `E'...'`
-/// with its escapes, `$tag$...$tag$`) becomes `'…'`, since it may hold a password
-/// (`ALTER ROLE ... PASSWORD '...'`) or personal data; comments are dropped for the same
-/// reason; runs of whitespace become one space; at most `max_chars` characters are kept (then
-/// `…`). A query cut short by the server (track_activity_query_size) leaves its last literal
-/// open: the lexer runs it to the end, so it is masked too.
-pub fn mask_literals(query: &str, max_chars: usize) -> String {
-    let mut masked = String::with_capacity(query.len());
-    for (kind, range) in regions(query) {
+/// `sql` with every string literal (`'...'`, `E'...'` with its escapes, `$tag$...$tag$`)
+/// replaced by `'…'` and every comment by a space: what may be shown of SQL in a log. A
+/// literal may hold a password (`ALTER ROLE ... PASSWORD '...'`, `CREATE SUBSCRIPTION ...
+/// CONNECTION '...'`) or personal data, and so may a comment. A query cut short (as the
+/// server cuts them at track_activity_query_size) leaves its last literal open: the lexer runs
+/// it to the end, so it is masked too.
+fn masked(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    for (kind, range) in regions(sql) {
         match kind {
-            Kind::Code | Kind::QuotedIdent => masked.push_str(&query[range]),
-            Kind::String | Kind::DollarBody => masked.push_str("'…'"),
-            Kind::LineComment | Kind::BlockComment => masked.push(' '),
+            Kind::Code | Kind::QuotedIdent => out.push_str(&sql[range]),
+            Kind::String | Kind::DollarBody => out.push_str("'…'"),
+            Kind::LineComment | Kind::BlockComment => out.push(' '),
         }
     }
-    let one_line = masked.split_whitespace().collect::<Vec<_>>().join(" ");
-    match one_line.char_indices().nth(max_chars) {
-        Some((cut, _)) => format!("{}…", &one_line[..cut]),
-        None => one_line,
+    out
+}
+
+/// At most `max_chars` characters of `text`, the last one `…` when it was cut.
+fn shorten(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some(_) => {
+            let keep = text
+                .char_indices()
+                .nth(max_chars.saturating_sub(1))
+                .map_or(text.len(), |(at, _)| at);
+            format!("{}…", &text[..keep])
+        }
+        None => text.to_string(),
     }
+}
+
+/// Another session's query, fit to print in our log: [`masked`], on one line (runs of
+/// whitespace become one space), at most `max_chars` characters.
+pub fn mask_literals(query: &str, max_chars: usize) -> String {
+    let one_line = masked(query)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    shorten(&one_line, max_chars)
+}
+
+/// A statement of ours, for orientation in a message (which also gives its file and line):
+/// its first line that is not blank once comments are left out, [`masked`], at most
+/// `max_chars` characters.
+pub fn excerpt(statement: &str, max_chars: usize) -> String {
+    let masked = masked(statement);
+    let line = masked
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    shorten(line, max_chars)
 }
 
 /// Problems `validate` reports for one migration file: breakpoint markers that drizzle's split
@@ -287,8 +320,26 @@ mod tests {
             "UPDATE t SET p = '…'"
         );
         // At most max_chars characters, cut on a character boundary.
-        assert_eq!(mask_literals("SELECT é, é", 8), "SELECT é…");
+        assert_eq!(mask_literals("SELECT é, é", 9), "SELECT é…");
         assert_eq!(mask_literals("SELECT 1", 8), "SELECT 1");
+    }
+
+    #[test]
+    fn excerpts_are_short_masked_first_lines() {
+        assert_eq!(excerpt("\n\n  ALTER TABLE x\n ADD y;", 80), "ALTER TABLE x");
+        assert_eq!(
+            excerpt(
+                "-- set the app's password\nALTER ROLE app PASSWORD 'hunter2';",
+                80
+            ),
+            "ALTER ROLE app PASSWORD '…';"
+        );
+        assert_eq!(
+            excerpt("INSERT INTO t VALUES ($$a\nb$$, 1);", 80),
+            "INSERT INTO t VALUES ('…', 1);"
+        );
+        assert_eq!(excerpt(&"x".repeat(200), 80).chars().count(), 80);
+        assert!(excerpt(&"x".repeat(200), 80).ends_with('…'));
     }
 
     #[test]
@@ -394,6 +445,26 @@ pub fn may_end_transaction(text: &str) -> bool {
             s.first()
                 .is_some_and(|w| ENDS_TRANSACTION.contains(&w.as_str()))
         })
+}
+
+/// Whether running `chunks` one by one outside a transaction leaves a transaction block open:
+/// the last top-level statement that starts or ends one starts it (`BEGIN`, `START
+/// TRANSACTION`). A file written for drizzle's single transaction often ends its
+/// `CREATE INDEX CONCURRENTLY` with `COMMIT; ... BEGIN;`; run on its own, that `BEGIN` would
+/// leave what follows (the tracking row) in a block nobody commits.
+pub fn leaves_transaction_open<'a>(chunks: impl IntoIterator<Item = &'a str>) -> bool {
+    let mut open = false;
+    for chunk in chunks {
+        for words in statement_words(chunk) {
+            match words.first().map(String::as_str) {
+                Some("BEGIN") => open = true,
+                Some("START") if words.get(1).is_some_and(|w| w == "TRANSACTION") => open = true,
+                Some(w) if ENDS_TRANSACTION.contains(&w) => open = false,
+                _ => {}
+            }
+        }
+    }
+    open
 }
 
 /// Top-level statements of `text` as their upper-cased words (comments, strings, quoted
@@ -658,6 +729,23 @@ mod transaction_tests {
             "CREATE TABLE t (c int);\n--> statement-breakpoint\nCREATE INDEX CONCURRENTLY i ON t (c);",
         );
         assert!(transaction_refusal(&split).unwrap().is_some());
+    }
+
+    #[test]
+    fn finds_a_transaction_left_open_at_the_end() {
+        let open = |chunks: &[&str]| leaves_transaction_open(chunks.iter().copied());
+        assert!(open(&[
+            "COMMIT;",
+            "CREATE INDEX CONCURRENTLY i ON t (c);",
+            "BEGIN;"
+        ]));
+        assert!(open(&["start transaction isolation level serializable;"]));
+        assert!(!open(&["BEGIN;", "select 1;", "COMMIT;"]));
+        assert!(!open(&["CREATE INDEX CONCURRENTLY i ON t (c);"]));
+        // Not a statement of its own: a comment, a string, a PL/pgSQL body.
+        assert!(!open(&["-- BEGIN;\nselect 'BEGIN';"]));
+        assert!(!open(&["DO $$ BEGIN PERFORM 1; END $$;"]));
+        assert!(!open(&["select 1; START fire;"]));
     }
 
     #[test]

@@ -18,8 +18,13 @@ pub struct Chunk<'a> {
 impl Chunk<'_> {
     /// Whether sending this chunk could do anything. Whitespace-only chunks are skipped: drizzle
     /// sends them and gets an empty-query response, so skipping them changes nothing (E1).
+    /// Whitespace as PostgreSQL's scanner knows it (space, tab, newline, carriage return, form
+    /// feed, vertical tab): a chunk of other Unicode spaces (U+00A0, U+3000) is sent, and fails
+    /// as it does under drizzle.
     pub fn is_blank(&self) -> bool {
-        self.text.trim().is_empty()
+        self.text
+            .bytes()
+            .all(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c))
     }
 }
 
@@ -153,6 +158,10 @@ mod tests {
         assert_eq!(&text[chunks[1].offset..], "\nbb;");
         assert!(!chunks[1].is_blank());
         assert!(split("a;--> statement-breakpoint \n\t")[1].is_blank());
+        // Only what PostgreSQL itself skips: other Unicode spaces are sent (and fail there).
+        assert!(split("a;--> statement-breakpoint\x0b\x0c\r\n")[1].is_blank());
+        assert!(!split("a;--> statement-breakpoint\u{a0}\n")[1].is_blank());
+        assert!(!split("a;--> statement-breakpoint\u{3000}")[1].is_blank());
     }
 
     #[test]

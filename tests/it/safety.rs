@@ -735,3 +735,131 @@ fn a_transaction_mode_pooler_is_detected_and_refused() {
     // Directly, the same database migrates.
     migrate(&cluster.url(&db), &example_dir()).expect(0);
 }
+
+// ---- files with their own transaction control --------------------------------------------------
+
+/// An open transaction that wrote to `table` (so it holds ROW EXCLUSIVE, which CREATE INDEX
+/// CONCURRENTLY waits out), from a session named `blocker-test`, until released.
+fn hold_writes(url: &str, table: &str) -> SessionHolder {
+    hold_session(
+        &format!("{url}&application_name=blocker-test"),
+        &format!("BEGIN; INSERT INTO {table} VALUES (0);"),
+        "COMMIT",
+    )
+}
+
+#[test]
+fn a_lock_timeout_after_a_files_own_commit_is_not_retried() {
+    let url = fresh_db("own_commit_retry");
+    execute(
+        &url,
+        "create table audit (n int); create table busy3 (id int)",
+    );
+    let mut folder = Folder::new();
+    folder
+        .add("0000_audit", 1, "INSERT INTO audit VALUES (1);")
+        .add(
+            "0001_commit_then_alter",
+            2,
+            "COMMIT;\n--> statement-breakpoint\nALTER TABLE busy3 ADD COLUMN note text;",
+        );
+    let holder = hold_table(&url, "busy3");
+    let out = run(command(&url, folder.path())
+        .env("PORTCULLIS_DDL_LOCK_TIMEOUT", "300ms")
+        .env("PORTCULLIS_DDL_LOCK_RETRIES", "2")
+        .arg("migrate"));
+    holder.release();
+    out.expect(8);
+    out.says("55P03");
+    out.says("may have ended this transaction");
+    out.says("is not retried");
+    assert!(!out.stderr.contains("retry 1 of 2"), "{}", out.stderr);
+    // The file's COMMIT committed 0000_audit and its row once; a retry would have run them again.
+    assert_eq!(
+        query(&url, "select count(*)::text from audit"),
+        [[Some("1".into())]]
+    );
+    assert_eq!(rows(&url).len(), 1);
+    // The next run, with the blocker gone, finishes the job.
+    let again = run(command(&url, folder.path()).arg("migrate"));
+    again.expect(0);
+    assert_eq!(
+        query(&url, "select count(*)::text from audit"),
+        [[Some("1".into())]]
+    );
+    assert_eq!(rows(&url).len(), 2);
+}
+
+#[test]
+fn a_concurrent_index_that_timed_out_is_not_retried_into_an_invalid_index() {
+    let url = fresh_db("cic_timeout");
+    execute(&url, "create table orders (ref int)");
+    let mut folder = Folder::new();
+    folder.add(
+        "0000_index",
+        1,
+        "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS \"orders_ref\" ON \"orders\" (\"ref\");",
+    );
+    let holder = hold_writes(&url, "orders");
+    let out = run(command(&url, folder.path())
+        .env("PORTCULLIS_DDL_LOCK_TIMEOUT", "300ms")
+        .env("PORTCULLIS_DDL_LOCK_RETRIES", "2")
+        .arg("migrate"));
+    holder.release();
+    out.expect(8);
+    out.says("55P03");
+    out.says("left the INVALID index public.orders_ref behind");
+    out.says("DROP INDEX CONCURRENTLY IF EXISTS public.orders_ref;");
+    assert!(!out.stderr.contains("retry 1 of 2"), "{}", out.stderr);
+    assert!(
+        rows(&url).is_empty(),
+        "an INVALID index must not be recorded as applied"
+    );
+    // Dropping it as told, the next run builds it for real.
+    execute(&url, "DROP INDEX CONCURRENTLY IF EXISTS public.orders_ref");
+    run(command(&url, folder.path()).arg("migrate")).expect(0);
+    assert_eq!(
+        query(
+            &url,
+            "select indisvalid::text from pg_index where indexrelid = 'orders_ref'::regclass"
+        ),
+        [[Some("true".into())]]
+    );
+    assert_eq!(rows(&url).len(), 1);
+}
+
+#[test]
+fn a_file_outside_a_transaction_that_ends_with_begin_still_gets_its_row_committed() {
+    let url = fresh_db("trailing_begin");
+    let mut folder = Folder::new();
+    folder.add("0000_table", 1, "CREATE TABLE tb (c int);").add(
+        "0001_index",
+        2,
+        "COMMIT;\n--> statement-breakpoint\nCREATE INDEX CONCURRENTLY \"tb_c\" ON \"tb\" (\"c\");\
+             \n--> statement-breakpoint\nBEGIN;",
+    );
+    let out = run(command(&url, folder.path()).arg("migrate"));
+    out.expect(0);
+    out.says("outside a transaction");
+    assert_eq!(rows(&url).len(), 2, "{}", out.stderr);
+    // Recorded for good: the next run has nothing to do (it would fail on the existing index).
+    let again = run(command(&url, folder.path()).arg("migrate"));
+    again.expect(0);
+    assert_eq!(rows(&url).len(), 2);
+}
+
+#[test]
+fn a_failed_statement_is_shown_without_its_string_literals() {
+    let url = fresh_db("excerpt_masked");
+    let mut folder = Folder::new();
+    folder.add(
+        "0000_role",
+        1,
+        "-- the app's password: SECRETPW\nALTER ROLE no_such_role PASSWORD 'SECRETPW';",
+    );
+    let out = run(command(&url, folder.path()).arg("migrate"));
+    out.expect(8);
+    out.says("42704");
+    out.says("(`ALTER ROLE no_such_role PASSWORD '…';`)");
+    assert!(!out.stderr.contains("SECRETPW"), "{}", out.stderr);
+}

@@ -356,7 +356,7 @@ fn a_failing_seed_exits_9_commits_nothing_of_the_seeds_and_keeps_the_migrations(
     assert!(
         out.stderr.contains(&format!(
             "seed 2_dup.sql failed at {file}:4:1 (the statement starting there) in statement 2 \
-             of 2 (`insert into items values (2, 'two'),`): ERROR 23505"
+             of 2 (`insert into items values (2, '…'),`): ERROR 23505"
         )),
         "{}",
         out.stderr
@@ -986,4 +986,27 @@ fn an_unreadable_seed_an_empty_name_or_a_commit_exit_3_before_connecting() {
         .env("PORTCULLIS_WAIT_TIMEOUT", "0")
         .args(["migrate", "--no-seed"]));
     out.expect(5);
+}
+
+#[test]
+fn sigterm_during_a_seed_rolls_back_the_seeds_and_says_the_migrations_stay() {
+    let url = fresh_db("seed_sigterm");
+    let mut folder = Folder::new();
+    folder.add("0000_a", 1, "create table st_seeded (id int);");
+    let seeds = SeedDir::new();
+    seeds.write(
+        "1_slow.sql",
+        "insert into st_seeded values (1);\nselect pg_sleep(30);\n",
+    );
+    let (out, _) = terminate_while_running(
+        seeded(&url, folder.path(), seeds.path()).arg("migrate"),
+        &url,
+        "pg_sleep(30)",
+    );
+    out.expect(143);
+    out.says("interrupted by SIGTERM while running seed 1_slow");
+    out.says("the migrations are already committed and stay applied");
+    // The migration stays; the seed's row went with its transaction.
+    assert_eq!(rows(&url).len(), 1);
+    assert_eq!(count(&url, "st_seeded"), 0);
 }
