@@ -606,8 +606,9 @@ fn url_source(p: &RawPortcullis, env: &RawEnv) -> Result<Option<(String, &'stati
         (None, Some(file)) => {
             let text = std::fs::read_to_string(file).map_err(|e| {
                 Error::Config(format!(
-                    "DATABASE_URL_FILE={file}: cannot read the file ({e}). Check that the secret \
-                     is mounted at that path and readable by this user."
+                    "{}: cannot read the file ({e}). Check that the secret is mounted at that \
+                     path and readable by this user.",
+                    named_path("DATABASE_URL_FILE", file)
                 ))
             })?;
             let url = text.trim().to_string();
@@ -714,9 +715,10 @@ fn take_tls_params_kv(s: &str) -> (String, TlsParams) {
 /// Why tokio-postgres could not read a connection string: its cause (`unknown option `x``,
 /// `invalid value for option `port``, ...), which it leaves out of its own message. Nothing of
 /// the string's values is repeated: the cause that quotes a character of it (`... but got
-/// `c``) is cut before that, and in a keyword/value string an unknown option's name is left
-/// out, since it may be the rest of an unquoted value such as a password with a space.
-fn parse_failure(e: &tokio_postgres::Error, is_url: bool) -> String {
+/// `c``) is cut before that, and an unknown option's name is left out where it may be the
+/// rest of a password: one with a space in a keyword/value string, or one with an unencoded
+/// '&' in a URL's `password=` parameter.
+fn parse_failure(e: &tokio_postgres::Error, url: &str, is_url: bool) -> String {
     use std::error::Error as _;
     let Some(cause) = e.source().map(|c| c.to_string()) else {
         return e.to_string();
@@ -724,13 +726,45 @@ fn parse_failure(e: &tokio_postgres::Error, is_url: bool) -> String {
     if let Some(cut) = cause.find(" but got") {
         return format!("{e}: {}", &cause[..cut]);
     }
-    if !is_url && cause.starts_with("unknown option") {
+    let password_param = url
+        .split_once('?')
+        .is_some_and(|(_, query)| query.contains("password="));
+    if cause.starts_with("unknown option") && (!is_url || password_param) {
         return format!(
-            "{e}: an unknown option, not named here since it may be part of an unquoted value; \
-             put values with spaces in single quotes"
+            "{e}: an unknown option, not named here since it may be part of a value; {}",
+            if is_url {
+                "percent-encode '&' and '=' in parameter values (%26, %3D)"
+            } else {
+                "put values with spaces in single quotes"
+            }
         );
     }
     format!("{e}: {cause}")
+}
+
+/// `text` (the command-line parser's complaint) with every argument of `args` that may hold a
+/// connection string or a password replaced by a note that says so (a `--flag=value` shown as
+/// `'--flag=***'`): the parser quotes an argument given in the wrong place whole, whatever its
+/// syntax (a quote or a space in the password, a string split in two by the shell). Then
+/// [`hide_credentials`], for what is left.
+pub fn hide_secret_arguments(text: &str, args: &[String]) -> String {
+    let mut out = text.to_string();
+    for arg in args {
+        let secret_like = arg.contains("://")
+            || arg.contains(['@', '=', ' ', '\t', '\n'])
+            || arg.to_ascii_lowercase().contains("password");
+        if !secret_like {
+            continue;
+        }
+        let shown = match arg.split_once('=') {
+            Some((flag, _)) if flag.starts_with("--") && !flag.contains(char::is_whitespace) => {
+                format!("'{flag}=***'")
+            }
+            _ => "'(an argument that may hold a password, not shown)'".to_string(),
+        };
+        out = out.replace(&format!("'{arg}'"), &shown);
+    }
+    hide_credentials(&out)
 }
 
 /// `text` with the password of every `scheme://user:password@` and every `password=...` pair
@@ -798,9 +832,12 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
+        // On bytes: the two after a '%' may be the start of a multi-byte character.
         if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+            && let Some(v) = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
         {
             out.push(v);
             i += 3;
@@ -816,11 +853,29 @@ fn percent_decode(s: &str) -> String {
 fn readable(source: &str, path: &str) -> Result<PathBuf, Error> {
     std::fs::File::open(path).map_err(|e| {
         Error::Config(format!(
-            "{source}={path}: cannot read the file ({e}). Mount it into the container, or fix \
-             the path."
+            "{}: cannot read the file ({e}). Mount it into the container, or fix the path.",
+            named_path(source, path)
         ))
     })?;
     Ok(PathBuf::from(path))
+}
+
+/// `NAME=path` for a message about a file, unless the value looks like the secret itself,
+/// pasted where its path belongs (a connection string in DATABASE_URL_FILE, a PEM key in
+/// PGSSLKEY): then only the name, and why.
+fn named_path(name: &str, path: &str) -> String {
+    let secret_like = path.contains("://")
+        || path.contains(['@', '=', '\n'])
+        || path.contains("-----BEGIN")
+        || path.to_ascii_lowercase().contains("password");
+    if secret_like {
+        format!(
+            "{name} (its value is not shown: it looks like a connection string or a key itself, \
+             not the path of a file that holds one)"
+        )
+    } else {
+        format!("{name}={path}")
+    }
 }
 
 /// What the TLS settings resolve to: mode, trusted roots, client certificate and key.
@@ -933,11 +988,34 @@ fn with_default_port(url: &str, port: u16) -> String {
     )
 }
 
+/// Refuses a URL with an '@' after its host part (in the path or the parameters). tokio-postgres
+/// ends the user and password at the first '@' wherever it is, so `?password=p@ss` would make
+/// `ss` the host and put the start of the password in every message that names the database,
+/// and a '?' inside the password would hide `sslmode` from the TLS settings. libpq ends the
+/// user and password at the first '/' or '?', and refuses such strings too. The string is not
+/// shown: it holds the password.
+fn refuse_late_at(url: &str, name: &str) -> Result<(), Error> {
+    let rest = &url[url.find("://").map_or(0, |i| i + 3)..];
+    let host_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    if rest[host_end..].contains('@') {
+        return Err(Error::Config(format!(
+            "{name} has an '@' after a '/' or '?', so it cannot be read the way libpq reads it \
+             (not shown: it may hold a password). A password (or user) with '@', '/', '?' or \
+             '#' must have them percent-encoded (%40, %2F, %3F, %23): \
+             postgres://user:p%40ss@host:5432/dbname; in a parameter too: ?password=p%40ss."
+        )));
+    }
+    Ok(())
+}
+
 fn database_config(p: &RawPortcullis, env: &RawEnv) -> Result<Database, Error> {
     let source = url_source(p, env)?;
     let (mut pg, url_tls, source_name) = match &source {
         Some((url, name)) => {
             let is_url = url.starts_with("postgres://") || url.starts_with("postgresql://");
+            if is_url {
+                refuse_late_at(url, name)?;
+            }
             let (mut clean, tls) = if is_url {
                 take_tls_params(url)
             } else {
@@ -955,7 +1033,7 @@ fn database_config(p: &RawPortcullis, env: &RawEnv) -> Result<Database, Error> {
                     "{name} is not a valid PostgreSQL connection string ({}). Expected \
                      postgres://user:password@host:5432/dbname?sslmode=require; characters such \
                      as @ : / in the password must be percent-encoded.",
-                    parse_failure(&e, is_url)
+                    parse_failure(&e, url, is_url)
                 ))
             })?;
             (pg, tls, *name)
@@ -1140,10 +1218,39 @@ impl SeedVars {
         by_length.sort_by_key(|v| std::cmp::Reverse(v.value.len()));
         let mut out = text.to_string();
         for v in by_length {
-            out = out.replace(&v.value, &format!("<{}>", v.variable));
+            out = redact_one(&out, &v.value, &format!("<{}>", v.variable));
         }
         out
     }
+}
+
+/// `text` with `value` replaced by `mark`, and so any start of it at least [`MIN_PREFIX`]
+/// bytes long: the server cuts the long values it quotes (a DETAIL shows the first 64 bytes of
+/// each column, then `...`).
+fn redact_one(text: &str, value: &str, mark: &str) -> String {
+    const MIN_PREFIX: usize = 16;
+    let mut probe = value.len().min(MIN_PREFIX);
+    while !value.is_char_boundary(probe) {
+        probe -= 1;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(&value[..probe]) {
+        let tail = &rest[at..];
+        let mut matched = tail
+            .bytes()
+            .zip(value.bytes())
+            .take_while(|(a, b)| a == b)
+            .count();
+        while !tail.is_char_boundary(matched) {
+            matched -= 1;
+        }
+        out.push_str(&rest[..at]);
+        out.push_str(mark);
+        rest = &tail[matched..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn seeds_config(p: &RawPortcullis, map: &BTreeMap<String, String>) -> Result<Seeds, Error> {
@@ -1413,6 +1520,16 @@ mod tests {
             "Failing row contains (<PORTCULLIS_SEED_VAR_ADMIN_EMAIL>, <PORTCULLIS_SEED_VAR_plan_2>)"
         );
 
+        // A long value that the server quotes cut short is hidden too.
+        let token = "tok_".repeat(30);
+        let c = cfg(&[("DATABASE_URL", URL), ("PORTCULLIS_SEED_VAR_TOKEN", &token)]).unwrap();
+        assert_eq!(
+            c.seeds
+                .vars
+                .redact(&format!("Failing row contains (7, {}...).", &token[..64])),
+            "Failing row contains (7, <PORTCULLIS_SEED_VAR_TOKEN>...)."
+        );
+
         // Bad names and clashes are refused, naming the variable but never the value.
         for vars in [
             vec![("PORTCULLIS_SEED_VAR_", secret)],
@@ -1499,9 +1616,69 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.database.target(), "direct:5432/db");
+        // A path is named, so that a wrong mount can be told from a missing one.
         let err = cfg(&[("DATABASE_URL_FILE", "/nonexistent/secret")]).unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/secret"));
+        assert!(
+            err.to_string()
+                .contains("DATABASE_URL_FILE=/nonexistent/secret")
+        );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_secret_pasted_where_a_path_belongs_is_not_shown() {
+        let err = cfg(&[("DATABASE_URL_FILE", "postgres://app:hunter2@db/shop")]).unwrap_err();
+        let text = err.to_string();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(
+            text.contains("DATABASE_URL_FILE (its value is not shown"),
+            "{text}"
+        );
+        let key = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkq\n-----END PRIVATE KEY-----";
+        let err = cfg(&[
+            ("DATABASE_URL", "postgres://app@db/shop?sslmode=require"),
+            ("PGSSLCERT", "/etc/hostname"),
+            ("PGSSLKEY", key),
+        ])
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(!text.contains("MIIEvQIBADANBgkq"), "{text}");
+        assert!(text.contains("PGSSLKEY (its value is not shown"), "{text}");
+    }
+
+    #[test]
+    fn an_at_sign_after_the_host_part_is_refused_without_showing_it() {
+        for url in [
+            "postgres://db/shop?user=app&password=p@SECRET",
+            "postgres://app:p?SECRET@db/shop?sslmode=require",
+            "postgres://app:p/SECRET@db/shop",
+        ] {
+            let text = cfg(&[("DATABASE_URL", url)]).unwrap_err().to_string();
+            assert!(text.contains("after a '/' or '?'"), "{url}: {text}");
+            assert!(!text.contains("SECRET"), "{url}: {text}");
+        }
+        // Encoded, it is read as meant.
+        let c = cfg(&[(
+            "DATABASE_URL",
+            "postgres://db/shop?user=app&password=p%40ss",
+        )])
+        .unwrap();
+        assert_eq!(c.database.target(), "db:5432/shop");
+    }
+
+    #[test]
+    fn a_url_parameter_split_by_an_unencoded_ampersand_is_not_named() {
+        let err = cfg(&[("DATABASE_URL", "postgres://app@db/shop?password=ab&cd=ef")]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("unknown option"), "{text}");
+        assert!(!text.contains("cd"), "{text}");
+    }
+
+    #[test]
+    fn a_percent_before_a_multi_byte_character_is_kept_as_it_is() {
+        assert_eq!(percent_decode("%1é%41"), "%1éA");
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("%e2%82%ac"), "€");
     }
 
     #[test]
@@ -1537,6 +1714,32 @@ mod tests {
         let text = says("host=h user=u password 's3cret'");
         assert!(text.contains("unexpected character at byte"), "{text}");
         assert!(!text.contains("got"), "{text}");
+    }
+
+    #[test]
+    fn arguments_that_may_hold_a_secret_are_not_quoted() {
+        let args: Vec<String> = [
+            "migrate",
+            "postgres://app:pa'ss@db/x",
+            "host=db password = s3cret",
+            "--database-url=postgres://app:pa",
+            "ss@db/x",
+            "--dry-rn",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        let said = "error: unexpected argument 'postgres://app:pa'ss@db/x' found; \
+                    'host=db password = s3cret'; '--database-url=postgres://app:pa'; \
+                    unrecognized subcommand 'ss@db/x'; unexpected argument '--dry-rn'";
+        let text = hide_secret_arguments(said, &args);
+        assert_eq!(
+            text,
+            "error: unexpected argument '(an argument that may hold a password, not shown)' \
+             found; '(an argument that may hold a password, not shown)'; '--database-url=***'; \
+             unrecognized subcommand '(an argument that may hold a password, not shown)'; \
+             unexpected argument '--dry-rn'"
+        );
     }
 
     #[test]

@@ -195,7 +195,11 @@ fn main() -> process::ExitCode {
             }
             // The parser quotes the argument it did not expect, which may be a connection
             // string given in the wrong place: its password is hidden.
-            let text = config::hide_credentials(&e.to_string());
+            let args: Vec<String> = std::env::args_os()
+                .skip(1)
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            let text = config::hide_secret_arguments(&e.to_string(), &args);
             let first = text.lines().next().unwrap_or_default();
             let reason = format!(
                 "{}; see --help",
@@ -333,7 +337,10 @@ async fn run_until_signal(
         },
         interrupt::activity()
     );
-    interrupt::interrupt(sig).await;
+    // One deadline for all of it, the cancel request included, so that the run ends within
+    // about 1.5 s of the signal whatever the network does.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(1500);
+    let _ = tokio::time::timeout_at(deadline, interrupt::interrupt(sig)).await;
     tokio::select! {
         // Work that finished anyway (a commit that raced the signal) reports what it did.
         result = &mut work => match result {
@@ -343,7 +350,7 @@ async fn run_until_signal(
         },
         // Dropping the run closes the connection: the server ends the session, rolling back and
         // releasing the advisory lock.
-        _ = tokio::time::sleep(std::time::Duration::from_millis(1000)) => Err(interrupt::error()),
+        _ = tokio::time::sleep_until(deadline) => Err(interrupt::error()),
         _ = term.recv() => Err(interrupt::error()),
         _ = int.recv() => Err(interrupt::error()),
     }

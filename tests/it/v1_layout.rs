@@ -410,6 +410,7 @@ fn nameless_rows_under_a_journal_are_warned_about_and_repair_names_them() {
     out.says("have no name");
     cmd(&url, j.path(), &["repair", "--apply"]).expect(0);
     let out = migrate(&url, j.path());
+    out.expect(0);
     assert!(!out.stderr.contains("have no name"), "{}", out.stderr);
     let out = migrate(&url, converted("w").path());
     out.expect(0);

@@ -172,6 +172,12 @@ fn faults(fault: Fault, name: &str) {
         );
     }
     let signalled = exits.iter().filter(|&&c| c != 0).count();
+    // The point is faults that land before the commit: at least one must have.
+    assert!(
+        at_old >= 1,
+        "no fault landed before the commit in {ITERATIONS} iterations (exits {exits:?}); the \
+         test exercised nothing"
+    );
     figure(
         name,
         format!(

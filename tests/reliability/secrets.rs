@@ -254,3 +254,34 @@ fn the_password_never_appears_in_any_output() {
         ),
     );
 }
+
+/// A connection string given where the command line has no place for it is refused (exit 2)
+/// and quoted by the parser's complaint: its password is not, whatever the string's syntax,
+/// on stderr or in the termination log.
+#[test]
+fn a_connection_string_in_the_wrong_place_is_refused_without_its_password() {
+    let url = Cluster::shared().url("postgres");
+    let example = example_dir();
+    let cases: [&[&str]; 5] = [
+        // A quote in the password ended the old search for it.
+        &["postgres://app:pw'SECRETX@db/x"],
+        &["migrate", "postgres://app:pw'SECRETX@db/x"],
+        // libpq allows spaces around '='.
+        &["host=db password = SECRETX"],
+        // Split in two by the shell at a space in the password.
+        &["migrate", "postgres://app:pw", "SECRETX@db/x"],
+        &["--migrations-dir=postgres://app:SECRETX@db/x", "bogus"],
+    ];
+    for args in cases {
+        let out = portcullis(&url, &example).args(args).run();
+        out.expect(2);
+        for (what, text) in [("stderr", &out.stderr), ("termination log", &out.termlog)] {
+            assert!(!text.contains("SECRETX"), "{args:?}: {what}:\n{text}");
+        }
+        assert!(
+            out.termlog.contains("see --help"),
+            "{args:?}: {}",
+            out.termlog
+        );
+    }
+}
