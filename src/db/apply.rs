@@ -250,7 +250,16 @@ pub async fn apply(
                         limits.lock_retries,
                         delay.as_secs_f64()
                     );
-                    interrupt::sleep(delay).await?;
+                    // Interrupted during the pause: the attempt was already undone, as far as it
+                    // can be, and the message says what stays.
+                    if interrupt::sleep(delay).await.is_err() {
+                        return Err(interrupt::error_with(&match group {
+                            Group::Transaction(ms) => runner.consequence_of_rollback(ms),
+                            Group::Autocommit(m, reason) => {
+                                runner.consequence_outside(m, reason, &m.chunks(), resume_at, None)
+                            }
+                        }));
+                    }
                 }
             }
         }
@@ -567,7 +576,9 @@ impl Runner<'_> {
             .map_err(GroupError::Failed)?;
         if interrupt::check().is_err() {
             rollback(self.session).await;
-            return Err(GroupError::Failed(interrupt::error()));
+            return Err(GroupError::Failed(interrupt::error_with(
+                &self.consequence_of_rollback(group),
+            )));
         }
         let chunks: Vec<Vec<Chunk<'_>>> = group.iter().map(|m| m.chunks()).collect();
         // The chunks that are sent (not blank), per migration.
@@ -656,7 +667,7 @@ impl Runner<'_> {
                 if interrupt::check().is_err() {
                     rollback(self.session).await;
                     return Err(GroupError::Failed(match ended {
-                        None => interrupt::error(),
+                        None => interrupt::error_with(&consequence(None)),
                         Some(_) => interrupt::error_with(&consequence(ended)),
                     }));
                 }

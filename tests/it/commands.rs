@@ -469,7 +469,8 @@ fn await_returns_once_a_peer_has_migrated() {
             .env("PORTCULLIS_WAIT_TIMEOUT", "30s")
             .arg("await"),
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    // Once it has read the catalog (and found nothing applied), the migration may run.
+    wait_for_sent(&url, "format_type(a.atttypid");
     migrate(&url, &example_dir()).expect(0);
     let out = finish(waiter, started, Duration::from_secs(30));
     out.expect(0);
@@ -479,5 +480,34 @@ fn await_returns_once_a_peer_has_migrated() {
     // Already migrated: immediate.
     let out = cmd(&url, &example_dir(), &["await"]);
     out.expect(0);
-    assert!(out.elapsed < Duration::from_secs(2));
+    assert!(!out.stderr.contains("waiting for"), "{}", out.stderr);
+}
+
+/// `seed`, `baseline` and `repair --apply` write under the migration lock too: while another
+/// session holds it they wait (polling), give up after PORTCULLIS_LOCK_WAIT_TIMEOUT with exit 7,
+/// and change nothing.
+#[test]
+fn writing_commands_wait_for_the_lock_and_change_nothing_without_it() {
+    let url = fresh_db("cmd_locked");
+    let seeds = std::env::temp_dir().join(format!("portcullis-cmd-seeds-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&seeds);
+    std::fs::create_dir_all(&seeds).unwrap();
+    std::fs::write(
+        seeds.join("1_a.sql"),
+        "create table seeded_here (id int);\n",
+    )
+    .unwrap();
+    let before = fingerprint(&url);
+    let holder = hold_lock(&url);
+    for args in [&["seed"][..], &["baseline"], &["repair", "--apply"]] {
+        let out = run(command(&url, &example_dir())
+            .env("PORTCULLIS_SEEDS_DIR", &seeds)
+            .env("PORTCULLIS_LOCK_WAIT_TIMEOUT", "1s")
+            .args(args));
+        out.expect(7);
+        out.says("held the migration lock");
+        assert_eq!(fingerprint(&url), before, "{args:?} changed something");
+    }
+    drop(holder);
+    let _ = std::fs::remove_dir_all(&seeds);
 }

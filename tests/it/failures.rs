@@ -91,7 +91,8 @@ fn folder_error(folder: &Folder) -> Output {
         .env("PORTCULLIS_WAIT_TIMEOUT", "30s")
         .arg("migrate"));
     out.expect(3);
-    assert!(out.elapsed < Duration::from_secs(3), "{:?}", out.elapsed);
+    // Not one connection attempt: the folder is checked first.
+    assert!(!out.stderr.contains("waiting for"), "{}", out.stderr);
     out
 }
 
@@ -256,8 +257,9 @@ fn exit_5_when_nothing_answers_within_the_wait_timeout() {
         .env("PORTCULLIS_WAIT_TIMEOUT", "2s")
         .arg("migrate"));
     out.expect(5);
+    // It waited the whole timeout, and then stopped (not another whole wait later).
     assert!(out.elapsed >= Duration::from_secs(2), "{:?}", out.elapsed);
-    assert!(out.elapsed < Duration::from_secs(6), "{:?}", out.elapsed);
+    assert!(out.elapsed < Duration::from_secs(12), "{:?}", out.elapsed);
     out.says("connection refused");
     out.says("did not accept connections within 2s");
     out.says("waiting for 127.0.0.1:");
@@ -271,14 +273,16 @@ fn exit_6_fast_for_a_wrong_password_or_a_missing_database() {
         .env("PORTCULLIS_WAIT_TIMEOUT", "60s")
         .arg("migrate"));
     out.expect(6);
-    assert!(out.elapsed < Duration::from_secs(1), "{:?}", out.elapsed);
+    // Refused for good at the first attempt: no retry, nowhere near the 60 s wait.
+    assert!(!out.stderr.contains("(attempt"), "{}", out.stderr);
+    assert!(out.elapsed < Duration::from_secs(30), "{:?}", out.elapsed);
     out.says("authentication failed");
     out.says("28P01");
 
     let url = cluster.url("no_such_database");
     let out = run(command(&url, &example_dir()).arg("migrate"));
     out.expect(6);
-    assert!(out.elapsed < Duration::from_secs(1), "{:?}", out.elapsed);
+    assert!(!out.stderr.contains("(attempt"), "{}", out.stderr);
     out.says("3D000");
     out.says("no_such_database");
 
@@ -446,18 +450,12 @@ fn a_queued_runner_never_blocks_the_holder_from_altering_the_tracking_table() {
     let started = Instant::now();
     let child = spawn(command(&url, &example_dir()).arg("migrate"));
     wait_for_statement(&url, "pg_advisory_lock_shared");
-    let altered = Instant::now();
     rt.block_on(client.batch_execute(
         "SET lock_timeout = '3s'; \
          ALTER TABLE drizzle.__drizzle_migrations ADD COLUMN note text; \
          RESET lock_timeout",
     ))
-    .expect("the holder altered the tracking table while a runner was queued");
-    assert!(
-        altered.elapsed() < Duration::from_secs(1),
-        "the ALTER waited {:?}",
-        altered.elapsed()
-    );
+    .expect("the holder altered the tracking table while a runner was queued (lock_timeout 3s)");
     rt.block_on(client.query_one("select pg_advisory_unlock($1)", &[&key]))
         .unwrap();
     let out = finish(child, started, Duration::from_secs(30));
