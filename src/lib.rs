@@ -523,11 +523,24 @@ fn plan_report(cfg: &Config, folder: &Folder, snapshot: &Snapshot) -> Result<Out
         });
     }
     let n = decision.apply.len();
+    let outside = decision
+        .apply
+        .iter()
+        .filter(|&&i| folder.migrations[i].no_transaction.is_some())
+        .count();
     out.push_str(&format!(
-        "-- portcullis plan for {}: {n} migration{} to apply, in this order, in {}.\n",
+        "-- portcullis plan for {}: {n} migration{} to apply, in this order, in {}{}.\n",
         cfg.database.target(),
         if n == 1 { "" } else { "s" },
-        transaction_words(cfg)
+        transaction_words(cfg),
+        match outside {
+            0 => String::new(),
+            _ => format!(
+                ", except {outside} that run{} outside a transaction, statement by statement \
+                 (what comes before each is committed first)",
+                if outside == 1 { "s" } else { "" }
+            ),
+        }
     ));
     if !snapshot.exists {
         out.push_str(&format!(
@@ -548,9 +561,13 @@ fn plan_report(cfg: &Config, folder: &Folder, snapshot: &Snapshot) -> Result<Out
             report::utc(m.when),
             sent.len(),
             if sent.len() == 1 { "" } else { "s" },
-            match cfg.transaction {
-                config::TransactionMode::All => ", in the batch transaction",
-                config::TransactionMode::Each => ", in its own transaction",
+            match (&m.no_transaction, cfg.transaction) {
+                (Some(reason), _) => format!(
+                    ", outside a transaction, statement by statement (each commits on its own): \
+                     {reason}"
+                ),
+                (None, config::TransactionMode::All) => ", in the batch transaction".into(),
+                (None, config::TransactionMode::Each) => ", in its own transaction".into(),
             }
         ));
         for (s, c) in sent.iter().enumerate() {
@@ -927,7 +944,13 @@ async fn baseline(
     let targets = &folder.migrations[..upto];
     for (m, s) in targets.iter().zip(&plan.states) {
         match s {
-            State::Edited { row_id, .. } => {
+            // A difference in line endings or a BOM only (a checkout with autocrlf) is the
+            // same migration, as `migrate` treats it: recorded already.
+            State::Edited {
+                row_id,
+                cosmetic: false,
+                ..
+            } => {
                 return Err(Error::History(format!(
                     "baseline: {} already has a row (id {row_id}) with another hash; the file \
                      was edited after it was recorded. Restore the file, or fix the row by hand.",
@@ -947,7 +970,12 @@ async fn baseline(
     let claimed: Vec<i64> = plan.states[..upto]
         .iter()
         .filter_map(|s| match s {
-            State::Applied { row_id, .. } => Some(*row_id),
+            State::Applied { row_id, .. }
+            | State::Edited {
+                row_id,
+                cosmetic: true,
+                ..
+            } => Some(*row_id),
             _ => None,
         })
         .collect();
@@ -973,7 +1001,12 @@ async fn baseline(
     let todo: Vec<&Migration> = targets
         .iter()
         .zip(&plan.states)
-        .filter(|(_, s)| !matches!(s, State::Applied { .. }))
+        .filter(|(_, s)| {
+            !matches!(
+                s,
+                State::Applied { .. } | State::Edited { cosmetic: true, .. }
+            )
+        })
         .map(|(m, _)| m)
         .collect();
     if todo.is_empty() {
@@ -1221,6 +1254,9 @@ async fn seed_locked(
     set: &seeds::SeedSet,
     outcome: &mut Outcome,
 ) -> Result<(), Error> {
+    interrupt::set_activity(
+        "starting the seeds' transaction (the migrations are already committed and stay applied)",
+    );
     if set.seeds.is_empty() {
         if set.exists {
             tracing::info!("no seeds: {} holds no .sql files", set.dir.display());

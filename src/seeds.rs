@@ -193,30 +193,48 @@ pub fn statements(text: &str) -> Vec<Range<usize>> {
     out
 }
 
-/// Statements that would end or restart the seeds' transaction (`BEGIN`, `COMMIT`,
-/// `ROLLBACK` without `TO`, `START TRANSACTION`, `ABORT`), with their ranges: a seed that
-/// commits half-way would break "all the reference data or none".
+/// Statements that would end or restart the seeds' transaction (`BEGIN`, `START
+/// TRANSACTION`, `COMMIT`, `END`, `ABORT`, `PREPARE TRANSACTION`, `ROLLBACK` but not
+/// `ROLLBACK [WORK | TRANSACTION] TO` a savepoint), with their ranges: a seed that commits
+/// half-way would break "all the reference data or none", and lose the transaction's
+/// lock_timeout and seed variables. The words are the lexer's (comments, strings and bodies
+/// left out); the `END` that closes a `BEGIN ATOMIC` function body is not one of them.
 pub fn transaction_control(text: &str) -> Vec<(Range<usize>, String)> {
-    statements(text)
-        .into_iter()
-        .filter_map(|r| {
-            let words: Vec<String> = text[r.clone()]
-                .split(|c: char| !c.is_ascii_alphabetic())
-                .filter(|w| !w.is_empty())
-                .take(2)
-                .map(str::to_ascii_lowercase)
-                .collect();
-            let first = words.first().map(String::as_str).unwrap_or("");
-            let second = words.get(1).map(String::as_str).unwrap_or("");
-            let hit = match first {
-                "begin" | "commit" | "abort" => true,
-                "rollback" => second != "to",
-                "start" => second == "transaction",
-                _ => false,
-            };
-            hit.then(|| (r, first.to_ascii_uppercase()))
-        })
-        .collect()
+    let mut atomic_body = false;
+    let mut found = Vec::new();
+    for r in statements(text) {
+        let words = lexer::statement_words(&text[r.clone()]).concat();
+        let word = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
+        if atomic_body {
+            // Its statements run when the function is called; its END closes it.
+            atomic_body = word(0) != "END";
+            continue;
+        }
+        if words
+            .windows(2)
+            .any(|w| w[0] == "BEGIN" && w[1] == "ATOMIC")
+        {
+            atomic_body = true;
+            continue;
+        }
+        let hit = match word(0) {
+            "BEGIN" | "COMMIT" | "END" | "ABORT" => true,
+            "START" | "PREPARE" => word(1) == "TRANSACTION",
+            "ROLLBACK" => {
+                let next = if matches!(word(1), "WORK" | "TRANSACTION") {
+                    word(2)
+                } else {
+                    word(1)
+                };
+                next != "TO"
+            }
+            _ => false,
+        };
+        if hit {
+            found.push((r, word(0).to_string()));
+        }
+    }
+    found
 }
 
 /// One `*.sql` entry of a seeds folder: its name under the seeds folder, its path, and its
@@ -536,12 +554,20 @@ mod tests {
     fn transaction_control_is_found_outside_strings_and_bodies() {
         let found: Vec<String> = transaction_control(
             "begin;\nselect 'commit;';\ndo $$ begin perform 1; end $$;\nstart transaction;\n\
-             rollback to savepoint s;\nrollback;\nabort;\ncommit;\nstart_x();",
+             rollback to savepoint s;\nrollback work to s;\nrollback transaction to savepoint s;\n\
+             rollback;\nabort;\ncommit;\nstart_x();\n-- commit;\nend;\nprepare transaction 'x';\n\
+             prepare q as select 1;\ncreate function f() returns int language sql\n\
+             begin atomic select 1; select 2; end;\nselect 'begin atomic';\nend work;",
         )
         .into_iter()
         .map(|(_, w)| w)
         .collect();
-        assert_eq!(found, ["BEGIN", "START", "ROLLBACK", "ABORT", "COMMIT"]);
+        assert_eq!(
+            found,
+            [
+                "BEGIN", "START", "ROLLBACK", "ABORT", "COMMIT", "END", "PREPARE", "END"
+            ]
+        );
     }
 
     fn record(name: &str, hash: &str) -> Record {

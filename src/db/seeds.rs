@@ -209,7 +209,13 @@ pub async fn run(
                     opts.lock_retries,
                     delay.as_secs_f64()
                 );
-                tokio::time::sleep(delay).await;
+                // A signal in the pause ends the run before another attempt starts.
+                if crate::interrupt::sleep(delay).await.is_err() {
+                    return Err(crate::interrupt::error_with(
+                        "The seeds' transaction had been rolled back before the pause: no seed \
+                         of this run was applied; the migrations stay applied.",
+                    ));
+                }
             }
         }
     }
@@ -260,7 +266,14 @@ async fn attempt(
                             context: None,
                         })))
                     }
-                    None => lost("COMMIT (seeds)", &e),
+                    // The answer to COMMIT never came: whether it happened is unknown.
+                    None => Failure::Failed(Error::Unreachable(format!(
+                        "the connection to the database was lost while committing the seeds \
+                         ({e}). Whether the COMMIT happened is unknown, but PostgreSQL commits \
+                         completely or not at all: either every seed of this run was applied \
+                         and recorded, or none was; the migrations stay applied either way. \
+                         Seeds are idempotent, so run again; a restart may help."
+                    ))),
                 });
             }
             if created {
@@ -388,7 +401,8 @@ async fn run_file(
     if seeds::statements(sent).is_empty() {
         return Ok(0);
     }
-    // For the "interrupted while ..." message: a signal now rolls back the seeds only.
+    // For the "interrupted while ..." message: a signal now rolls back the seeds only (the
+    // seeds phase as a whole says so too, from its start on: see `lib::seed_locked`).
     crate::interrupt::set_activity(format!(
         "running seed {} ({}) in the seeds' transaction (the migrations are already committed \
          and stay applied)",

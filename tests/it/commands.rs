@@ -511,3 +511,62 @@ fn writing_commands_wait_for_the_lock_and_change_nothing_without_it() {
     drop(holder);
     let _ = std::fs::remove_dir_all(&seeds);
 }
+
+/// `plan` says how each migration will run: one that must run outside a transaction is not
+/// "in the batch transaction".
+#[test]
+fn plan_names_the_migrations_that_run_outside_a_transaction() {
+    let url = fresh_db("plan_outside");
+    let mut folder = Folder::new();
+    folder.add("0000_table", 1, "CREATE TABLE po (c int);").add(
+        "0001_index",
+        2,
+        "CREATE INDEX CONCURRENTLY \"po_c\" ON \"po\" (\"c\");",
+    );
+    let out = cmd(&url, folder.path(), &["plan"]);
+    out.expect(0);
+    assert!(
+        out.stdout.contains(
+            "2 migrations to apply, in this order, in one transaction, except 1 that runs \
+             outside a transaction"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(
+            "1 statement, outside a transaction, statement by statement (each commits on its \
+             own): CREATE INDEX CONCURRENTLY cannot run inside a transaction block"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("1 statement, in the batch transaction"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// `baseline` again after a checkout changed only line endings: the migration is the same one
+/// (as `migrate` sees it), so nothing is recorded twice and nothing is refused.
+#[test]
+fn baseline_again_after_a_line_ending_change_records_nothing() {
+    let url = fresh_db("baseline_crlf");
+    let mut folder = Folder::new();
+    folder.add("0000_a", 1, "CREATE TABLE bc (c int);\n").add(
+        "0001_b",
+        2,
+        "ALTER TABLE bc ADD COLUMN d int;\n",
+    );
+    cmd(&url, folder.path(), &["baseline"]).expect(0);
+    assert_eq!(rows(&url).len(), 2);
+    std::fs::write(
+        folder.path().join("0001_b.sql"),
+        "ALTER TABLE bc ADD COLUMN d int;\r\n",
+    )
+    .unwrap();
+    let out = cmd(&url, folder.path(), &["baseline"]);
+    out.expect(0);
+    assert_eq!(rows(&url).len(), 2, "{}", out.stderr);
+}
