@@ -68,13 +68,29 @@ pub fn plan(
     let needs_conversion = created_at_type != "bigint";
     let mut resolved: Vec<(i64, String, i64)> = Vec::new();
     let mut fills = Vec::new();
+    // The migrations (hash, when) that a row records already. Two files of the same content
+    // (untouched `--custom` files, E41) share a hash: a row to fill gets the first of them no
+    // other row records, in id order, so that filling never makes one row a copy of another
+    // (which the duplicate step below would then delete).
+    let mut claimed: std::collections::HashSet<(&str, i64)> = rows
+        .iter()
+        .filter_map(|r| {
+            let v = r.created_at.as_deref().and_then(as_millis)?;
+            Some((r.hash.as_str(), v))
+        })
+        .collect();
     for r in rows {
         let parsed = r.created_at.as_deref().and_then(as_millis);
+        let same_hash = || migrations.iter().filter(|m| m.hash == r.hash);
         let value = match parsed {
             // A readable integer is kept, even under a text or numeric type.
             Some(v) => v,
-            None => match migrations.iter().find(|m| m.hash == r.hash) {
+            None => match same_hash()
+                .find(|m| !claimed.contains(&(m.hash.as_str(), m.when)))
+                .or_else(|| same_hash().next())
+            {
                 Some(m) => {
+                    claimed.insert((m.hash.as_str(), m.when));
                     fills.push(Action::SetCreatedAt {
                         id: r.id,
                         was: r.created_at.clone(),
@@ -232,6 +248,43 @@ mod tests {
             ]
         );
         assert_eq!(p.values, BTreeMap::from([(1, 10), (2, 20)]));
+    }
+
+    #[test]
+    fn nulls_of_two_files_with_the_same_content_get_one_migration_each() {
+        // Two untouched `--custom` files: same content, same hash.
+        let ms = vec![m(10, "-- custom"), m(20, "-- custom"), m(30, "x")];
+        let fill = |id: i64, to: i64| Action::SetCreatedAt {
+            id,
+            was: None,
+            to,
+            tag: format!("m{to}"),
+        };
+        // Both rows NULL: one each, nothing deleted.
+        let rows = vec![raw(1, &ms[0].hash, None), raw(2, &ms[1].hash, None)];
+        let p = plan(&ms, "bigint", &rows, false);
+        assert_eq!(p.actions, vec![fill(1, 10), fill(2, 20)]);
+        assert_eq!(p.values, BTreeMap::from([(1, 10), (2, 20)]));
+        // The first recorded, the second NULL: the second gets the migration not yet recorded.
+        let rows = vec![raw(1, &ms[0].hash, Some("10")), raw(2, &ms[1].hash, None)];
+        let p = plan(&ms, "bigint", &rows, false);
+        assert_eq!(p.actions, vec![fill(2, 20)]);
+        // A third row of that content has no migration left: a copy of the first, dropped.
+        let rows = vec![
+            raw(1, &ms[0].hash, None),
+            raw(2, &ms[1].hash, None),
+            raw(3, &ms[0].hash, None),
+        ];
+        let p = plan(&ms, "bigint", &rows, false);
+        assert_eq!(
+            p.actions,
+            vec![
+                fill(1, 10),
+                fill(2, 20),
+                fill(3, 10),
+                Action::DeleteDuplicate { id: 3, keep: 1 }
+            ]
+        );
     }
 
     #[test]

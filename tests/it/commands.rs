@@ -570,3 +570,44 @@ fn baseline_again_after_a_line_ending_change_records_nothing() {
     out.expect(0);
     assert_eq!(rows(&url).len(), 2, "{}", out.stderr);
 }
+
+/// Two untouched `--custom` files share a hash. With both rows' created_at NULL, repair gives
+/// each row its own migration; it used to give both the first one and delete the second row
+/// as a "duplicate", after which migrate refused the second migration as out of order.
+#[test]
+fn repair_gives_rows_of_two_identical_files_one_migration_each() {
+    let url = fresh_db("repair_twins");
+    let mut folder = Folder::new();
+    let custom = "-- Custom SQL migration file, put your code below! --";
+    folder
+        .add("0000_custom_a", 1_700_000_000_000, custom)
+        .add("0001_custom_b", 1_700_000_001_000, custom)
+        .add(
+            "0002_table",
+            1_700_000_002_000,
+            "CREATE TABLE twins (c int);",
+        );
+    migrate(&url, folder.path()).expect(0);
+    execute(
+        &url,
+        "update drizzle.__drizzle_migrations set created_at = null where id in (1, 2)",
+    );
+    migrate(&url, folder.path()).expect(4);
+    let out = cmd(&url, folder.path(), &["repair", "--apply"]);
+    out.expect(0);
+    assert!(!out.stdout.contains("delete row"), "{}", out.stdout);
+    assert_eq!(
+        query(
+            &url,
+            "select id::text, created_at::text from drizzle.__drizzle_migrations order by id"
+        ),
+        [
+            [Some("1".into()), Some("1700000000000".into())],
+            [Some("2".into()), Some("1700000001000".into())],
+            [Some("3".into()), Some("1700000002000".into())],
+        ]
+    );
+    let out = migrate(&url, folder.path());
+    out.expect(0);
+    assert!(!out.stderr.contains("applying"), "{}", out.stderr);
+}
