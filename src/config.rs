@@ -988,16 +988,17 @@ fn with_default_port(url: &str, port: u16) -> String {
     )
 }
 
-/// Refuses a URL with an '@' after its host part (in the path or the parameters). tokio-postgres
-/// ends the user and password at the first '@' wherever it is, so `?password=p@ss` would make
-/// `ss` the host and put the start of the password in every message that names the database,
-/// and a '?' inside the password would hide `sslmode` from the TLS settings. libpq ends the
-/// user and password at the first '/' or '?', and refuses such strings too. The string is not
-/// shown: it holds the password.
+/// Refuses a URL whose first '@' comes after its host part (in the path or the parameters).
+/// tokio-postgres ends the user and password at the first '@' wherever it is, so
+/// `?password=p@ss` would make `ss` the host and put the start of the password in every message
+/// that names the database, and a '?' inside the password would hide `sslmode` from the TLS
+/// settings. libpq ends the user and password at the first '/' or '?', and does not read such
+/// strings as meant either. An '@' in a parameter after a proper `user:password@` is fine: both
+/// read that one. The string is not shown: it holds the password.
 fn refuse_late_at(url: &str, name: &str) -> Result<(), Error> {
     let rest = &url[url.find("://").map_or(0, |i| i + 3)..];
     let host_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    if rest[host_end..].contains('@') {
+    if rest.find('@').is_some_and(|at| at > host_end) {
         return Err(Error::Config(format!(
             "{name} has an '@' after a '/' or '?', so it cannot be read the way libpq reads it \
              (not shown: it may hold a password). A password (or user) with '@', '/', '?' or \
@@ -1664,6 +1665,14 @@ mod tests {
         )])
         .unwrap();
         assert_eq!(c.database.target(), "db:5432/shop");
+        // An '@' in a parameter after the user and password is read as meant too.
+        let c = cfg(&[(
+            "DATABASE_URL",
+            "postgres://app:pw@db/shop?application_name=deploy@ci",
+        )])
+        .unwrap();
+        assert_eq!(c.database.target(), "db:5432/shop");
+        assert_eq!(c.database.pg.get_password(), Some(&b"pw"[..]));
     }
 
     #[test]

@@ -666,10 +666,9 @@ impl Runner<'_> {
             for &n in &at[i] {
                 if interrupt::check().is_err() {
                     rollback(self.session).await;
-                    return Err(GroupError::Failed(match ended {
-                        None => interrupt::error_with(&consequence(None)),
-                        Some(_) => interrupt::error_with(&consequence(ended)),
-                    }));
+                    return Err(GroupError::Failed(interrupt::error_with(&consequence(
+                        ended,
+                    ))));
                 }
                 interrupt::set_activity(running_statement(m, n, chunks[i].len()));
                 let sent = sendable(&chunks[i][n]);

@@ -156,6 +156,17 @@ fn hold_table(url: &str, table: &str) -> SessionHolder {
     )
 }
 
+/// `migrate` with a 300 ms lock_timeout and 2 retries while `holder` blocks it; the holder is
+/// released once the run has ended.
+fn migrate_held(url: &str, folder: &Folder, holder: SessionHolder) -> Output {
+    let out = run(command(url, folder.path())
+        .env("PORTCULLIS_DDL_LOCK_TIMEOUT", "300ms")
+        .env("PORTCULLIS_DDL_LOCK_RETRIES", "2")
+        .arg("migrate"));
+    holder.release();
+    out
+}
+
 /// Holds `table` for `hold`, then releases it (for tests that only need a short-lived lock).
 fn hold_lock(url: &str, table: &str, hold: Duration) -> std::thread::JoinHandle<()> {
     let holder = hold_table(url, table);
@@ -231,12 +242,7 @@ fn ddl_lock_retries_exhausted_exit_8_with_the_story() {
         "ALTER TABLE busy2 ADD COLUMN note text;",
     );
     // Held until portcullis has given up.
-    let holder = hold_table(&url, "busy2");
-    let out = run(command(&url, folder.path())
-        .env("PORTCULLIS_DDL_LOCK_TIMEOUT", "300ms")
-        .env("PORTCULLIS_DDL_LOCK_RETRIES", "2")
-        .arg("migrate"));
-    holder.release();
+    let out = migrate_held(&url, &folder, hold_table(&url, "busy2"));
     out.expect(8);
     out.says("55P03");
     out.says("3 times in a row");
@@ -787,12 +793,7 @@ fn a_lock_timeout_after_a_files_own_commit_is_not_retried() {
             2,
             "COMMIT;\n--> statement-breakpoint\nALTER TABLE busy3 ADD COLUMN note text;",
         );
-    let holder = hold_table(&url, "busy3");
-    let out = run(command(&url, folder.path())
-        .env("PORTCULLIS_DDL_LOCK_TIMEOUT", "300ms")
-        .env("PORTCULLIS_DDL_LOCK_RETRIES", "2")
-        .arg("migrate"));
-    holder.release();
+    let out = migrate_held(&url, &folder, hold_table(&url, "busy3"));
     out.expect(8);
     out.says("55P03");
     out.says("may have ended this transaction");
@@ -824,12 +825,7 @@ fn a_concurrent_index_that_timed_out_is_not_retried_into_an_invalid_index() {
         1,
         "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS \"orders_ref\" ON \"orders\" (\"ref\");",
     );
-    let holder = hold_writes(&url, "orders");
-    let out = run(command(&url, folder.path())
-        .env("PORTCULLIS_DDL_LOCK_TIMEOUT", "300ms")
-        .env("PORTCULLIS_DDL_LOCK_RETRIES", "2")
-        .arg("migrate"));
-    holder.release();
+    let out = migrate_held(&url, &folder, hold_writes(&url, "orders"));
     out.expect(8);
     out.says("55P03");
     out.says("left the INVALID index public.orders_ref behind");
