@@ -279,6 +279,28 @@ fn run(
     if let Command::Migrate { no_seed: true, .. } = command {
         overrides.push(("PORTCULLIS_SEEDS".into(), "false".into()));
     }
+    // `validate --offline` never connects, so it runs without any connection setting too (in
+    // CI, say): on a placeholder nobody connects to.
+    if let Command::Validate { offline: true } = command {
+        let given = |k: &str| {
+            std::env::var_os(k).is_some_and(|v| !v.is_empty())
+                || overrides.iter().any(|(o, v)| o == k && !v.is_empty())
+        };
+        if ![
+            "DATABASE_URL",
+            "DATABASE_URL_FILE",
+            "PORTCULLIS_DATABASE_URL",
+            "PGHOST",
+        ]
+        .into_iter()
+        .any(given)
+        {
+            overrides.push((
+                "PORTCULLIS_DATABASE_URL".into(),
+                "postgres://offline@localhost/offline".into(),
+            ));
+        }
+    }
     let cfg = Config::from_env(&overrides)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -182,6 +182,22 @@ fn plan_and_dry_run_show_the_sql_and_change_nothing() {
 
 // ---- validate ------------------------------------------------------------------------------
 
+/// `validate --offline` needs no connection setting at all (a CI job without a database), but
+/// `validate` does.
+#[test]
+fn validate_offline_runs_without_any_connection_setting() {
+    let out = run(command("", &example_dir())
+        .env_remove("DATABASE_URL")
+        .args(["validate", "--offline"]));
+    out.expect(0);
+    out.says("offline: the database was not consulted");
+    let out = run(command("", &example_dir())
+        .env_remove("DATABASE_URL")
+        .arg("validate"));
+    out.expect(2);
+    out.says("no database given");
+}
+
 #[test]
 fn validate_offline_lists_every_folder_problem() {
     let folder = four();

@@ -687,3 +687,49 @@ fn the_password_is_never_printed() {
         );
     }
 }
+
+/// "Too many connections" (53300) is transient: portcullis waits and retries until a
+/// connection is free, then migrates. Here the role's connection limit is 0 until the test has
+/// seen the server refuse portcullis once (in the server's log), then lifted.
+#[test]
+fn too_many_connections_is_waited_out() {
+    let cluster = Cluster::shared();
+    let db = cluster.create_database("busy_role");
+    let admin = cluster.url(&db);
+    let role = format!("pc_busy_{}", std::process::id());
+    execute(
+        &admin,
+        &format!(
+            "create role {role} login password 'pc-pw' connection limit 0; \
+             alter database \"{db}\" owner to {role}"
+        ),
+    );
+    let log = cluster.log_path().expect("the test cluster writes a log");
+    let refusal = format!("too many connections for role \"{role}\"");
+    let refused = || {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .matches(&refusal)
+            .count()
+    };
+    let before = refused();
+    let started = Instant::now();
+    let child = spawn(
+        command(&cluster.url_with(&role, "pc-pw", &db), &example_dir())
+            .env("PORTCULLIS_WAIT_TIMEOUT", "60s")
+            .arg("migrate"),
+    );
+    while refused() == before {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the server never refused portcullis"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    execute(&admin, &format!("alter role {role} connection limit -1"));
+    let out = finish(child, started, Duration::from_secs(60));
+    out.expect(0);
+    out.says("too many connections");
+    out.says("(attempt 1");
+    assert_eq!(rows(&admin).len(), 4);
+}
