@@ -803,7 +803,10 @@ fn validate(cfg: &Config, folder: &Folder, snapshot: Option<&Snapshot>) -> Resul
             ));
         }
         let mut rows = snapshot.rows();
+        // Rows the upgrade cannot match are listed once, as that (not again as unknown rows).
+        let mut unmatched: Vec<i64> = Vec::new();
         if let Some(up) = table_upgrade(folder, snapshot) {
+            unmatched.clone_from(&up.unmatched);
             for line in up.unmatched_lines(&snapshot.raw) {
                 history_problems.push(format!(
                     "{line} matches no folder here, so drizzle 1.0's upgrade of the 0.x-shaped \
@@ -849,7 +852,11 @@ fn validate(cfg: &Config, folder: &Folder, snapshot: Option<&Snapshot>) -> Resul
                 _ => {}
             }
         }
-        for r in &plan.unknown_rows {
+        for r in plan
+            .unknown_rows
+            .iter()
+            .filter(|r| !unmatched.contains(&r.id))
+        {
             history_problems.push(format!(
                 "row id {} ({}created_at {}) matches no migration in {}",
                 r.id,

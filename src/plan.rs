@@ -319,12 +319,23 @@ impl Plan {
 
         if !self.null_rows.is_empty() {
             let mut fixes = Vec::new();
-            let mut by_hash: HashMap<&str, &Migration> = HashMap::new();
-            for m in migrations.iter().rev() {
-                by_hash.insert(&m.hash, m); // the first migration with a hash wins, as find did
-            }
+            // Each row gets the first migration with its hash that no row records yet (two
+            // untouched `--custom` files share a hash, E41), as `repair --apply` does.
+            let mut given: Vec<bool> = self
+                .states
+                .iter()
+                .map(|s| matches!(s, State::Applied { .. } | State::Edited { .. }))
+                .collect();
             for r in &self.null_rows {
-                match by_hash.get(r.hash.as_str()) {
+                let same = |i: &usize| migrations[*i].hash == r.hash;
+                let pick = (0..migrations.len())
+                    .filter(same)
+                    .find(|&i| !given[i])
+                    .or_else(|| (0..migrations.len()).find(same));
+                if let Some(i) = pick {
+                    given[i] = true;
+                }
+                match pick.map(|i| &migrations[i]) {
                     Some(m) => fixes.push(format!(
                         "UPDATE {table} SET created_at = {} WHERE id = {};  -- {}",
                         m.when, r.id, m.tag
@@ -667,6 +678,22 @@ mod tests {
         assert!(msg.contains("DELETE FROM"), "{msg}");
         // The SQL to copy ends with its own `;`, not `;.`.
         assert!(msg.trim_end().ends_with("WHERE id = 8;"), "{msg}");
+    }
+
+    #[test]
+    fn null_rows_of_two_identical_files_are_given_one_migration_each() {
+        // Two untouched `--custom` files: same content, same hash.
+        let ms = vec![m(0, 10, "-- custom"), m(1, 20, "-- custom")];
+        let null = |id: i64| HistoryRow {
+            id,
+            hash: ms[0].hash.clone(),
+            created_at: None,
+            name: None,
+        };
+        let p = Plan::analyse(Layout::Journal, &ms, &[null(7), null(8)]);
+        let msg = p.decide(&ms, OutOfOrder::Apply, T).unwrap_err().to_string();
+        assert!(msg.contains("SET created_at = 10 WHERE id = 7"), "{msg}");
+        assert!(msg.contains("SET created_at = 20 WHERE id = 8"), "{msg}");
     }
 
     #[test]

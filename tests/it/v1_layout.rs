@@ -248,6 +248,13 @@ fn the_upgrade_refuses_rows_that_match_no_folder_and_changes_nothing() {
         "{}",
         validate.stderr
     );
+    // Listed once, as the upgrade's refusal, not again as a row matching no migration.
+    validate.says("found 1 problem");
+    assert!(
+        !validate.stderr.contains("matches no migration"),
+        "{}",
+        validate.stderr
+    );
     let status = cmd(&url, f.path(), &["status"]);
     status.expect(0);
     assert!(status.stdout.contains("refuses it"), "{}", status.stdout);
