@@ -750,10 +750,8 @@ fn parse_failure(e: &tokio_postgres::Error, url: &str, is_url: bool) -> String {
 pub fn hide_secret_arguments(text: &str, args: &[String]) -> String {
     let mut out = text.to_string();
     for arg in args {
-        let secret_like = arg.contains("://")
-            || arg.contains(['@', '=', ' ', '\t', '\n'])
-            || arg.to_ascii_lowercase().contains("password");
-        if !secret_like {
+        // A space too: a keyword/value string, or part of one split by the shell.
+        if !(looks_secret(arg) || arg.contains([' ', '\t'])) {
             continue;
         }
         let shown = match arg.split_once('=') {
@@ -860,15 +858,20 @@ fn readable(source: &str, path: &str) -> Result<PathBuf, Error> {
     Ok(PathBuf::from(path))
 }
 
+/// Whether a value that should be a path or a plain argument may hold a secret instead: a
+/// connection string (`://`, `user:pass@`, `key=value`, the word password) or a PEM block.
+fn looks_secret(value: &str) -> bool {
+    value.contains("://")
+        || value.contains(['@', '=', '\n'])
+        || value.contains("-----BEGIN")
+        || value.to_ascii_lowercase().contains("password")
+}
+
 /// `NAME=path` for a message about a file, unless the value looks like the secret itself,
 /// pasted where its path belongs (a connection string in DATABASE_URL_FILE, a PEM key in
 /// PGSSLKEY): then only the name, and why.
 fn named_path(name: &str, path: &str) -> String {
-    let secret_like = path.contains("://")
-        || path.contains(['@', '=', '\n'])
-        || path.contains("-----BEGIN")
-        || path.to_ascii_lowercase().contains("password");
-    if secret_like {
+    if looks_secret(path) {
         format!(
             "{name} (its value is not shown: it looks like a connection string or a key itself, \
              not the path of a file that holds one)"

@@ -82,6 +82,24 @@ pub struct Plan {
     pub null_rows: Vec<HistoryRow>,
 }
 
+/// The migration a row records that has `hash` but no usable `created_at`: the first with that
+/// hash that no row records yet (`recorded`, by index into `migrations`, is updated), else the
+/// first with that hash (the row is then a second record of it). Two untouched `--custom`
+/// files share a hash (E41): their rows get one migration each, in id order.
+pub fn migration_for_hash<'a>(
+    migrations: &'a [Migration],
+    hash: &str,
+    recorded: &mut [bool],
+) -> Option<&'a Migration> {
+    let same = |i: &usize| migrations[*i].hash == hash;
+    let i = (0..migrations.len())
+        .filter(same)
+        .find(|&i| !recorded[i])
+        .or_else(|| (0..migrations.len()).find(same))?;
+    recorded[i] = true;
+    Some(&migrations[i])
+}
+
 /// What to do now, once the plan passed the checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -319,23 +337,14 @@ impl Plan {
 
         if !self.null_rows.is_empty() {
             let mut fixes = Vec::new();
-            // Each row gets the first migration with its hash that no row records yet (two
-            // untouched `--custom` files share a hash, E41), as `repair --apply` does.
-            let mut given: Vec<bool> = self
+            // As `repair --apply` fills them: see `migration_for_hash`.
+            let mut recorded: Vec<bool> = self
                 .states
                 .iter()
                 .map(|s| matches!(s, State::Applied { .. } | State::Edited { .. }))
                 .collect();
             for r in &self.null_rows {
-                let same = |i: &usize| migrations[*i].hash == r.hash;
-                let pick = (0..migrations.len())
-                    .filter(same)
-                    .find(|&i| !given[i])
-                    .or_else(|| (0..migrations.len()).find(same));
-                if let Some(i) = pick {
-                    given[i] = true;
-                }
-                match pick.map(|i| &migrations[i]) {
+                match migration_for_hash(migrations, &r.hash, &mut recorded) {
                     Some(m) => fixes.push(format!(
                         "UPDATE {table} SET created_at = {} WHERE id = {};  -- {}",
                         m.when, r.id, m.tag

@@ -6,6 +6,7 @@
 //! cannot resolve are reported, and then nothing is changed at all.
 
 use crate::db::history::RawRow;
+use crate::plan::migration_for_hash;
 use crate::source::Migration;
 use std::collections::BTreeMap;
 
@@ -68,29 +69,24 @@ pub fn plan(
     let needs_conversion = created_at_type != "bigint";
     let mut resolved: Vec<(i64, String, i64)> = Vec::new();
     let mut fills = Vec::new();
-    // The migrations (hash, when) that a row records already. Two files of the same content
-    // (untouched `--custom` files, E41) share a hash: a row to fill gets the first of them no
-    // other row records, in id order, so that filling never makes one row a copy of another
-    // (which the duplicate step below would then delete).
-    let mut claimed: std::collections::HashSet<(&str, i64)> = rows
+    // The migrations a row with a readable value records already; a row to fill gets one no
+    // other row records (see `migration_for_hash`), in id order, so that filling never makes
+    // one row a copy of another (which the duplicate step below would then delete).
+    let mut recorded: Vec<bool> = migrations
         .iter()
-        .filter_map(|r| {
-            let v = r.created_at.as_deref().and_then(as_millis)?;
-            Some((r.hash.as_str(), v))
+        .map(|m| {
+            rows.iter().any(|r| {
+                r.hash == m.hash && r.created_at.as_deref().and_then(as_millis) == Some(m.when)
+            })
         })
         .collect();
     for r in rows {
         let parsed = r.created_at.as_deref().and_then(as_millis);
-        let same_hash = || migrations.iter().filter(|m| m.hash == r.hash);
         let value = match parsed {
             // A readable integer is kept, even under a text or numeric type.
             Some(v) => v,
-            None => match same_hash()
-                .find(|m| !claimed.contains(&(m.hash.as_str(), m.when)))
-                .or_else(|| same_hash().next())
-            {
+            None => match migration_for_hash(migrations, &r.hash, &mut recorded) {
                 Some(m) => {
-                    claimed.insert((m.hash.as_str(), m.when));
                     fills.push(Action::SetCreatedAt {
                         id: r.id,
                         was: r.created_at.clone(),

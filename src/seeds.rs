@@ -200,41 +200,14 @@ pub fn statements(text: &str) -> Vec<Range<usize>> {
 /// lock_timeout and seed variables. The words are the lexer's (comments, strings and bodies
 /// left out); the `END` that closes a `BEGIN ATOMIC` function body is not one of them.
 pub fn transaction_control(text: &str) -> Vec<(Range<usize>, String)> {
-    let mut atomic_body = false;
-    let mut found = Vec::new();
-    for r in statements(text) {
-        let words = lexer::statement_words(&text[r.clone()]).concat();
-        let word = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
-        if atomic_body {
-            // Its statements run when the function is called; its END closes it.
-            atomic_body = word(0) != "END";
-            continue;
-        }
-        if words
-            .windows(2)
-            .any(|w| w[0] == "BEGIN" && w[1] == "ATOMIC")
-        {
-            atomic_body = true;
-            continue;
-        }
-        let hit = match word(0) {
-            "BEGIN" | "COMMIT" | "END" | "ABORT" => true,
-            "START" | "PREPARE" => word(1) == "TRANSACTION",
-            "ROLLBACK" => {
-                let next = if matches!(word(1), "WORK" | "TRANSACTION") {
-                    word(2)
-                } else {
-                    word(1)
-                };
-                next != "TO"
-            }
-            _ => false,
-        };
-        if hit {
-            found.push((r, word(0).to_string()));
-        }
-    }
-    found
+    let mut controls = lexer::BlockControls::default();
+    statements(text)
+        .into_iter()
+        .filter_map(|r| {
+            let words = lexer::statement_words(&text[r.clone()]).concat();
+            controls.next(&words).map(|_| (r, words[0].clone()))
+        })
+        .collect()
 }
 
 /// One `*.sql` entry of a seeds folder: its name under the seeds folder, its path, and its

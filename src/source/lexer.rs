@@ -447,20 +447,72 @@ pub fn may_end_transaction(text: &str) -> bool {
         })
 }
 
+/// What a top-level statement does to the transaction block it runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockControl {
+    /// `BEGIN`, `START TRANSACTION`.
+    Opens,
+    /// `COMMIT`, `END`, `ABORT`, `PREPARE TRANSACTION`, and `ROLLBACK` except `ROLLBACK [WORK |
+    /// TRANSACTION] TO` a savepoint.
+    Ends,
+}
+
+/// Reads a file's top-level statements in order (their words, from [`statement_words`]) and
+/// says which open or end the transaction block. The statements of a `BEGIN ATOMIC` function
+/// body run when the function is called, so they and the `END` that closes the body are
+/// neither. (Unlike [`may_end_transaction`], which errs on the side of yes, this is exact.)
+#[derive(Debug, Default)]
+pub struct BlockControls {
+    atomic_body: bool,
+}
+
+impl BlockControls {
+    /// What the next statement, given by its words, does to the block.
+    pub fn next(&mut self, words: &[String]) -> Option<BlockControl> {
+        let word = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
+        if self.atomic_body {
+            self.atomic_body = word(0) != "END";
+            return None;
+        }
+        if words
+            .windows(2)
+            .any(|w| w[0] == "BEGIN" && w[1] == "ATOMIC")
+        {
+            self.atomic_body = true;
+            return None;
+        }
+        match word(0) {
+            "BEGIN" => Some(BlockControl::Opens),
+            "START" if word(1) == "TRANSACTION" => Some(BlockControl::Opens),
+            "COMMIT" | "END" | "ABORT" => Some(BlockControl::Ends),
+            "PREPARE" if word(1) == "TRANSACTION" => Some(BlockControl::Ends),
+            "ROLLBACK" => {
+                let next = if matches!(word(1), "WORK" | "TRANSACTION") {
+                    word(2)
+                } else {
+                    word(1)
+                };
+                (next != "TO").then_some(BlockControl::Ends)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Whether running `chunks` one by one outside a transaction leaves a transaction block open:
-/// the last top-level statement that starts or ends one starts it (`BEGIN`, `START
-/// TRANSACTION`). A file written for drizzle's single transaction often ends its
-/// `CREATE INDEX CONCURRENTLY` with `COMMIT; ... BEGIN;`; run on its own, that `BEGIN` would
-/// leave what follows (the tracking row) in a block nobody commits.
+/// the last top-level statement that opens or ends one opens it. A file written for drizzle's
+/// single transaction often ends its `CREATE INDEX CONCURRENTLY` with `COMMIT; ... BEGIN;`; run
+/// on its own, that `BEGIN` would leave what follows (the tracking row) in a block nobody
+/// commits.
 pub fn leaves_transaction_open<'a>(chunks: impl IntoIterator<Item = &'a str>) -> bool {
+    let mut controls = BlockControls::default();
     let mut open = false;
     for chunk in chunks {
         for words in statement_words(chunk) {
-            match words.first().map(String::as_str) {
-                Some("BEGIN") => open = true,
-                Some("START") if words.get(1).is_some_and(|w| w == "TRANSACTION") => open = true,
-                Some(w) if ENDS_TRANSACTION.contains(&w) => open = false,
-                _ => {}
+            match controls.next(&words) {
+                Some(BlockControl::Opens) => open = true,
+                Some(BlockControl::Ends) => open = false,
+                None => {}
             }
         }
     }
@@ -746,6 +798,17 @@ mod transaction_tests {
         assert!(!open(&["-- BEGIN;\nselect 'BEGIN';"]));
         assert!(!open(&["DO $$ BEGIN PERFORM 1; END $$;"]));
         assert!(!open(&["select 1; START fire;"]));
+        // Neither a savepoint's ROLLBACK TO nor a prepared statement ends the block.
+        assert!(open(&[
+            "BEGIN;",
+            "ROLLBACK WORK TO SAVEPOINT s;",
+            "PREPARE q AS SELECT 1;"
+        ]));
+        // A BEGIN ATOMIC body's END closes the body, not the block.
+        assert!(open(&[
+            "BEGIN;",
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;"
+        ]));
     }
 
     #[test]
