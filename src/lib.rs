@@ -104,14 +104,14 @@ pub async fn run(command: &Command, cfg: &Config) -> Result<Outcome, Error> {
                     let snapshot = read_history(cfg, &session).await?;
                     let mut outcome = plan_report(cfg, &folder, &snapshot)?;
                     if let Some(seeds) = &seeds {
-                        let records = db::seeds::read(&session, &cfg.migrations_schema).await?;
+                        let records = read_seed_records(cfg, &session).await?;
                         seeds_plan(cfg, seeds, records.as_deref(), &mut outcome);
                     }
                     Ok(outcome)
                 }
                 Command::Status { format, colour } => {
                     let snapshot = read_history(cfg, &session).await?;
-                    let records = db::seeds::read(&session, &cfg.migrations_schema).await?;
+                    let records = read_seed_records(cfg, &session).await?;
                     let seeds =
                         seeds_status(cfg, seeds.as_ref().expect("read above"), records.as_deref());
                     status(cfg, &folder, &snapshot, seeds, *format, *colour)
@@ -293,6 +293,18 @@ async fn read_history(cfg: &Config, session: &db::Session) -> Result<Snapshot, E
         .within(
             "reading the tracking table",
             db::history::read(session, &cfg.migrations_schema, &cfg.migrations_table),
+        )
+        .await
+}
+
+async fn read_seed_records(
+    cfg: &Config,
+    session: &db::Session,
+) -> Result<Option<Vec<seeds::Record>>, Error> {
+    session
+        .within(
+            "reading the seeds tracking table",
+            db::seeds::read(session, &cfg.migrations_schema),
         )
         .await
 }

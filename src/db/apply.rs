@@ -15,8 +15,8 @@
 //!   every other query behind it; a second connection watches who blocks the waiting statement;
 //! - a failure report naming the file, line:column, SQLSTATE, DETAIL, HINT and what was kept.
 
-use super::connect::NoObserver;
 use super::history::Table;
+use super::watch::Watch;
 use super::{Session, query_failed};
 use crate::config::{TransactionMode, format_duration};
 use crate::error::{Error, MigrationFailure};
@@ -99,25 +99,13 @@ struct Runner<'a> {
     session: &'a Session,
     table: &'a Table,
     insert: tokio_postgres::Statement,
-    /// A second connection: names who blocks a waiting statement, and confirms that the server
-    /// is still running a long one. Taken out while in use (never borrowed across an await).
-    observer: Cell<Observer>,
+    /// Names who blocks a waiting statement, and confirms that the server is still running a
+    /// long one, from a second connection.
+    watch: Watch<'a>,
     limits: Limits,
     mode: TransactionMode,
     /// Migrations committed so far in this run.
     committed: Vec<Applied>,
-}
-
-/// The observer connection, in whichever state it is.
-#[derive(Default)]
-enum Observer {
-    /// Being opened in the background since the run began, so that the first statements need
-    /// not wait for it.
-    Opening(tokio::task::JoinHandle<Option<tokio_postgres::Client>>),
-    Ready(tokio_postgres::Client),
-    /// Not opened (no `lock_timeout`), in use, or given up; opened anew when needed.
-    #[default]
-    Missing,
 }
 
 /// How many requests a pipeline keeps in flight (see [`Runner::pipeline`]): enough that even a
@@ -141,16 +129,6 @@ enum Sent {
     /// No answer, and the server could not be seen running it: the connection is given up.
     Lost(String),
 }
-
-/// The state of session `$1` as the server sees it: 'active' while it runs our statement.
-const STATE_OF: &str = "select state from pg_stat_activity where pid = $1";
-
-/// Sessions blocking `$1`, described for the log (their query is masked by
-/// [`lexer::mask_literals`] before it is shown).
-const BLOCKERS: &str = "\
-select a.pid, coalesce(a.application_name, ''), coalesce(a.state, ''),
-       coalesce(extract(epoch from now() - a.xact_start)::float8, 0), coalesce(a.query, '')
-  from pg_stat_activity a where a.pid = any(pg_blocking_pids($1))";
 
 /// Applies `migrations` (already in order) and records each. Returns what was applied.
 pub async fn apply(
@@ -177,17 +155,9 @@ pub async fn apply(
             .await
             .map_err(|e| query_failed(what, &e))
     });
-    let observer = if limits.lock_timeout.is_zero() {
-        Observer::Missing
-    } else {
-        let (db, t) = (session.database.clone(), session.answer_timeout);
-        Observer::Opening(tokio::spawn(async move {
-            tokio::time::timeout(t, super::connect::observer(&db))
-                .await
-                .ok()
-                .and_then(Result::ok)
-        }))
-    };
+    // The observer connection opens in the background from now on when blockers are to be
+    // named, so that the first statements need not wait for it.
+    let watch = Watch::new(session, limits.lock_timeout, limits.statement_timeout);
     // Sent together: one round trip.
     let (configured, insert) = tokio::join!(configure, prepare_insert(session, table));
     configured?;
@@ -196,7 +166,7 @@ pub async fn apply(
         session,
         table,
         insert,
-        observer: Cell::new(observer),
+        watch,
         limits,
         mode,
         committed: Vec::new(),
@@ -265,15 +235,6 @@ pub async fn apply(
         }
     }
     Ok(std::mem::take(&mut runner.committed))
-}
-
-impl Drop for Runner<'_> {
-    /// An observer connection still being opened when the run ends is not needed any more.
-    fn drop(&mut self) {
-        if let Observer::Opening(opening) = self.observer.take() {
-            opening.abort();
-        }
-    }
 }
 
 impl Runner<'_> {
@@ -391,176 +352,16 @@ impl Runner<'_> {
                 done.set(n + 1);
             }
         });
-        let watch = self.watch(&last_answer, &blockers);
-        let t = self.session.answer_timeout;
-        let deadline = async {
-            if self.limits.statement_timeout.is_zero() {
-                std::future::pending::<()>().await;
-            }
-            loop {
-                let due = last_answer.get() + self.limits.statement_timeout + t;
-                if tokio::time::Instant::now() >= due {
-                    break;
-                }
-                tokio::time::sleep_until(due).await;
-            }
-        };
         let result = tokio::select! {
             result = answers => Ok(result),
             never = interrupt::keep_cancelling(), if requests.len() > 1 => match never {},
-            why = watch => Err(Sent::Lost(why)),
-            () = deadline => Err(Sent::Lost(format!(
-                "no answer within statement_timeout ({}) plus {} although the server cancels a \
-                 statement at statement_timeout",
-                format_duration(self.limits.statement_timeout),
-                format_duration(t)
-            ))),
+            why = self.watch.lost(&last_answer, &blockers) => Err(Sent::Lost(why)),
         };
         let result = result.unwrap_or_else(|lost| {
             self.session.mark_lost();
             Err((done.get().min(requests.len().saturating_sub(1)), lost))
         });
         (result, blockers.take())
-    }
-
-    /// Runs until the statement counts as lost (see [`Runner::execute`]); returns why.
-    ///
-    /// In a pipeline every answer counts from the start again: the server is alive and on the
-    /// next request, whose wait for locks is its own (blockers seen before are dropped).
-    async fn watch(
-        &self,
-        last_answer: &Cell<tokio::time::Instant>,
-        blockers: &RefCell<Vec<String>>,
-    ) -> String {
-        let t = self.session.answer_timeout;
-        let sample_blockers = !self.limits.lock_timeout.is_zero();
-        let mut since = last_answer.get();
-        let mut next_sample = since + self.limits.lock_timeout / 2;
-        let mut next_check = since + t;
-        let mut confirmed = since;
-        loop {
-            let wake = if sample_blockers {
-                next_sample.min(next_check)
-            } else {
-                next_check
-            };
-            tokio::time::sleep_until(wake).await;
-            if last_answer.get() != since {
-                since = last_answer.get();
-                next_sample = since + self.limits.lock_timeout / 2;
-                next_check = since + t;
-                confirmed = confirmed.max(since);
-                blockers.borrow_mut().clear();
-                continue;
-            }
-            let now = tokio::time::Instant::now();
-            if sample_blockers && now >= next_sample {
-                next_sample = now + Duration::from_millis(250);
-                if let Some(seen) = self.blockers().await
-                    && !seen.is_empty()
-                {
-                    *blockers.borrow_mut() = seen;
-                }
-            }
-            if now >= next_check {
-                if self.still_running().await {
-                    confirmed = tokio::time::Instant::now();
-                }
-                next_check = tokio::time::Instant::now() + t;
-                if confirmed.elapsed() >= 3 * t {
-                    return format!(
-                        "no answer for {:.0}s, and the server has not confirmed for {:.0}s that \
-                         it is still running it (checked through a second connection every {})",
-                        since.elapsed().as_secs_f64(),
-                        confirmed.elapsed().as_secs_f64(),
-                        format_duration(t)
-                    );
-                }
-            }
-        }
-    }
-
-    /// The observer connection if there is an open one, taken out of its cell (put it back
-    /// with `Observer::Ready` after use). One still being opened is waited for: at most
-    /// `answer_timeout`.
-    async fn take_observer(&self) -> Option<tokio_postgres::Client> {
-        let client = match self.observer.take() {
-            Observer::Opening(opening) => opening.await.ok().flatten(),
-            Observer::Ready(client) => Some(client),
-            Observer::Missing => None,
-        };
-        client.filter(|c| !c.is_closed())
-    }
-
-    /// The observer connection, opened (again) when missing or closed.
-    async fn observer(&self) -> Result<tokio_postgres::Client, NoObserver> {
-        match self.take_observer().await {
-            Some(c) => Ok(c),
-            None => tokio::time::timeout(
-                self.session.answer_timeout,
-                super::connect::observer(&self.session.database),
-            )
-            .await
-            .unwrap_or(Err(NoObserver::Unreachable)),
-        }
-    }
-
-    /// Whether the server still runs a statement for our session (state `active`), asked on
-    /// the observer connection within `answer_timeout`. A server that answers but cannot be
-    /// asked (too many connections for the server or the role, an error) gets the benefit of
-    /// the doubt: a healthy hour-long index build must never be given up.
-    async fn still_running(&self) -> bool {
-        let observer = match self.observer().await {
-            Ok(c) => c,
-            Err(NoObserver::Busy) => return true,
-            Err(NoObserver::Unreachable) => return false,
-        };
-        let asked = tokio::time::timeout(
-            self.session.answer_timeout,
-            observer.query_opt(STATE_OF, &[&self.session.backend_pid]),
-        )
-        .await;
-        let running = match &asked {
-            Ok(Ok(Some(row))) => row.get::<_, Option<String>>(0).as_deref() == Some("active"),
-            // Our backend is gone from the server: the session ended without us hearing of it.
-            Ok(Ok(None)) => false,
-            Ok(Err(e)) => e.as_db_error().is_some(),
-            Err(_) => false,
-        };
-        // Keep a connection that answered; one that did not is dropped and opened anew.
-        if asked.is_ok() {
-            self.observer.set(Observer::Ready(observer));
-        }
-        running
-    }
-
-    /// The sessions blocking ours, described for the log; `None` when they cannot be asked.
-    async fn blockers(&self) -> Option<Vec<String>> {
-        let observer = self.take_observer().await?;
-        let asked = tokio::time::timeout(
-            self.session.answer_timeout,
-            observer.query(BLOCKERS, &[&self.session.backend_pid]),
-        )
-        .await;
-        let Ok(rows) = asked else {
-            return None; // unanswered: dropped; the liveness check opens a new one
-        };
-        self.observer.set(Observer::Ready(observer));
-        Some(
-            rows.ok()?
-                .iter()
-                .map(|r| {
-                    format!(
-                        "pid {} ({:?}, {}, transaction open {:.1}s, query `{}`)",
-                        r.get::<_, i32>(0),
-                        r.get::<_, String>(1),
-                        r.get::<_, String>(2),
-                        r.get::<_, f64>(3),
-                        lexer::mask_literals(r.get::<_, &str>(4), 160)
-                    )
-                })
-                .collect(),
-        )
     }
 
     /// `BEGIN`, the migrations with their rows, `COMMIT`.

@@ -9,6 +9,7 @@ pub mod history;
 pub mod lock;
 pub mod seeds;
 mod tls;
+mod watch;
 
 use crate::config::{Database, format_duration};
 use crate::error::Error;

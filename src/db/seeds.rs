@@ -8,6 +8,7 @@
 //! statements that completed: when the server names no position (a constraint violation, an
 //! unset `current_setting`), that count says which statement failed.
 
+use super::watch::Watch;
 use super::{Session, qualified, query_failed};
 use crate::config::{SeedMode, SeedVars, format_duration};
 use crate::error::{Error, SeedFailure};
@@ -16,6 +17,8 @@ use crate::source::lexer;
 use crate::source::split::{line_col, position_to_byte};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_core::Stream;
+use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::time::{Duration, Instant};
 use tokio_postgres::SimpleQueryMessage;
 
@@ -228,15 +231,40 @@ async fn attempt(
     opts: Options<'_>,
 ) -> Result<Seeded, Failure> {
     let client = session.client();
-    let lost = |what: &str, e: &tokio_postgres::Error| Failure::Failed(query_failed(what, e));
-    client
-        .batch_execute("BEGIN")
-        .await
-        .map_err(|e| lost("BEGIN (seeds)", &e))?;
-    let result = in_transaction(session, schema, set, opts).await;
+    // Seed statements and COMMIT may run long; the watch tells that from a silent connection.
+    // Blockers are not sampled: the seeds' lock-timeout message does not name them.
+    let watch = Watch::new(session, Duration::ZERO, opts.statement_timeout);
+    quick(session, "starting the seeds' transaction", async {
+        client
+            .batch_execute("BEGIN")
+            .await
+            .map_err(|e| query_failed("BEGIN (seeds)", &e))
+    })
+    .await?;
+    let result = in_transaction(session, &watch, schema, set, opts).await;
     match result {
         Ok((seeded, created)) => {
-            if let Err(e) = client.batch_execute("COMMIT").await {
+            let last_answer = Cell::new(tokio::time::Instant::now());
+            let committed = watched(
+                session,
+                &watch,
+                &last_answer,
+                client.batch_execute("COMMIT"),
+            )
+            .await
+            .map_err(|why| {
+                Failure::Failed(Error::Unreachable(format!(
+                    "the database at {} stopped answering while committing the seeds: {why}, \
+                         so the connection is treated as lost. Whether the COMMIT happened is \
+                         unknown, but PostgreSQL commits completely or not at all: either every \
+                         seed of this run was applied and recorded, or none was; the migrations \
+                         stay applied either way. Check the network path (a proxy or firewall \
+                         that stopped forwarding, a hung server); seeds are idempotent, so run \
+                         again; a restart may help.",
+                    session.database.target()
+                )))
+            })?;
+            if let Err(e) = committed {
                 rollback(session).await;
                 return Err(match e.as_db_error() {
                     Some(db) => {
@@ -288,44 +316,94 @@ async fn attempt(
     }
 }
 
+/// An exchange of the seeds phase that the server answers at once, given up (exit 5) when no
+/// answer comes within the answer timeout, as everywhere else ([`Session::within`]).
+async fn quick<T>(
+    session: &Session,
+    what: &str,
+    work: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Failure> {
+    session.within(what, work).await.map_err(|e| match e {
+        Error::Unreachable(m) if session.is_lost() => Failure::Failed(Error::Unreachable(format!(
+            "{m} No seed of this run was applied; migrations committed before the seeds stay \
+             applied."
+        ))),
+        e => Failure::Failed(e),
+    })
+}
+
+/// Runs `work` (a seed file or COMMIT, which may take long) until it completes or the watch
+/// gives the connection up; `last_answer` is when its last answer came. `Err` says why it was
+/// given up; the session is then marked lost, and nothing more is sent on it.
+async fn watched<F: Future>(
+    session: &Session,
+    watch: &Watch<'_>,
+    last_answer: &Cell<tokio::time::Instant>,
+    work: F,
+) -> Result<F::Output, String> {
+    let blockers = RefCell::new(Vec::new());
+    tokio::select! {
+        out = work => Ok(out),
+        why = watch.lost(last_answer, &blockers) => {
+            session.mark_lost();
+            Err(why)
+        }
+    }
+}
+
 /// Everything between `BEGIN` and `COMMIT`. Returns what ran and whether the table was created.
 async fn in_transaction(
     session: &Session,
+    watch: &Watch<'_>,
     schema: &str,
     set: &SeedSet,
     opts: Options<'_>,
 ) -> Result<(Seeded, bool), Failure> {
     let client = session.client();
-    let lost = |what: &str, e: &tokio_postgres::Error| Failure::Failed(query_failed(what, e));
     let ms = |d: Duration| format!("{}ms", d.as_millis());
-    client
-        .query_one(
-            "select set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)",
-            &[&ms(opts.lock_timeout), &ms(opts.statement_timeout)],
-        )
-        .await
-        .map_err(|e| lost("setting lock_timeout and statement_timeout for the seeds", &e))?;
+    let what = "setting lock_timeout and statement_timeout for the seeds";
+    quick(session, what, async {
+        client
+            .query_one(
+                "select set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)",
+                &[&ms(opts.lock_timeout), &ms(opts.statement_timeout)],
+            )
+            .await
+            .map_err(|e| query_failed(what, &e))
+    })
+    .await?;
 
     // The tracking table, created inside the transaction (so a failed first run leaves none),
     // with DDL issued only when something is missing.
     let table = table(schema);
     let mut created = false;
-    super::history::ensure_schema(client, schema)
-        .await
-        .map_err(Failure::Failed)?;
-    let table_exists: bool = client
-        .query_one(TABLE_EXISTS, &[&schema, &seeds::TABLE])
-        .await
-        .map_err(|e| lost("looking up the seeds tracking table", &e))?
-        .get(0);
-    if !table_exists {
+    let what = "looking up the seeds tracking table";
+    let table_exists: bool = quick(session, what, async {
+        super::history::ensure_schema(client, schema).await?;
         client
-            .batch_execute(&create_table_sql(&table))
+            .query_one(TABLE_EXISTS, &[&schema, &seeds::TABLE])
             .await
-            .map_err(|e| lost(&format!("creating {table}"), &e))?;
+            .map_err(|e| query_failed(what, &e))
+    })
+    .await?
+    .get(0);
+    if !table_exists {
+        let what = format!("creating {table}");
+        quick(session, &what, async {
+            client
+                .batch_execute(&create_table_sql(&table))
+                .await
+                .map_err(|e| query_failed(&what, &e))
+        })
+        .await?;
         created = true;
     }
-    let records = read_rows(client, &table).await.map_err(Failure::Failed)?;
+    let records = quick(
+        session,
+        &format!("reading {table}"),
+        read_rows(client, &table),
+    )
+    .await?;
     let todo = seeds::select(&set.seeds, &records, opts.mode);
     let skipped: Vec<String> = set
         .seeds
@@ -348,31 +426,38 @@ async fn in_transaction(
 
     // Values travel only as bound parameters; only the setting names are ever shown.
     for var in opts.vars.iter() {
-        client
-            .query_one(
-                "select set_config($1, $2, true)",
-                &[&var.setting, &var.value()],
-            )
-            .await
-            .map_err(|e| {
-                Failure::Failed(Error::Internal(format!(
-                    "setting {} (from {}) for the seeds failed: {}. Check the variable's name.",
-                    var.setting,
-                    var.variable,
-                    opts.vars.redact(&error_text(&e))
-                )))
-            })?;
+        quick(session, &format!("setting {}", var.setting), async {
+            client
+                .query_one(
+                    "select set_config($1, $2, true)",
+                    &[&var.setting, &var.value()],
+                )
+                .await
+                .map_err(|e| {
+                    Error::Internal(format!(
+                        "setting {} (from {}) for the seeds failed: {}. Check the variable's name.",
+                        var.setting,
+                        var.variable,
+                        opts.vars.redact(&error_text(&e))
+                    ))
+                })
+        })
+        .await?;
     }
 
     let upsert = upsert_sql(&table);
     let mut ran = Vec::with_capacity(todo.len());
     for (seed, state) in todo {
         let started = Instant::now();
-        let statements = run_file(client, seed, opts.vars).await?;
-        client
-            .execute(&upsert, &[&seed.name, &seed.hash])
-            .await
-            .map_err(|e| lost(&format!("recording {} in {table}", seed.name), &e))?;
+        let statements = run_file(session, watch, seed, opts.vars).await?;
+        let what = format!("recording {} in {table}", seed.name);
+        quick(session, &what, async {
+            client
+                .execute(&upsert, &[&seed.name, &seed.hash])
+                .await
+                .map_err(|e| query_failed(&what, &e))
+        })
+        .await?;
         let duration = started.elapsed();
         tracing::info!(
             seed = %seed.name,
@@ -391,9 +476,11 @@ async fn in_transaction(
     Ok((Seeded { ran, skipped }, created))
 }
 
-/// Sends one seed file as one simple query; returns how many statements it ran.
+/// Sends one seed file as one simple query, watched (see [`Watch`]); returns how many statements
+/// it ran.
 async fn run_file(
-    client: &tokio_postgres::Client,
+    session: &Session,
+    watch: &Watch<'_>,
     seed: &Seed,
     vars: &SeedVars,
 ) -> Result<usize, Failure> {
@@ -417,27 +504,57 @@ async fn run_file(
             seed.file()
         )))
     };
-    let stream = client.simple_query_raw(sent).await.map_err(|e| lost(&e))?;
-    let mut stream = std::pin::pin!(stream);
-    let mut completed = 0;
-    loop {
-        match std::future::poll_fn(|cx| stream.as_mut().poll_next(cx)).await {
-            None => return Ok(completed),
-            Some(Ok(SimpleQueryMessage::CommandComplete(_))) => completed += 1,
-            Some(Ok(_)) => {}
-            Some(Err(e)) => {
-                let Some(db) = e.as_db_error() else {
-                    return Err(lost(&e));
-                };
-                let failure = Box::new(failure(seed, sent, skipped, completed, db, vars));
-                return Err(if db.code().code() == "55P03" {
-                    Failure::LockTimeout(failure)
-                } else {
-                    Failure::Failed(Error::SeedFailed(failure))
-                });
+    // Every message counts as an answer: the server is alive and on the next statement, which
+    // has its own statement_timeout.
+    let last_answer = Cell::new(tokio::time::Instant::now());
+    let completed = Cell::new(0);
+    let read = async {
+        let stream = session
+            .client()
+            .simple_query_raw(sent)
+            .await
+            .map_err(|e| lost(&e))?;
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            let message = std::future::poll_fn(|cx| stream.as_mut().poll_next(cx)).await;
+            last_answer.set(tokio::time::Instant::now());
+            match message {
+                None => return Ok(completed.get()),
+                Some(Ok(SimpleQueryMessage::CommandComplete(_))) => {
+                    completed.set(completed.get() + 1)
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    let Some(db) = e.as_db_error() else {
+                        return Err(lost(&e));
+                    };
+                    let failure = Box::new(failure(seed, sent, skipped, completed.get(), db, vars));
+                    return Err(if db.code().code() == "55P03" {
+                        Failure::LockTimeout(failure)
+                    } else {
+                        Failure::Failed(Error::SeedFailed(failure))
+                    });
+                }
             }
         }
-    }
+    };
+    watched(session, watch, &last_answer, read)
+        .await
+        .unwrap_or_else(|why| {
+            // Not which statement: the server sends a multi-statement query's answers only when
+            // its output buffer fills or the query ends, so the count lags behind.
+            Err(Failure::Failed(Error::Unreachable(format!(
+                "the database at {} stopped answering while running seed {} ({}): {why}, so \
+                 the connection is treated as lost. The server rolls \
+                 back the seeds' transaction, and releases the migration lock, when it notices \
+                 the connection is gone: no seed of this run was applied; migrations committed \
+                 before the seeds stay applied. Check the network path (a proxy or firewall \
+                 that stopped forwarding, a hung server) and run again; a restart may help.",
+                session.database.target(),
+                seed.name,
+                seed.file(),
+            ))))
+        })
 }
 
 /// Locates a server error in the seed file and gathers what the operator needs. Every text
@@ -513,9 +630,22 @@ fn error_text(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// Best effort: if the connection is gone the server rolls back by itself.
+/// Best effort, within the answer timeout: if the connection is gone (or was given up) the
+/// server rolls back by itself.
 async fn rollback(session: &Session) {
-    if let Err(e) = session.client().batch_execute("ROLLBACK").await {
+    if session.is_lost() {
+        return;
+    }
+    let rolled_back = session
+        .within("rolling back the seeds", async {
+            session
+                .client()
+                .batch_execute("ROLLBACK")
+                .await
+                .map_err(|e| query_failed("ROLLBACK", &e))
+        })
+        .await;
+    if let Err(e) = rolled_back {
         tracing::debug!("ROLLBACK failed ({e}); the server rolls back when the session ends");
     }
 }

@@ -379,3 +379,184 @@ fn stalled_during_commit_exits_5_saying_the_outcome_is_unknown_but_atomic() {
         ),
     );
 }
+
+/// A seeds folder holding one seed, removed on drop.
+struct SeedDir(std::path::PathBuf);
+
+impl SeedDir {
+    fn with(name: &str, sql: &str) -> SeedDir {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "portcullis-nf-seeds-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.sql")), sql).unwrap();
+        SeedDir(dir)
+    }
+
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for SeedDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A folder with one quick migration, for the seeds tests.
+fn one_table() -> Folder {
+    let mut f = Folder::new();
+    f.add(
+        "0000_nf_seeded",
+        1_700_000_000_000,
+        "CREATE TABLE \"nf_s\" (\"id\" integer PRIMARY KEY);",
+    );
+    f
+}
+
+/// After a fault during the seeds phase: once the server has noticed, the migration stays
+/// applied, no seed is recorded and nothing it wrote is left, no lock is held; a direct re-run
+/// runs the seed.
+fn seeds_rolled_back_then_rerun(sock: &str, folder: &Folder, seeds: &SeedDir) {
+    poll(
+        Duration::from_secs(30),
+        "the orphaned session kept the lock",
+        || advisory_locks(sock) == 0,
+    );
+    assert_eq!(rows(sock).len(), 1, "the migration stays applied");
+    assert!(table_exists(sock, "nf_s"));
+    assert_eq!(
+        query(sock, "select count(*) from nf_s")[0][0].as_deref(),
+        Some("0"),
+        "nothing the seed wrote is left"
+    );
+    assert!(
+        !table_exists(sock, "drizzle.__portcullis_seeds")
+            || query(sock, "select count(*) from drizzle.__portcullis_seeds")[0][0].as_deref()
+                == Some("0"),
+        "no seed is recorded"
+    );
+    let direct = Cluster::shared().url(
+        &query(sock, "select current_database()")[0][0]
+            .clone()
+            .unwrap(),
+    );
+    portcullis(&direct, folder.path())
+        .env("PORTCULLIS_SEEDS_DIR", seeds.path())
+        .run()
+        .expect(0);
+    assert_eq!(
+        query(sock, "select count(*) from nf_s")[0][0].as_deref(),
+        Some("2"),
+        "the re-run seeded"
+    );
+}
+
+/// The seeds phase was not watched: a seed statement whose connection went silent (behind a
+/// proxy that keeps answering keepalives) hung the run, holding the lock, until it was stopped.
+/// Now it is watched like a migration statement: exit 5 once nothing has confirmed it for three
+/// connect timeouts.
+#[test]
+fn stalled_mid_seed_exits_5_instead_of_hanging() {
+    let proxy = Proxy::start(Cluster::shared().port());
+    let (url, sock) = through(&proxy, "nf_seed", "connect_timeout=1");
+    let folder = one_table();
+    let seeds = SeedDir::with(
+        "nf_seed",
+        "INSERT INTO nf_s VALUES (1) ON CONFLICT DO NOTHING;\n\
+         SELECT pg_sleep(3);\n\
+         INSERT INTO nf_s VALUES (2) ON CONFLICT DO NOTHING;\n",
+    );
+    let run = portcullis(&url, folder.path())
+        .env("PORTCULLIS_SEEDS_DIR", seeds.path())
+        .env("PORTCULLIS_STATEMENT_TIMEOUT", "0")
+        .spawn();
+    until_running(&sock, "%pg_sleep(3)%", "the seed never started");
+    let (out, took) = exit_5_after(
+        run,
+        || proxy.stall(),
+        Duration::from_secs(120),
+        Duration::from_secs(5),
+        "seed stall",
+    );
+    out.says("stopped answering while running seed nf_seed.sql");
+    out.says("has not confirmed for");
+    out.says("no seed of this run was applied; migrations committed before the seeds stay applied");
+    drop(proxy);
+    seeds_rolled_back_then_rerun(&sock, &folder, &seeds);
+    figure(
+        "network faults",
+        format!(
+            "stall mid-seed without statement_timeout (connect_timeout=1): exit 5 {} ms after the stall (before: hung forever); seeds rolled back, migration kept; re-run exit 0",
+            took.as_millis()
+        ),
+    );
+}
+
+/// The seeds' COMMIT whose answer never comes (a deferred trigger makes it last 3 s; the
+/// connection stalls meanwhile): exit 5 within the watch's bound, saying that whether it
+/// committed is unknown but all or nothing.
+#[test]
+fn stalled_during_the_seeds_commit_exits_5_saying_the_outcome_is_unknown() {
+    let proxy = Proxy::start(Cluster::shared().port());
+    let (url, sock) = through(&proxy, "nf_seed_commit", "connect_timeout=1");
+    let mut folder = Folder::new();
+    folder.add(
+        "0000_nf_seeded",
+        1_700_000_000_000,
+        "CREATE TABLE \"nf_s\" (\"id\" integer PRIMARY KEY);\n--> statement-breakpoint\n\
+         CREATE FUNCTION \"nf_slow\"() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM \
+         pg_sleep(3); RETURN NULL; END $$;\n--> statement-breakpoint\n\
+         CREATE CONSTRAINT TRIGGER \"nf_slow_commit\" AFTER INSERT ON \"nf_s\" DEFERRABLE \
+         INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION \"nf_slow\"();",
+    );
+    let seeds = SeedDir::with(
+        "nf_seed",
+        "INSERT INTO nf_s VALUES (1) ON CONFLICT DO NOTHING;\n",
+    );
+    let run = portcullis(&url, folder.path())
+        .env("PORTCULLIS_SEEDS_DIR", seeds.path())
+        .spawn();
+    until_running(&sock, "COMMIT", "the seeds' COMMIT never started");
+    let (out, took) = exit_5_after(
+        run,
+        || proxy.stall(),
+        Duration::from_secs(120),
+        Duration::from_secs(5),
+        "seeds commit stall",
+    );
+    out.says("stopped answering while committing the seeds");
+    out.says("either every seed of this run was applied and recorded, or none was");
+    drop(proxy);
+    poll(Duration::from_secs(30), "the lock was not released", || {
+        advisory_locks(&sock) == 0
+    });
+    let seeded = query(&sock, "select count(*) from nf_s")[0][0]
+        .clone()
+        .unwrap();
+    let recorded = if table_exists(&sock, "drizzle.__portcullis_seeds") {
+        query(&sock, "select count(*) from drizzle.__portcullis_seeds")[0][0]
+            .clone()
+            .unwrap()
+    } else {
+        "0".into()
+    };
+    assert_eq!(seeded, recorded, "the seed and its record commit together");
+    assert_eq!(rows(&sock).len(), 1, "the migration stays applied");
+    figure(
+        "network faults",
+        format!(
+            "stall during the seeds' COMMIT: exit 5 {} ms after the stall ('outcome unknown, all or nothing'); the server had {} it",
+            took.as_millis(),
+            if seeded == "1" {
+                "committed"
+            } else {
+                "not committed"
+            }
+        ),
+    );
+}

@@ -1,0 +1,255 @@
+//! Watching a statement whose answer has not come yet, from a second connection (the
+//! "observer"): who blocks it while it waits for a lock (for the log), and whether the server is
+//! still running it. TCP keepalives cannot tell a hung peer or a proxy that stopped forwarding
+//! from a busy server, so the client decides: a statement may run as long as the server confirms
+//! it (an index build can take hours), but when nothing confirms it for three answer timeouts,
+//! or no answer came within `statement_timeout` plus one answer timeout, the connection counts
+//! as lost. Migrations (`apply`) and seeds (`seeds`) are watched the same way.
+
+use super::Session;
+use super::connect::NoObserver;
+use crate::config::format_duration;
+use crate::source::lexer;
+use std::cell::{Cell, RefCell};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The state of session `$1` as the server sees it: 'active' while it runs our statement.
+const STATE_OF: &str = "select state from pg_stat_activity where pid = $1";
+
+/// Sessions blocking `$1`, described for the log (their query is masked by
+/// [`lexer::mask_literals`] before it is shown).
+const BLOCKERS: &str = "\
+select a.pid, coalesce(a.application_name, ''), coalesce(a.state, ''),
+       coalesce(extract(epoch from now() - a.xact_start)::float8, 0), coalesce(a.query, '')
+  from pg_stat_activity a where a.pid = any(pg_blocking_pids($1))";
+
+/// The observer connection, in whichever state it is.
+#[derive(Default)]
+enum Observer {
+    /// Being opened in the background since the run began, so that the first statements need
+    /// not wait for it.
+    Opening(tokio::task::JoinHandle<Option<tokio_postgres::Client>>),
+    Ready(tokio_postgres::Client),
+    /// Not opened (blockers are not named), in use, or given up; opened anew when needed.
+    #[default]
+    Missing,
+}
+
+/// The watch over one session's statements. Dropping it closes the observer connection.
+pub(crate) struct Watch<'a> {
+    session: &'a Session,
+    /// Taken out while in use (never borrowed across an await).
+    observer: Cell<Observer>,
+    /// Blockers are sampled once a statement has waited half of this; zero: never.
+    lock_timeout: Duration,
+    /// Zero: no deadline, only the liveness checks.
+    statement_timeout: Duration,
+}
+
+impl<'a> Watch<'a> {
+    /// A watch for `session`'s statements. When blockers are to be named (`lock_timeout` is
+    /// not zero) the observer connection starts opening in the background now, so that the
+    /// first statements need not wait for it; otherwise it is opened the first time a statement
+    /// goes unanswered for an answer timeout.
+    pub fn new(session: &'a Session, lock_timeout: Duration, statement_timeout: Duration) -> Self {
+        let observer = if lock_timeout.is_zero() {
+            Observer::Missing
+        } else {
+            let (db, t) = (session.database.clone(), session.answer_timeout);
+            Observer::Opening(tokio::spawn(async move {
+                tokio::time::timeout(t, super::connect::observer(&db))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }))
+        };
+        Watch {
+            session,
+            observer: Cell::new(observer),
+            lock_timeout,
+            statement_timeout,
+        }
+    }
+
+    /// Runs until the statement in flight counts as lost; returns why. `last_answer` is when
+    /// the last answer came (or the statement was sent): every answer starts the count again.
+    /// `blockers` receives who blocked it, when it waited for a lock long enough to ask.
+    pub async fn lost(
+        &self,
+        last_answer: &Cell<Instant>,
+        blockers: &RefCell<Vec<String>>,
+    ) -> String {
+        let t = self.session.answer_timeout;
+        let deadline = async {
+            if self.statement_timeout.is_zero() {
+                std::future::pending::<()>().await;
+            }
+            loop {
+                let due = last_answer.get() + self.statement_timeout + t;
+                if Instant::now() >= due {
+                    break;
+                }
+                tokio::time::sleep_until(due).await;
+            }
+        };
+        tokio::select! {
+            why = self.silence(last_answer, blockers) => why,
+            () = deadline => format!(
+                "no answer within statement_timeout ({}) plus {} although the server cancels a \
+                 statement at statement_timeout",
+                format_duration(self.statement_timeout),
+                format_duration(t)
+            ),
+        }
+    }
+
+    /// Runs until the statement counts as lost through silence (see [`Watch`]); returns why.
+    ///
+    /// In a pipeline every answer counts from the start again: the server is alive and on the
+    /// next request, whose wait for locks is its own (blockers seen before are dropped).
+    async fn silence(
+        &self,
+        last_answer: &Cell<Instant>,
+        blockers: &RefCell<Vec<String>>,
+    ) -> String {
+        let t = self.session.answer_timeout;
+        let sample_blockers = !self.lock_timeout.is_zero();
+        let mut since = last_answer.get();
+        let mut next_sample = since + self.lock_timeout / 2;
+        let mut next_check = since + t;
+        let mut confirmed = since;
+        loop {
+            let wake = if sample_blockers {
+                next_sample.min(next_check)
+            } else {
+                next_check
+            };
+            tokio::time::sleep_until(wake).await;
+            if last_answer.get() != since {
+                since = last_answer.get();
+                next_sample = since + self.lock_timeout / 2;
+                next_check = since + t;
+                confirmed = confirmed.max(since);
+                blockers.borrow_mut().clear();
+                continue;
+            }
+            let now = Instant::now();
+            if sample_blockers && now >= next_sample {
+                next_sample = now + Duration::from_millis(250);
+                if let Some(seen) = self.blockers().await
+                    && !seen.is_empty()
+                {
+                    *blockers.borrow_mut() = seen;
+                }
+            }
+            if now >= next_check {
+                if self.still_running().await {
+                    confirmed = Instant::now();
+                }
+                next_check = Instant::now() + t;
+                if confirmed.elapsed() >= 3 * t {
+                    return format!(
+                        "no answer for {:.0}s, and the server has not confirmed for {:.0}s that \
+                         it is still running it (checked through a second connection every {})",
+                        since.elapsed().as_secs_f64(),
+                        confirmed.elapsed().as_secs_f64(),
+                        format_duration(t)
+                    );
+                }
+            }
+        }
+    }
+
+    /// The observer connection if there is an open one, taken out of its cell (put it back
+    /// with `Observer::Ready` after use). One still being opened is waited for: at most
+    /// `answer_timeout`.
+    async fn take_observer(&self) -> Option<tokio_postgres::Client> {
+        let client = match self.observer.take() {
+            Observer::Opening(opening) => opening.await.ok().flatten(),
+            Observer::Ready(client) => Some(client),
+            Observer::Missing => None,
+        };
+        client.filter(|c| !c.is_closed())
+    }
+
+    /// The observer connection, opened (again) when missing or closed.
+    async fn observer(&self) -> Result<tokio_postgres::Client, NoObserver> {
+        match self.take_observer().await {
+            Some(c) => Ok(c),
+            None => tokio::time::timeout(
+                self.session.answer_timeout,
+                super::connect::observer(&self.session.database),
+            )
+            .await
+            .unwrap_or(Err(NoObserver::Unreachable)),
+        }
+    }
+
+    /// Whether the server still runs a statement for our session (state `active`), asked on
+    /// the observer connection within `answer_timeout`. A server that answers but cannot be
+    /// asked (too many connections for the server or the role, an error) gets the benefit of
+    /// the doubt: a healthy hour-long index build must never be given up.
+    async fn still_running(&self) -> bool {
+        let observer = match self.observer().await {
+            Ok(c) => c,
+            Err(NoObserver::Busy) => return true,
+            Err(NoObserver::Unreachable) => return false,
+        };
+        let asked = tokio::time::timeout(
+            self.session.answer_timeout,
+            observer.query_opt(STATE_OF, &[&self.session.backend_pid]),
+        )
+        .await;
+        let running = match &asked {
+            Ok(Ok(Some(row))) => row.get::<_, Option<String>>(0).as_deref() == Some("active"),
+            // Our backend is gone from the server: the session ended without us hearing of it.
+            Ok(Ok(None)) => false,
+            Ok(Err(e)) => e.as_db_error().is_some(),
+            Err(_) => false,
+        };
+        // Keep a connection that answered; one that did not is dropped and opened anew.
+        if asked.is_ok() {
+            self.observer.set(Observer::Ready(observer));
+        }
+        running
+    }
+
+    /// The sessions blocking ours, described for the log; `None` when they cannot be asked.
+    async fn blockers(&self) -> Option<Vec<String>> {
+        let observer = self.take_observer().await?;
+        let asked = tokio::time::timeout(
+            self.session.answer_timeout,
+            observer.query(BLOCKERS, &[&self.session.backend_pid]),
+        )
+        .await;
+        let Ok(rows) = asked else {
+            return None; // unanswered: dropped; the liveness check opens a new one
+        };
+        self.observer.set(Observer::Ready(observer));
+        Some(
+            rows.ok()?
+                .iter()
+                .map(|r| {
+                    format!(
+                        "pid {} ({:?}, {}, transaction open {:.1}s, query `{}`)",
+                        r.get::<_, i32>(0),
+                        r.get::<_, String>(1),
+                        r.get::<_, String>(2),
+                        r.get::<_, f64>(3),
+                        lexer::mask_literals(r.get::<_, &str>(4), 160)
+                    )
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Watch<'_> {
+    /// An observer connection still being opened when the run ends is not needed any more.
+    fn drop(&mut self) {
+        if let Observer::Opening(opening) = self.observer.take() {
+            opening.abort();
+        }
+    }
+}
