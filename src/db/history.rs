@@ -4,9 +4,11 @@
 //! 4.4, E23-E30).
 
 use super::{Session, qualified, query_failed, quote_ident};
+use crate::config::format_duration;
 use crate::error::Error;
 use crate::plan::HistoryRow;
 use crate::source::Layout;
+use std::time::Duration;
 
 /// What we learned about the table, needed to write rows drizzle would write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -594,6 +596,58 @@ pub async fn upgrade(
     Ok(())
 }
 
+/// Inside `repair --apply`'s transaction: locks the table against writes (drizzle-kit takes no
+/// lock of ours) and checks that its rows are still the ones the repair was planned from. A
+/// lock held elsewhere is waited for at most half the answer timeout.
+async fn unchanged_since(session: &Session, snapshot: &Snapshot) -> Result<(), Error> {
+    let client = session.client();
+    let t = &snapshot.table;
+    let q = &t.qualified;
+    let wait = (session.answer_timeout / 2).max(Duration::from_millis(1));
+    let locked = client
+        .batch_execute(&format!(
+            "SET LOCAL lock_timeout = {}; LOCK TABLE {q} IN SHARE ROW EXCLUSIVE MODE",
+            wait.as_millis()
+        ))
+        .await;
+    if let Err(e) = locked {
+        return Err(
+            if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
+                Error::History(format!(
+                    "another session kept a lock on {q} for {} (a transaction of drizzle-kit or \
+                     of the app that writes to it, or one left open); nothing was changed. Find \
+                     it in pg_locks / pg_stat_activity, then run `portcullis repair --apply` \
+                     again.",
+                    format_duration(wait)
+                ))
+            } else {
+                query_failed(&format!("locking {q}"), &e)
+            },
+        );
+    }
+    let now: Vec<RawRow> = client
+        .query_typed(&rows_of_shape(q, t.has_name_column), &[])
+        .await
+        .map_err(|e| query_failed(&format!("reading {q} again"), &e))?
+        .iter()
+        .map(raw_row)
+        .collect();
+    let same = now.len() == snapshot.raw.len()
+        && now.iter().zip(&snapshot.raw).all(|(a, b)| {
+            a.id == b.id && a.hash == b.hash && a.created_at == b.created_at && a.name == b.name
+        });
+    if !same {
+        return Err(Error::History(format!(
+            "{q} changed while repair was planning (another runner, such as drizzle-kit, wrote \
+             to it: {} row(s) then, {} now); nothing was changed. Run `portcullis repair` again \
+             to see the plan for what it holds now.",
+            snapshot.raw.len(),
+            now.len()
+        )));
+    }
+    Ok(())
+}
+
 /// `repair --apply`: in one transaction, copies the table to `<table>_backup_<stamp>` in the same
 /// schema, then applies `plan`. Returns the backup's qualified name. Touches no other table.
 pub async fn apply_repair(
@@ -618,6 +672,7 @@ pub async fn apply_repair(
         .await
         .map_err(|e| fail("BEGIN", e))?;
     let result = async {
+        unchanged_since(session, snapshot).await?;
         client
             .batch_execute(&format!("CREATE TABLE {backup} AS TABLE {}", t.qualified))
             .await
@@ -627,15 +682,24 @@ pub async fn apply_repair(
                 Action::ConvertToBigint { .. } => {
                     // Every kept row's value is an integer computed by the plan; inlining
                     // integers is safe, and one statement converts the column.
+                    let deleted = plan.actions.iter().filter_map(|a| match a {
+                        Action::DeleteDuplicate { id, .. } => Some(format!(" WHEN {id} THEN NULL")),
+                        _ => None,
+                    });
                     let cases: String = plan
                         .values
                         .iter()
                         .map(|(id, v)| format!(" WHEN {id} THEN {v}::bigint"))
+                        .chain(deleted)
                         .collect();
+                    // The table is locked and checked against the plan's snapshot, so every
+                    // row has its WHEN (NULL for a duplicate deleted below); a row without one
+                    // would make the conversion fail (a text that is not an integer), never
+                    // turn its value into NULL.
                     let using = if cases.is_empty() {
                         "NULL::bigint".to_string()
                     } else {
-                        format!("CASE id{cases} END")
+                        format!("CASE id{cases} ELSE ('not planned: ' || id)::bigint END")
                     };
                     client
                         .batch_execute(&format!(

@@ -426,6 +426,124 @@ fn repair_shows_then_fixes_a_damaged_table_keeping_a_backup() {
     out.says("needs no repair");
 }
 
+/// drizzle-kit takes no lock of ours: a row it inserts after repair read the table must not
+/// lose its `created_at` to a conversion planned without it (the CASE had no ELSE, so the
+/// value became NULL). Repair now locks the table, finds it changed, and changes nothing.
+#[test]
+fn repair_changes_nothing_when_a_row_arrives_after_it_read_the_table() {
+    let url = fresh_db("repair_race");
+    let folder = four();
+    migrate(&url, folder.path()).expect(0);
+    execute(
+        &url,
+        "alter table drizzle.__drizzle_migrations alter column created_at type text",
+    );
+    // An insert not committed yet: repair's read does not see it, its lock waits for it.
+    let writer = hold_session(
+        &url,
+        "BEGIN; INSERT INTO drizzle.__drizzle_migrations (hash, created_at) \
+         VALUES (repeat('f', 64), '1700000009000')",
+        "COMMIT",
+    );
+    let started = Instant::now();
+    let child = spawn(command(&url, folder.path()).args(["repair", "--apply"]));
+    loop {
+        let waiting = query(
+            &url,
+            "select count(*) from pg_stat_activity where application_name like 'portcullis@%' \
+             and datname = current_database() and wait_event_type = 'Lock'",
+        );
+        if waiting[0][0].as_deref() != Some("0") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "repair never waited for the table lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    writer.release();
+    let out = finish(child, started, Duration::from_secs(60));
+    out.expect(4);
+    out.says("changed while repair was planning");
+    out.says("4 row(s) then, 5 now");
+    assert_eq!(
+        query(
+            &url,
+            "select created_at from drizzle.__drizzle_migrations where hash = repeat('f', 64)"
+        )[0][0]
+            .as_deref(),
+        Some("1700000009000"),
+        "the late row keeps its created_at"
+    );
+    assert_eq!(
+        query(
+            &url,
+            "select data_type from information_schema.columns where table_schema = 'drizzle' \
+             and table_name = '__drizzle_migrations' and column_name = 'created_at'"
+        )[0][0]
+            .as_deref(),
+        Some("text"),
+        "nothing was converted"
+    );
+    assert!(
+        query(
+            &url,
+            "select 1 from information_schema.tables where table_schema = 'drizzle' \
+             and table_name like '__drizzle_migrations_backup_%'"
+        )
+        .is_empty(),
+        "no backup was left behind"
+    );
+    // Run again, it plans for the five rows and converts them all.
+    cmd(&url, folder.path(), &["repair", "--apply"]).expect(0);
+    assert_eq!(
+        query(
+            &url,
+            "select created_at::text from drizzle.__drizzle_migrations \
+             where hash = repeat('f', 64)"
+        )[0][0]
+            .as_deref(),
+        Some("1700000009000")
+    );
+}
+
+/// A write lock kept on the table (an open transaction of the app or of drizzle-kit) is waited
+/// for at most half the connect timeout: exit 4 naming what to look for, nothing changed.
+#[test]
+fn repair_gives_up_on_a_table_another_session_keeps_locked() {
+    let url = fresh_db("repair_locked");
+    let folder = four();
+    migrate(&url, folder.path()).expect(0);
+    execute(
+        &url,
+        "alter table drizzle.__drizzle_migrations alter column created_at type text",
+    );
+    let _writer = hold_session(
+        &url,
+        "BEGIN; LOCK TABLE drizzle.__drizzle_migrations IN ROW EXCLUSIVE MODE",
+        "ROLLBACK",
+    );
+    let out = cmd(
+        &format!("{url}&connect_timeout=2"),
+        folder.path(),
+        &["repair", "--apply"],
+    );
+    out.expect(4);
+    out.says("another session kept a lock on \"drizzle\".\"__drizzle_migrations\" for 1s");
+    out.says("nothing was changed");
+    assert_eq!(
+        query(
+            &url,
+            "select data_type from information_schema.columns where table_schema = 'drizzle' \
+             and table_name = '__drizzle_migrations' and column_name = 'created_at'"
+        )[0][0]
+            .as_deref(),
+        Some("text"),
+        "nothing was converted"
+    );
+}
+
 #[test]
 fn repair_refuses_rows_it_cannot_resolve_and_changes_nothing() {
     let url = fresh_db("repair_unres");
