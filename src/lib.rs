@@ -661,6 +661,14 @@ fn status(
                     });
                     ("pending", None, None, note)
                 }
+                State::RecordedEarlier { row_id, created_at } => {
+                    counts.recorded_earlier += 1;
+                    let note = format!(
+                        "recorded under an older created_at ({created_at}); drizzle would run it \
+                         again"
+                    );
+                    ("recorded-earlier", Some(*row_id), None, Some(note))
+                }
                 State::Unnamed { row_id } => {
                     counts.unnamed += 1;
                     let note =
@@ -861,6 +869,14 @@ fn validate(cfg: &Config, folder: &Folder, snapshot: Option<&Snapshot>) -> Resul
                     m.tag,
                     m.file()
                 )),
+                State::RecordedEarlier { row_id, created_at } => history_problems.push(format!(
+                    "{} ({}) is recorded (row id {row_id}) under created_at {created_at}, older \
+                     than its `when` {}, so drizzle would run it again; `portcullis repair \
+                     --apply` sets the row to its `when`",
+                    m.tag,
+                    m.file(),
+                    m.when
+                )),
                 _ => {}
             }
         }
@@ -983,6 +999,14 @@ async fn baseline(
                     m.tag
                 )));
             }
+            State::RecordedEarlier { row_id, .. } => {
+                return Err(Error::History(format!(
+                    "baseline: {} is already recorded, under an older created_at (row id \
+                     {row_id}); run `portcullis repair --apply` to set the row to its `when` \
+                     instead of recording it twice.",
+                    m.tag
+                )));
+            }
             _ => {}
         }
     }
@@ -1090,12 +1114,15 @@ async fn repair(
         )));
     }
     let ty = snapshot.created_at_type().unwrap_or("bigint").to_string();
-    let plan = repair::plan(
+    let mut plan = repair::plan(
         &folder.migrations,
         &ty,
         &snapshot.raw,
         snapshot.table.has_name_column,
     );
+    if folder.layout == Layout::Journal {
+        set_recorded_earlier(&mut plan, &folder.migrations, &snapshot.raw);
+    }
     if !plan.unresolved.is_empty() {
         return Err(Error::History(format!(
             "repair cannot fix {q} from this folder; nothing was changed:\n  {}",
@@ -1143,6 +1170,47 @@ async fn repair(
         ),
         applied: Vec::new(),
     })
+}
+
+/// Adds to a journal folder's repair the rows drizzle would run again: a migration newer than
+/// the mark whose exact content is recorded under an older `created_at` (seconds written by
+/// another tool, a regenerated journal entry) gets its row set to its `when`. Judged on the
+/// values the rest of the repair leaves.
+fn set_recorded_earlier(
+    plan: &mut repair::RepairPlan,
+    migrations: &[Migration],
+    raw: &[db::history::RawRow],
+) {
+    let rows: Vec<plan::HistoryRow> = raw
+        .iter()
+        .filter_map(|r| {
+            Some(plan::HistoryRow {
+                id: r.id,
+                hash: r.hash.clone(),
+                created_at: Some(*plan.values.get(&r.id)?),
+                name: r.name.clone(),
+            })
+        })
+        .collect();
+    let analysed = Plan::analyse(Layout::Journal, migrations, &rows);
+    for (m, s) in migrations.iter().zip(&analysed.states) {
+        let State::RecordedEarlier { row_id, .. } = *s else {
+            continue;
+        };
+        let was = raw
+            .iter()
+            .find(|r| r.id == row_id)
+            .and_then(|r| r.created_at.clone());
+        plan.values.insert(row_id, m.when);
+        plan.actions
+            .retain(|a| !matches!(a, repair::Action::SetCreatedAt { id, .. } if *id == row_id));
+        plan.actions.push(repair::Action::SetCreatedAt {
+            id: row_id,
+            was,
+            to: m.when,
+            tag: m.tag.clone(),
+        });
+    }
 }
 
 fn now_millis() -> i64 {

@@ -63,6 +63,11 @@ pub enum State {
     /// written by a drizzle 0.x runner after the table was upgraded. drizzle 1.0 would run it
     /// again (E43).
     Unnamed { row_id: i64 },
+    /// Journal layout: newer than the mark, so drizzle 0.x would run it, but its exact content
+    /// is recorded in a row no other migration claims, under an older `created_at` (seconds
+    /// written by another tool, or a journal entry regenerated after it was applied). Running
+    /// it again would apply it twice; portcullis refuses.
+    RecordedEarlier { row_id: i64, created_at: i64 },
 }
 
 /// The analysis of one folder against one tracking table.
@@ -177,7 +182,7 @@ impl Plan {
                 });
             }
         }
-        // 2. Newer than the mark: pending, by drizzle's rule.
+        // 2. Newer than the mark: pending, by drizzle's rule (but see 4b).
         for (i, m) in migrations.iter().enumerate() {
             if states[i].is_none() && mark.is_none_or(|mark| m.when > mark) {
                 states[i] = Some(State::Pending);
@@ -205,6 +210,22 @@ impl Plan {
                 states[i] = Some(State::Applied {
                     row_id: rows[r].id,
                     moved: true,
+                });
+            }
+        }
+        // 4b. Pending, yet its exact content is recorded in a row nothing else claimed, under an
+        //     older `created_at`: drizzle would run it a second time. Last, so that migrations at
+        //     or below the mark claim their own rows first (a moved `when`, step 4).
+        let mut by_hash = index(rows, |r| r.created_at.map(|_| r.hash.as_str()));
+        for (i, m) in migrations.iter().enumerate() {
+            if states[i] != Some(State::Pending) {
+                continue;
+            }
+            if let Some(r) = first_unclaimed(by_hash.get_mut(m.hash.as_str()), &claimed) {
+                claimed[r] = true;
+                states[i] = Some(State::RecordedEarlier {
+                    row_id: rows[r].id,
+                    created_at: rows[r].created_at.unwrap_or_default(),
                 });
             }
         }
@@ -419,6 +440,25 @@ impl Plan {
                     m.file(),
                     utc(m.when),
                     newest.as_deref().unwrap_or("?")
+                )),
+                State::RecordedEarlier { row_id, created_at } => problems.push(format!(
+                    "{} ({}) would run a second time: its exact content is recorded (row id \
+                     {row_id}) under created_at {created_at}{}, older than its journal `when` {}, \
+                     so drizzle's rule (run what is newer than the newest created_at) counts it \
+                     as never applied. portcullis refuses instead. Set the row to its `when`, \
+                     with `portcullis repair --apply` or by hand: UPDATE {table} SET created_at \
+                     = {} WHERE id = {row_id};",
+                    m.tag,
+                    m.file(),
+                    if created_at.checked_mul(1000) == Some(m.when)
+                        || *created_at == m.when.div_euclid(1000)
+                    {
+                        " (seconds, not milliseconds: another tool wrote it)"
+                    } else {
+                        ""
+                    },
+                    m.when,
+                    m.when
                 )),
                 State::Unnamed { row_id } => problems.push(format!(
                     "{} ({}) is recorded without a name (row id {row_id}: same second, same \
@@ -745,6 +785,95 @@ mod tests {
         ];
         let p = Plan::analyse(Layout::Journal, &ms, &rows);
         assert_eq!(p.out_of_order(), vec![1]);
+    }
+
+    #[test]
+    fn content_recorded_under_seconds_is_refused_not_run_again() {
+        let ms = vec![m(0, 1_700_000_000_000, "a"), m(1, 1_700_000_100_000, "b")];
+        let rows: Vec<HistoryRow> = ms
+            .iter()
+            .enumerate()
+            .map(|(i, mig)| HistoryRow {
+                created_at: Some(mig.when / 1000),
+                ..row(i as i64 + 1, mig)
+            })
+            .collect();
+        let p = Plan::analyse(Layout::Journal, &ms, &rows);
+        assert_eq!(
+            p.states,
+            vec![
+                State::RecordedEarlier {
+                    row_id: 1,
+                    created_at: 1_700_000_000
+                },
+                State::RecordedEarlier {
+                    row_id: 2,
+                    created_at: 1_700_000_100
+                },
+            ]
+        );
+        assert!(p.unknown_rows.is_empty());
+        let e = p.decide(&ms, OutOfOrder::Error, T).unwrap_err().to_string();
+        assert!(
+            e.contains("0000_m (migrations/0000_m.sql) would run a second time"),
+            "{e}"
+        );
+        assert!(e.contains("seconds, not milliseconds"), "{e}");
+        assert!(
+            e.contains("SET created_at = 1700000100000 WHERE id = 2;"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_regenerated_newest_entry_is_refused_not_run_again() {
+        let ms = vec![m(0, 10, "a"), m(1, 25, "b")];
+        let rows = vec![
+            row(1, &ms[0]),
+            HistoryRow {
+                created_at: Some(20),
+                ..row(2, &ms[1])
+            },
+        ];
+        let p = Plan::analyse(Layout::Journal, &ms, &rows);
+        assert_eq!(
+            p.states[1],
+            State::RecordedEarlier {
+                row_id: 2,
+                created_at: 20
+            }
+        );
+        let e = p.decide(&ms, OutOfOrder::Error, T).unwrap_err().to_string();
+        assert!(!e.contains("seconds"), "{e}");
+    }
+
+    #[test]
+    fn new_content_equal_to_a_moved_migration_is_still_pending() {
+        // a's `when` moved below the mark; c, newer, has a's content (a column added, dropped by
+        // b, added again). a keeps its row; c is new.
+        let ms = vec![m(0, 15, "add x"), m(1, 20, "drop x"), m(2, 30, "add x")];
+        let rows = vec![
+            HistoryRow {
+                created_at: Some(10),
+                ..row(1, &ms[0])
+            },
+            row(2, &ms[1]),
+        ];
+        let p = Plan::analyse(Layout::Journal, &ms, &rows);
+        assert_eq!(
+            p.states,
+            vec![
+                State::Applied {
+                    row_id: 1,
+                    moved: true
+                },
+                State::Applied {
+                    row_id: 2,
+                    moved: false
+                },
+                State::Pending
+            ]
+        );
     }
 
     #[test]

@@ -174,6 +174,7 @@ pub struct StatusCounts {
     pub edited: usize,
     pub unknown: usize,
     pub unnamed: usize,
+    pub recorded_earlier: usize,
 }
 
 /// The whole `status` document. Its JSON form is documented in README and kept stable:
@@ -209,6 +210,10 @@ impl Status {
             (counts.out_of_order, "out of order"),
             (counts.edited, "edited after apply"),
             (counts.unnamed, "recorded without a name"),
+            (
+                counts.recorded_earlier,
+                "recorded under an older created_at",
+            ),
             (counts.unknown, "recorded but unknown here"),
         ] {
             if n > 0 {

@@ -426,6 +426,42 @@ fn repair_shows_then_fixes_a_damaged_table_keeping_a_backup() {
     out.says("needs no repair");
 }
 
+/// Rows whose created_at holds seconds (another tool wrote them) made every migration look
+/// pending by drizzle's rule: migrate ran them all again (here failing on the first CREATE),
+/// and repair said the table needed none. Now migrate refuses, and repair sets the rows.
+#[test]
+fn rows_in_seconds_are_refused_then_repaired_not_run_again() {
+    let url = fresh_db("repair_seconds");
+    let folder = four();
+    migrate(&url, folder.path()).expect(0);
+    execute(
+        &url,
+        "update drizzle.__drizzle_migrations set created_at = created_at / 1000",
+    );
+    let before = fingerprint(&url);
+    let out = migrate(&url, folder.path());
+    out.expect(4);
+    out.says("would run a second time");
+    out.says("seconds, not milliseconds");
+    assert_eq!(fingerprint(&url), before, "nothing was applied");
+    let out = cmd(&url, folder.path(), &["status"]);
+    out.says("0 of 4 applied, 4 recorded under an older created_at");
+    cmd(&url, folder.path(), &["validate"]).expect(4);
+    let out = cmd(&url, folder.path(), &["repair"]);
+    out.expect(0);
+    assert!(
+        out.stdout
+            .contains("set created_at of row id 1 from 1700000000 to 1700000000000"),
+        "{}",
+        out.stdout
+    );
+    cmd(&url, folder.path(), &["repair", "--apply"]).expect(0);
+    let out = migrate(&url, folder.path());
+    out.expect(0);
+    out.says("up to date, 4 migrations");
+    assert_eq!(rows(&url).len(), 4);
+}
+
 /// drizzle-kit takes no lock of ours: a row it inserts after repair read the table must not
 /// lose its `created_at` to a conversion planned without it (the CASE had no ELSE, so the
 /// value became NULL). Repair now locks the table, finds it changed, and changes nothing.
