@@ -17,7 +17,7 @@
 
 use super::history::Table;
 use super::watch::Watch;
-use super::{Session, query_failed};
+use super::{Session, query_failed, rollback};
 use crate::config::{TransactionMode, format_duration};
 use crate::error::{Error, MigrationFailure};
 use crate::interrupt;
@@ -1132,25 +1132,6 @@ pub async fn record(
         });
     }
     Ok(())
-}
-
-/// Best effort: if the connection is gone the server rolls back by itself.
-async fn rollback(session: &Session) {
-    if session.is_lost() {
-        return;
-    }
-    let done = session
-        .within("rolling back", async {
-            session
-                .client()
-                .batch_execute("ROLLBACK")
-                .await
-                .map_err(|e| query_failed("ROLLBACK", &e))
-        })
-        .await;
-    if let Err(e) = done {
-        tracing::debug!("ROLLBACK failed ({e}); the server rolls back when the session ends");
-    }
 }
 
 /// Whether an error means the session is over rather than that a statement failed: the

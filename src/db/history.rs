@@ -596,35 +596,39 @@ pub async fn upgrade(
     Ok(())
 }
 
+/// How long `repair --apply` waits for a lock another session holds on the table.
+fn repair_lock_wait(session: &Session) -> Duration {
+    (session.answer_timeout / 2).max(Duration::from_millis(1))
+}
+
+/// A statement of `repair --apply` failed; a lock wait that ran out says so.
+fn repair_failed(session: &Session, q: &str, what: &str, e: &tokio_postgres::Error) -> Error {
+    if e.code() != Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
+        return query_failed(what, e);
+    }
+    Error::History(format!(
+        "another session kept a lock on {q} for {} while {what} (a transaction of drizzle-kit \
+         or of the app that uses the table, or one left open); nothing was changed. Find it in \
+         pg_locks / pg_stat_activity, then run `portcullis repair --apply` again.",
+        format_duration(repair_lock_wait(session))
+    ))
+}
+
 /// Inside `repair --apply`'s transaction: locks the table against writes (drizzle-kit takes no
-/// lock of ours) and checks that its rows are still the ones the repair was planned from. A
-/// lock held elsewhere is waited for at most half the answer timeout.
+/// lock of ours) and checks that its rows are still the ones the repair was planned from. For
+/// the rest of the transaction a lock held elsewhere is waited for at most
+/// [`repair_lock_wait`].
 async fn unchanged_since(session: &Session, snapshot: &Snapshot) -> Result<(), Error> {
     let client = session.client();
     let t = &snapshot.table;
     let q = &t.qualified;
-    let wait = (session.answer_timeout / 2).max(Duration::from_millis(1));
-    let locked = client
+    client
         .batch_execute(&format!(
             "SET LOCAL lock_timeout = {}; LOCK TABLE {q} IN SHARE ROW EXCLUSIVE MODE",
-            wait.as_millis()
+            repair_lock_wait(session).as_millis()
         ))
-        .await;
-    if let Err(e) = locked {
-        return Err(
-            if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
-                Error::History(format!(
-                    "another session kept a lock on {q} for {} (a transaction of drizzle-kit or \
-                     of the app that writes to it, or one left open); nothing was changed. Find \
-                     it in pg_locks / pg_stat_activity, then run `portcullis repair --apply` \
-                     again.",
-                    format_duration(wait)
-                ))
-            } else {
-                query_failed(&format!("locking {q}"), &e)
-            },
-        );
-    }
+        .await
+        .map_err(|e| repair_failed(session, q, "locking it", &e))?;
     let now: Vec<RawRow> = client
         .query_typed(&rows_of_shape(q, t.has_name_column), &[])
         .await
@@ -666,7 +670,8 @@ pub async fn apply_repair(
         base.pop();
     }
     let backup = qualified(&t.schema, &format!("{base}{suffix}"));
-    let fail = |what: &str, e: tokio_postgres::Error| query_failed(what, &e);
+    let fail =
+        |what: &str, e: tokio_postgres::Error| repair_failed(session, &t.qualified, what, &e);
     client
         .batch_execute("BEGIN")
         .await

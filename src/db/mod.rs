@@ -98,6 +98,26 @@ impl Session {
     }
 }
 
+/// `ROLLBACK`, best effort, within the answer timeout: when the connection is gone (or was given
+/// up) the server rolls back by itself.
+pub(crate) async fn rollback(session: &Session) {
+    if session.is_lost() {
+        return;
+    }
+    let done = session
+        .within("rolling back", async {
+            session
+                .client()
+                .batch_execute("ROLLBACK")
+                .await
+                .map_err(|e| query_failed("ROLLBACK", &e))
+        })
+        .await;
+    if let Err(e) = done {
+        tracing::debug!("ROLLBACK failed ({e}); the server rolls back when the session ends");
+    }
+}
+
 /// Quotes an identifier the way drizzle's `escapeName` does: always double-quoted, embedded `"`
 /// doubled. Every identifier that reaches SQL goes through here (E31).
 pub fn quote_ident(name: &str) -> String {

@@ -9,7 +9,7 @@
 //! unset `current_setting`), that count says which statement failed.
 
 use super::watch::Watch;
-use super::{Session, qualified, query_failed};
+use super::{Session, qualified, query_failed, rollback};
 use crate::config::{SeedMode, SeedVars, format_duration};
 use crate::error::{Error, SeedFailure};
 use crate::seeds::{self, Record, Seed, SeedSet, State};
@@ -627,26 +627,6 @@ fn error_text(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("ERROR {} {}", db.code().code(), db.message()),
         None => e.to_string(),
-    }
-}
-
-/// Best effort, within the answer timeout: if the connection is gone (or was given up) the
-/// server rolls back by itself.
-async fn rollback(session: &Session) {
-    if session.is_lost() {
-        return;
-    }
-    let rolled_back = session
-        .within("rolling back the seeds", async {
-            session
-                .client()
-                .batch_execute("ROLLBACK")
-                .await
-                .map_err(|e| query_failed("ROLLBACK", &e))
-        })
-        .await;
-    if let Err(e) = rolled_back {
-        tracing::debug!("ROLLBACK failed ({e}); the server rolls back when the session ends");
     }
 }
 

@@ -462,18 +462,24 @@ fn rows_in_seconds_are_refused_then_repaired_not_run_again() {
     assert_eq!(rows(&url).len(), 4);
 }
 
-/// drizzle-kit takes no lock of ours: a row it inserts after repair read the table must not
-/// lose its `created_at` to a conversion planned without it (the CASE had no ELSE, so the
-/// value became NULL). Repair now locks the table, finds it changed, and changes nothing.
-#[test]
-fn repair_changes_nothing_when_a_row_arrives_after_it_read_the_table() {
-    let url = fresh_db("repair_race");
+/// A database with `four()` applied, its `created_at` then turned into text: a repair to do.
+fn migrated_with_text_created_at(prefix: &str) -> (String, Folder) {
+    let url = fresh_db(prefix);
     let folder = four();
     migrate(&url, folder.path()).expect(0);
     execute(
         &url,
         "alter table drizzle.__drizzle_migrations alter column created_at type text",
     );
+    (url, folder)
+}
+
+/// drizzle-kit takes no lock of ours: a row it inserts after repair read the table must not
+/// lose its `created_at` to a conversion planned without it (the CASE had no ELSE, so the
+/// value became NULL). Repair now locks the table, finds it changed, and changes nothing.
+#[test]
+fn repair_changes_nothing_when_a_row_arrives_after_it_read_the_table() {
+    let (url, folder) = migrated_with_text_created_at("repair_race");
     // An insert not committed yet: repair's read does not see it, its lock waits for it.
     let writer = hold_session(
         &url,
@@ -548,13 +554,7 @@ fn repair_changes_nothing_when_a_row_arrives_after_it_read_the_table() {
 /// for at most half the connect timeout: exit 4 naming what to look for, nothing changed.
 #[test]
 fn repair_gives_up_on_a_table_another_session_keeps_locked() {
-    let url = fresh_db("repair_locked");
-    let folder = four();
-    migrate(&url, folder.path()).expect(0);
-    execute(
-        &url,
-        "alter table drizzle.__drizzle_migrations alter column created_at type text",
-    );
+    let (url, folder) = migrated_with_text_created_at("repair_locked");
     let _writer = hold_session(
         &url,
         "BEGIN; LOCK TABLE drizzle.__drizzle_migrations IN ROW EXCLUSIVE MODE",
@@ -566,7 +566,7 @@ fn repair_gives_up_on_a_table_another_session_keeps_locked() {
         &["repair", "--apply"],
     );
     out.expect(4);
-    out.says("another session kept a lock on \"drizzle\".\"__drizzle_migrations\" for 1s");
+    out.says("another session kept a lock on \"drizzle\".\"__drizzle_migrations\" for 1s while locking it");
     out.says("nothing was changed");
     assert_eq!(
         query(
