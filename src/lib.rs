@@ -1155,8 +1155,10 @@ async fn repair(
         });
     }
     let stamp = report::stamp(now_millis());
+    // Its lock and its ALTER may each wait half the answer timeout for another session's lock.
     let backup = session
-        .within(
+        .within_for(
+            2 * session.answer_timeout,
             "repairing the tracking table",
             db::history::apply_repair(session, &snapshot, &plan, &stamp),
         )

@@ -216,13 +216,27 @@ impl Plan {
         // 4b. Pending, yet its exact content is recorded in a row nothing else claimed, under an
         //     older `created_at`: drizzle would run it a second time. Last, so that migrations at
         //     or below the mark claim their own rows first (a moved `when`, step 4).
-        let mut by_hash = index(rows, |r| r.created_at.map(|_| r.hash.as_str()));
+        //     A row that repeats a claimed one (same hash, same created_at: a copy two runs at
+        //     once wrote) is no evidence of another application.
+        let by_hash = index(rows, |r| r.created_at.map(|_| r.hash.as_str()));
+        let mut seen: std::collections::HashSet<(&str, Option<i64>)> = rows
+            .iter()
+            .zip(&claimed)
+            .filter(|(_, c)| **c)
+            .map(|(r, _)| (r.hash.as_str(), r.created_at))
+            .collect();
         for (i, m) in migrations.iter().enumerate() {
             if states[i] != Some(State::Pending) {
                 continue;
             }
-            if let Some(r) = first_unclaimed(by_hash.get_mut(m.hash.as_str()), &claimed) {
+            let found = by_hash.get(m.hash.as_str()).and_then(|q| {
+                q.iter().copied().find(|&r| {
+                    !claimed[r] && !seen.contains(&(rows[r].hash.as_str(), rows[r].created_at))
+                })
+            });
+            if let Some(r) = found {
                 claimed[r] = true;
+                seen.insert((rows[r].hash.as_str(), rows[r].created_at));
                 states[i] = Some(State::RecordedEarlier {
                     row_id: rows[r].id,
                     created_at: rows[r].created_at.unwrap_or_default(),
@@ -362,7 +376,14 @@ impl Plan {
             let mut recorded: Vec<bool> = self
                 .states
                 .iter()
-                .map(|s| matches!(s, State::Applied { .. } | State::Edited { .. }))
+                .map(|s| {
+                    matches!(
+                        s,
+                        State::Applied { .. }
+                            | State::Edited { .. }
+                            | State::RecordedEarlier { .. }
+                    )
+                })
                 .collect();
             for r in &self.null_rows {
                 match migration_for_hash(migrations, &r.hash, &mut recorded) {
@@ -447,7 +468,8 @@ impl Plan {
                      so drizzle's rule (run what is newer than the newest created_at) counts it \
                      as never applied. portcullis refuses instead. Set the row to its `when`, \
                      with `portcullis repair --apply` or by hand: UPDATE {table} SET created_at \
-                     = {} WHERE id = {row_id};",
+                     = {} WHERE id = {row_id}; (unless that row is another project's that \
+                     shares this table: then give each project its own migrations table)",
                     m.tag,
                     m.file(),
                     if created_at.checked_mul(1000) == Some(m.when)
@@ -845,6 +867,19 @@ mod tests {
         );
         let e = p.decide(&ms, OutOfOrder::Error, T).unwrap_err().to_string();
         assert!(!e.contains("seconds"), "{e}");
+    }
+
+    #[test]
+    fn a_duplicate_row_does_not_make_equal_new_content_recorded() {
+        // c has a's content; row 3 is a copy of a's row (two runs at once): c is new.
+        let ms = vec![m(0, 10, "add x"), m(1, 20, "drop x"), m(2, 30, "add x")];
+        let rows = vec![row(1, &ms[0]), row(2, &ms[1]), row(3, &ms[0])];
+        let p = Plan::analyse(Layout::Journal, &ms, &rows);
+        assert_eq!(p.states[2], State::Pending);
+        assert_eq!(
+            p.unknown_rows.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![3]
+        );
     }
 
     #[test]

@@ -352,10 +352,15 @@ impl Runner<'_> {
                 done.set(n + 1);
             }
         });
+        // Whether the request the server is on holds one statement (see `Watch::lost`).
+        let one_statement = || match requests.get(done.get()) {
+            Some(Request::Statement(sql)) => lexer::statement_words(sql).len() <= 1,
+            _ => true,
+        };
         let result = tokio::select! {
             result = answers => Ok(result),
             never = interrupt::keep_cancelling(), if requests.len() > 1 => match never {},
-            why = self.watch.lost(&last_answer, &blockers) => Err(Sent::Lost(why)),
+            why = self.watch.lost(&last_answer, &blockers, &one_statement) => Err(Sent::Lost(why)),
         };
         let result = result.unwrap_or_else(|lost| {
             self.session.mark_lost();

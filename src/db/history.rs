@@ -601,9 +601,17 @@ fn repair_lock_wait(session: &Session) -> Duration {
     (session.answer_timeout / 2).max(Duration::from_millis(1))
 }
 
-/// A statement of `repair --apply` failed; a lock wait that ran out says so.
+/// A statement of `repair --apply` failed; a lock wait that ran out, or a deadlock, says so.
 fn repair_failed(session: &Session, q: &str, what: &str, e: &tokio_postgres::Error) -> Error {
-    if e.code() != Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
+    use tokio_postgres::error::SqlState;
+    if e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED) {
+        return Error::History(format!(
+            "{what} deadlocked with another session that uses {q} (PostgreSQL ended this side); \
+             nothing was changed. Run `portcullis repair --apply` again when the app or \
+             drizzle-kit is not using the table."
+        ));
+    }
+    if e.code() != Some(&SqlState::LOCK_NOT_AVAILABLE) {
         return query_failed(what, e);
     }
     Error::History(format!(

@@ -249,6 +249,7 @@ async fn attempt(
                 session,
                 &watch,
                 &last_answer,
+                true,
                 client.batch_execute("COMMIT"),
             )
             .await
@@ -339,12 +340,14 @@ async fn watched<F: Future>(
     session: &Session,
     watch: &Watch<'_>,
     last_answer: &Cell<tokio::time::Instant>,
+    one_statement: bool,
     work: F,
 ) -> Result<F::Output, String> {
     let blockers = RefCell::new(Vec::new());
+    let one_statement = move || one_statement;
     tokio::select! {
         out = work => Ok(out),
-        why = watch.lost(last_answer, &blockers) => {
+        why = watch.lost(last_answer, &blockers, &one_statement) => {
             session.mark_lost();
             Err(why)
         }
@@ -504,8 +507,9 @@ async fn run_file(
             seed.file()
         )))
     };
-    // Every message counts as an answer: the server is alive and on the next statement, which
-    // has its own statement_timeout.
+    // Every message counts as an answer: the server is alive. (It sends them when its output
+    // buffer fills or the query ends, so statement_timeout bounds a file of one statement only;
+    // see `Watch::lost`.)
     let last_answer = Cell::new(tokio::time::Instant::now());
     let completed = Cell::new(0);
     let read = async {
@@ -538,7 +542,8 @@ async fn run_file(
             }
         }
     };
-    watched(session, watch, &last_answer, read)
+    let one_statement = seeds::statements(sent).len() <= 1;
+    watched(session, watch, &last_answer, one_statement, read)
         .await
         .unwrap_or_else(|why| {
             // Not which statement: the server sends a multi-statement query's answers only when

@@ -75,10 +75,16 @@ impl<'a> Watch<'a> {
     /// Runs until the statement in flight counts as lost; returns why. `last_answer` is when
     /// the last answer came (or the statement was sent): every answer starts the count again.
     /// `blockers` receives who blocked it, when it waited for a lock long enough to ask.
+    /// `one_statement` says whether the request the server is on now holds a single statement:
+    /// only then does `statement_timeout` bound its answer. The server answers a request of
+    /// several statements (a chunk without breakpoints, a seed file) when it ends, each of
+    /// them with its own statement_timeout, so such a request is judged by the liveness checks
+    /// alone.
     pub async fn lost(
         &self,
         last_answer: &Cell<Instant>,
         blockers: &RefCell<Vec<String>>,
+        one_statement: &dyn Fn() -> bool,
     ) -> String {
         let t = self.session.answer_timeout;
         let deadline = async {
@@ -87,10 +93,14 @@ impl<'a> Watch<'a> {
             }
             loop {
                 let due = last_answer.get() + self.statement_timeout + t;
-                if Instant::now() >= due {
+                if Instant::now() < due {
+                    tokio::time::sleep_until(due).await;
+                } else if one_statement() {
                     break;
+                } else {
+                    // Until the next answer moves `due` on (or a single statement is up).
+                    tokio::time::sleep(t).await;
                 }
-                tokio::time::sleep_until(due).await;
             }
         };
         tokio::select! {

@@ -488,7 +488,11 @@ fn repair_changes_nothing_when_a_row_arrives_after_it_read_the_table() {
         "COMMIT",
     );
     let started = Instant::now();
-    let child = spawn(command(&url, folder.path()).args(["repair", "--apply"]));
+    // connect_timeout=20: up to 10 s for this test to see the wait and commit, however slow
+    // the machine.
+    let child = spawn(
+        command(&format!("{url}&connect_timeout=20"), folder.path()).args(["repair", "--apply"]),
+    );
     loop {
         let waiting = query(
             &url,

@@ -521,7 +521,20 @@ fn stalled_during_the_seeds_commit_exits_5_saying_the_outcome_is_unknown() {
     let run = portcullis(&url, folder.path())
         .env("PORTCULLIS_SEEDS_DIR", seeds.path())
         .spawn();
-    until_running(&sock, "COMMIT", "the seeds' COMMIT never started");
+    // The seeds' COMMIT, in the deferred trigger's pause (the migrations' COMMIT is quick).
+    poll(
+        Duration::from_secs(30),
+        "the seeds' COMMIT never started",
+        || {
+            query(
+                &sock,
+                "select count(*) from pg_stat_activity where query = 'COMMIT' \
+                 and wait_event = 'PgSleep' and datname = current_database()",
+            )[0][0]
+                .as_deref()
+                != Some("0")
+        },
+    );
     let (out, took) = exit_5_after(
         run,
         || proxy.stall(),
@@ -557,6 +570,46 @@ fn stalled_during_the_seeds_commit_exits_5_saying_the_outcome_is_unknown() {
             } else {
                 "not committed"
             }
+        ),
+    );
+}
+
+/// The server answers a request of several statements only when all have run, each with its
+/// own statement_timeout: such a request (a chunk without breakpoints, a seed file) must not
+/// be given up at statement_timeout plus the connect timeout. Here three 1.2 s statements per
+/// request, statement_timeout 2 s, connect_timeout 1 s: the old deadline (3 s) ended both runs
+/// with exit 5; the liveness checks see them running.
+#[test]
+fn several_statements_in_one_request_may_outlast_the_statement_timeout() {
+    let cluster = Cluster::shared();
+    let db = cluster.create_database("nf_multi");
+    let (url, sock) = (
+        format!("{}&connect_timeout=1", cluster.url(&db)),
+        cluster.socket_url(&db),
+    );
+    let sleeps = "SELECT pg_sleep(1.2);\nSELECT pg_sleep(1.2);\nSELECT pg_sleep(1.2);\n";
+    let mut folder = Folder::new();
+    folder.add(
+        "0000_nf_multi",
+        1_700_000_000_000,
+        &format!("CREATE TABLE \"nf_s\" (\"id\" integer PRIMARY KEY);\n--> statement-breakpoint\n{sleeps}"),
+    );
+    let seeds = SeedDir::with("nf_multi", sleeps);
+    let out = portcullis(&url, folder.path())
+        .env("PORTCULLIS_SEEDS_DIR", seeds.path())
+        .env("PORTCULLIS_STATEMENT_TIMEOUT", "2s")
+        .run();
+    out.expect(0);
+    assert_eq!(rows(&sock).len(), 1);
+    assert_eq!(
+        query(&sock, "select run_count from drizzle.__portcullis_seeds")[0][0].as_deref(),
+        Some("1")
+    );
+    figure(
+        "network faults",
+        format!(
+            "a chunk and a seed file of three 1.2 s statements each, statement_timeout 2s, connect_timeout=1: exit 0 after {} ms (before: exit 5 at the 3 s deadline)",
+            out.elapsed.as_millis()
         ),
     );
 }
