@@ -218,29 +218,32 @@ impl Plan {
         //     or below the mark claim their own rows first (a moved `when`, step 4).
         //     A row that repeats a claimed one (same hash, same created_at: a copy two runs at
         //     once wrote) is no evidence of another application.
-        let by_hash = index(rows, |r| r.created_at.map(|_| r.hash.as_str()));
-        let mut seen: std::collections::HashSet<(&str, Option<i64>)> = rows
-            .iter()
-            .zip(&claimed)
-            .filter(|(_, c)| **c)
-            .map(|(r, _)| (r.hash.as_str(), r.created_at))
-            .collect();
-        for (i, m) in migrations.iter().enumerate() {
-            if states[i] != Some(State::Pending) {
-                continue;
-            }
-            let found = by_hash.get(m.hash.as_str()).and_then(|q| {
-                q.iter().copied().find(|&r| {
-                    !claimed[r] && !seen.contains(&(rows[r].hash.as_str(), rows[r].created_at))
-                })
-            });
-            if let Some(r) = found {
-                claimed[r] = true;
-                seen.insert((rows[r].hash.as_str(), rows[r].created_at));
-                states[i] = Some(State::RecordedEarlier {
-                    row_id: rows[r].id,
-                    created_at: rows[r].created_at.unwrap_or_default(),
+        //     Only when something is pending and some row is unclaimed (not on a no-op run).
+        if states.contains(&Some(State::Pending)) && claimed.contains(&false) {
+            let by_hash = index(rows, |r| r.created_at.map(|_| r.hash.as_str()));
+            let mut seen: std::collections::HashSet<(&str, Option<i64>)> = rows
+                .iter()
+                .zip(&claimed)
+                .filter(|(_, c)| **c)
+                .map(|(r, _)| (r.hash.as_str(), r.created_at))
+                .collect();
+            for (i, m) in migrations.iter().enumerate() {
+                if states[i] != Some(State::Pending) {
+                    continue;
+                }
+                let found = by_hash.get(m.hash.as_str()).and_then(|q| {
+                    q.iter().copied().find(|&r| {
+                        !claimed[r] && !seen.contains(&(rows[r].hash.as_str(), rows[r].created_at))
+                    })
                 });
+                if let Some(r) = found {
+                    claimed[r] = true;
+                    seen.insert((rows[r].hash.as_str(), rows[r].created_at));
+                    states[i] = Some(State::RecordedEarlier {
+                        row_id: rows[r].id,
+                        created_at: rows[r].created_at.unwrap_or_default(),
+                    });
+                }
             }
         }
         // 5. Everything else at or below the mark was never applied: out of order.

@@ -8,7 +8,7 @@
 
 use crate::config::{SeedMode, Seeds};
 use crate::error::Error;
-use crate::source::lexer::{self, Kind};
+use crate::source::lexer;
 use crate::source::split;
 use std::cmp::Ordering;
 use std::ops::Range;
@@ -159,40 +159,6 @@ pub fn natural_cmp(a: &str, b: &str) -> Ordering {
     }
 }
 
-/// Byte ranges of the statements the server runs one after the other when `text` is sent as
-/// one simple query: split at `;` outside strings, comments, quoted identifiers and
-/// dollar-quoted bodies. Each range starts at the statement's first token; pieces holding only
-/// blanks and comments are left out, as the server skips them. Used to point at the statement
-/// that failed when the server names no position.
-pub fn statements(text: &str) -> Vec<Range<usize>> {
-    let mut out = Vec::new();
-    let mut first: Option<usize> = None;
-    for (kind, range) in lexer::regions(text) {
-        match kind {
-            Kind::LineComment | Kind::BlockComment => {}
-            Kind::String | Kind::QuotedIdent | Kind::DollarBody => {
-                first.get_or_insert(range.start);
-            }
-            Kind::Code => {
-                for (i, c) in text[range.clone()].char_indices() {
-                    let at = range.start + i;
-                    if c == ';' {
-                        if let Some(start) = first.take() {
-                            out.push(start..at + 1);
-                        }
-                    } else if !c.is_whitespace() {
-                        first.get_or_insert(at);
-                    }
-                }
-            }
-        }
-    }
-    if let Some(start) = first {
-        out.push(start..text.trim_end().len().max(start));
-    }
-    out
-}
-
 /// Statements that would end or restart the seeds' transaction (`BEGIN`, `START
 /// TRANSACTION`, `COMMIT`, `END`, `ABORT`, `PREPARE TRANSACTION`, `ROLLBACK` but not
 /// `ROLLBACK [WORK | TRANSACTION] TO` a savepoint), with their ranges: a seed that commits
@@ -201,7 +167,7 @@ pub fn statements(text: &str) -> Vec<Range<usize>> {
 /// left out); the `END` that closes a `BEGIN ATOMIC` function body is not one of them.
 pub fn transaction_control(text: &str) -> Vec<(Range<usize>, String)> {
     let mut controls = lexer::BlockControls::default();
-    statements(text)
+    lexer::statement_ranges(text)
         .into_iter()
         .filter_map(|r| {
             let words = lexer::statement_words(&text[r.clone()]).concat();
@@ -503,24 +469,6 @@ mod tests {
             problems[3].starts_with("seeds/3_commit.sql:2:3: COMMIT would end the transaction")
         );
         assert!(problems[4].starts_with("seeds/staging/.sql"));
-    }
-
-    #[test]
-    fn statements_split_like_the_server_runs_them() {
-        let text = "-- roles\ninsert into r values ('a;b');\n\n/* c; */ ;\nselect $$ x; $$;\n  update \"t;\" set x = 1";
-        let got: Vec<&str> = statements(text).into_iter().map(|r| &text[r]).collect();
-        assert_eq!(
-            got,
-            [
-                "insert into r values ('a;b');",
-                "select $$ x; $$;",
-                "update \"t;\" set x = 1"
-            ]
-        );
-        assert!(statements("-- only a comment\n").is_empty());
-        let trailing_blank = statements("select 1;  \n");
-        assert_eq!(trailing_blank.len(), 1);
-        assert_eq!(trailing_blank[0], 0..9);
     }
 
     #[test]

@@ -354,18 +354,25 @@ impl Runner<'_> {
         });
         // Whether the request the server is on holds one statement (see `Watch::lost`).
         let one_statement = || match requests.get(done.get()) {
-            Some(Request::Statement(sql)) => lexer::statement_words(sql).len() <= 1,
+            Some(Request::Statement(sql)) => lexer::statement_ranges(sql).len() <= 1,
             _ => true,
         };
-        let result = tokio::select! {
-            result = answers => Ok(result),
-            never = interrupt::keep_cancelling(), if requests.len() > 1 => match never {},
-            why = self.watch.lost(&last_answer, &blockers, &one_statement) => Err(Sent::Lost(why)),
+        let work = async {
+            tokio::select! {
+                result = answers => result,
+                never = interrupt::keep_cancelling(), if requests.len() > 1 => match never {},
+            }
         };
-        let result = result.unwrap_or_else(|lost| {
-            self.session.mark_lost();
-            Err((done.get().min(requests.len().saturating_sub(1)), lost))
-        });
+        let result = self
+            .watch
+            .run(&last_answer, &blockers, &one_statement, work)
+            .await
+            .unwrap_or_else(|why| {
+                Err((
+                    done.get().min(requests.len().saturating_sub(1)),
+                    Sent::Lost(why),
+                ))
+            });
         (result, blockers.take())
     }
 

@@ -245,26 +245,26 @@ async fn attempt(
     match result {
         Ok((seeded, created)) => {
             let last_answer = Cell::new(tokio::time::Instant::now());
-            let committed = watched(
-                session,
-                &watch,
-                &last_answer,
-                true,
-                client.batch_execute("COMMIT"),
-            )
-            .await
-            .map_err(|why| {
-                Failure::Failed(Error::Unreachable(format!(
-                    "the database at {} stopped answering while committing the seeds: {why}, \
+            let committed = watch
+                .run(
+                    &last_answer,
+                    &RefCell::new(Vec::new()),
+                    &|| true,
+                    client.batch_execute("COMMIT"),
+                )
+                .await
+                .map_err(|why| {
+                    Failure::Failed(Error::Unreachable(format!(
+                        "the database at {} stopped answering while committing the seeds: {why}, \
                          so the connection is treated as lost. Whether the COMMIT happened is \
                          unknown, but PostgreSQL commits completely or not at all: either every \
                          seed of this run was applied and recorded, or none was; the migrations \
                          stay applied either way. Check the network path (a proxy or firewall \
                          that stopped forwarding, a hung server); seeds are idempotent, so run \
                          again; a restart may help.",
-                    session.database.target()
-                )))
-            })?;
+                        session.database.target()
+                    )))
+                })?;
             if let Err(e) = committed {
                 rollback(session).await;
                 return Err(match e.as_db_error() {
@@ -281,8 +281,8 @@ async fn attempt(
                         Failure::Failed(Error::SeedFailed(Box::new(SeedFailure {
                             name: last.name.clone(),
                             file: last.file(),
-                            statement: seeds::statements(last.sendable().0).len(),
-                            statements: seeds::statements(last.sendable().0).len(),
+                            statement: lexer::statement_ranges(last.sendable().0).len(),
+                            statements: lexer::statement_ranges(last.sendable().0).len(),
                             line: 1,
                             column: 1,
                             exact_position: false,
@@ -331,27 +331,6 @@ async fn quick<T>(
         ))),
         e => Failure::Failed(e),
     })
-}
-
-/// Runs `work` (a seed file or COMMIT, which may take long) until it completes or the watch
-/// gives the connection up; `last_answer` is when its last answer came. `Err` says why it was
-/// given up; the session is then marked lost, and nothing more is sent on it.
-async fn watched<F: Future>(
-    session: &Session,
-    watch: &Watch<'_>,
-    last_answer: &Cell<tokio::time::Instant>,
-    one_statement: bool,
-    work: F,
-) -> Result<F::Output, String> {
-    let blockers = RefCell::new(Vec::new());
-    let one_statement = move || one_statement;
-    tokio::select! {
-        out = work => Ok(out),
-        why = watch.lost(last_answer, &blockers, &one_statement) => {
-            session.mark_lost();
-            Err(why)
-        }
-    }
 }
 
 /// Everything between `BEGIN` and `COMMIT`. Returns what ran and whether the table was created.
@@ -488,7 +467,7 @@ async fn run_file(
     vars: &SeedVars,
 ) -> Result<usize, Failure> {
     let (sent, skipped) = seed.sendable();
-    if seeds::statements(sent).is_empty() {
+    if lexer::statement_ranges(sent).is_empty() {
         return Ok(0);
     }
     // For the "interrupted while ..." message: a signal now rolls back the seeds only (the
@@ -542,8 +521,14 @@ async fn run_file(
             }
         }
     };
-    let one_statement = seeds::statements(sent).len() <= 1;
-    watched(session, watch, &last_answer, one_statement, read)
+    let one_statement = lexer::statement_ranges(sent).len() <= 1;
+    watch
+        .run(
+            &last_answer,
+            &RefCell::new(Vec::new()),
+            &|| one_statement,
+            read,
+        )
         .await
         .unwrap_or_else(|why| {
             // Not which statement: the server sends a multi-statement query's answers only when
@@ -572,7 +557,7 @@ fn failure(
     db: &tokio_postgres::error::DbError,
     vars: &SeedVars,
 ) -> SeedFailure {
-    let statements = seeds::statements(sent);
+    let statements = lexer::statement_ranges(sent);
     let last = statements.len().saturating_sub(1);
     let position = match db.position() {
         Some(tokio_postgres::error::ErrorPosition::Original(p)) => Some(position_to_byte(sent, *p)),

@@ -72,6 +72,25 @@ impl<'a> Watch<'a> {
         }
     }
 
+    /// Runs `work` (a statement, or a pipeline of them) until it completes or the connection
+    /// counts as lost (see [`Watch::lost`]). Then the session is marked lost, so that nothing
+    /// more is sent on it, and `Err` says why.
+    pub async fn run<F: std::future::Future>(
+        &self,
+        last_answer: &Cell<Instant>,
+        blockers: &RefCell<Vec<String>>,
+        one_statement: &dyn Fn() -> bool,
+        work: F,
+    ) -> Result<F::Output, String> {
+        tokio::select! {
+            out = work => Ok(out),
+            why = self.lost(last_answer, blockers, one_statement) => {
+                self.session.mark_lost();
+                Err(why)
+            }
+        }
+    }
+
     /// Runs until the statement in flight counts as lost; returns why. `last_answer` is when
     /// the last answer came (or the statement was sent): every answer starts the count again.
     /// `blockers` receives who blocked it, when it waited for a lock long enough to ask.
@@ -80,7 +99,7 @@ impl<'a> Watch<'a> {
     /// several statements (a chunk without breakpoints, a seed file) when it ends, each of
     /// them with its own statement_timeout, so such a request is judged by the liveness checks
     /// alone.
-    pub async fn lost(
+    async fn lost(
         &self,
         last_answer: &Cell<Instant>,
         blockers: &RefCell<Vec<String>>,

@@ -561,6 +561,41 @@ pub fn statement_words(text: &str) -> Vec<Vec<String>> {
     statements
 }
 
+/// Byte ranges of the statements the server runs one after the other when `text` is sent as
+/// one simple query: split at `;` outside strings, comments, quoted identifiers and
+/// dollar-quoted bodies. Each range starts at the statement's first token; pieces holding only
+/// blanks and comments are left out, as the server skips them. Used to point at the statement
+/// that failed when the server names no position, and to tell a request of one statement
+/// from one of several.
+pub fn statement_ranges(text: &str) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut first: Option<usize> = None;
+    for (kind, range) in regions(text) {
+        match kind {
+            Kind::LineComment | Kind::BlockComment => {}
+            Kind::String | Kind::QuotedIdent | Kind::DollarBody => {
+                first.get_or_insert(range.start);
+            }
+            Kind::Code => {
+                for (i, c) in text[range.clone()].char_indices() {
+                    let at = range.start + i;
+                    if c == ';' {
+                        if let Some(start) = first.take() {
+                            out.push(start..at + 1);
+                        }
+                    } else if !c.is_whitespace() {
+                        first.get_or_insert(at);
+                    }
+                }
+            }
+        }
+    }
+    if let Some(start) = first {
+        out.push(start..text.trim_end().len().max(start));
+    }
+    out
+}
+
 /// Why a statement cannot run inside a transaction block, if it cannot.
 pub fn refuses_transaction(words: &[String]) -> Option<&'static str> {
     let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
@@ -651,6 +686,27 @@ pub fn transaction_refusal_unfiltered(m: &Migration) -> Result<Option<String>, S
 
 #[cfg(test)]
 mod transaction_tests {
+    #[test]
+    fn statements_split_like_the_server_runs_them() {
+        let text = "-- roles\ninsert into r values ('a;b');\n\n/* c; */ ;\nselect $$ x; $$;\n  update \"t;\" set x = 1";
+        let got: Vec<&str> = statement_ranges(text)
+            .into_iter()
+            .map(|r| &text[r])
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "insert into r values ('a;b');",
+                "select $$ x; $$;",
+                "update \"t;\" set x = 1"
+            ]
+        );
+        assert!(statement_ranges("-- only a comment\n").is_empty());
+        let trailing_blank = statement_ranges("select 1;  \n");
+        assert_eq!(trailing_blank.len(), 1);
+        assert_eq!(trailing_blank[0], 0..9);
+    }
+
     use super::*;
     use std::path::PathBuf;
 

@@ -357,12 +357,9 @@ fn baseline_refuses_a_table_with_other_rows_unless_forced() {
 
 #[test]
 fn repair_shows_then_fixes_a_damaged_table_keeping_a_backup() {
-    let url = fresh_db("repair");
-    let folder = four();
-    migrate(&url, folder.path()).expect(0);
     // Damage: text-typed created_at, a NULL, a duplicate row.
-    execute(
-        &url,
+    let (url, folder) = four_applied_then(
+        "repair",
         "alter table drizzle.__drizzle_migrations alter column created_at type text;\
          update drizzle.__drizzle_migrations set created_at = null where id = 2;\
          insert into drizzle.__drizzle_migrations (hash, created_at) \
@@ -431,11 +428,8 @@ fn repair_shows_then_fixes_a_damaged_table_keeping_a_backup() {
 /// and repair said the table needed none. Now migrate refuses, and repair sets the rows.
 #[test]
 fn rows_in_seconds_are_refused_then_repaired_not_run_again() {
-    let url = fresh_db("repair_seconds");
-    let folder = four();
-    migrate(&url, folder.path()).expect(0);
-    execute(
-        &url,
+    let (url, folder) = four_applied_then(
+        "repair_seconds",
         "update drizzle.__drizzle_migrations set created_at = created_at / 1000",
     );
     let before = fingerprint(&url);
@@ -462,24 +456,24 @@ fn rows_in_seconds_are_refused_then_repaired_not_run_again() {
     assert_eq!(rows(&url).len(), 4);
 }
 
-/// A database with `four()` applied, its `created_at` then turned into text: a repair to do.
-fn migrated_with_text_created_at(prefix: &str) -> (String, Folder) {
+/// A database with `four()` applied, then damaged by `damage`: a repair to do.
+fn four_applied_then(prefix: &str, damage: &str) -> (String, Folder) {
     let url = fresh_db(prefix);
     let folder = four();
     migrate(&url, folder.path()).expect(0);
-    execute(
-        &url,
-        "alter table drizzle.__drizzle_migrations alter column created_at type text",
-    );
+    execute(&url, damage);
     (url, folder)
 }
+
+const TEXT_CREATED_AT: &str =
+    "alter table drizzle.__drizzle_migrations alter column created_at type text";
 
 /// drizzle-kit takes no lock of ours: a row it inserts after repair read the table must not
 /// lose its `created_at` to a conversion planned without it (the CASE had no ELSE, so the
 /// value became NULL). Repair now locks the table, finds it changed, and changes nothing.
 #[test]
 fn repair_changes_nothing_when_a_row_arrives_after_it_read_the_table() {
-    let (url, folder) = migrated_with_text_created_at("repair_race");
+    let (url, folder) = four_applied_then("repair_race", TEXT_CREATED_AT);
     // An insert not committed yet: repair's read does not see it, its lock waits for it.
     let writer = hold_session(
         &url,
@@ -558,7 +552,7 @@ fn repair_changes_nothing_when_a_row_arrives_after_it_read_the_table() {
 /// for at most half the connect timeout: exit 4 naming what to look for, nothing changed.
 #[test]
 fn repair_gives_up_on_a_table_another_session_keeps_locked() {
-    let (url, folder) = migrated_with_text_created_at("repair_locked");
+    let (url, folder) = four_applied_then("repair_locked", TEXT_CREATED_AT);
     let _writer = hold_session(
         &url,
         "BEGIN; LOCK TABLE drizzle.__drizzle_migrations IN ROW EXCLUSIVE MODE",
@@ -586,11 +580,8 @@ fn repair_gives_up_on_a_table_another_session_keeps_locked() {
 
 #[test]
 fn repair_refuses_rows_it_cannot_resolve_and_changes_nothing() {
-    let url = fresh_db("repair_unres");
-    let folder = four();
-    migrate(&url, folder.path()).expect(0);
-    execute(
-        &url,
+    let (url, folder) = four_applied_then(
+        "repair_unres",
         "insert into drizzle.__drizzle_migrations (hash, created_at) values (repeat('e', 64), null)",
     );
     let before = fingerprint(&url);

@@ -959,22 +959,17 @@ fn an_unreadable_seed_an_empty_name_or_a_commit_exit_3_before_connecting() {
             out.stderr
         );
         out.says("the seeds folder has 4 problems");
-        out.says(&format!(
-            "{}: a seed file needs a name before .sql",
-            seeds.file(".sql")
-        ));
-        out.says(&format!(
-            "{}: cannot read the seed file (it is a broken symbolic link)",
-            seeds.file("2_gone.sql")
-        ));
-        out.says(&format!(
-            "{}:2:1: COMMIT would end the transaction",
-            seeds.file("3_commit.sql")
-        ));
-        out.says(&format!(
-            "{}:2:1: END would end the transaction",
-            seeds.file("4_end.sql")
-        ));
+        for (file, problem) in [
+            (".sql", ": a seed file needs a name before .sql"),
+            (
+                "2_gone.sql",
+                ": cannot read the seed file (it is a broken symbolic link)",
+            ),
+            ("3_commit.sql", ":2:1: COMMIT would end the transaction"),
+            ("4_end.sql", ":2:1: END would end the transaction"),
+        ] {
+            out.says(&format!("{}{problem}", seeds.file(file)));
+        }
     }
     // --no-seed does not read the seeds at all.
     let out = run(seeded(&closed, &example_dir(), seeds.path())
