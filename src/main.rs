@@ -141,31 +141,106 @@ struct Flags {
 }
 
 impl Flags {
+    /// Each flag given: the variable it overrides, its own name, its value.
+    fn given(&self) -> Vec<(&'static str, &'static str, &String)> {
+        [
+            (
+                "PORTCULLIS_DATABASE_URL",
+                "--database-url",
+                &self.database_url,
+            ),
+            (
+                "PORTCULLIS_MIGRATIONS_DIR",
+                "--migrations-dir",
+                &self.migrations_dir,
+            ),
+            ("PORTCULLIS_SEEDS_DIR", "--seeds-dir", &self.seeds_dir),
+            ("PORTCULLIS_SEED_ENV", "--seed-env", &self.seed_env),
+            ("PORTCULLIS_SEED_MODE", "--seed-mode", &self.seed_mode),
+            (
+                "PORTCULLIS_MIGRATIONS_SCHEMA",
+                "--migrations-schema",
+                &self.migrations_schema,
+            ),
+            (
+                "PORTCULLIS_MIGRATIONS_TABLE",
+                "--migrations-table",
+                &self.migrations_table,
+            ),
+            (
+                "PORTCULLIS_WAIT_TIMEOUT",
+                "--wait-timeout",
+                &self.wait_timeout,
+            ),
+            (
+                "PORTCULLIS_LOCK_WAIT_TIMEOUT",
+                "--lock-wait-timeout",
+                &self.lock_wait_timeout,
+            ),
+            (
+                "PORTCULLIS_OUT_OF_ORDER",
+                "--out-of-order",
+                &self.out_of_order,
+            ),
+            ("PORTCULLIS_TRANSACTION", "--transaction", &self.transaction),
+            (
+                "PORTCULLIS_DDL_LOCK_TIMEOUT",
+                "--ddl-lock-timeout",
+                &self.ddl_lock_timeout,
+            ),
+            (
+                "PORTCULLIS_DDL_LOCK_RETRIES",
+                "--ddl-lock-retries",
+                &self.ddl_lock_retries,
+            ),
+            (
+                "PORTCULLIS_STATEMENT_TIMEOUT",
+                "--statement-timeout",
+                &self.statement_timeout,
+            ),
+            ("PORTCULLIS_LOG_FORMAT", "--log-format", &self.log_format),
+            ("PORTCULLIS_LOG_LEVEL", "--log-level", &self.log_level),
+        ]
+        .into_iter()
+        .filter_map(|(var, flag, v)| v.as_ref().map(|v| (var, flag, v)))
+        .collect()
+    }
+
     /// The flags as the variables they override, appended after the environment.
     fn as_overrides(&self) -> Vec<(String, String)> {
-        let pairs = [
-            ("PORTCULLIS_DATABASE_URL", &self.database_url),
-            ("PORTCULLIS_MIGRATIONS_DIR", &self.migrations_dir),
-            ("PORTCULLIS_SEEDS_DIR", &self.seeds_dir),
-            ("PORTCULLIS_SEED_ENV", &self.seed_env),
-            ("PORTCULLIS_SEED_MODE", &self.seed_mode),
-            ("PORTCULLIS_MIGRATIONS_SCHEMA", &self.migrations_schema),
-            ("PORTCULLIS_MIGRATIONS_TABLE", &self.migrations_table),
-            ("PORTCULLIS_WAIT_TIMEOUT", &self.wait_timeout),
-            ("PORTCULLIS_LOCK_WAIT_TIMEOUT", &self.lock_wait_timeout),
-            ("PORTCULLIS_OUT_OF_ORDER", &self.out_of_order),
-            ("PORTCULLIS_TRANSACTION", &self.transaction),
-            ("PORTCULLIS_DDL_LOCK_TIMEOUT", &self.ddl_lock_timeout),
-            ("PORTCULLIS_DDL_LOCK_RETRIES", &self.ddl_lock_retries),
-            ("PORTCULLIS_STATEMENT_TIMEOUT", &self.statement_timeout),
-            ("PORTCULLIS_LOG_FORMAT", &self.log_format),
-            ("PORTCULLIS_LOG_LEVEL", &self.log_level),
-        ];
-        pairs
+        self.given()
             .into_iter()
-            .filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), v)))
+            .map(|(var, _, v)| (var.to_string(), v.clone()))
             .collect()
     }
+
+    /// Configuration errors name the variable a setting is read from; a flag sets that variable
+    /// for the run, so an error about a value given as a flag says which flag it was.
+    fn credit(&self, e: portcullis::error::Error) -> portcullis::error::Error {
+        use portcullis::error::Error;
+        let Error::Config(msg) = e else {
+            return e;
+        };
+        let named: Vec<String> = self
+            .given()
+            .into_iter()
+            .filter(|(var, _, _)| names_variable(&msg, var))
+            .map(|(var, flag, _)| format!("{var} was given as {flag} on the command line"))
+            .collect();
+        if named.is_empty() {
+            Error::Config(msg)
+        } else {
+            Error::Config(format!("{msg} ({})", named.join("; ")))
+        }
+    }
+}
+
+/// Whether `msg` names the variable `var` itself, not a longer name that starts with it
+/// (`PORTCULLIS_SEEDS` in `PORTCULLIS_SEEDS_DIR`).
+fn names_variable(msg: &str, var: &str) -> bool {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    msg.match_indices(var)
+        .any(|(at, _)| !msg[..at].ends_with(word) && !msg[at + var.len()..].starts_with(word))
 }
 
 /// Whether the logs are JSON lines, once logging is set up: a panic is then reported as one.
@@ -249,7 +324,9 @@ fn main() -> process::ExitCode {
             no_seed: false,
         }),
         &overrides,
-    ) {
+    )
+    .map_err(|e| cli.flags.credit(e))
+    {
         Ok(outcome) => {
             if !outcome.stdout.is_empty() {
                 use std::io::Write;
@@ -397,5 +474,34 @@ fn write_termination_log(reason: &str) {
     {
         use std::io::Write;
         let _ = f.write_all(line.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_variable;
+
+    #[test]
+    fn a_variable_is_named_only_as_a_whole_word() {
+        assert!(names_variable(
+            "PORTCULLIS_SEEDS=\"x\": not a boolean",
+            "PORTCULLIS_SEEDS"
+        ));
+        assert!(!names_variable(
+            "PORTCULLIS_SEEDS_DIR=/x cannot be read",
+            "PORTCULLIS_SEEDS"
+        ));
+        assert!(!names_variable(
+            "DATABASE_URL is not valid",
+            "PORTCULLIS_DATABASE_URL"
+        ));
+        assert!(!names_variable(
+            "XPORTCULLIS_SEEDS is unknown",
+            "PORTCULLIS_SEEDS"
+        ));
+        assert!(names_variable(
+            "set PORTCULLIS_SEEDS_DIR or PORTCULLIS_SEEDS.",
+            "PORTCULLIS_SEEDS"
+        ));
     }
 }

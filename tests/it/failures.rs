@@ -22,10 +22,26 @@ fn exit_2_for_bad_configuration_before_anything_else() {
     out.expect(2);
     out.says("PORTCULLIS_LOCK_WAIT_TIMEOUT");
 
-    // A flag value is checked the same way.
+    // A flag value is checked the same way, and the message says which flag it was.
     let out = run(command(&url, &example_dir()).args(["migrate", "--out-of-order", "sometimes"]));
     out.expect(2);
     out.says("PORTCULLIS_OUT_OF_ORDER");
+    out.says("PORTCULLIS_OUT_OF_ORDER was given as --out-of-order on the command line");
+    // A bad connection string given as --database-url: the flag is named (an operator would
+    // look for PORTCULLIS_DATABASE_URL in the manifest in vain), the password is not shown.
+    let bad = format!("postgres://app:{PASSWORD}@db:99999/app");
+    let out = run(command(&url, &example_dir()).args(["--database-url", &bad, "migrate"]));
+    out.expect(2);
+    out.says("not a valid PostgreSQL connection string");
+    out.says("PORTCULLIS_DATABASE_URL was given as --database-url on the command line");
+    assert!(!out.stderr.contains(PASSWORD), "{}", out.stderr);
+    // The same setting from the environment names no flag.
+    let out = run(command(&url, &example_dir())
+        .env("PORTCULLIS_DATABASE_URL", &bad)
+        .arg("migrate"));
+    out.expect(2);
+    out.says("PORTCULLIS_DATABASE_URL is not a valid");
+    assert!(!out.stderr.contains("--database-url on"), "{}", out.stderr);
 
     // Unknown flags and commands are usage errors.
     run(command(&url, &example_dir()).arg("--no-such-flag")).expect(2);
