@@ -83,6 +83,32 @@ pub fn classify(e: &tokio_postgres::Error, db: &Database) -> Attempt {
         };
         return Attempt::Permanent(format!("TLS failed: {why}{hint}"));
     }
+    // Under TLS 1.3 the server judges the client's certificate after the client has finished
+    // its half of the handshake, so its refusal arrives as an alert on the first read: an I/O
+    // error, which would otherwise pass for a network blip and be retried until the deadline.
+    if let Some(alert) = tls_alert(e) {
+        use rustls::AlertDescription as A;
+        let hint = match alert {
+            A::UnknownCA
+            | A::BadCertificate
+            | A::CertificateRequired
+            | A::CertificateExpired
+            | A::CertificateRevoked
+            | A::CertificateUnknown
+            | A::UnsupportedCertificate
+            | A::AccessDenied => format!(
+                "the server refused this client's certificate. Check that sslcert (in {} or                  PGSSLCERT) is signed by a CA in the server's ssl_ca_file and has not expired",
+                db.source
+            ),
+            _ => format!(
+                "check sslmode, sslrootcert and sslcert (in {} or PGSSLMODE / PGSSLROOTCERT /                  PGSSLCERT) against the server's TLS settings",
+                db.source
+            ),
+        };
+        return Attempt::Permanent(format!(
+            "TLS failed: the server ended the connection with the TLS alert {alert:?}; {hint}"
+        ));
+    }
     if shown.starts_with("invalid configuration") {
         let why = source_text(e).unwrap_or_default();
         let hint = if why.contains("password missing") {
@@ -97,6 +123,23 @@ pub fn classify(e: &tokio_postgres::Error, db: &Database) -> Attempt {
         return Attempt::Permanent(format!("{shown}: {why}{hint}"));
     }
     Attempt::Transient(short_reason(e))
+}
+
+/// The fatal alert the server sent, if that is what ended the connection.
+fn tls_alert(e: &tokio_postgres::Error) -> Option<rustls::AlertDescription> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let inner = s
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|i| i as &(dyn std::error::Error + 'static))
+            .unwrap_or(s);
+        if let Some(rustls::Error::AlertReceived(alert)) = inner.downcast_ref::<rustls::Error>() {
+            return Some(*alert);
+        }
+        source = s.source();
+    }
+    None
 }
 
 /// "connection refused", "timed out", ... for the progress line.

@@ -483,7 +483,8 @@ fn the_termination_log_gets_the_one_line_reason() {
 
 // ---- TLS ---------------------------------------------------------------------------------------
 
-/// A CA and a server certificate for DNS name `localhost` only, made with the openssl CLI.
+/// A CA and a server certificate for DNS name `localhost` only, made with the openssl CLI; and
+/// client certificates for the role `certuser`, one from that CA, one from another.
 struct Certs {
     dir: PathBuf,
 }
@@ -513,7 +514,17 @@ impl Certs {
               -subj /CN=localhost 2>/dev/null
             printf 'subjectAltName=DNS:localhost\\n' > ext
             openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
-              -out server.crt -days 2 -extfile ext 2>/dev/null",
+              -out server.crt -days 2 -extfile ext 2>/dev/null
+            printf 'basicConstraints=CA:FALSE\\nextendedKeyUsage=clientAuth\\n' > client-ext
+            for ca in ca other-ca; do
+              openssl req -newkey rsa:2048 -nodes -keyout $ca-client.key -out $ca-client.csr \
+                -subj /CN=certuser 2>/dev/null
+              openssl x509 -req -in $ca-client.csr -CA $ca.crt -CAkey $ca.key -CAcreateserial \
+                -out $ca-client.crt -days 2 -extfile client-ext 2>/dev/null
+            done
+            # Without extensions, openssl makes an X.509 version 1 certificate.
+            openssl x509 -req -in ca-client.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+              -out v1-client.crt -days 2 2>/dev/null",
         );
         Certs {
             dir: dir.to_path_buf(),
@@ -533,11 +544,12 @@ fn postgres_uid() -> Option<(u32, u32)> {
     Some((id("-u")?, id("-g")?))
 }
 
-/// A private cluster with ssl=on and a pg_hba.conf that accepts TCP only over TLS.
+/// A private cluster with ssl=on and a pg_hba.conf that accepts TCP only over TLS; the role
+/// `certuser` logs in with a client certificate from the test CA (`cert` authentication).
 fn tls_cluster(certs: &Certs) -> Cluster {
     let mut cluster = Cluster::init(free_port());
     let data = cluster.dir().expect("local cluster").join("data");
-    for f in ["server.crt", "server.key"] {
+    for f in ["server.crt", "server.key", "ca.crt"] {
         let to = data.join(f);
         std::fs::copy(certs.dir.join(f), &to).unwrap();
         use std::os::unix::fs::PermissionsExt;
@@ -549,15 +561,26 @@ fn tls_cluster(certs: &Certs) -> Cluster {
         }
     }
     let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
-    conf.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+    conf.push_str(
+        "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n\
+         ssl_ca_file = 'ca.crt'\n",
+    );
     std::fs::write(data.join("postgresql.conf"), conf).unwrap();
     std::fs::write(
         data.join("pg_hba.conf"),
-        "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n\
-         hostnossl all all 127.0.0.1/32 reject\n",
+        "local all all trust\nhostssl all certuser 127.0.0.1/32 cert\n\
+         hostssl all all 127.0.0.1/32 scram-sha-256\nhostnossl all all 127.0.0.1/32 reject\n",
     )
     .unwrap();
     cluster.start();
+    execute(
+        &cluster.socket_url("postgres"),
+        "create role certuser login",
+    );
+    execute(
+        &cluster.socket_url("postgres"),
+        "create database certdb owner certuser",
+    );
     cluster
 }
 
@@ -643,6 +666,128 @@ fn tls_modes_behave_like_libpq() {
     .arg("migrate"));
     out.expect(0);
     drop(cluster);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// sslmode prefer and allow, and client certificates, against a server that takes only TLS
+/// (so every success here was encrypted) and, for prefer, allow and require, one without TLS.
+#[test]
+fn tls_prefer_allow_and_client_certificates() {
+    let dir = std::env::temp_dir().join(format!("portcullis-certs2-{}", std::process::id()));
+    let certs = Certs::make(&dir);
+    let cluster = tls_cluster(&certs);
+    let port = cluster.port();
+    let wait = |u: &str, env: &[(&str, String)]| {
+        let mut cmd = command(u, &example_dir());
+        cmd.env("PORTCULLIS_WAIT_TIMEOUT", "5s").arg("wait");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        run(&mut cmd)
+    };
+    let password_url =
+        |params: &str| format!("postgres://postgres:{PASSWORD}@127.0.0.1:{port}/postgres?{params}");
+    // prefer and allow encrypt when the server offers TLS: this server refuses plain TCP.
+    wait(&password_url("sslmode=prefer"), &[]).expect(0);
+    wait(&password_url("sslmode=allow"), &[]).expect(0);
+    // ... and when sslmode is not given at all (libpq's default is prefer).
+    wait(&password_url("connect_timeout=5"), &[]).expect(0);
+
+    // Client certificates: the server checks them against its CA and maps CN=certuser.
+    let cert_url =
+        |host: &str, params: &str| format!("postgres://certuser@{host}:{port}/certdb?{params}");
+    let ours = format!(
+        "sslmode=require&sslcert={}&sslkey={}",
+        certs.path("ca-client.crt"),
+        certs.path("ca-client.key")
+    );
+    wait(&cert_url("127.0.0.1", &ours), &[]).expect(0);
+    // Both ways verified: the server's certificate and name, and ours.
+    let both = format!(
+        "sslmode=verify-full&sslrootcert={}&sslcert={}&sslkey={}",
+        certs.path("ca.crt"),
+        certs.path("ca-client.crt"),
+        certs.path("ca-client.key")
+    );
+    wait(&cert_url("localhost", &both), &[]).expect(0);
+    // The same pair from libpq's PGSSLCERT / PGSSLKEY.
+    wait(
+        &cert_url("127.0.0.1", "sslmode=require"),
+        &[
+            ("PGSSLCERT", certs.path("ca-client.crt")),
+            ("PGSSLKEY", certs.path("ca-client.key")),
+        ],
+    )
+    .expect(0);
+    // A whole migrate authenticated by certificate.
+    let out = run(command(&cert_url("localhost", &both), &example_dir()).arg("migrate"));
+    out.expect(0);
+    // No certificate: the server refuses the role at once; exit 6, not a wait.
+    let started = std::time::Instant::now();
+    let out = wait(&cert_url("127.0.0.1", "sslmode=require"), &[]);
+    out.expect(6);
+    out.says("certificate");
+    assert!(!out.stderr.contains("(attempt"), "{}", out.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    // A certificate from a CA the server does not trust: refused, exit 6.
+    let theirs = format!(
+        "sslmode=require&sslcert={}&sslkey={}",
+        certs.path("other-ca-client.crt"),
+        certs.path("other-ca-client.key")
+    );
+    // The server's refusal comes as a TLS alert after the handshake: at once, not retried as
+    // a network blip until the wait timeout.
+    let started = std::time::Instant::now();
+    let out = wait(&cert_url("127.0.0.1", &theirs), &[]);
+    out.expect(6);
+    out.says("the server refused this client's certificate");
+    out.says("UnknownCA");
+    assert!(!out.stderr.contains("(attempt"), "{}", out.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    // A certificate whose key is not its own: a configuration error (exit 2) before connecting.
+    let mismatched = format!(
+        "sslmode=require&sslcert={}&sslkey={}",
+        certs.path("ca-client.crt"),
+        certs.path("other-ca-client.key")
+    );
+    let out = wait(&cert_url("127.0.0.1", &mismatched), &[]);
+    out.expect(2);
+    out.says("do not form a usable pair");
+    out.says("Check that the key belongs to the certificate");
+    // An X.509 version 1 certificate (openssl x509 -req without extensions): named as such.
+    let v1 = format!(
+        "sslmode=require&sslcert={}&sslkey={}",
+        certs.path("v1-client.crt"),
+        certs.path("ca-client.key")
+    );
+    let out = wait(&cert_url("127.0.0.1", &v1), &[]);
+    out.expect(2);
+    out.says("X.509 version 1");
+    drop(cluster);
+
+    // A server without TLS (the shared one): prefer and allow fall back to plain TCP, require
+    // refuses at once with the way out.
+    let plain = Cluster::shared();
+    let plain_url = |mode: &str| {
+        format!(
+            "postgres://postgres:{PASSWORD}@127.0.0.1:{}/postgres?sslmode={mode}",
+            plain.port()
+        )
+    };
+    wait(&plain_url("prefer"), &[]).expect(0);
+    wait(&plain_url("allow"), &[]).expect(0);
+    let out = wait(&plain_url("require"), &[]);
+    out.expect(6);
+    out.says("server does not support TLS");
+    out.says("sslmode=disable or sslmode=prefer");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
