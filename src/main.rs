@@ -450,9 +450,19 @@ async fn run_until_signal(
         // Dropping the run closes the connection: the server ends the session, rolling back and
         // releasing the advisory lock.
         _ = tokio::time::sleep_until(deadline) => Err(interrupt::error()),
-        _ = term.recv() => Err(interrupt::error()),
-        _ = int.recv() => Err(interrupt::error()),
+        _ = term.recv() => Err(leave_now("SIGTERM")),
+        _ = int.recv() => Err(leave_now("SIGINT")),
     }
+}
+
+/// A second signal: the run is dropped without waiting for the cancel to take. The server ends
+/// the session (client_connection_check_interval), which rolls back and releases the lock.
+fn leave_now(signal: &str) -> portcullis::error::Error {
+    tracing::warn!(
+        "received a second {signal}: leaving without waiting for the cancel; the server ends \
+         this session, rolling back what it had not committed and releasing the lock"
+    );
+    portcullis::interrupt::error()
 }
 
 /// Writes the failure reason where Kubernetes reads it, when that file exists and is writable.

@@ -272,6 +272,26 @@ async fn backend_pid(client: &tokio_postgres::Client) -> i32 {
         .unwrap_or_default()
 }
 
+/// Asks the server (PostgreSQL 14 and later) to check every second, while it runs a statement
+/// of this session, that portcullis is still connected, and to end the session if not. Without
+/// it, a runner killed mid-statement (kill -9, OOM, a node lost, a second SIGTERM) leaves its
+/// backend running that statement, and any sent after it, to the end: a long CREATE INDEX keeps
+/// the migration lock and its table locks for as long as it takes, and the runner's replacement
+/// waits behind it. With it, the server rolls back and releases both within about a second.
+const END_WITH_THE_CLIENT: &str = "select set_config('client_connection_check_interval', \
+     '1000', false) where current_setting('server_version_num')::int >= 140000";
+
+/// Sends [`END_WITH_THE_CLIENT`]. Best effort: a server that refuses it (a managed one that
+/// restricts settings) only logs why.
+async fn end_with_the_client(client: &tokio_postgres::Client) {
+    if let Err(e) = client.simple_query(END_WITH_THE_CLIENT).await {
+        tracing::debug!(
+            "could not set client_connection_check_interval ({e}); if this runner is killed \
+             mid-statement, the server finishes that statement before it notices"
+        );
+    }
+}
+
 /// Connects, waiting up to `timeout` for the server to accept us (`0` = one attempt).
 pub async fn wait_for(db: &Database, timeout: Duration) -> Result<Session, Error> {
     let (pool, tls) = pool(db)?;
@@ -306,7 +326,9 @@ pub async fn wait_for(db: &Database, timeout: Duration) -> Result<Session, Error
                 // different backends prove it. A peer that accepted the connection but stopped
                 // answering (a hung proxy) counts as a failed attempt, not a hang.
                 let pids = tokio::time::timeout(per_attempt, async {
-                    (backend_pid(&client).await, backend_pid(&client).await)
+                    let (pid, ()) =
+                        tokio::join!(backend_pid(&client), end_with_the_client(&client));
+                    (pid, backend_pid(&client).await)
                 })
                 .await;
                 match pids {

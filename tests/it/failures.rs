@@ -637,14 +637,35 @@ fn kill_9_during_a_migration_leaves_nothing_half_applied() {
     }
     assert!(rows(&url).is_empty());
 
-    // The next run waits for the orphaned backend to finish and release the lock, then applies
-    // everything exactly once.
+    // The next run applies everything exactly once (the server ended the killed runner's
+    // session, which released the lock).
     let out = migrate(&url, folder.path());
     out.expect(0);
     assert_eq!(rows(&url).len(), 2);
     for t in ["k_a", "k_b", "k_c"] {
         assert!(table_exists(&url, t), "{t}");
     }
+}
+
+/// A runner killed mid-statement does not leave its backend running that statement (and the
+/// migration lock held) to the end: the server checks the connection every second while a
+/// statement runs, and ends the session, rolling back and releasing the lock.
+#[test]
+fn kill_9_mid_statement_ends_the_servers_session_within_seconds() {
+    let url = fresh_db("kill9_orphan");
+    let mut folder = Folder::new();
+    folder.add(
+        "0000_a",
+        1,
+        "create table ko_a (id int);\n--> statement-breakpoint\nselect pg_sleep(60);",
+    );
+    let mut child = spawn(command(&url, folder.path()).arg("migrate"));
+    wait_for_statement(&url, "pg_sleep(60)");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    server_let_go(&url, "pg_sleep(60)", Instant::now());
+    assert!(!table_exists(&url, "ko_a"));
+    assert!(rows(&url).is_empty());
 }
 
 // ---- secrets -----------------------------------------------------------------------------------

@@ -450,3 +450,36 @@ pub fn hold_lock(url: &str) -> SessionHolder {
         "",
     )
 }
+
+/// Counts the sessions still running a statement that contains `needle`, and the advisory locks.
+fn orphans(url: &str, needle: &str) -> (String, usize) {
+    let running = query(
+        url,
+        &format!(
+            "select count(*) from pg_stat_activity where datname = current_database() \
+             and pid <> pg_backend_pid() and strpos(query, '{needle}') > 0"
+        ),
+    )[0][0]
+        .clone()
+        .unwrap_or_default();
+    (running, advisory_locks(url))
+}
+
+/// Waits (up to 10 s after `since`) until no session runs `needle` and no advisory lock is held:
+/// the server noticed that the runner is gone.
+#[track_caller]
+pub fn server_let_go(url: &str, needle: &str, since: Instant) {
+    loop {
+        let (running, locks) = orphans(url, needle);
+        if running == "0" && locks == 0 {
+            return;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "{:?} after the runner ended, {running} session(s) still run {needle:?} and {locks} \
+             advisory lock(s) are held: the server did not notice it was gone",
+            since.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -390,6 +390,46 @@ fn sigterm_ends_a_migration_whose_statement_swallows_the_cancel() {
     assert!(rows(&url).is_empty());
 }
 
+/// A second SIGTERM during the wind-down ends the run at once (here the statement swallows
+/// every cancel, so the first alone would wait out its 1.5 s deadline), and the server still ends
+/// the session: the statement does not loop on for a minute with the lock held.
+#[test]
+fn a_second_sigterm_leaves_at_once_and_the_server_ends_the_session() {
+    let url = fresh_db("sigterm_twice");
+    let mut folder = Folder::new();
+    folder.add(
+        "0000_stubborn",
+        1,
+        "create table twice_a (id int);\n--> statement-breakpoint\n\
+         DO $$ BEGIN FOR i IN 1..120 LOOP BEGIN PERFORM pg_sleep(0.5); \
+         EXCEPTION WHEN query_canceled THEN NULL; END; END LOOP; END $$;",
+    );
+    let started = Instant::now();
+    let child = spawn(command(&url, folder.path()).arg("migrate"));
+    wait_for_statement(&url, "FOR i IN 1..120");
+    let pid = child.id().to_string();
+    let signalled = Instant::now();
+    for _ in 0..2 {
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = finish(child, started, Duration::from_secs(20));
+    let ended = signalled.elapsed();
+    out.expect(143);
+    out.says("received a second SIGTERM: leaving without waiting for the cancel");
+    out.says("interrupted by SIGTERM");
+    assert!(ended < Duration::from_secs(5), "took {ended:?}");
+    server_let_go(&url, "FOR i IN 1..120", Instant::now());
+    assert!(!table_exists(&url, "twice_a"));
+    assert!(rows(&url).is_empty());
+}
+
 /// Waits until process `pid` handles SIGINT itself (its SigCgt mask in /proc has bit 2).
 fn catches_sigint(pid: u32) {
     let started = Instant::now();
