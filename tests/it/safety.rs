@@ -430,6 +430,69 @@ fn a_second_sigterm_leaves_at_once_and_the_server_ends_the_session() {
     assert!(rows(&url).is_empty());
 }
 
+/// As PID 1 of its own PID namespace (a container without an init), where the kernel drops
+/// every signal its process has no handler for, a SIGTERM still interrupts the run: exit 143,
+/// the statement cancelled, nothing applied, the lock released.
+#[test]
+fn sigterm_reaches_portcullis_running_as_pid_1() {
+    let probe = Command::new("unshare")
+        .args(["--pid", "--fork", "true"])
+        .output()
+        .expect("unshare (util-linux) is needed for this test");
+    assert!(
+        probe.status.success(),
+        "unshare --pid failed ({}): this test needs root or unprivileged user namespaces",
+        String::from_utf8_lossy(&probe.stderr).trim()
+    );
+    let url = fresh_db("pid1");
+    let mut folder = Folder::new();
+    folder.add(
+        "0000_a",
+        1,
+        "create table p1_a (id int);\n--> statement-breakpoint\nselect pg_sleep(30);",
+    );
+    let inner = command(&url, folder.path());
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--kill-child", "--", BIN, "migrate"])
+        .env_clear()
+        .stdin(std::process::Stdio::null());
+    for (k, v) in inner.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    let started = Instant::now();
+    let child = spawn(&mut cmd);
+    wait_for_statement(&url, "pg_sleep(30)");
+    // The runner is unshare's one child; inside its namespace it is pid 1.
+    let children =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap();
+    let runner = children.split_whitespace().next().expect("unshare's child");
+    let status = std::fs::read_to_string(format!("/proc/{runner}/status")).unwrap();
+    let nspid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .unwrap_or_default();
+    assert_eq!(
+        nspid.split_whitespace().last(),
+        Some("1"),
+        "not pid 1: {nspid}"
+    );
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", runner])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = finish(child, started, Duration::from_secs(20));
+    out.expect(143);
+    out.says("interrupted by SIGTERM while running statement 2");
+    assert_eq!(advisory_locks(&url), 0);
+    assert!(!table_exists(&url, "p1_a"));
+    assert!(rows(&url).is_empty());
+}
+
 /// Waits until process `pid` handles SIGINT itself (its SigCgt mask in /proc has bit 2).
 fn catches_sigint(pid: u32) {
     let started = Instant::now();
