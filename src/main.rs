@@ -420,6 +420,18 @@ async fn run_until_signal(
     let (mut term, mut int) = handlers.map_err(|e| {
         portcullis::error::Error::Internal(format!("cannot install signal handlers: {e}"))
     })?;
+    // Debug builds only (the tests run them): a panic at a chosen moment of the run, so that
+    // the panic path (exit 1, the termination log, the server ending the session) is tested.
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var("__PORTCULLIS_TEST_PANIC_AFTER_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            panic!("the panic __PORTCULLIS_TEST_PANIC_AFTER_MS asked for");
+        });
+    }
     let work = portcullis::run(command, cfg);
     tokio::pin!(work);
     let sig = tokio::select! {

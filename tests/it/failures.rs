@@ -668,6 +668,45 @@ fn kill_9_mid_statement_ends_the_servers_session_within_seconds() {
     assert!(rows(&url).is_empty());
 }
 
+/// A panic (a bug) mid-statement: exit 1 saying it is a bug, the reason in the termination log,
+/// and the server ends the session (nothing applied, the lock released). The panic is asked for
+/// through a variable that only debug builds read.
+#[test]
+fn a_panic_mid_run_exits_1_and_loses_nothing() {
+    let url = fresh_db("panic");
+    let mut folder = Folder::new();
+    folder.add(
+        "0000_a",
+        1,
+        "create table pa_a (id int);\n--> statement-breakpoint\nselect pg_sleep(30);",
+    );
+    let log = std::env::temp_dir().join(format!("portcullis-panic-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let started = Instant::now();
+    let child = spawn(
+        command(&url, folder.path())
+            .env("PORTCULLIS_TERMINATION_LOG", &log)
+            .env("__PORTCULLIS_TEST_PANIC_AFTER_MS", "2000")
+            .arg("migrate"),
+    );
+    // The panic comes while the sleep runs, lock held.
+    wait_for_statement(&url, "pg_sleep(30)");
+    let out = finish(child, started, Duration::from_secs(20));
+    let ended = Instant::now();
+    out.expect(1);
+    out.says("internal error (a bug, please report it)");
+    out.says("__PORTCULLIS_TEST_PANIC_AFTER_MS");
+    let reason = std::fs::read_to_string(&log).expect("termination log written");
+    assert!(
+        reason.starts_with("exit 1: internal error (a bug, please report it)"),
+        "{reason}"
+    );
+    let _ = std::fs::remove_file(&log);
+    server_let_go(&url, "pg_sleep(30)", ended);
+    assert!(!table_exists(&url, "pa_a"));
+    assert!(rows(&url).is_empty());
+}
+
 // ---- secrets -----------------------------------------------------------------------------------
 
 #[test]
