@@ -349,17 +349,20 @@ def scenario_replicas(s, res):
             # The floor under the goal: one portcullis migrating an empty database while k-1
             # clients that only connect and leave start with it. No runner can cost less than
             # its connection, so no tool whose replicas each connect can do better than this.
-            # Two such clients: psql (`select 1`), and `portcullis wait` (connect, two
-            # `select pg_backend_pid()`, exit), the lightest one at hand.
+            # Two such clients: psql (`select 1`), and `portcullis wait` (connect, the
+            # pooler check's two `select pg_backend_pid()` and the setting of
+            # client_connection_check_interval, exit), the lightest one at hand.
             with_connects = {}
             if k > 1:
-                for name, other in (("psql", select1), ("wait", [s.portcullis, "wait"])):
-                    fdb = f"replicas_floor_{k}"
+                fdb = f"replicas_floor_{k}"
+                for name in ("psql", "wait"):
                     fresh_db(s, fdb)
                     fenv = dict(env, DATABASE_URL=s.url(fdb))
+                    other = ([s.psql, "-X", "-q", "-c", "select 1", s.url(fdb)] if name == "psql"
+                             else [s.portcullis, "wait"])
                     fwall, _, fcodes = at_once(
                         k, lambda i: [s.portcullis, "migrate"] if i == 0 else other, fenv,
-                        c["dir"], lambda i: os.path.join(s.logs, f"replica-floor-{i}.log"))
+                        c["dir"], lambda i: os.path.join(s.logs, f"replica-floor-{name}-{i}.log"))
                     if any(fcodes) or not each_once(s, fdb, exp):
                         raise SystemExit(f"1 migrate + {k - 1} {name} at once: exit codes "
                                          f"{sorted(set(fcodes))}")
@@ -901,8 +904,8 @@ def write_markdown(res, path, chart_name):
             L.append("\nEvery replica must connect to learn whether another holds the lock, and "
                      "then wait for it. The last two columns start one portcullis migrating an "
                      "empty database together with k-1 clients that only connect and leave: "
-                     "psql running `select 1`, and `portcullis wait` (connect, two `select "
-                     "pg_backend_pid()`, exit), the lightest client at hand. They do none of a "
+                     "psql running `select 1`, and `portcullis wait` (connect, three one-line "
+                     "statements, exit), the lightest client at hand. They do none of a "
                      "replica's work (no folder read, no lock, no wait, no read of the tracking "
                      "table), so they are a floor for any tool whose replicas each open a "
                      "connection. Same rounds, same start gate, each on a fresh database; ratios "

@@ -214,8 +214,10 @@ impl Flags {
             .collect()
     }
 
-    /// Configuration errors name the variable a setting is read from; a flag sets that variable
-    /// for the run, so an error about a value given as a flag says which flag it was.
+    /// Configuration errors about a value begin with the variable it is read from; a flag sets
+    /// that variable for the run, so an error about a value given as a flag says which flag it
+    /// was. (Other errors may list variable names, such as the known ones after an unknown
+    /// variable: they are not about the flag.)
     fn credit(&self, e: portcullis::error::Error) -> portcullis::error::Error {
         use portcullis::error::Error;
         let Error::Config(msg) = e else {
@@ -224,7 +226,7 @@ impl Flags {
         let named: Vec<String> = self
             .given()
             .into_iter()
-            .filter(|(var, _, _)| names_variable(&msg, var))
+            .filter(|(var, _, _)| is_about(&msg, var))
             .map(|(var, flag, _)| format!("{var} was given as {flag} on the command line"))
             .collect();
         if named.is_empty() {
@@ -235,12 +237,11 @@ impl Flags {
     }
 }
 
-/// Whether `msg` names the variable `var` itself, not a longer name that starts with it
-/// (`PORTCULLIS_SEEDS` in `PORTCULLIS_SEEDS_DIR`).
-fn names_variable(msg: &str, var: &str) -> bool {
-    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    msg.match_indices(var)
-        .any(|(at, _)| !msg[..at].ends_with(word) && !msg[at + var.len()..].starts_with(word))
+/// Whether `msg` is about the variable `var`: it begins with that name, and not with a longer
+/// one that starts with it (`PORTCULLIS_SEEDS` in `PORTCULLIS_SEEDS_DIR`).
+fn is_about(msg: &str, var: &str) -> bool {
+    msg.strip_prefix(var)
+        .is_some_and(|rest| !rest.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_'))
 }
 
 /// Whether the logs are JSON lines, once logging is set up: a panic is then reported as one.
@@ -451,7 +452,11 @@ async fn run_until_signal(
     // One deadline for all of it, the cancel request included, so that the run ends within
     // about 1.5 s of the signal whatever the network does.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(1500);
-    let _ = tokio::time::timeout_at(deadline, interrupt::interrupt(sig)).await;
+    tokio::select! {
+        _ = tokio::time::timeout_at(deadline, interrupt::interrupt(sig)) => {}
+        _ = term.recv() => return Err(leave_now("SIGTERM")),
+        _ = int.recv() => return Err(leave_now("SIGINT")),
+    }
     tokio::select! {
         // Work that finished anyway (a commit that raced the signal) reports what it did.
         result = &mut work => match result {
@@ -467,12 +472,15 @@ async fn run_until_signal(
     }
 }
 
-/// A second signal: the run is dropped without waiting for the cancel to take. The server ends
-/// the session (client_connection_check_interval), which rolls back and releases the lock.
+/// A second signal: the run is dropped without waiting for the cancel to take. Closing the
+/// connection makes the server end the session, which rolls back and releases the lock: at
+/// once between statements, within about a second during one (client_connection_check_interval,
+/// PostgreSQL 14 and later).
 fn leave_now(signal: &str) -> portcullis::error::Error {
     tracing::warn!(
-        "received a second {signal}: leaving without waiting for the cancel; the server ends \
-         this session, rolling back what it had not committed and releasing the lock"
+        "received a second {signal}: leaving without waiting for the cancel; closing the \
+         connection ends this session in the server, which rolls back what it had not committed \
+         and releases the lock"
     );
     portcullis::interrupt::error()
 }
@@ -501,29 +509,31 @@ fn write_termination_log(reason: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::names_variable;
+    use super::is_about;
 
     #[test]
-    fn a_variable_is_named_only_as_a_whole_word() {
-        assert!(names_variable(
+    fn an_error_is_about_the_variable_it_begins_with() {
+        assert!(is_about(
             "PORTCULLIS_SEEDS=\"x\": not a boolean",
             "PORTCULLIS_SEEDS"
         ));
-        assert!(!names_variable(
+        assert!(is_about(
+            "PORTCULLIS_DATABASE_URL is not a valid PostgreSQL connection string",
+            "PORTCULLIS_DATABASE_URL"
+        ));
+        assert!(!is_about(
             "PORTCULLIS_SEEDS_DIR=/x cannot be read",
             "PORTCULLIS_SEEDS"
         ));
-        assert!(!names_variable(
+        assert!(!is_about(
             "DATABASE_URL is not valid",
             "PORTCULLIS_DATABASE_URL"
         ));
-        assert!(!names_variable(
-            "XPORTCULLIS_SEEDS is unknown",
-            "PORTCULLIS_SEEDS"
-        ));
-        assert!(names_variable(
-            "set PORTCULLIS_SEEDS_DIR or PORTCULLIS_SEEDS.",
-            "PORTCULLIS_SEEDS"
+        // The unknown-variable error lists every known name; it is about none of them.
+        assert!(!is_about(
+            "unknown configuration variable: PORTCULLIS_WAIT_TIMOUT. portcullis refuses unknown \
+             PORTCULLIS_* names ... Known names: PORTCULLIS_MIGRATIONS_DIR, ...",
+            "PORTCULLIS_MIGRATIONS_DIR"
         ));
     }
 }

@@ -67,6 +67,40 @@ pub fn classify(e: &tokio_postgres::Error, db: &Database) -> Attempt {
             Attempt::Permanent(text)
         };
     }
+    // A fatal alert from the server: under TLS 1.3 its refusal of our certificate comes after
+    // the client has finished its half of the handshake, as an I/O error on the first read,
+    // which would otherwise pass for a network blip and be retried until the deadline; under
+    // TLS 1.2 it ends the handshake itself. Either way, waiting does not change a certificate.
+    if let Some(alert) = tls_alert(e) {
+        use rustls::AlertDescription as A;
+        let hint = match alert {
+            A::UnknownCA
+            | A::BadCertificate
+            | A::CertificateRequired
+            | A::CertificateExpired
+            | A::CertificateRevoked
+            | A::CertificateUnknown
+            | A::UnsupportedCertificate
+            | A::AccessDenied => format!(
+                "the server refused this client's certificate. Check that sslcert (in {} or \
+                 PGSSLCERT) is signed by a CA in the server's ssl_ca_file and has not expired",
+                db.source
+            ),
+            A::HandshakeFailure | A::ProtocolVersion | A::InsufficientSecurity => format!(
+                "the server and portcullis share no TLS version or cipher suite (portcullis \
+                 speaks TLS 1.2 and 1.3). Check the server's ssl_min_protocol_version and \
+                 ssl_ciphers, and sslmode in {}",
+                db.source
+            ),
+            // Anything else (an internal error, a proxy in trouble) may pass.
+            other => {
+                return Attempt::Transient(format!("the server sent the TLS alert {other:?}"));
+            }
+        };
+        return Attempt::Permanent(format!(
+            "TLS failed: the server ended the connection with the TLS alert {alert:?}; {hint}"
+        ));
+    }
     let shown = e.to_string();
     if shown.starts_with("error performing TLS handshake") {
         let why = source_text(e).unwrap_or_default();
@@ -82,32 +116,6 @@ pub fn classify(e: &tokio_postgres::Error, db: &Database) -> Attempt {
             )
         };
         return Attempt::Permanent(format!("TLS failed: {why}{hint}"));
-    }
-    // Under TLS 1.3 the server judges the client's certificate after the client has finished
-    // its half of the handshake, so its refusal arrives as an alert on the first read: an I/O
-    // error, which would otherwise pass for a network blip and be retried until the deadline.
-    if let Some(alert) = tls_alert(e) {
-        use rustls::AlertDescription as A;
-        let hint = match alert {
-            A::UnknownCA
-            | A::BadCertificate
-            | A::CertificateRequired
-            | A::CertificateExpired
-            | A::CertificateRevoked
-            | A::CertificateUnknown
-            | A::UnsupportedCertificate
-            | A::AccessDenied => format!(
-                "the server refused this client's certificate. Check that sslcert (in {} or                  PGSSLCERT) is signed by a CA in the server's ssl_ca_file and has not expired",
-                db.source
-            ),
-            _ => format!(
-                "check sslmode, sslrootcert and sslcert (in {} or PGSSLMODE / PGSSLROOTCERT /                  PGSSLCERT) against the server's TLS settings",
-                db.source
-            ),
-        };
-        return Attempt::Permanent(format!(
-            "TLS failed: the server ended the connection with the TLS alert {alert:?}; {hint}"
-        ));
     }
     if shown.starts_with("invalid configuration") {
         let why = source_text(e).unwrap_or_default();
@@ -272,12 +280,14 @@ async fn backend_pid(client: &tokio_postgres::Client) -> i32 {
         .unwrap_or_default()
 }
 
-/// Asks the server (PostgreSQL 14 and later) to check every second, while it runs a statement
-/// of this session, that portcullis is still connected, and to end the session if not. Without
-/// it, a runner killed mid-statement (kill -9, OOM, a node lost, a second SIGTERM) leaves its
-/// backend running that statement, and any sent after it, to the end: a long CREATE INDEX keeps
-/// the migration lock and its table locks for as long as it takes, and the runner's replacement
-/// waits behind it. With it, the server rolls back and releases both within about a second.
+/// Asks the server (PostgreSQL 14 and later, on systems that can tell, Linux among them) to
+/// check every second, while it runs a statement of this session, whether portcullis closed the
+/// connection, and to end the session if so. Without it, a runner killed mid-statement (kill -9,
+/// OOM, a second SIGTERM) leaves its backend running that statement, and any sent after it, to
+/// the end: a long CREATE INDEX keeps the migration lock and its table locks for as long as it
+/// takes, and the runner's replacement waits behind it. With it, the server rolls back and
+/// releases both within about a second. (A connection that is not closed but gone, with a lost
+/// node, is noticed by TCP keepalives instead.)
 const END_WITH_THE_CLIENT: &str = "select set_config('client_connection_check_interval', \
      '1000', false) where current_setting('server_version_num')::int >= 140000";
 
@@ -285,8 +295,12 @@ const END_WITH_THE_CLIENT: &str = "select set_config('client_connection_check_in
 /// restricts settings) only logs why.
 async fn end_with_the_client(client: &tokio_postgres::Client) {
     if let Err(e) = client.simple_query(END_WITH_THE_CLIENT).await {
+        let why = e
+            .as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_else(|| e.to_string());
         tracing::debug!(
-            "could not set client_connection_check_interval ({e}); if this runner is killed \
+            "could not set client_connection_check_interval ({why}); if this runner is killed \
              mid-statement, the server finishes that statement before it notices"
         );
     }
@@ -326,9 +340,7 @@ pub async fn wait_for(db: &Database, timeout: Duration) -> Result<Session, Error
                 // different backends prove it. A peer that accepted the connection but stopped
                 // answering (a hung proxy) counts as a failed attempt, not a hang.
                 let pids = tokio::time::timeout(per_attempt, async {
-                    let (pid, ()) =
-                        tokio::join!(backend_pid(&client), end_with_the_client(&client));
-                    (pid, backend_pid(&client).await)
+                    (backend_pid(&client).await, backend_pid(&client).await)
                 })
                 .await;
                 match pids {
@@ -349,6 +361,12 @@ pub async fn wait_for(db: &Database, timeout: Duration) -> Result<Session, Error
                                 db.target()
                             )));
                         }
+                        // Only now, on a session of our own: behind a pooler the setting would
+                        // stay on a server connection other clients get.
+                        // Bounded like the check above; a session that stalls here is noticed
+                        // by the first exchange of the run, which is bounded too.
+                        let _ =
+                            tokio::time::timeout(per_attempt, end_with_the_client(&client)).await;
                         tracing::debug!(attempt, pid, "connected to {target}");
                         if attempt > 1 {
                             tracing::info!(

@@ -47,17 +47,17 @@ pub fn connector(db: &Database) -> Result<MakeRustlsConnect, Error> {
             let key = PrivateKeyDer::from_pem_file(key_path)
                 .map_err(|e| pem_error("sslkey", key_path, &e))?;
             builder.with_client_auth_cert(chain, key).map_err(|e| {
-                let fix = match &e {
-                    // What `openssl x509 -req` makes without extensions; webpki takes only v3.
-                    rustls::Error::InvalidCertificate(_) => {
-                        "The certificate itself cannot be used: an X.509 version 1 certificate \
-                         (what `openssl x509 -req` makes without -extfile) is refused; reissue \
-                         it as version 3"
-                    }
-                    _ => {
-                        "Check that the key belongs to the certificate and is an unencrypted PEM \
-                         key (PKCS#8, PKCS#1 or SEC1)"
-                    }
+                // webpki takes only X.509 version 3; version 1 is what `openssl x509 -req`
+                // makes without extensions.
+                let fix = if e.to_string().contains("UnsupportedCertVersion") {
+                    "The certificate is X.509 version 1 (what `openssl x509 -req` makes without \
+                     -extfile), which is refused; reissue it as version 3"
+                } else if matches!(e, rustls::Error::InvalidCertificate(_)) {
+                    "The certificate itself cannot be used; check that sslcert holds the client \
+                     certificate, in PEM"
+                } else {
+                    "Check that the key belongs to the certificate and is an unencrypted PEM key \
+                     (PKCS#8, PKCS#1 or SEC1)"
                 };
                 Error::Config(format!(
                     "the client certificate {} and key {} (sslcert/sslkey) do not form a usable \

@@ -15,6 +15,13 @@ fn exit_2_for_bad_configuration_before_anything_else() {
         .arg("migrate"));
     out.expect(2);
     out.says("did you mean PORTCULLIS_WAIT_TIMEOUT");
+    // That error lists every known name; it is about none of the flags given with it.
+    let out = run(command(&url, &example_dir())
+        .env("PORTCULLIS_WAIT_TIMOUT", "5s")
+        .args(["--migrations-dir", "migrations", "migrate"]));
+    out.expect(2);
+    out.says("did you mean PORTCULLIS_WAIT_TIMEOUT");
+    assert!(!out.stderr.contains("was given as"), "{}", out.stderr);
 
     let out = run(command(&url, &example_dir())
         .env("PORTCULLIS_LOCK_WAIT_TIMEOUT", "10")
@@ -686,10 +693,11 @@ fn a_panic_mid_run_exits_1_and_loses_nothing() {
     let child = spawn(
         command(&url, folder.path())
             .env("PORTCULLIS_TERMINATION_LOG", &log)
-            .env("__PORTCULLIS_TEST_PANIC_AFTER_MS", "2000")
+            .env("__PORTCULLIS_TEST_PANIC_AFTER_MS", "4000")
             .arg("migrate"),
     );
-    // The panic comes while the sleep runs, lock held.
+    // The panic comes while the sleep runs, lock held (the run reaches it within milliseconds;
+    // 4 s leaves a slow machine room).
     wait_for_statement(&url, "pg_sleep(30)");
     let out = finish(child, started, Duration::from_secs(20));
     let ended = Instant::now();

@@ -187,15 +187,8 @@ pub fn wait_for_sent(url: &str, needle: &str) -> Duration {
 #[track_caller]
 fn wait_for_session(url: &str, needle: &str, active: bool) -> Duration {
     let started = Instant::now();
-    let sql = format!(
-        "select count(*) from pg_stat_activity where application_name like 'portcullis@%' \
-         and datname = current_database() and pid <> pg_backend_pid() \
-         and strpos(query, '{}') > 0 {}",
-        needle.replace('\'', "''"),
-        if active { "and state = 'active'" } else { "" }
-    );
     loop {
-        if query(url, &sql)[0][0].as_deref() != Some("0") {
+        if sessions(url, needle, active) > 0 {
             return started.elapsed();
         }
         assert!(
@@ -451,18 +444,20 @@ pub fn hold_lock(url: &str) -> SessionHolder {
     )
 }
 
-/// Counts the sessions still running a statement that contains `needle`, and the advisory locks.
-fn orphans(url: &str, needle: &str) -> (String, usize) {
-    let running = query(
-        url,
-        &format!(
-            "select count(*) from pg_stat_activity where datname = current_database() \
-             and pid <> pg_backend_pid() and strpos(query, '{needle}') > 0"
-        ),
-    )[0][0]
-        .clone()
-        .unwrap_or_default();
-    (running, advisory_locks(url))
+/// The portcullis sessions of `url`'s database whose statement (running, with `active`, or
+/// the last one) contains `needle`.
+fn sessions(url: &str, needle: &str, active: bool) -> usize {
+    let sql = format!(
+        "select count(*) from pg_stat_activity where application_name like 'portcullis@%' \
+         and datname = current_database() and pid <> pg_backend_pid() \
+         and strpos(query, '{}') > 0 {}",
+        needle.replace('\'', "''"),
+        if active { "and state = 'active'" } else { "" }
+    );
+    query(url, &sql)[0][0]
+        .as_deref()
+        .and_then(|n| n.parse().ok())
+        .expect("a count")
 }
 
 /// Waits (up to 10 s after `since`) until no session runs `needle` and no advisory lock is held:
@@ -470,8 +465,9 @@ fn orphans(url: &str, needle: &str) -> (String, usize) {
 #[track_caller]
 pub fn server_let_go(url: &str, needle: &str, since: Instant) {
     loop {
-        let (running, locks) = orphans(url, needle);
-        if running == "0" && locks == 0 {
+        // Any session that ran it, idle or not: the killed runner's must be gone.
+        let (running, locks) = (sessions(url, needle, false), advisory_locks(url));
+        if running == 0 && locks == 0 {
             return;
         }
         assert!(

@@ -404,26 +404,67 @@ fn a_second_sigterm_leaves_at_once_and_the_server_ends_the_session() {
          DO $$ BEGIN FOR i IN 1..120 LOOP BEGIN PERFORM pg_sleep(0.5); \
          EXCEPTION WHEN query_canceled THEN NULL; END; END LOOP; END $$;",
     );
-    let started = Instant::now();
-    let child = spawn(command(&url, folder.path()).arg("migrate"));
+    let mut child = spawn(command(&url, folder.path()).arg("migrate"));
+    // stderr is read as it comes, so that the second signal goes only once the first was seen
+    // (two signals before the runtime looks are one to it).
+    let stderr = child.stderr.take().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut text = seen.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        })
+    };
+    let says = |needle: &str| seen.lock().unwrap().contains(needle);
     wait_for_statement(&url, "FOR i IN 1..120");
-    let pid = child.id().to_string();
-    let signalled = Instant::now();
-    for _ in 0..2 {
+    let term = || {
         assert!(
             Command::new("kill")
-                .args(["-TERM", &pid])
+                .args(["-TERM", &child.id().to_string()])
                 .status()
                 .unwrap()
                 .success()
+        )
+    };
+    let signalled = Instant::now();
+    term();
+    while !says("received SIGTERM: cancelling") {
+        assert!(
+            signalled.elapsed() < Duration::from_secs(10),
+            "the first SIGTERM was never acknowledged:\n{}",
+            seen.lock().unwrap()
         );
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(10));
     }
-    let out = finish(child, started, Duration::from_secs(20));
+    term();
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(20),
+            "still running 20 s after the signals"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
     let ended = signalled.elapsed();
-    out.expect(143);
-    out.says("received a second SIGTERM: leaving without waiting for the cancel");
-    out.says("interrupted by SIGTERM");
+    reader.join().unwrap();
+    let text = seen.lock().unwrap().clone();
+    assert_eq!(code, Some(143), "{text}");
+    assert!(
+        text.contains("received a second SIGTERM: leaving without waiting for the cancel"),
+        "{text}"
+    );
+    assert!(text.contains("interrupted by SIGTERM"), "{text}");
+    // The first alone would wait out its 1.5 s deadline (the statement swallows every cancel).
     assert!(ended < Duration::from_secs(5), "took {ended:?}");
     server_let_go(&url, "FOR i IN 1..120", Instant::now());
     assert!(!table_exists(&url, "twice_a"));
@@ -435,15 +476,22 @@ fn a_second_sigterm_leaves_at_once_and_the_server_ends_the_session() {
 /// the statement cancelled, nothing applied, the lock released.
 #[test]
 fn sigterm_reaches_portcullis_running_as_pid_1() {
-    let probe = Command::new("unshare")
-        .args(["--pid", "--fork", "true"])
-        .output()
-        .expect("unshare (util-linux) is needed for this test");
-    assert!(
-        probe.status.success(),
-        "unshare --pid failed ({}): this test needs root or unprivileged user namespaces",
-        String::from_utf8_lossy(&probe.stderr).trim()
-    );
+    // As root a PID namespace needs nothing else; otherwise a user namespace of its own.
+    let unshare: &[&str] = [
+        &["--pid", "--fork", "--kill-child"][..],
+        &["--user", "--map-root-user", "--pid", "--fork", "--kill-child"],
+    ]
+    .into_iter()
+    .find(|args| {
+        Command::new("unshare")
+            .args(*args)
+            .arg("true")
+            .output()
+            .expect("unshare (util-linux) is needed for this test")
+            .status
+            .success()
+    })
+    .expect("unshare --pid failed, with and without --user: this test needs root or unprivileged user namespaces");
     let url = fresh_db("pid1");
     let mut folder = Folder::new();
     folder.add(
@@ -453,7 +501,8 @@ fn sigterm_reaches_portcullis_running_as_pid_1() {
     );
     let inner = command(&url, folder.path());
     let mut cmd = Command::new("unshare");
-    cmd.args(["--pid", "--fork", "--kill-child", "--", BIN, "migrate"])
+    cmd.args(unshare)
+        .args(["--", BIN, "migrate"])
         .env_clear()
         .stdin(std::process::Stdio::null());
     for (k, v) in inner.get_envs() {
