@@ -3,8 +3,9 @@
 //! PostgreSQL a cancel request for the statement in flight. The run then unwinds by its normal
 //! error paths (ROLLBACK, advisory unlock) and reports [`Error::Interrupted`].
 //!
-//! Process-wide state is unavoidable here: a signal is process-wide. It is kept to three things:
-//! the flag, the cancel token of the one session, and a one-line description of the current work.
+//! Process-wide state is unavoidable here: a signal is process-wide. It is kept to four things:
+//! the flag, the cancel token of the one session, a one-line description of the current work,
+//! and what abandoning that work would leave committed, if anything.
 
 use crate::error::Error;
 use std::sync::Mutex;
@@ -19,6 +20,9 @@ static SIGNAL: AtomicI32 = AtomicI32::new(0);
 static WAKE: Notify = Notify::const_new();
 static CANCEL: Mutex<Option<(CancelToken, MakeRustlsConnect)>> = Mutex::new(None);
 static ACTIVITY: Mutex<String> = Mutex::new(String::new());
+/// What abandoning the run now would leave behind, when it is not "nothing": set while a
+/// migration runs outside a transaction.
+static AT_STAKE: Mutex<Option<String>> = Mutex::new(None);
 
 pub const SIGINT: i32 = 2;
 pub const SIGTERM: i32 = 15;
@@ -35,10 +39,32 @@ fn signal_name(sig: i32) -> &'static str {
     if sig == SIGINT { "SIGINT" } else { "SIGTERM" }
 }
 
-/// Records what the run is doing, for the "interrupted while ..." message.
+/// Records what the run is doing, for the "interrupted while ..." message; abandoning it would
+/// leave nothing half-done committed.
 pub fn set_activity(what: impl Into<String>) {
     if let Ok(mut a) = ACTIVITY.lock() {
         *a = what.into();
+    }
+    settle();
+}
+
+/// [`set_activity`] for work whose abandonment leaves something committed (`at_stake`, one or
+/// more sentences: the statements of a migration outside a transaction that ran). [`error`]
+/// reports it instead of "nothing half-done was committed", as when the run is abandoned after
+/// a second signal or the wind-down deadline.
+pub fn set_activity_at_stake(what: impl Into<String>, at_stake: impl Into<String>) {
+    if let Ok(mut a) = ACTIVITY.lock() {
+        *a = what.into();
+    }
+    if let Ok(mut s) = AT_STAKE.lock() {
+        *s = Some(at_stake.into());
+    }
+}
+
+/// Nothing committed is at stake any more (the migration outside a transaction is recorded).
+pub fn settle() {
+    if let Ok(mut s) = AT_STAKE.lock() {
+        *s = None;
     }
 }
 
@@ -92,9 +118,12 @@ async fn cancel() {
 
 /// The error a run reports once interrupted.
 pub fn error() -> Error {
-    error_with(
-        "Whatever was running was cancelled and rolled back; nothing half-done was committed.",
-    )
+    match AT_STAKE.lock().ok().and_then(|s| s.clone()) {
+        Some(at_stake) => error_with(&at_stake),
+        None => error_with(
+            "Whatever was running was cancelled and rolled back; nothing half-done was committed.",
+        ),
+    }
 }
 
 /// [`error`] for work that knows what the interruption left behind (`consequence`, one or more

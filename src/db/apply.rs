@@ -628,14 +628,27 @@ impl Runner<'_> {
                     &self.consequence_outside(m, reason, &chunks, n, None),
                 )));
             }
-            interrupt::set_activity(format!(
-                "running statement {} of {} of {} ({}; outside a transaction, statements before \
-                 it are committed)",
-                n + 1,
-                chunks.len(),
-                m.tag,
-                m.file()
-            ));
+            interrupt::set_activity_at_stake(
+                format!(
+                    "running statement {} of {} of {} ({}; outside a transaction, statements \
+                     before it are committed)",
+                    n + 1,
+                    chunks.len(),
+                    m.tag,
+                    m.file()
+                ),
+                format!(
+                    "{} runs outside a transaction, so nothing was rolled back: the statements \
+                     before statement {} are committed, and whether statement {} completed is \
+                     unknown. The migration is not recorded, so the next run starts it again \
+                     from its first statement: make those statements idempotent (IF NOT EXISTS) \
+                     or undo them first.{}",
+                    m.tag,
+                    n + 1,
+                    n + 1,
+                    self.kept()
+                ),
+            );
             let sent = sendable(chunk);
             let (result, blockers) = self.execute(sent).await;
             if let Err(e) = result {
@@ -668,6 +681,17 @@ impl Runner<'_> {
             }
             statements += 1;
         }
+        interrupt::set_activity_at_stake(
+            format!("recording {} in {}", m.tag, self.table.qualified),
+            format!(
+                "{tag} ran outside a transaction and all its statements are committed; whether \
+                 its tracking row was written is unknown. Check {table}: if {tag} is not there, \
+                 record it with `portcullis baseline --to {tag}`.{}",
+                self.kept(),
+                tag = m.tag,
+                table = self.table.qualified,
+            ),
+        );
         // The row goes where drizzle's would: into the block the file left open, which is then
         // committed (drizzle's own COMMIT would have done that).
         let recorded = match self.record_rows(&[m]).await {
@@ -699,6 +723,7 @@ impl Runner<'_> {
                 other => Error::Internal(format!("{facts}: {other}")),
             }));
         }
+        interrupt::settle();
         Ok(vec![self.ran(m, statements, started)])
     }
 

@@ -112,6 +112,57 @@ pub fn finish(mut child: Child, started: Instant, limit: Duration) -> Output {
     }
 }
 
+/// Starts `cmd`, sends it SIGTERM once a statement containing `needle` runs, and a second one
+/// once it logged the first; returns its output and how long after the first signal it exited.
+/// stderr is read as it comes: two signals before the runtime looks would be one to it.
+#[track_caller]
+pub fn terminate_twice(cmd: &mut Command, url: &str, needle: &str) -> (Output, Duration) {
+    let started = Instant::now();
+    let mut child = spawn(cmd);
+    let stderr = child.stderr.take().expect("piped stderr");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut text = seen.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        })
+    };
+    wait_for_statement(url, needle);
+    let pid = child.id().to_string();
+    let term = || {
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(killed.success(), "kill -TERM failed");
+    };
+    let signalled = Instant::now();
+    term();
+    while !seen
+        .lock()
+        .unwrap()
+        .contains("received SIGTERM: cancelling")
+    {
+        assert!(
+            signalled.elapsed() < Duration::from_secs(10),
+            "the first SIGTERM was never acknowledged:\n{}",
+            seen.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    term();
+    let mut out = finish(child, started, Duration::from_secs(20));
+    let ended = signalled.elapsed();
+    reader.join().unwrap();
+    out.stderr = seen.lock().unwrap().clone();
+    (out, ended)
+}
+
 /// A fresh database on the shared cluster and its URL.
 pub fn fresh_db(prefix: &str) -> String {
     let cluster = Cluster::shared();

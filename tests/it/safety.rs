@@ -404,70 +404,57 @@ fn a_second_sigterm_leaves_at_once_and_the_server_ends_the_session() {
          DO $$ BEGIN FOR i IN 1..120 LOOP BEGIN PERFORM pg_sleep(0.5); \
          EXCEPTION WHEN query_canceled THEN NULL; END; END LOOP; END $$;",
     );
-    let mut child = spawn(command(&url, folder.path()).arg("migrate"));
-    // stderr is read as it comes, so that the second signal goes only once the first was seen
-    // (two signals before the runtime looks are one to it).
-    let stderr = child.stderr.take().unwrap();
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let reader = {
-        let seen = seen.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let mut text = seen.lock().unwrap();
-                text.push_str(&line);
-                text.push('\n');
-            }
-        })
-    };
-    let says = |needle: &str| seen.lock().unwrap().contains(needle);
-    wait_for_statement(&url, "FOR i IN 1..120");
-    let term = || {
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status()
-                .unwrap()
-                .success()
-        )
-    };
-    let signalled = Instant::now();
-    term();
-    while !says("received SIGTERM: cancelling") {
-        assert!(
-            signalled.elapsed() < Duration::from_secs(10),
-            "the first SIGTERM was never acknowledged:\n{}",
-            seen.lock().unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    term();
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        assert!(
-            signalled.elapsed() < Duration::from_secs(20),
-            "still running 20 s after the signals"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let ended = signalled.elapsed();
-    reader.join().unwrap();
-    let text = seen.lock().unwrap().clone();
-    assert_eq!(code, Some(143), "{text}");
-    assert!(
-        text.contains("received a second SIGTERM: leaving without waiting for the cancel"),
-        "{text}"
+    let (out, ended) = terminate_twice(
+        command(&url, folder.path()).arg("migrate"),
+        &url,
+        "FOR i IN 1..120",
     );
-    assert!(text.contains("interrupted by SIGTERM"), "{text}");
+    out.expect(143);
+    out.says("received a second SIGTERM: leaving without waiting for the cancel");
+    out.says("interrupted by SIGTERM");
     // The first alone would wait out its 1.5 s deadline (the statement swallows every cancel).
     assert!(ended < Duration::from_secs(5), "took {ended:?}");
     server_let_go(&url, "FOR i IN 1..120", Instant::now());
     assert!(!table_exists(&url, "twice_a"));
+    assert!(rows(&url).is_empty());
+}
+
+/// The same, for a migration outside a transaction: abandoned after the second signal, the run
+/// says which statements stay committed, not that nothing half-done was.
+#[test]
+fn a_second_sigterm_outside_a_transaction_says_what_stays_committed() {
+    let url = fresh_db("sigterm_twice_nt");
+    let mut folder = Folder::new();
+    folder.add(
+        "0000_nt",
+        1,
+        "-- portcullis: no-transaction\ncreate table twice_nt (id int);\n\
+         --> statement-breakpoint\n\
+         DO $$ BEGIN FOR i IN 1..120 LOOP BEGIN PERFORM pg_sleep(0.5); \
+         EXCEPTION WHEN query_canceled THEN NULL; END; END LOOP; END $$;",
+    );
+    let (out, _) = terminate_twice(
+        command(&url, folder.path()).arg("migrate"),
+        &url,
+        "FOR i IN 1..120",
+    );
+    out.expect(143);
+    out.says("received a second SIGTERM");
+    out.says(
+        "0000_nt runs outside a transaction, so nothing was rolled back: the statements before \
+         statement 2 are committed, and whether statement 2 completed is unknown",
+    );
+    out.says("the next run starts it again from its first statement");
+    assert!(
+        !out.stderr.contains("nothing half-done was committed"),
+        "{}",
+        out.stderr
+    );
+    server_let_go(&url, "FOR i IN 1..120", Instant::now());
+    assert!(
+        table_exists(&url, "twice_nt"),
+        "statement 1 stays committed"
+    );
     assert!(rows(&url).is_empty());
 }
 
