@@ -307,7 +307,68 @@ async fn end_with_the_client(client: &tokio_postgres::Client) {
 }
 
 /// Connects, waiting up to `timeout` for the server to accept us (`0` = one attempt).
+///
+/// With sslmode `prefer` or `allow` (the default is `prefer`), a server that takes TLS but then
+/// refuses this user over it (SQLSTATE 28000, from pg_hba.conf: a `hostnossl` line for the user,
+/// say) is tried once more without TLS, as libpq does. The connection first tried is encrypted
+/// whenever the server offers TLS, for `allow` too (libpq tries plain first there).
 pub async fn wait_for(db: &Database, timeout: Duration) -> Result<Session, Error> {
+    let started = Instant::now();
+    let refused = match wait_on(db, timeout).await {
+        Err(Refusal::Authorization(e))
+            if matches!(db.ssl_mode, SslMode::Allow | SslMode::Prefer) =>
+        {
+            e
+        }
+        Err(Refusal::Authorization(e) | Refusal::Other(e)) => return Err(e),
+        Ok(session) => return Ok(session),
+    };
+    let plain = Database {
+        ssl_mode: SslMode::Disable,
+        ..db.clone()
+    };
+    tracing::info!(
+        "{} refused user {:?} (SQLSTATE 28000, pg_hba.conf); trying once more without TLS, as \
+         libpq does with sslmode={}",
+        db.host_port(),
+        db.user(),
+        if db.ssl_mode == SslMode::Allow {
+            "allow"
+        } else {
+            "prefer"
+        }
+    );
+    match wait_on(&plain, timeout.saturating_sub(started.elapsed())).await {
+        Ok(session) => {
+            tracing::info!(
+                "connected to {} without TLS: the server accepts user {:?} only unencrypted \
+                 (set sslmode=disable to skip the encrypted attempt)",
+                db.host_port(),
+                db.user()
+            );
+            Ok(session)
+        }
+        // The first refusal is the one that explains (the server also refused plain TCP, or
+        // never offered TLS and refused the same way twice).
+        Err(_) => Err(refused),
+    }
+}
+
+/// How [`wait_on`] failed: a refusal from pg_hba.conf (SQLSTATE 28000), which may depend on
+/// whether the connection is encrypted, or anything else.
+enum Refusal {
+    Authorization(Error),
+    Other(Error),
+}
+
+impl From<Error> for Refusal {
+    fn from(e: Error) -> Refusal {
+        Refusal::Other(e)
+    }
+}
+
+/// [`wait_for`] with `db`'s TLS settings as they are.
+async fn wait_on(db: &Database, timeout: Duration) -> Result<Session, Refusal> {
     let (pool, tls) = pool(db)?;
     let target = db.host_port();
     interrupt::set_activity(format!("waiting for the database at {target}"));
@@ -351,7 +412,7 @@ pub async fn wait_for(db: &Database, timeout: Duration) -> Result<Session, Error
                     }
                     Ok((pid, again)) => {
                         if pid != again {
-                            return Err(Error::Refused(format!(
+                            return Err(Refusal::Other(Error::Refused(format!(
                                 "{} is behind a transaction-mode connection pooler: two \
                                  consecutive statements were served by different PostgreSQL \
                                  sessions (pids {pid} and {again}), so the migration lock cannot \
@@ -359,7 +420,7 @@ pub async fn wait_for(db: &Database, timeout: Duration) -> Result<Session, Error
                                  (PORTCULLIS_DATABASE_URL with the direct host and port, e.g. \
                                  5432 instead of a pooler's 6543).",
                                 db.target()
-                            )));
+                            ))));
                         }
                         // Only now, on a session of our own: behind a pooler the setting would
                         // stay on a server connection other clients get.
@@ -383,12 +444,20 @@ pub async fn wait_for(db: &Database, timeout: Duration) -> Result<Session, Error
             Ok(Err(PoolError::Backend(e))) => match classify(&e, db) {
                 Attempt::Transient(why) => why,
                 Attempt::Permanent(why) => {
-                    return Err(Error::Refused(format!(
+                    let refused = Error::Refused(format!(
                         "the database at {} refused the connection as user {:?}: {why}. Waiting \
                          will not help, so portcullis stops now.",
                         db.target(),
                         db.user()
-                    )));
+                    ));
+                    let by_hba = e.as_db_error().is_some_and(|d| {
+                        d.code() == &tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+                    });
+                    return Err(if by_hba {
+                        Refusal::Authorization(refused)
+                    } else {
+                        Refusal::Other(refused)
+                    });
                 }
             },
             Ok(Err(other)) => other.to_string(),
@@ -401,7 +470,7 @@ pub async fn wait_for(db: &Database, timeout: Duration) -> Result<Session, Error
             "connecting to {target} failed: {reason}"
         );
         if elapsed >= timeout {
-            return Err(unreachable(db, timeout, attempt, &reason));
+            return Err(unreachable(db, timeout, attempt, &reason).into());
         }
         if last_progress.elapsed() >= PROGRESS_EVERY || attempt == 1 {
             last_progress = Instant::now();

@@ -684,7 +684,8 @@ fn postgres_uid() -> Option<(u32, u32)> {
 }
 
 /// A private cluster with ssl=on and a pg_hba.conf that accepts TCP only over TLS; the role
-/// `certuser` logs in with a client certificate from the test CA (`cert` authentication).
+/// `certuser` logs in with a client certificate from the test CA (`cert` authentication), and
+/// the role `plainuser` only without TLS.
 fn tls_cluster(certs: &Certs) -> Cluster {
     let mut cluster = Cluster::init(free_port());
     let data = cluster.dir().expect("local cluster").join("data");
@@ -708,6 +709,8 @@ fn tls_cluster(certs: &Certs) -> Cluster {
     std::fs::write(
         data.join("pg_hba.conf"),
         "local all all trust\nhostssl all certuser 127.0.0.1/32 cert\n\
+         hostssl all plainuser 127.0.0.1/32 reject\n\
+         hostnossl all plainuser 127.0.0.1/32 scram-sha-256\n\
          hostssl all all 127.0.0.1/32 scram-sha-256\nhostnossl all all 127.0.0.1/32 reject\n",
     )
     .unwrap();
@@ -715,6 +718,10 @@ fn tls_cluster(certs: &Certs) -> Cluster {
     execute(
         &cluster.socket_url("postgres"),
         "create role certuser login",
+    );
+    execute(
+        &cluster.socket_url("postgres"),
+        &format!("create role plainuser login password '{PASSWORD}'"),
     );
     execute(
         &cluster.socket_url("postgres"),
@@ -830,7 +837,24 @@ fn tls_prefer_allow_and_client_certificates() {
     wait(&password_url("sslmode=prefer"), &[]).expect(0);
     wait(&password_url("sslmode=allow"), &[]).expect(0);
     // ... and when sslmode is not given at all (libpq's default is prefer).
-    wait(&password_url("connect_timeout=5"), &[]).expect(0);
+    let out = wait(&password_url("connect_timeout=5"), &[]);
+    out.expect(0);
+    assert!(!out.stderr.contains("without TLS"), "{}", out.stderr);
+    // A user the server refuses over TLS (pg_hba.conf) but takes without: prefer and allow try
+    // once more without TLS, as libpq does; require does not.
+    let plain_user = |params: &str| {
+        format!("postgres://plainuser:{PASSWORD}@127.0.0.1:{port}/postgres?{params}")
+    };
+    for params in ["connect_timeout=5", "sslmode=prefer", "sslmode=allow"] {
+        let out = wait(&plain_user(params), &[]);
+        out.expect(0);
+        out.says("trying once more without TLS");
+        out.says("connected to 127.0.0.1");
+    }
+    let out = wait(&plain_user("sslmode=require"), &[]);
+    out.expect(6);
+    out.says("SSL encryption");
+    assert!(!out.stderr.contains("without TLS"), "{}", out.stderr);
 
     // Client certificates: the server checks them against its CA and maps CN=certuser.
     let cert_url =
