@@ -450,8 +450,12 @@ async fn wait_on(db: &Database, timeout: Duration) -> Result<Session, Refusal> {
                         db.target(),
                         db.user()
                     ));
+                    // pg_hba.conf refused this connection. (A server that says it refused an
+                    // unencrypted one, in English, gets no second plain attempt.)
                     let by_hba = e.as_db_error().is_some_and(|d| {
-                        d.code() == &tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+                        d.code()
+                            == &tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+                            && !d.message().ends_with("no encryption")
                     });
                     return Err(if by_hba {
                         Refusal::Authorization(refused)
