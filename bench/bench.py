@@ -339,9 +339,10 @@ def scenario_replicas(s, res):
                                            lambda i: os.path.join(s.logs, f"replica-{i}.log"))
             # The reference: as many psql processes that connect, run `select 1` and exit,
             # started the same way on the same server: what k connections at once cost here.
-            select1 = [s.psql, "-X", "-q", "-c", "select 1", s.url(db)]
+            def select1(url):
+                return [s.psql, "-X", "-q", "-c", "select 1", url]
             floor_wall, _, floor_codes = at_once(
-                k, lambda i: select1, base_env(s), c["dir"],
+                k, lambda i: select1(s.url(db)), base_env(s), c["dir"],
                 lambda i: os.path.join(s.logs, f"replica-psql-{i}.log"))
             if any(floor_codes):
                 raise SystemExit(f"{k} psql `select 1` at once: exit codes {sorted(set(floor_codes))}")
@@ -358,8 +359,7 @@ def scenario_replicas(s, res):
                 for name in ("psql", "wait"):
                     fresh_db(s, fdb)
                     fenv = dict(env, DATABASE_URL=s.url(fdb))
-                    other = ([s.psql, "-X", "-q", "-c", "select 1", s.url(fdb)] if name == "psql"
-                             else [s.portcullis, "wait"])
+                    other = select1(s.url(fdb)) if name == "psql" else [s.portcullis, "wait"]
                     fwall, _, fcodes = at_once(
                         k, lambda i: [s.portcullis, "migrate"] if i == 0 else other, fenv,
                         c["dir"], lambda i: os.path.join(s.logs, f"replica-floor-{name}-{i}.log"))

@@ -141,68 +141,29 @@ struct Flags {
 }
 
 impl Flags {
-    /// Each flag given: the variable it overrides, its own name, its value.
-    fn given(&self) -> Vec<(&'static str, &'static str, &String)> {
+    /// Each flag given: the variable it overrides (its long name is [`flag_of`] that variable)
+    /// and its value.
+    fn given(&self) -> Vec<(&'static str, &String)> {
         [
-            (
-                "PORTCULLIS_DATABASE_URL",
-                "--database-url",
-                &self.database_url,
-            ),
-            (
-                "PORTCULLIS_MIGRATIONS_DIR",
-                "--migrations-dir",
-                &self.migrations_dir,
-            ),
-            ("PORTCULLIS_SEEDS_DIR", "--seeds-dir", &self.seeds_dir),
-            ("PORTCULLIS_SEED_ENV", "--seed-env", &self.seed_env),
-            ("PORTCULLIS_SEED_MODE", "--seed-mode", &self.seed_mode),
-            (
-                "PORTCULLIS_MIGRATIONS_SCHEMA",
-                "--migrations-schema",
-                &self.migrations_schema,
-            ),
-            (
-                "PORTCULLIS_MIGRATIONS_TABLE",
-                "--migrations-table",
-                &self.migrations_table,
-            ),
-            (
-                "PORTCULLIS_WAIT_TIMEOUT",
-                "--wait-timeout",
-                &self.wait_timeout,
-            ),
-            (
-                "PORTCULLIS_LOCK_WAIT_TIMEOUT",
-                "--lock-wait-timeout",
-                &self.lock_wait_timeout,
-            ),
-            (
-                "PORTCULLIS_OUT_OF_ORDER",
-                "--out-of-order",
-                &self.out_of_order,
-            ),
-            ("PORTCULLIS_TRANSACTION", "--transaction", &self.transaction),
-            (
-                "PORTCULLIS_DDL_LOCK_TIMEOUT",
-                "--ddl-lock-timeout",
-                &self.ddl_lock_timeout,
-            ),
-            (
-                "PORTCULLIS_DDL_LOCK_RETRIES",
-                "--ddl-lock-retries",
-                &self.ddl_lock_retries,
-            ),
-            (
-                "PORTCULLIS_STATEMENT_TIMEOUT",
-                "--statement-timeout",
-                &self.statement_timeout,
-            ),
-            ("PORTCULLIS_LOG_FORMAT", "--log-format", &self.log_format),
-            ("PORTCULLIS_LOG_LEVEL", "--log-level", &self.log_level),
+            ("PORTCULLIS_DATABASE_URL", &self.database_url),
+            ("PORTCULLIS_MIGRATIONS_DIR", &self.migrations_dir),
+            ("PORTCULLIS_SEEDS_DIR", &self.seeds_dir),
+            ("PORTCULLIS_SEED_ENV", &self.seed_env),
+            ("PORTCULLIS_SEED_MODE", &self.seed_mode),
+            ("PORTCULLIS_MIGRATIONS_SCHEMA", &self.migrations_schema),
+            ("PORTCULLIS_MIGRATIONS_TABLE", &self.migrations_table),
+            ("PORTCULLIS_WAIT_TIMEOUT", &self.wait_timeout),
+            ("PORTCULLIS_LOCK_WAIT_TIMEOUT", &self.lock_wait_timeout),
+            ("PORTCULLIS_OUT_OF_ORDER", &self.out_of_order),
+            ("PORTCULLIS_TRANSACTION", &self.transaction),
+            ("PORTCULLIS_DDL_LOCK_TIMEOUT", &self.ddl_lock_timeout),
+            ("PORTCULLIS_DDL_LOCK_RETRIES", &self.ddl_lock_retries),
+            ("PORTCULLIS_STATEMENT_TIMEOUT", &self.statement_timeout),
+            ("PORTCULLIS_LOG_FORMAT", &self.log_format),
+            ("PORTCULLIS_LOG_LEVEL", &self.log_level),
         ]
         .into_iter()
-        .filter_map(|(var, flag, v)| v.as_ref().map(|v| (var, flag, v)))
+        .filter_map(|(var, v)| v.as_ref().map(|v| (var, v)))
         .collect()
     }
 
@@ -210,7 +171,7 @@ impl Flags {
     fn as_overrides(&self) -> Vec<(String, String)> {
         self.given()
             .into_iter()
-            .map(|(var, _, v)| (var.to_string(), v.clone()))
+            .map(|(var, v)| (var.to_string(), v.clone()))
             .collect()
     }
 
@@ -226,8 +187,8 @@ impl Flags {
         let named: Vec<String> = self
             .given()
             .into_iter()
-            .filter(|(var, _, _)| is_about(&msg, var))
-            .map(|(var, flag, _)| format!("{var} was given as {flag} on the command line"))
+            .filter(|(var, _)| is_about(&msg, var))
+            .map(|(var, _)| format!("{var} was given as {} on the command line", flag_of(var)))
             .collect();
         if named.is_empty() {
             Error::Config(msg)
@@ -235,6 +196,12 @@ impl Flags {
             Error::Config(format!("{msg} ({})", named.join("; ")))
         }
     }
+}
+
+/// The flag that sets `var`: `PORTCULLIS_LOCK_WAIT_TIMEOUT` is `--lock-wait-timeout`.
+fn flag_of(var: &str) -> String {
+    let name = var.strip_prefix("PORTCULLIS_").unwrap_or(var);
+    format!("--{}", name.to_ascii_lowercase().replace('_', "-"))
 }
 
 /// Whether `msg` is about the variable `var`: it begins with that name, and not with a longer
@@ -509,7 +476,16 @@ fn write_termination_log(reason: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::is_about;
+    use super::{flag_of, is_about};
+
+    #[test]
+    fn a_flag_is_named_after_its_variable() {
+        assert_eq!(flag_of("PORTCULLIS_DATABASE_URL"), "--database-url");
+        assert_eq!(
+            flag_of("PORTCULLIS_LOCK_WAIT_TIMEOUT"),
+            "--lock-wait-timeout"
+        );
+    }
 
     #[test]
     fn an_error_is_about_the_variable_it_begins_with() {

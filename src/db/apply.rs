@@ -684,12 +684,11 @@ impl Runner<'_> {
         interrupt::set_activity_at_stake(
             format!("recording {} in {}", m.tag, self.table.qualified),
             format!(
-                "{tag} ran outside a transaction and all its statements are committed; whether \
-                 its tracking row was written is unknown. Check {table}: if {tag} is not there, \
-                 record it with `portcullis baseline --to {tag}`.{}",
-                self.kept(),
-                tag = m.tag,
-                table = self.table.qualified,
+                "{} ran outside a transaction and all its statements are committed; whether its \
+                 tracking row was written is unknown. {}{}",
+                m.tag,
+                self.record_by_hand(m),
+                self.kept()
             ),
         );
         // The row goes where drizzle's would: into the block the file left open, which is then
@@ -713,9 +712,8 @@ impl Runner<'_> {
             let facts = format!(
                 "{tag} ran outside a transaction and all its statements are committed, but \
                  recording it in {table} failed, so its tracking row may be missing and a run \
-                 would start it again from its first statement. Before running again, check \
-                 {table}: if {tag} is not there, record it with `portcullis baseline --to {tag}` \
-                 (or make its statements idempotent).{} The failure",
+                 would start it again from its first statement. {}{} The failure",
+                self.record_by_hand(m),
                 self.kept()
             );
             return Err(GroupError::Failed(match e {
@@ -825,6 +823,16 @@ impl Runner<'_> {
     }
 
     /// What earlier groups of this run committed, as a clause.
+    /// What to do when a migration that ran outside a transaction may not be recorded.
+    fn record_by_hand(&self, m: &Migration) -> String {
+        format!(
+            "Before running again, check {table}: if {tag} is not there, record it with \
+             `portcullis baseline --to {tag}` (or make its statements idempotent).",
+            tag = m.tag,
+            table = self.table.qualified
+        )
+    }
+
     fn kept(&self) -> String {
         if self.committed.is_empty() {
             String::new()
