@@ -351,7 +351,7 @@ def scenario_replicas(s, res):
             # clients that only connect and leave start with it. No runner can cost less than
             # its connection, so no tool whose replicas each connect can do better than this.
             # Two such clients: psql (`select 1`), and `portcullis wait` (connect, the
-            # pooler check's two `select pg_backend_pid()` and the setting of
+            # pooler check's two statements, the second of which also sets
             # client_connection_check_interval, exit), the lightest one at hand.
             with_connects = {}
             if k > 1:
@@ -904,7 +904,7 @@ def write_markdown(res, path, chart_name):
             L.append("\nEvery replica must connect to learn whether another holds the lock, and "
                      "then wait for it. The last two columns start one portcullis migrating an "
                      "empty database together with k-1 clients that only connect and leave: "
-                     "psql running `select 1`, and `portcullis wait` (connect, three one-line "
+                     "psql running `select 1`, and `portcullis wait` (connect, two one-line "
                      "statements, exit), the lightest client at hand. They do none of a "
                      "replica's work (no folder read, no lock, no wait, no read of the tracking "
                      "table), so they are a floor for any tool whose replicas each open a "

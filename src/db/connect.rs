@@ -181,8 +181,9 @@ fn source_text(e: &tokio_postgres::Error) -> Option<String> {
 fn pg_config(db: &Database) -> tokio_postgres::Config {
     let mut pg = db.pg.clone();
     pg.ssl_mode(match db.ssl_mode {
-        SslMode::Disable => tokio_postgres::config::SslMode::Disable,
-        SslMode::Allow | SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+        // libpq's `allow` tries plain TCP first; TLS is its second attempt (see `wait_for`).
+        SslMode::Disable | SslMode::Allow => tokio_postgres::config::SslMode::Disable,
+        SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
         SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
             tokio_postgres::config::SslMode::Require
         }
@@ -272,6 +273,11 @@ async fn backend_pid(client: &tokio_postgres::Client) -> i32 {
         .simple_query("select pg_backend_pid()")
         .await
         .unwrap_or_default();
+    first_int(&rows)
+}
+
+/// The first column of the first row, as an integer (0 when there is none).
+fn first_int(rows: &[tokio_postgres::SimpleQueryMessage]) -> i32 {
     rows.iter()
         .find_map(|m| match m {
             tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse().ok()),
@@ -280,76 +286,105 @@ async fn backend_pid(client: &tokio_postgres::Client) -> i32 {
         .unwrap_or_default()
 }
 
-/// Asks the server (PostgreSQL 14 and later, on systems that can tell, Linux among them) to
-/// check every second, while it runs a statement of this session, whether portcullis closed the
-/// connection, and to end the session if so. Without it, a runner killed mid-statement (kill -9,
-/// OOM, a second SIGTERM) leaves its backend running that statement, and any sent after it, to
-/// the end: a long CREATE INDEX keeps the migration lock and its table locks for as long as it
-/// takes, and the runner's replacement waits behind it. With it, the server rolls back and
-/// releases both within about a second. (A connection that is not closed but gone, with a lost
-/// node, is noticed by TCP keepalives instead.)
-const END_WITH_THE_CLIENT: &str = "select set_config('client_connection_check_interval', \
-     '1000', false) where current_setting('server_version_num')::int >= 140000";
-
-/// Sends [`END_WITH_THE_CLIENT`]. Best effort: a server that refuses it (a managed one that
-/// restricts settings) only logs why.
-async fn end_with_the_client(client: &tokio_postgres::Client) {
-    if let Err(e) = client.simple_query(END_WITH_THE_CLIENT).await {
-        let why = e
-            .as_db_error()
-            .map(|d| d.message().to_string())
-            .unwrap_or_else(|| e.to_string());
-        tracing::debug!(
-            "could not set client_connection_check_interval ({why}); if this runner is killed \
-             mid-statement, the server finishes that statement before it notices"
-        );
+/// The server process serving the second statement of a session and, in the same statement
+/// and only when it is the one that served the first (`first`, so not behind a pooler, where the
+/// setting would stay on a server connection other clients get), a setting: the server
+/// (PostgreSQL 14 and later, on systems that can tell, Linux among them) then checks every
+/// second, while it runs a statement of this session, whether portcullis closed the connection,
+/// and ends the session if so. Without it, a runner killed mid-statement (kill -9, OOM, a second
+/// SIGTERM) leaves its backend running that statement, and any sent after it, to the end: a long
+/// CREATE INDEX keeps the migration lock and its table locks for as long as it takes, and the
+/// runner's replacement waits behind it. With it, the server rolls back and releases both within
+/// about a second. (A connection that is not closed but gone, with a lost node, is noticed by TCP
+/// keepalives instead.)
+///
+/// The setting is best effort: a server that refuses it (one built for a system that cannot
+/// tell) only has the reason logged, and the process is then asked again on its own.
+async fn backend_pid_again(client: &tokio_postgres::Client, first: i32) -> i32 {
+    let sql = format!(
+        "select pg_backend_pid(), case when pg_backend_pid() = {first} and \
+         current_setting('server_version_num')::int >= 140000 then \
+         set_config('client_connection_check_interval', '1000', false) end"
+    );
+    match client.simple_query(&sql).await {
+        Ok(rows) => first_int(&rows),
+        Err(e) => {
+            let why = e
+                .as_db_error()
+                .map(|d| d.message().to_string())
+                .unwrap_or_else(|| e.to_string());
+            tracing::debug!(
+                "could not set client_connection_check_interval ({why}); if this runner is \
+                 killed mid-statement, the server finishes that statement before it notices"
+            );
+            backend_pid(client).await
+        }
     }
 }
 
 /// Connects, waiting up to `timeout` for the server to accept us (`0` = one attempt).
 ///
-/// With sslmode `prefer` or `allow` (the default is `prefer`), a server that takes TLS but then
-/// refuses this user over it (SQLSTATE 28000, from pg_hba.conf: a `hostnossl` line for the user,
-/// say) is tried once more without TLS, as libpq does. The connection first tried is encrypted
-/// whenever the server offers TLS, for `allow` too (libpq tries plain first there).
+/// As libpq does, a refusal from pg_hba.conf (SQLSTATE 28000) that may depend on encryption gets
+/// one more attempt the other way: with sslmode `prefer` (the default), the first attempt is
+/// encrypted whenever the server offers TLS, and a refused one is tried again without TLS (a
+/// `hostnossl` line for the user, say); with `allow`, the first attempt is plain TCP, and a
+/// refused one is tried again with TLS (a `hostssl` line).
 pub async fn wait_for(db: &Database, timeout: Duration) -> Result<Session, Error> {
     let started = Instant::now();
     let refused = match wait_on(db, timeout).await {
-        Err(Refusal::Authorization(e))
-            if matches!(db.ssl_mode, SslMode::Allow | SslMode::Prefer) =>
+        Err(Refusal::Authorization { error, unencrypted })
+            if (db.ssl_mode == SslMode::Prefer && !unencrypted)
+                || db.ssl_mode == SslMode::Allow =>
         {
-            e
+            error
         }
-        Err(Refusal::Authorization(e) | Refusal::Other(e)) => return Err(e),
+        Err(Refusal::Authorization { error, .. } | Refusal::Other(error)) => return Err(error),
         Ok(session) => return Ok(session),
     };
-    let plain = Database {
-        ssl_mode: SslMode::Disable,
+    let (other, first, then) = if db.ssl_mode == SslMode::Allow {
+        (SslMode::Prefer, "over plain TCP", "with TLS")
+    } else {
+        (SslMode::Disable, "over TLS", "without TLS")
+    };
+    let other = Database {
+        ssl_mode: other,
         ..db.clone()
     };
+    let mode = if db.ssl_mode == SslMode::Allow {
+        "allow"
+    } else {
+        "prefer"
+    };
     tracing::info!(
-        "{} refused user {:?} (SQLSTATE 28000, pg_hba.conf); trying once more without TLS, as \
-         libpq does with sslmode={}",
+        "{} refused user {:?} {first} (SQLSTATE 28000, pg_hba.conf); trying once more {then}, \
+         as libpq does with sslmode={mode}",
         db.host_port(),
         db.user(),
-        if db.ssl_mode == SslMode::Allow {
-            "allow"
-        } else {
-            "prefer"
-        }
     );
-    match wait_on(&plain, timeout.saturating_sub(started.elapsed())).await {
+    match wait_on(&other, timeout.saturating_sub(started.elapsed())).await {
         Ok(session) => {
             tracing::info!(
-                "connected to {} without TLS: the server accepts user {:?} only unencrypted \
-                 (set sslmode=disable to skip the encrypted attempt)",
+                "connected to {} {then}: the server accepts user {:?} only that way (set \
+                 sslmode={} to skip the first attempt)",
                 db.host_port(),
-                db.user()
+                db.user(),
+                if db.ssl_mode == SslMode::Allow {
+                    "require"
+                } else {
+                    "disable"
+                }
             );
             Ok(session)
         }
-        // The first refusal is the one that explains (the server also refused plain TCP, or
-        // never offered TLS and refused the same way twice).
+        // With allow, the refusal of the encrypted attempt explains (the server asked for TLS,
+        // and that is what it refused next, a wrong password say). With prefer, the first one
+        // does (the server also refused plain TCP, or never offered TLS and refused the same
+        // way twice).
+        Err(Refusal::Authorization { error, .. } | Refusal::Other(error))
+            if db.ssl_mode == SslMode::Allow =>
+        {
+            Err(error)
+        }
         Err(_) => Err(refused),
     }
 }
@@ -357,7 +392,12 @@ pub async fn wait_for(db: &Database, timeout: Duration) -> Result<Session, Error
 /// How [`wait_on`] failed: a refusal from pg_hba.conf (SQLSTATE 28000), which may depend on
 /// whether the connection is encrypted, or anything else.
 enum Refusal {
-    Authorization(Error),
+    /// Refused by pg_hba.conf; `unencrypted`: the server said it refused an unencrypted
+    /// connection (its message ends in "no encryption").
+    Authorization {
+        error: Error,
+        unencrypted: bool,
+    },
     Other(Error),
 }
 
@@ -401,7 +441,8 @@ async fn wait_on(db: &Database, timeout: Duration) -> Result<Session, Refusal> {
                 // different backends prove it. A peer that accepted the connection but stopped
                 // answering (a hung proxy) counts as a failed attempt, not a hang.
                 let pids = tokio::time::timeout(per_attempt, async {
-                    (backend_pid(&client).await, backend_pid(&client).await)
+                    let pid = backend_pid(&client).await;
+                    (pid, backend_pid_again(&client, pid).await)
                 })
                 .await;
                 match pids {
@@ -422,12 +463,6 @@ async fn wait_on(db: &Database, timeout: Duration) -> Result<Session, Refusal> {
                                 db.target()
                             ))));
                         }
-                        // Only now, on a session of our own: behind a pooler the setting would
-                        // stay on a server connection other clients get.
-                        // Bounded like the check above; a session that stalls here is noticed
-                        // by the first exchange of the run, which is bounded too.
-                        let _ =
-                            tokio::time::timeout(per_attempt, end_with_the_client(&client)).await;
                         tracing::debug!(attempt, pid, "connected to {target}");
                         if attempt > 1 {
                             tracing::info!(
@@ -450,17 +485,19 @@ async fn wait_on(db: &Database, timeout: Duration) -> Result<Session, Refusal> {
                         db.target(),
                         db.user()
                     ));
-                    // pg_hba.conf refused this connection. (A server that says it refused an
-                    // unencrypted one, in English, gets no second plain attempt.)
-                    let by_hba = e.as_db_error().is_some_and(|d| {
-                        d.code()
-                            == &tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION
-                            && !d.message().ends_with("no encryption")
-                    });
-                    return Err(if by_hba {
-                        Refusal::Authorization(refused)
-                    } else {
-                        Refusal::Other(refused)
+                    // pg_hba.conf refused this connection. (Whether it said it refused an
+                    // unencrypted one, in English, decides whether `prefer` tries plain TCP.)
+                    return Err(match e.as_db_error() {
+                        Some(d)
+                            if d.code()
+                                == &tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION =>
+                        {
+                            Refusal::Authorization {
+                                error: refused,
+                                unencrypted: d.message().ends_with("no encryption"),
+                            }
+                        }
+                        _ => Refusal::Other(refused),
                     });
                 }
             },

@@ -815,8 +815,9 @@ fn tls_modes_behave_like_libpq() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// sslmode prefer and allow, and client certificates, against a server that takes only TLS
-/// (so every success here was encrypted) and, for prefer, allow and require, one without TLS.
+/// sslmode prefer and allow, and client certificates, against a server that takes the
+/// superuser only over TLS and `plainuser` only without, and, for prefer, allow and require, one
+/// without TLS.
 #[test]
 fn tls_prefer_allow_and_client_certificates() {
     let dir = std::env::temp_dir().join(format!("portcullis-certs2-{}", std::process::id()));
@@ -833,24 +834,43 @@ fn tls_prefer_allow_and_client_certificates() {
     };
     let password_url =
         |params: &str| format!("postgres://postgres:{PASSWORD}@127.0.0.1:{port}/postgres?{params}");
-    // prefer and allow encrypt when the server offers TLS: this server refuses plain TCP.
-    wait(&password_url("sslmode=prefer"), &[]).expect(0);
-    wait(&password_url("sslmode=allow"), &[]).expect(0);
+    // prefer encrypts when the server offers TLS: this server refuses plain TCP.
+    let out = wait(&password_url("sslmode=prefer"), &[]);
+    out.expect(0);
+    assert!(!out.stderr.contains("once more"), "{}", out.stderr);
+    // allow tries plain TCP first, as libpq does, and TLS once the server refuses that.
+    let out = wait(&password_url("sslmode=allow"), &[]);
+    out.expect(0);
+    out.says("refused user \"postgres\" over plain TCP (SQLSTATE 28000, pg_hba.conf); trying once more with TLS, as libpq does with sslmode=allow");
+    out.says("connected to 127.0.0.1");
+    // When the encrypted attempt is refused too, its reason is the one reported (here a wrong
+    // password), not the plain one's "only over TLS".
+    let out = wait(
+        &format!("postgres://postgres:wrong@127.0.0.1:{port}/postgres?sslmode=allow"),
+        &[],
+    );
+    out.expect(6);
+    out.says("password authentication failed");
+    assert!(!out.stderr.contains("only over TLS"), "{}", out.stderr);
     // ... and when sslmode is not given at all (libpq's default is prefer).
     let out = wait(&password_url("connect_timeout=5"), &[]);
     out.expect(0);
     assert!(!out.stderr.contains("without TLS"), "{}", out.stderr);
-    // A user the server refuses over TLS (pg_hba.conf) but takes without: prefer and allow try
-    // once more without TLS, as libpq does; require does not.
+    // A user the server refuses over TLS (pg_hba.conf) but takes without: prefer tries once
+    // more without TLS, as libpq does; allow is taken at its first, plain, attempt; require
+    // does not try plain TCP.
     let plain_user = |params: &str| {
         format!("postgres://plainuser:{PASSWORD}@127.0.0.1:{port}/postgres?{params}")
     };
-    for params in ["connect_timeout=5", "sslmode=prefer", "sslmode=allow"] {
+    for params in ["connect_timeout=5", "sslmode=prefer"] {
         let out = wait(&plain_user(params), &[]);
         out.expect(0);
         out.says("trying once more without TLS");
         out.says("connected to 127.0.0.1");
     }
+    let out = wait(&plain_user("sslmode=allow"), &[]);
+    out.expect(0);
+    assert!(!out.stderr.contains("once more"), "{}", out.stderr);
     let out = wait(&plain_user("sslmode=require"), &[]);
     out.expect(6);
     out.says("SSL encryption");
