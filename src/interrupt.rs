@@ -9,7 +9,7 @@
 
 use crate::error::Error;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_postgres::CancelToken;
@@ -61,8 +61,33 @@ pub fn set_activity_at_stake(what: impl Into<String>, at_stake: impl Into<String
     }
 }
 
-/// Nothing committed is at stake any more (the migration outside a transaction is recorded).
+/// While set, [`settle`] keeps what is at stake (see [`pin_stake`]).
+static PINNED: AtomicBool = AtomicBool::new(false);
+
+/// Keeps what is at stake through work that would otherwise settle it, until the guard is
+/// dropped: reconnecting to record a migration that ran outside a transaction waits for the
+/// database and the lock like any run, but abandoning it leaves that migration's statements
+/// committed all the same.
+pub fn pin_stake() -> Pinned {
+    PINNED.store(true, Ordering::SeqCst);
+    Pinned(())
+}
+
+/// See [`pin_stake`].
+pub struct Pinned(());
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        PINNED.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Nothing committed is at stake any more (the migration outside a transaction is recorded),
+/// unless [`pin_stake`] says otherwise.
 pub fn settle() {
+    if PINNED.load(Ordering::SeqCst) {
+        return;
+    }
     if let Ok(mut s) = AT_STAKE.lock() {
         *s = None;
     }

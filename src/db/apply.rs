@@ -693,22 +693,64 @@ impl Runner<'_> {
         );
         // The row goes where drizzle's would: into the block the file left open, which is then
         // committed (drizzle's own COMMIT would have done that).
+        let leaves_open = lexer::leaves_transaction_open(chunks.iter().map(|c| c.text));
         let recorded = match self.record_rows(&[m]).await {
-            Ok(_) if lexer::leaves_transaction_open(chunks.iter().map(|c| c.text)) => {
-                match self.execute("COMMIT").await.0 {
-                    Ok(()) => Ok(()),
-                    Err(Sent::Failed(e)) => {
-                        Err(query_failed("committing the block the file opened", &e))
-                    }
-                    Err(Sent::Lost(why)) => Err(Error::Unreachable(why)),
+            Ok(_) if leaves_open => match self.execute("COMMIT").await.0 {
+                Ok(()) => Ok(()),
+                Err(Sent::Failed(e)) => {
+                    Err(query_failed("committing the block the file opened", &e))
                 }
-            }
+                Err(Sent::Lost(why)) => Err(Error::Unreachable(why)),
+            },
             Ok(_) => Ok(()),
             Err(e) => Err(e),
         };
         if let Err(e) = recorded {
-            // The facts first: the cause's own advice speaks only of the row's statement.
             let (tag, table) = (&m.tag, &self.table.qualified);
+            // A lost connection: every statement of the file is committed (a block it left open
+            // is not, so then this is not tried), only the row is in doubt, and a new session
+            // can settle that.
+            if let Error::Unreachable(why) = &e
+                && !leaves_open
+                && interrupt::signal().is_none()
+            {
+                tracing::warn!(
+                    "the connection was lost while recording {tag} in {table}, whose statements \
+                     are all committed; reconnecting to make sure it is recorded"
+                );
+                let pinned = interrupt::pin_stake();
+                let again = self.record_after_reconnecting(m).await;
+                drop(pinned);
+                match again {
+                    Ok(wrote) => {
+                        interrupt::settle();
+                        // The cause's first sentence; the rest is its advice for a row that may
+                        // be missing.
+                        let cause = why.split(". ").next().unwrap_or(why);
+                        return Err(GroupError::Failed(Error::Unreachable(format!(
+                            "{tag} ran outside a transaction and all its statements are \
+                             committed, but the connection was lost while recording it in \
+                             {table} ({cause}). portcullis reconnected and {}, so it will not \
+                             run again.{} Run again to apply what is left.",
+                            if wrote {
+                                "recorded it"
+                            } else {
+                                "found it recorded (the lost insert had gone through, or \
+                                 another runner recorded it)"
+                            },
+                            self.kept()
+                        ))));
+                    }
+                    // What stays committed is still at stake (it was kept).
+                    Err(_) if interrupt::signal().is_some() => {
+                        return Err(GroupError::Failed(interrupt::error()));
+                    }
+                    Err(again) => tracing::warn!(
+                        "could not make sure {tag} is recorded after reconnecting: {again}"
+                    ),
+                }
+            }
+            // The facts first: the cause's own advice speaks only of the row's statement.
             let facts = format!(
                 "{tag} ran outside a transaction and all its statements are committed, but \
                  recording it in {table} failed, so its tracking row may be missing and a run \
@@ -723,6 +765,55 @@ impl Runner<'_> {
         }
         interrupt::settle();
         Ok(vec![self.ran(m, statements, started)])
+    }
+
+    /// After the connection was lost while recording `m`, whose statements all ran outside a
+    /// transaction and are committed: a new session makes sure its row is there. It first takes
+    /// the migration lock, which the lost session holds until the server has ended it, so that
+    /// session's insert has by then either happened or never will. `Ok(true)`: this wrote the
+    /// row; `Ok(false)`: it was there already.
+    async fn record_after_reconnecting(&self, m: &Migration) -> Result<bool, Error> {
+        use tokio_postgres::types::Type;
+        let limit = self.session.answer_timeout;
+        let session = super::connect::wait_for(&self.session.database, limit).await?;
+        let key = super::lock::key(&self.table.schema, &self.table.name);
+        // The server ends the lost session at once when it was idle, within about a second
+        // during a statement (client_connection_check_interval), and only on a TCP timeout when
+        // the connection hangs instead of closing; the lock waits for the first two.
+        super::lock::acquire(&session, key, &self.table.qualified, 3 * limit).await?;
+        let table = self.table;
+        interrupt::set_activity(format!(
+            "making sure {} is recorded in {}, after reconnecting",
+            m.tag, table.qualified
+        ));
+        let wrote = async {
+            let what = format!("looking for {} in {}", m.tag, table.qualified);
+            let found = session
+                .within(&what, async {
+                    session
+                        .client()
+                        .query_typed(
+                            &format!(
+                                "select exists (select from {} where hash = $1 and created_at = \
+                                 $2)",
+                                table.qualified
+                            ),
+                            &[(&m.hash, Type::TEXT), (&m.when, Type::INT8)],
+                        )
+                        .await
+                        .map_err(|e| query_failed(&what, &e))
+                })
+                .await?;
+            if found.first().is_some_and(|r| r.get::<_, bool>(0)) {
+                return Ok(false);
+            }
+            let insert = prepare_insert(&session, table).await?;
+            insert_rows(&session, &insert, table, &[m]).await?;
+            Ok(true)
+        }
+        .await;
+        super::lock::release(&session, key).await;
+        wrote
     }
 
     fn ran(&self, m: &Migration, statements: usize, started: Instant) -> Applied {

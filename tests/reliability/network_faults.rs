@@ -5,8 +5,8 @@
 
 use crate::capture::{Captured, Running, figure, poll, portcullis, running};
 use crate::proxy::Proxy;
-use crate::run::hold_lock;
 use crate::run::{Folder, advisory_locks, example_dir, rows, table_exists, wait_for_sent};
+use crate::run::{hold_lock, hold_session};
 use crate::support::{Cluster, query};
 use std::time::{Duration, Instant};
 
@@ -612,4 +612,116 @@ fn several_statements_in_one_request_may_outlast_the_statement_timeout() {
             out.elapsed.as_millis()
         ),
     );
+}
+
+/// Regression: a connection cut while the row of a migration that ran outside a transaction was
+/// being recorded left the row in doubt (exit 5, "record it by hand with baseline"), and a run
+/// after it would have started the migration again. Now portcullis reconnects, takes the
+/// migration lock (the server has ended the lost session by then, so its insert either
+/// happened or never will) and makes sure the row is there: written when the lost insert never
+/// ran, not written twice when another insert got there first. It still exits 5, and the next
+/// run goes on from the next migration. A SIGTERM while it does so exits 143 and says what
+/// stays committed.
+///
+/// The row's insert is held on a lock of the tracking table taken while the migration sleeps,
+/// and the proxy cuts the connection while it waits; the lock is let go once the server has
+/// ended the lost session, after inserting the row itself in the second case, and only after
+/// the SIGTERM in the third.
+#[test]
+fn a_cut_while_recording_a_migration_run_outside_a_transaction_is_settled_after_reconnecting() {
+    #[derive(PartialEq)]
+    enum Case {
+        Missing,
+        InsertedMeanwhile,
+        Interrupted,
+    }
+    let text = "-- portcullis: no-transaction\nSELECT pg_sleep(0.5);\n--> statement-breakpoint\n\
+                CREATE TABLE \"nf_r\" (\"id\" integer);";
+    let hash = portcullis::source::split::hash(text);
+    for case in [Case::Missing, Case::InsertedMeanwhile, Case::Interrupted] {
+        let proxy = Proxy::start(Cluster::shared().port());
+        let (url, sock) = through(&proxy, "nf_record", "connect_timeout=5");
+        let mut folder = Folder::new();
+        folder.add("0000_nt", 1_700_000_000_000, text);
+        folder.add(
+            "0001_next",
+            1_700_000_000_001,
+            "CREATE TABLE \"nf_s\" (\"id\" integer);",
+        );
+        let run = portcullis(&url, folder.path())
+            .env("PORTCULLIS_DDL_LOCK_TIMEOUT", "60s")
+            .spawn();
+        wait_for_sent(&sock, "pg_sleep(0.5)");
+        let end = if case == Case::InsertedMeanwhile {
+            format!(
+                "INSERT INTO \"drizzle\".\"__drizzle_migrations\" (hash, created_at) VALUES \
+                 ('{hash}', 1700000000000); COMMIT"
+            )
+        } else {
+            "COMMIT".to_string()
+        };
+        let holder = hold_session(
+            &sock,
+            "BEGIN; LOCK TABLE \"drizzle\".\"__drizzle_migrations\" IN ACCESS EXCLUSIVE MODE",
+            &end,
+        );
+        let waiting = |like: &str| {
+            query(
+                &sock,
+                &format!(
+                    "select count(*) from pg_stat_activity where query like '{like}' \
+                     and wait_event_type = 'Lock' and datname = current_database()"
+                ),
+            )[0][0]
+                .as_deref()
+                != Some("0")
+        };
+        poll(Duration::from_secs(30), "the row's insert waits", || {
+            waiting("insert into%")
+        });
+        proxy.cut();
+        poll(
+            Duration::from_secs(30),
+            "the server ends the lost session",
+            || !waiting("insert into%"),
+        );
+        if case == Case::Interrupted {
+            poll(
+                Duration::from_secs(4),
+                "the new session looks for the row",
+                || waiting("select exists%"),
+            );
+            run.signal(libc::SIGTERM);
+            let out = run.finish(Duration::from_secs(60));
+            holder.release();
+            out.expect(143);
+            out.says("reconnecting to make sure it is recorded");
+            out.says("whether its tracking row was written is unknown");
+            out.says("record it with `portcullis baseline --to 0000_nt`");
+            assert!(!out.stderr.contains("nothing half-done"), "{}", out.stderr);
+            assert_eq!(rows(&sock), vec![], "{}", out.stderr);
+            continue;
+        }
+        holder.release();
+        let out = run.finish(Duration::from_secs(60));
+        out.expect(5);
+        out.says("reconnecting to make sure it is recorded");
+        out.says(if case == Case::InsertedMeanwhile {
+            "portcullis reconnected and found it recorded"
+        } else {
+            "portcullis reconnected and recorded it"
+        });
+        out.says("Run again to apply what is left");
+        assert_eq!(
+            rows(&sock),
+            vec![(hash.clone(), "1700000000000".to_string())],
+            "{}",
+            out.stderr
+        );
+        // The next run goes on after it (running 0000_nt again would fail: nf_r exists).
+        let next = portcullis(&sock, folder.path()).run();
+        next.expect(0);
+        assert_eq!(rows(&sock).len(), 2);
+        assert!(table_exists(&sock, "nf_r") && table_exists(&sock, "nf_s"));
+    }
 }
