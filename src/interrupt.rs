@@ -9,7 +9,7 @@
 
 use crate::error::Error;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_postgres::CancelToken;
@@ -21,7 +21,8 @@ static WAKE: Notify = Notify::const_new();
 static CANCEL: Mutex<Option<(CancelToken, MakeRustlsConnect)>> = Mutex::new(None);
 static ACTIVITY: Mutex<String> = Mutex::new(String::new());
 /// What abandoning the run now would leave behind, when it is not "nothing": set while a
-/// migration runs outside a transaction.
+/// migration runs outside a transaction, and kept through whatever the run does next (such as
+/// reconnecting to record that migration) until [`settle`].
 static AT_STAKE: Mutex<Option<String>> = Mutex::new(None);
 
 pub const SIGINT: i32 = 2;
@@ -39,13 +40,12 @@ fn signal_name(sig: i32) -> &'static str {
     if sig == SIGINT { "SIGINT" } else { "SIGTERM" }
 }
 
-/// Records what the run is doing, for the "interrupted while ..." message; abandoning it would
-/// leave nothing half-done committed.
+/// Records what the run is doing, for the "interrupted while ..." message. What is at stake, if
+/// anything, stays until [`settle`].
 pub fn set_activity(what: impl Into<String>) {
     if let Ok(mut a) = ACTIVITY.lock() {
         *a = what.into();
     }
-    settle();
 }
 
 /// [`set_activity`] for work whose abandonment leaves something committed (`at_stake`, one or
@@ -61,33 +61,8 @@ pub fn set_activity_at_stake(what: impl Into<String>, at_stake: impl Into<String
     }
 }
 
-/// While set, [`settle`] keeps what is at stake (see [`pin_stake`]).
-static PINNED: AtomicBool = AtomicBool::new(false);
-
-/// Keeps what is at stake through work that would otherwise settle it, until the guard is
-/// dropped: reconnecting to record a migration that ran outside a transaction waits for the
-/// database and the lock like any run, but abandoning it leaves that migration's statements
-/// committed all the same.
-pub fn pin_stake() -> Pinned {
-    PINNED.store(true, Ordering::SeqCst);
-    Pinned(())
-}
-
-/// See [`pin_stake`].
-pub struct Pinned(());
-
-impl Drop for Pinned {
-    fn drop(&mut self) {
-        PINNED.store(false, Ordering::SeqCst);
-    }
-}
-
-/// Nothing committed is at stake any more (the migration outside a transaction is recorded),
-/// unless [`pin_stake`] says otherwise.
+/// Nothing committed is at stake any more (the migration outside a transaction is recorded).
 pub fn settle() {
-    if PINNED.load(Ordering::SeqCst) {
-        return;
-    }
     if let Ok(mut s) = AT_STAKE.lock() {
         *s = None;
     }

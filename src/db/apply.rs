@@ -718,10 +718,7 @@ impl Runner<'_> {
                     "the connection was lost while recording {tag} in {table}, whose statements \
                      are all committed; reconnecting to make sure it is recorded"
                 );
-                let pinned = interrupt::pin_stake();
-                let again = self.record_after_reconnecting(m).await;
-                drop(pinned);
-                match again {
+                match self.record_after_reconnecting(m).await {
                     Ok(wrote) => {
                         interrupt::settle();
                         // The cause's first sentence; the rest is its advice for a row that may
@@ -741,7 +738,7 @@ impl Runner<'_> {
                             self.kept()
                         ))));
                     }
-                    // What stays committed is still at stake (it was kept).
+                    // What stays committed is still at stake: the message says so.
                     Err(_) if interrupt::signal().is_some() => {
                         return Err(GroupError::Failed(interrupt::error()));
                     }
@@ -774,6 +771,7 @@ impl Runner<'_> {
     /// row; `Ok(false)`: it was there already.
     async fn record_after_reconnecting(&self, m: &Migration) -> Result<bool, Error> {
         use tokio_postgres::types::Type;
+        // Reconnecting and locking set activities of their own; what is at stake stays.
         let limit = self.session.answer_timeout;
         let session = super::connect::wait_for(&self.session.database, limit).await?;
         let key = super::lock::key(&self.table.schema, &self.table.name);
@@ -807,8 +805,8 @@ impl Runner<'_> {
             if found.first().is_some_and(|r| r.get::<_, bool>(0)) {
                 return Ok(false);
             }
-            let insert = prepare_insert(&session, table).await?;
-            insert_rows(&session, &insert, table, &[m]).await?;
+            // As `baseline` writes rows.
+            record(&session, table, &[m]).await?;
             Ok(true)
         }
         .await;

@@ -333,27 +333,37 @@ pub async fn wait_for(db: &Database, timeout: Duration) -> Result<Session, Error
     let started = Instant::now();
     let refused = match wait_on(db, timeout).await {
         Err(Refusal::Authorization { error, unencrypted })
-            if (db.ssl_mode == SslMode::Prefer && !unencrypted)
-                || db.ssl_mode == SslMode::Allow =>
+            if db.ssl_mode == SslMode::Allow
+                || (db.ssl_mode == SslMode::Prefer && !unencrypted) =>
         {
             error
         }
         Err(Refusal::Authorization { error, .. } | Refusal::Other(error)) => return Err(error),
         Ok(session) => return Ok(session),
     };
-    let (other, first, then) = if db.ssl_mode == SslMode::Allow {
-        (SslMode::Prefer, "over plain TCP", "with TLS")
+    let allow = db.ssl_mode == SslMode::Allow;
+    // The other attempt, how the first went and the other goes, and the sslmode that skips the
+    // first.
+    let (other, mode, first, then, skip) = if allow {
+        (
+            SslMode::Prefer,
+            "allow",
+            "over plain TCP",
+            "with TLS",
+            "require",
+        )
     } else {
-        (SslMode::Disable, "over TLS", "without TLS")
+        (
+            SslMode::Disable,
+            "prefer",
+            "over TLS",
+            "without TLS",
+            "disable",
+        )
     };
     let other = Database {
         ssl_mode: other,
         ..db.clone()
-    };
-    let mode = if db.ssl_mode == SslMode::Allow {
-        "allow"
-    } else {
-        "prefer"
     };
     tracing::info!(
         "{} refused user {:?} {first} (SQLSTATE 28000, pg_hba.conf); trying once more {then}, \
@@ -365,14 +375,9 @@ pub async fn wait_for(db: &Database, timeout: Duration) -> Result<Session, Error
         Ok(session) => {
             tracing::info!(
                 "connected to {} {then}: the server accepts user {:?} only that way (set \
-                 sslmode={} to skip the first attempt)",
+                 sslmode={skip} to skip the first attempt)",
                 db.host_port(),
                 db.user(),
-                if db.ssl_mode == SslMode::Allow {
-                    "require"
-                } else {
-                    "disable"
-                }
             );
             Ok(session)
         }
@@ -380,11 +385,7 @@ pub async fn wait_for(db: &Database, timeout: Duration) -> Result<Session, Error
         // and that is what it refused next, a wrong password say). With prefer, the first one
         // does (the server also refused plain TCP, or never offered TLS and refused the same
         // way twice).
-        Err(Refusal::Authorization { error, .. } | Refusal::Other(error))
-            if db.ssl_mode == SslMode::Allow =>
-        {
-            Err(error)
-        }
+        Err(Refusal::Authorization { error, .. } | Refusal::Other(error)) if allow => Err(error),
         Err(_) => Err(refused),
     }
 }

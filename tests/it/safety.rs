@@ -390,6 +390,12 @@ fn sigterm_ends_a_migration_whose_statement_swallows_the_cancel() {
     assert!(rows(&url).is_empty());
 }
 
+/// A statement that swallows every cancel for a minute (a PL/pgSQL handler for
+/// query_canceled), and a piece of its text to find its session by.
+const STUBBORN: &str = "DO $$ BEGIN FOR i IN 1..120 LOOP BEGIN PERFORM pg_sleep(0.5); \
+                        EXCEPTION WHEN query_canceled THEN NULL; END; END LOOP; END $$;";
+const STUBBORN_NEEDLE: &str = "FOR i IN 1..120";
+
 /// A second SIGTERM during the wind-down ends the run at once (here the statement swallows
 /// every cancel, so the first alone would wait out its 1.5 s deadline), and the server still ends
 /// the session: the statement does not loop on for a minute with the lock held.
@@ -400,21 +406,19 @@ fn a_second_sigterm_leaves_at_once_and_the_server_ends_the_session() {
     folder.add(
         "0000_stubborn",
         1,
-        "create table twice_a (id int);\n--> statement-breakpoint\n\
-         DO $$ BEGIN FOR i IN 1..120 LOOP BEGIN PERFORM pg_sleep(0.5); \
-         EXCEPTION WHEN query_canceled THEN NULL; END; END LOOP; END $$;",
+        &format!("create table twice_a (id int);\n--> statement-breakpoint\n{STUBBORN}"),
     );
     let (out, ended) = terminate_twice(
         command(&url, folder.path()).arg("migrate"),
         &url,
-        "FOR i IN 1..120",
+        STUBBORN_NEEDLE,
     );
     out.expect(143);
     out.says("received a second SIGTERM: leaving without waiting for the cancel");
     out.says("interrupted by SIGTERM");
     // The first alone would wait out its 1.5 s deadline (the statement swallows every cancel).
     assert!(ended < Duration::from_secs(5), "took {ended:?}");
-    server_let_go(&url, "FOR i IN 1..120", Instant::now());
+    server_let_go(&url, STUBBORN_NEEDLE, Instant::now());
     assert!(!table_exists(&url, "twice_a"));
     assert!(rows(&url).is_empty());
 }
@@ -428,15 +432,15 @@ fn a_second_sigterm_outside_a_transaction_says_what_stays_committed() {
     folder.add(
         "0000_nt",
         1,
-        "-- portcullis: no-transaction\ncreate table twice_nt (id int);\n\
-         --> statement-breakpoint\n\
-         DO $$ BEGIN FOR i IN 1..120 LOOP BEGIN PERFORM pg_sleep(0.5); \
-         EXCEPTION WHEN query_canceled THEN NULL; END; END LOOP; END $$;",
+        &format!(
+            "-- portcullis: no-transaction\ncreate table twice_nt (id int);\n\
+             --> statement-breakpoint\n{STUBBORN}"
+        ),
     );
     let (out, _) = terminate_twice(
         command(&url, folder.path()).arg("migrate"),
         &url,
-        "FOR i IN 1..120",
+        STUBBORN_NEEDLE,
     );
     out.expect(143);
     out.says("received a second SIGTERM");
@@ -450,7 +454,7 @@ fn a_second_sigterm_outside_a_transaction_says_what_stays_committed() {
         "{}",
         out.stderr
     );
-    server_let_go(&url, "FOR i IN 1..120", Instant::now());
+    server_let_go(&url, STUBBORN_NEEDLE, Instant::now());
     assert!(
         table_exists(&url, "twice_nt"),
         "statement 1 stays committed"
