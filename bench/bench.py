@@ -8,7 +8,9 @@ Scenarios (all tools interleaved round by round, the order rotated every round):
             template0 before each run, not timed), N = 200 and 1000
   replicas  1, 10 and 50 portcullis processes started at once on a fresh empty database (N=200);
             and, as the floor under that goal, one portcullis migrating while k-1 clients that
-            only connect and leave (psql `select 1`, `portcullis wait`) start with it
+            only connect and leave (psql `select 1`, `portcullis wait`) start with it; and
+            the CPU each such round took: the server's (its backends, from the postmaster's
+            /proc entry) and the clients' (wait4)
   cold      process start -> first byte the server receives, through a loopback TCP proxy
   latency   full apply (N=200) through a loopback proxy that delays every byte by half of
             LATENCY_MS (default 2) each way: a database a network away, as from a CI runner
@@ -80,6 +82,10 @@ class Settings:
         self.port = int(e["BENCH_PG_PORT"])
         self.password = e["BENCH_PG_PASSWORD"]
         self.psql = e["BENCH_PSQL"]
+        # The postmaster, a child of run.sh on this machine: its /proc entry gives the CPU of
+        # every server process that has ended (see server_cpu).
+        self.pg_pid = int(e["BENCH_PG_PID"]) if e.get("BENCH_PG_PID") else None
+        self.idle_server_processes = None  # set by scenario_replicas
         self.gnu_time = e.get("BENCH_GNU_TIME", "/usr/bin/time")
         self.portcullis = e["BENCH_PORTCULLIS"]
         self.sizes = [int(x) for x in e.get("SIZES", "200 1000").split()]
@@ -329,20 +335,22 @@ def scenario_replicas(s, res):
     exp = expected_rows(s, n)
     c = s.corpus(n)
     out = {k: [] for k in s.replicas}
+    s.idle_server_processes = idle_server_processes(s)
     for r in range(s.warmup + rounds):
         for k in rotated(s.replicas, r):
             db = f"replicas_{k}"
             fresh_db(s, db)
             env = base_env(s)
             env.update(DATABASE_URL=s.url(db), PORTCULLIS_MIGRATIONS_DIR=c["drizzle"])
-            wall, spawned, codes = at_once(k, lambda i: [s.portcullis, "migrate"], env, c["dir"],
-                                           lambda i: os.path.join(s.logs, f"replica-{i}.log"))
+            wall, spawned, codes, cpu = at_once(
+                s, k, lambda i: [s.portcullis, "migrate"], env, c["dir"],
+                lambda i: os.path.join(s.logs, f"replica-{i}.log"))
             # The reference: as many psql processes that connect, run `select 1` and exit,
             # started the same way on the same server: what k connections at once cost here.
             def select1(url):
                 return [s.psql, "-X", "-q", "-c", "select 1", url]
-            floor_wall, _, floor_codes = at_once(
-                k, lambda i: select1(s.url(db)), base_env(s), c["dir"],
+            floor_wall, _, floor_codes, floor_cpu = at_once(
+                s, k, lambda i: select1(s.url(db)), base_env(s), c["dir"],
                 lambda i: os.path.join(s.logs, f"replica-psql-{i}.log"))
             if any(floor_codes):
                 raise SystemExit(f"{k} psql `select 1` at once: exit codes {sorted(set(floor_codes))}")
@@ -353,21 +361,22 @@ def scenario_replicas(s, res):
             # Two such clients: psql (`select 1`), and `portcullis wait` (connect, the
             # pooler check's two statements, the second of which also sets
             # client_connection_check_interval, exit), the lightest one at hand.
-            with_connects = {}
+            with_connects, with_connects_cpu = {}, {}
             if k > 1:
                 fdb = f"replicas_floor_{k}"
                 for name in ("psql", "wait"):
                     fresh_db(s, fdb)
                     fenv = dict(env, DATABASE_URL=s.url(fdb))
                     other = select1(s.url(fdb)) if name == "psql" else [s.portcullis, "wait"]
-                    fwall, _, fcodes = at_once(
-                        k, lambda i: [s.portcullis, "migrate"] if i == 0 else other, fenv,
+                    fwall, _, fcodes, fcpu = at_once(
+                        s, k, lambda i: [s.portcullis, "migrate"] if i == 0 else other, fenv,
                         c["dir"], lambda i: os.path.join(s.logs, f"replica-floor-{name}-{i}.log"))
                     if any(fcodes) or not each_once(s, fdb, exp):
                         raise SystemExit(f"1 migrate + {k - 1} {name} at once: exit codes "
                                          f"{sorted(set(fcodes))}")
                     drop_db(s, fdb)
                     with_connects[name] = fwall
+                    with_connects_cpu[name] = fcpu
             logs = [tail(os.path.join(s.logs, f"replica-{i}.log"), 400) for i in range(k)]
             applied = sum(1 for text in logs if "applying" in text)
             waits = [float(x) for text in logs
@@ -379,6 +388,8 @@ def scenario_replicas(s, res):
                 out[k].append({"wall": wall, "spawn": spawned, "codes": codes, "once": once,
                                "psql_select1_wall": floor_wall,
                                "one_migrating_with_connects": with_connects,
+                               "cpu": cpu, "psql_select1_cpu": floor_cpu,
+                               "one_migrating_with_connects_cpu": with_connects_cpu,
                                "appliers": applied, "max_lock_wait": max(waits, default=0.0)})
             if any(codes) or not once:
                 log(f"  replicas={k}: exit codes {sorted(set(codes))}, each once: {once}")
@@ -386,13 +397,50 @@ def scenario_replicas(s, res):
     res["replicas"] = {"n": n, "runs": {str(k): v for k, v in out.items()}}
 
 
-def at_once(k, argv, env, cwd, log_path):
+def server_processes(s):
+    """The postmaster's child processes now (backends and background processes)."""
+    try:
+        with open(f"/proc/{s.pg_pid}/task/{s.pg_pid}/children") as f:
+            return len(f.read().split())
+    except (OSError, TypeError):
+        return None
+
+
+def server_cpu(s):
+    """CPU seconds (user + system) of the postmaster plus every child process it has reaped:
+    each backend counts once it has exited. Background processes that live on (checkpointer,
+    WAL writer, ...) are not in it. None when the postmaster cannot be read."""
+    try:
+        with open(f"/proc/{s.pg_pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, TypeError):
+        return None
+    # utime, stime, cutime, cstime: fields 14-17 of proc(5), counted after the ")".
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def settle_server(s, idle, limit=5.0):
+    """Waits (up to `limit` seconds) until the server is down to `idle` processes, so that the
+    backends of what ran before have exited and their CPU is counted."""
+    deadline = time.perf_counter() + limit
+    while time.perf_counter() < deadline:
+        n = server_processes(s)
+        if n is None or n <= idle:
+            return
+        time.sleep(0.005)
+
+
+def at_once(s, k, argv, env, cwd, log_path):
     """Starts k processes, the i-th running argv(i), at the same instant; returns (wall seconds from the start to the
-    last exit, seconds spent forking, exit codes).
+    last exit, seconds spent forking, exit codes, CPU seconds {"server", "client"}).
 
     Every process is first a shell blocked reading one byte from a shared pipe; one write of k
     bytes releases them all, and each then execs argv. So the start is simultaneous, not the
-    time it takes this script to fork k processes."""
+    time it takes this script to fork k processes.
+
+    CPU: "client" is the user + system time of the k processes (wait4); "server" is what the
+    PostgreSQL processes that ended meanwhile used (server_cpu), taken after their backends
+    have exited, or None when the postmaster cannot be read."""
     gate_r, gate_w = os.pipe()
     t_spawn = time.perf_counter()
     procs = []
@@ -404,11 +452,36 @@ def at_once(k, argv, env, cwd, log_path):
     os.close(gate_r)
     spawned = time.perf_counter() - t_spawn
     wait_at_gate([p.pid for p in procs])
+    idle = s.idle_server_processes
+    if idle is not None:
+        settle_server(s, idle)
+    cpu0 = server_cpu(s)
     t0 = time.perf_counter()
     os.write(gate_w, b"\n" * k)
     os.close(gate_w)
     results = [reap(p) for p in procs]
-    return time.perf_counter() - t0, spawned, [rc for rc, _ in results]
+    wall = time.perf_counter() - t0
+    cpu = {"client": sum(ru.ru_utime + ru.ru_stime for _, ru in results), "server": None}
+    if cpu0 is not None:
+        if idle is not None:
+            settle_server(s, idle)
+        cpu1 = server_cpu(s)
+        cpu["server"] = None if cpu1 is None else cpu1 - cpu0
+    return wall, spawned, [rc for rc, _ in results], cpu
+
+
+def idle_server_processes(s, seconds=0.5):
+    """How many processes the server has when nothing is connected: the fewest seen over
+    `seconds` (its background processes, without a passing autovacuum worker)."""
+    seen = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        n = server_processes(s)
+        if n is None:
+            return None
+        seen.append(n)
+        time.sleep(0.01)
+    return min(seen)
 
 
 def wait_at_gate(pids, limit=5.0):
@@ -782,6 +855,76 @@ def floor_ratios(runs_k, runs_1):
             for n in names}
 
 
+def cpu_rows(runs_k, runs_1, k):
+    """Per kind of k-process round: [(label, rounds)], each round (wall, server CPU, client CPU)
+    of that kind next to (wall, server CPU, client CPU) of the single run of the same round.
+    Rounds without CPU figures (older results, no readable postmaster) are left out."""
+    def full(cpu):
+        return cpu and cpu.get("server") is not None and cpu.get("client") is not None
+    kinds = [(f"{k} portcullis migrate", lambda x: (x["wall"], x.get("cpu")))]
+    for name, label in FLOOR_LABELS.items():
+        kinds.append((f"1 portcullis migrate + {k - 1} {label}",
+                      lambda x, n=name: (x.get("one_migrating_with_connects", {}).get(n),
+                                         x.get("one_migrating_with_connects_cpu", {}).get(n))))
+    out = []
+    for label, get in kinds:
+        rounds = []
+        for a, b in zip(runs_k, runs_1):
+            wall, cpu = get(a)
+            if wall is None or not full(cpu) or not full(b.get("cpu")):
+                continue
+            rounds.append(((wall, cpu["server"], cpu["client"]),
+                           (b["wall"], b["cpu"]["server"], b["cpu"]["client"])))
+        if rounds:
+            out.append((label, rounds))
+    return out
+
+
+def replicas_cpu_section(runs, cores):
+    """The CPU the replicas' rounds took, against what the 1.5x goal leaves on this machine."""
+    if "1" not in runs or not cores:
+        return []
+    ks = [k for k in sorted(runs, key=int) if k != "1"]
+    if not ks:
+        return []
+    k = ks[-1]
+    n = int(k)
+    rows = cpu_rows(runs[k], runs["1"], n)
+    if not rows:
+        return []
+    singles = [(b["wall"], b["cpu"]["server"], b["cpu"]["client"]) for b in runs["1"]
+               if b.get("cpu") and b["cpu"].get("server") is not None]
+    L = [f"### Where the time goes: CPU ({k} replicas)\n",
+         f"| processes | wall ÷ 1 replica | server CPU | client CPU | each of the {n - 1} others: "
+         "server + client CPU | all CPU ÷ " + str(cores) + " cores, ÷ 1 replica's wall |",
+         "|---|---|---|---|---|---|"]
+    L.append(f"| 1 portcullis migrate | 1.00x ({fmt_s(median([w for w, _, _ in singles]))}) | "
+             f"{fmt_s(median([sv for _, sv, _ in singles]))} | "
+             f"{fmt_s(median([c for _, _, c in singles]))} | — | "
+             f"{fmt_x(median([(sv + c) / cores / w for w, sv, c in singles]))} |")
+    for label, rounds in rows:
+        L.append(
+            f"| {label} | {fmt_x(median([a[0] / b[0] for a, b in rounds]))} | "
+            f"{fmt_s(median([a[1] for a, _ in rounds]))} | "
+            f"{fmt_s(median([a[2] for a, _ in rounds]))} | "
+            f"{fmt_s(median([(a[1] - b[1]) / (n - 1) for a, b in rounds]))} + "
+            f"{fmt_s(median([(a[2] - b[2]) / (n - 1) for a, b in rounds]))} | "
+            f"{fmt_x(median([(a[1] + a[2]) / cores / b[0] for a, b in rounds]))} |")
+    budget = median([(1.5 * w * cores - sv - c) / (n - 1) for w, sv, c in singles])
+    L.append(f"\nServer CPU is what the PostgreSQL processes that ended during the round used "
+             f"(the postmaster's own time and its reaped children's, from /proc; the "
+             f"checkpointer and WAL writer, which live on, are not in it); client CPU is the "
+             f"processes' user + system time. \"Each of the others\" is the round's CPU minus "
+             f"the single run's of the same round, divided by {n - 1}. The last column is a lower "
+             f"bound on the ratio to the single run: no schedule can finish sooner than all "
+             f"the CPU spread evenly over the {cores} cores. For {k} replicas to finish within "
+             f"1.5x of one run here, even with every core busy from start to end, the "
+             f"{n - 1} others may use at most (1.5 × wall × cores − the single run's CPU) ÷ "
+             f"{n - 1} = **{fmt_s(budget)} of CPU each**, server and client together "
+             f"(median over rounds).\n")
+    return L
+
+
 def write_markdown(res, path, chart_name):
     m = res["machine"]
     L = []
@@ -910,6 +1053,9 @@ def write_markdown(res, path, chart_name):
                      "table), so they are a floor for any tool whose replicas each open a "
                      "connection. Same rounds, same start gate, each on a fresh database; ratios "
                      "are to the single run of the same round.\n")
+        cpu_lines = replicas_cpu_section(rep["runs"], res["machine"].get("cores"))
+        if cpu_lines:
+            L.extend(cpu_lines)
 
     if "cold" in res:
         L.append("## Cold start: process start to the first byte the server receives\n")

@@ -123,5 +123,5 @@ say "PostgreSQL $PG_VERSION on 127.0.0.1:$PG_PORT, data in $PG_WORK ($fstype)"
 
 BENCH_ROOT="$root" BENCH_WORK="$work" BENCH_PG_PORT="$PG_PORT" BENCH_PG_PASSWORD="$PG_PASSWORD" \
 BENCH_PSQL="$psql" BENCH_PORTCULLIS="$portcullis" BENCH_PG_DATA="$PG_WORK ($fstype)" \
-BENCH_PORTCULLIS_REV="$rev" BENCH_GNU_TIME=/usr/bin/time \
+BENCH_PORTCULLIS_REV="$rev" BENCH_GNU_TIME=/usr/bin/time BENCH_PG_PID="$PG_PID" \
   "$work/venv/bin/python" bench/bench.py
