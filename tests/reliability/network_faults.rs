@@ -634,11 +634,19 @@ fn a_cut_while_recording_a_migration_run_outside_a_transaction_is_settled_after_
         Missing,
         InsertedMeanwhile,
         Interrupted,
+        /// The cancel cannot reach the server (the proxy refuses new connections), so the
+        /// lookup keeps waiting until a second SIGTERM abandons the run.
+        InterruptedTwice,
     }
     let text = "-- portcullis: no-transaction\nSELECT pg_sleep(0.5);\n--> statement-breakpoint\n\
                 CREATE TABLE \"nf_r\" (\"id\" integer);";
     let hash = portcullis::source::split::hash(text);
-    for case in [Case::Missing, Case::InsertedMeanwhile, Case::Interrupted] {
+    for case in [
+        Case::Missing,
+        Case::InsertedMeanwhile,
+        Case::Interrupted,
+        Case::InterruptedTwice,
+    ] {
         let proxy = Proxy::start(Cluster::shared().port());
         let (url, sock) = through(&proxy, "nf_record", "connect_timeout=5");
         let mut folder = Folder::new();
@@ -685,16 +693,34 @@ fn a_cut_while_recording_a_migration_run_outside_a_transaction_is_settled_after_
             "the server ends the lost session",
             || !waiting("insert into%"),
         );
-        if case == Case::Interrupted {
+        if matches!(case, Case::Interrupted | Case::InterruptedTwice) {
             poll(
                 Duration::from_secs(4),
                 "the new session looks for the row",
                 || waiting("select exists%"),
             );
+            let twice = case == Case::InterruptedTwice;
+            if twice {
+                proxy.refuse();
+            }
+            let before = proxy.accepted();
             run.signal(libc::SIGTERM);
+            if twice {
+                // The cancel request is a new connection, which the proxy closes at once: the
+                // lookup goes on waiting for the table, and the second signal ends the run.
+                poll(
+                    Duration::from_secs(1),
+                    "the cancel request reaches the proxy",
+                    || proxy.accepted() > before,
+                );
+                run.signal(libc::SIGTERM);
+            }
             let out = run.finish(Duration::from_secs(60));
             holder.release();
             out.expect(143);
+            if twice {
+                out.says("received a second SIGTERM: leaving without waiting for the cancel");
+            }
             out.says("reconnecting to make sure it is recorded");
             out.says("whether its tracking row was written is unknown");
             out.says("record it with `portcullis baseline --to 0000_nt`");
