@@ -775,9 +775,11 @@ impl Runner<'_> {
         let limit = self.session.answer_timeout;
         let session = super::connect::wait_for(&self.session.database, limit).await?;
         let key = super::lock::key(&self.table.schema, &self.table.name);
-        // The server ends the lost session at once when it was idle, within about a second
-        // during a statement (client_connection_check_interval), and only on a TCP timeout when
-        // the connection hangs instead of closing; the lock waits for the first two.
+        // The server ends the lost session at once when it was idle, and within about a second
+        // during a statement (client_connection_check_interval), when its connection closed; one
+        // that hangs instead it keeps until TCP gives up, so that one is ended here. The lock
+        // then waits for the server to be done with it.
+        super::lock::end_lost_holder(&session, self.session.backend_pid, key).await;
         super::lock::acquire(&session, key, &self.table.qualified, 3 * limit).await?;
         let table = self.table;
         interrupt::set_activity(format!(

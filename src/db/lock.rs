@@ -45,9 +45,16 @@ select l.pid, coalesce(a.application_name, ''), coalesce(host(a.client_addr), 'l
    and l.database = (select oid from pg_database where datname = current_database())
    and l.classid = $1 and l.objid = $2 and l.objsubid = 1";
 
+/// The key as `pg_locks` shows it: `classid` and `objid`, its high and low 32 bits.
+fn lock_ids(key: i64) -> (u32, u32) {
+    (
+        ((key as u64) >> 32) as u32,
+        (key as u64 & 0xffff_ffff) as u32,
+    )
+}
+
 async fn holders(session: &Session, key: i64) -> Vec<String> {
-    let classid = ((key as u64) >> 32) as u32;
-    let objid = (key as u64 & 0xffff_ffff) as u32;
+    let (classid, objid) = lock_ids(key);
     let listed = session
         .within("listing who holds the migration lock", async {
             session
@@ -301,6 +308,50 @@ pub async fn acquire(
         }
         let delay = delays.next().unwrap_or(Duration::from_secs(1));
         interrupt::sleep(delay.min(timeout.saturating_sub(started.elapsed()))).await?;
+    }
+}
+
+/// Ends this run's own lost session (server process `pid`) when the server still has it holding
+/// the migration lock: its connection hung rather than closed (a proxy or firewall that stopped
+/// forwarding), and the server would keep that session, its transaction and the lock until TCP
+/// gives up on it, which takes hours with the server's default keepalives. Best effort: when it
+/// cannot be done, the caller's wait for the lock decides what happens.
+pub async fn end_lost_holder(session: &Session, pid: i32, key: i64) {
+    let (classid, objid) = lock_ids(key);
+    let what = "ending the lost session";
+    let ended = session
+        .within(what, async {
+            session
+                .client()
+                .query(
+                    "select pg_terminate_backend(pid) from pg_locks where locktype = 'advisory' \
+                     and granted and mode = 'ExclusiveLock' and pid = $1 \
+                     and database = (select oid from pg_database where datname = current_database()) \
+                     and classid = $2 and objid = $3 and objsubid = 1",
+                    &[&pid, &classid, &objid],
+                )
+                .await
+                .map_err(|e| query_failed(what, &e))
+        })
+        .await;
+    match ended {
+        Ok(rows) if rows.first().is_some_and(|r| r.get::<_, bool>(0)) => tracing::info!(
+            "the lost session (server process {pid}) still held the migration lock (the server \
+             had not noticed yet that its connection is gone, or the connection hangs instead of \
+             closing). Ended it (pg_terminate_backend), so the server rolls back what it had not \
+             committed and frees the lock now"
+        ),
+        Ok(rows) if rows.is_empty() => {
+            tracing::debug!(pid, "the lost session no longer holds the migration lock")
+        }
+        Ok(_) => tracing::warn!(
+            "the lost session (server process {pid}) still holds the migration lock and could \
+             not be ended; waiting for the server to end it"
+        ),
+        Err(e) => tracing::warn!(
+            "could not end the lost session (server process {pid}), which still holds the \
+             migration lock ({e}); waiting for the server to end it"
+        ),
     }
 }
 

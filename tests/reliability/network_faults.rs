@@ -637,6 +637,10 @@ fn a_cut_while_recording_a_migration_run_outside_a_transaction_is_settled_after_
         /// The cancel cannot reach the server (the proxy refuses new connections), so the
         /// lookup keeps waiting until a second SIGTERM abandons the run.
         InterruptedTwice,
+        /// The connection hangs instead of closing (the proxy stops forwarding it but keeps
+        /// it open, and forwards new ones): the server would keep the lost session, and the
+        /// migration lock, until TCP gives up, so the run ends that session itself.
+        Hung,
     }
     let text = "-- portcullis: no-transaction\nSELECT pg_sleep(0.5);\n--> statement-breakpoint\n\
                 CREATE TABLE \"nf_r\" (\"id\" integer);";
@@ -646,6 +650,7 @@ fn a_cut_while_recording_a_migration_run_outside_a_transaction_is_settled_after_
         Case::InsertedMeanwhile,
         Case::Interrupted,
         Case::InterruptedTwice,
+        Case::Hung,
     ] {
         let proxy = Proxy::start(Cluster::shared().port());
         let (url, sock) = through(&proxy, "nf_record", "connect_timeout=5");
@@ -687,7 +692,11 @@ fn a_cut_while_recording_a_migration_run_outside_a_transaction_is_settled_after_
         poll(Duration::from_secs(30), "the row's insert waits", || {
             waiting("insert into%")
         });
-        proxy.cut();
+        if case == Case::Hung {
+            proxy.stall_open();
+        } else {
+            proxy.cut();
+        }
         poll(
             Duration::from_secs(30),
             "the server ends the lost session",
@@ -738,6 +747,9 @@ fn a_cut_while_recording_a_migration_run_outside_a_transaction_is_settled_after_
             "portcullis reconnected and recorded it"
         });
         out.says("Run again to apply what is left");
+        if case == Case::Hung {
+            out.says("Ended it (pg_terminate_backend)");
+        }
         assert_eq!(
             rows(&sock),
             vec![(hash.clone(), "1700000000000".to_string())],

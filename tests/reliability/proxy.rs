@@ -7,6 +7,8 @@
 //!   kernel completes the handshake and even ACKs data, so TCP keepalives are answered), but
 //!   nothing is forwarded either way: what a hung proxy, a hung server or a broken middlebox
 //!   looks like to a client.
+//! - [`Proxy::stall_open`]: the same for the connections open now only; new ones are forwarded:
+//!   one connection that hangs while the server stays reachable.
 //! - [`Proxy::cut`]: every open connection is closed at once (both sides).
 //! - [`Proxy::refuse`]: new connections are accepted and closed at once.
 //! - [`Proxy::resume`]: forward again (stalled bytes then flow).
@@ -30,6 +32,8 @@ const TICK: Duration = Duration::from_millis(10);
 
 struct Shared {
     mode: AtomicU8,
+    /// Connections numbered up to this (by `accepted`) are stalled whatever the mode.
+    stalled_upto: AtomicUsize,
     stop: AtomicBool,
     /// Bumped by `cut`: a pump whose connection is older than this closes it.
     generation: AtomicU64,
@@ -55,6 +59,7 @@ impl Proxy {
         let upstream = SocketAddr::from(([127, 0, 0, 1], upstream_port));
         let shared = Arc::new(Shared {
             mode: AtomicU8::new(FORWARD),
+            stalled_upto: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             sockets: Mutex::new(Vec::new()),
@@ -81,6 +86,12 @@ impl Proxy {
     /// Stop forwarding, keep every connection open, keep accepting.
     pub fn stall(&self) {
         self.shared.mode.store(STALL, Ordering::SeqCst);
+    }
+
+    /// Stall the connections open now, as [`Proxy::stall`] does; forward new ones.
+    pub fn stall_open(&self) {
+        let open = self.shared.accepted.load(Ordering::SeqCst);
+        self.shared.stalled_upto.store(open, Ordering::SeqCst);
     }
 
     /// Forward again.
@@ -135,13 +146,13 @@ fn accept_loop(listener: TcpListener, upstream: SocketAddr, shared: Arc<Shared>)
     while !shared.stop.load(Ordering::SeqCst) {
         match listener.accept() {
             Ok((client, _)) => {
-                shared.accepted.fetch_add(1, Ordering::SeqCst);
+                let number = shared.accepted.fetch_add(1, Ordering::SeqCst) + 1;
                 if shared.mode.load(Ordering::SeqCst) == REFUSE {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 }
                 let s = Arc::clone(&shared);
-                let handle = std::thread::spawn(move || serve(client, upstream, s));
+                let handle = std::thread::spawn(move || serve(client, upstream, s, number));
                 shared.threads.lock().unwrap().push(handle);
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(TICK),
@@ -150,7 +161,7 @@ fn accept_loop(listener: TcpListener, upstream: SocketAddr, shared: Arc<Shared>)
     }
 }
 
-fn serve(client: TcpStream, upstream: SocketAddr, shared: Arc<Shared>) {
+fn serve(client: TcpStream, upstream: SocketAddr, shared: Arc<Shared>, number: usize) {
     let _ = client.set_nonblocking(false);
     let Ok(server) = TcpStream::connect_timeout(&upstream, Duration::from_secs(5)) else {
         let _ = client.shutdown(Shutdown::Both);
@@ -168,15 +179,26 @@ fn serve(client: TcpStream, upstream: SocketAddr, shared: Arc<Shared>) {
             server.try_clone().unwrap(),
             Arc::clone(&shared),
         );
-        std::thread::spawn(move || pump(from, to, generation, s))
+        std::thread::spawn(move || pump(from, to, generation, number, s))
     };
-    pump(server, client, generation, Arc::clone(&shared));
+    pump(server, client, generation, number, Arc::clone(&shared));
     let _ = up.join();
 }
 
-/// Copies `from` to `to` while the mode is FORWARD; holds still while STALL; ends on EOF, an
-/// error, a cut or the stop flag, closing both sockets.
-fn pump(mut from: TcpStream, mut to: TcpStream, generation: u64, shared: Arc<Shared>) {
+/// Copies `from` to `to` while the mode is FORWARD; holds still while STALL, or once
+/// `stall_open` caught connection `number` open; ends on EOF, an error, a cut or the stop flag,
+/// closing both sockets.
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    generation: u64,
+    number: usize,
+    shared: Arc<Shared>,
+) {
+    let stalled = |shared: &Shared| {
+        shared.mode.load(Ordering::SeqCst) == STALL
+            || number <= shared.stalled_upto.load(Ordering::SeqCst)
+    };
     let _ = from.set_read_timeout(Some(TICK));
     let mut buf = [0u8; 16 * 1024];
     loop {
@@ -185,7 +207,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, generation: u64, shared: Arc<Sha
         {
             break;
         }
-        if shared.mode.load(Ordering::SeqCst) == STALL {
+        if stalled(&shared) {
             std::thread::sleep(TICK);
             continue;
         }
@@ -193,7 +215,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, generation: u64, shared: Arc<Sha
             Ok(0) => break,
             Ok(n) => {
                 // A stall that begins while bytes are in hand holds them back too.
-                while shared.mode.load(Ordering::SeqCst) == STALL
+                while stalled(&shared)
                     && !shared.stop.load(Ordering::SeqCst)
                     && shared.generation.load(Ordering::SeqCst) <= generation
                 {
