@@ -576,7 +576,8 @@ impl Runner<'_> {
         Error::Unreachable(format!(
             "the database stopped answering while {doing}: {why}. The connection is treated as \
              lost, so nothing of this transaction was committed (no migration of it, no tracking \
-             row): the server rolls it back, and releases the migration lock, when it notices.{} \
+             row): the server rolls it back, and releases the migration lock, when the session \
+             ends.{} \
              Check the network path (a proxy or firewall that stopped forwarding, a hung server) \
              and run again; a restart may help.",
             self.kept()

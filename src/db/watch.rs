@@ -5,6 +5,12 @@
 //! it (an index build can take hours), but when nothing confirms it for three answer timeouts,
 //! or no answer came within `statement_timeout` plus one answer timeout, the connection counts
 //! as lost. Migrations (`apply`) and seeds (`seeds`) are watched the same way.
+//!
+//! When the connection is given up while the server still has its session, idle (the statement
+//! ended, its answer never came: a connection that hangs rather than closes), the observer ends
+//! that session: otherwise the server would keep it, with its open transaction, its locks and
+//! the migration lock, until TCP gives up on the connection, which takes hours with the
+//! server's default keepalives.
 
 use super::Session;
 use super::connect::NoObserver;
@@ -14,8 +20,13 @@ use std::cell::{Cell, RefCell};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// The state of session `$1` as the server sees it: 'active' while it runs our statement.
-const STATE_OF: &str = "select state from pg_stat_activity where pid = $1";
+/// The state of session `$1` as the server sees it ('active' while it runs our statement), and
+/// when it started, which tells our session from a later one that got the same pid.
+const STATE_OF: &str = "select state, backend_start::text from pg_stat_activity where pid = $1";
+
+/// Ends session `$1` if it is the one that started at `$2`.
+const END_SESSION: &str = "select pg_terminate_backend(pid) from pg_stat_activity \
+                           where pid = $1 and backend_start::text = $2";
 
 /// Sessions blocking `$1`, described for the log (their query is masked by
 /// [`lexer::mask_literals`] before it is shown).
@@ -45,6 +56,11 @@ pub(crate) struct Watch<'a> {
     lock_timeout: Duration,
     /// Zero: no deadline, only the liveness checks.
     statement_timeout: Duration,
+    /// Our session's `backend_start`, as the first liveness check saw it.
+    backend_start: RefCell<Option<String>>,
+    /// The state the last liveness check saw our session in, when it was there but not running
+    /// a statement ('idle in transaction', say); `None` otherwise.
+    idle_state: RefCell<Option<String>>,
 }
 
 impl<'a> Watch<'a> {
@@ -69,6 +85,8 @@ impl<'a> Watch<'a> {
             observer: Cell::new(observer),
             lock_timeout,
             statement_timeout,
+            backend_start: RefCell::new(None),
+            idle_state: RefCell::new(None),
         }
     }
 
@@ -178,13 +196,17 @@ impl<'a> Watch<'a> {
                 }
                 next_check = Instant::now() + t;
                 if confirmed.elapsed() >= 3 * t {
-                    return format!(
+                    let why = format!(
                         "no answer for {:.0}s, and the server has not confirmed for {:.0}s that \
                          it is still running it (checked through a second connection every {})",
                         since.elapsed().as_secs_f64(),
                         confirmed.elapsed().as_secs_f64(),
                         format_duration(t)
                     );
+                    return match self.end_idle_session().await {
+                        Some(ended) => format!("{why}; {ended}"),
+                        None => why,
+                    };
                 }
             }
         }
@@ -220,6 +242,7 @@ impl<'a> Watch<'a> {
     /// asked (too many connections for the server or the role, an error) gets the benefit of
     /// the doubt: a healthy hour-long index build must never be given up.
     async fn still_running(&self) -> bool {
+        self.idle_state.replace(None);
         let observer = match self.observer().await {
             Ok(c) => c,
             Err(NoObserver::Busy) => return true,
@@ -231,7 +254,23 @@ impl<'a> Watch<'a> {
         )
         .await;
         let running = match &asked {
-            Ok(Ok(Some(row))) => row.get::<_, Option<String>>(0).as_deref() == Some("active"),
+            Ok(Ok(Some(row))) => {
+                let state: Option<String> = row.get(0);
+                let started: Option<String> = row.get(1);
+                let mut ours = self.backend_start.borrow_mut();
+                if ours.is_none() {
+                    *ours = started.clone();
+                }
+                if *ours != started {
+                    // A later session with our pid: ours is gone.
+                    false
+                } else if state.as_deref() == Some("active") {
+                    true
+                } else {
+                    self.idle_state.replace(state.or(Some("unknown".into())));
+                    false
+                }
+            }
             // Our backend is gone from the server: the session ended without us hearing of it.
             Ok(Ok(None)) => false,
             Ok(Err(e)) => e.as_db_error().is_some(),
@@ -242,6 +281,43 @@ impl<'a> Watch<'a> {
             self.observer.set(Observer::Ready(observer));
         }
         running
+    }
+
+    /// When the last liveness check saw our session in the server but not running anything,
+    /// ends it (it is ours, and its connection is being given up): the server then rolls back
+    /// what it had not committed and releases its locks at once. Says so, for the reason of the
+    /// exit; `None` when there was nothing to end or it could not be done (logged).
+    async fn end_idle_session(&self) -> Option<String> {
+        let state = self.idle_state.borrow().clone()?;
+        let started = self.backend_start.borrow().clone()?;
+        let pid = self.session.backend_pid;
+        let observer = self.take_observer().await?;
+        let asked = tokio::time::timeout(
+            self.session.answer_timeout,
+            observer.query_opt(END_SESSION, &[&pid, &started]),
+        )
+        .await;
+        match asked {
+            Ok(Ok(Some(row))) if row.get::<_, bool>(0) => {
+                self.observer.set(Observer::Ready(observer));
+                // The reason of the exit says it; this is for a debug trace of the order.
+                tracing::debug!(pid, state, "ended this run's session in the server");
+                Some(format!(
+                    "the server still had the session, {state}, so portcullis ended it \
+                     (pg_terminate_backend, pid {pid}): what it had not committed is rolled back \
+                     and its locks are released now"
+                ))
+            }
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => {
+                tracing::warn!(
+                    "could not end this run's session in the server (pid {pid}, {state}): {e}; \
+                     the server ends it when it notices the connection is gone"
+                );
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     /// The sessions blocking ours, described for the log; `None` when they cannot be asked.

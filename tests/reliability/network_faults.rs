@@ -265,6 +265,57 @@ fn stalled_mid_statement_without_statement_timeout_no_longer_hangs() {
     );
 }
 
+/// A connection that hangs while the server stays reachable (the proxy keeps it open but stops
+/// forwarding it, and forwards new ones): the statement ends in the server, its answer never
+/// comes, and the session sits in its transaction, holding the migration lock and the locks of
+/// its DDL. The liveness checks see it idle, give the connection up, and end that session, so
+/// nothing waits for TCP to give up on the connection (hours with default keepalives).
+#[test]
+fn a_connection_that_hangs_mid_transaction_has_its_session_ended() {
+    let proxy = Proxy::start(Cluster::shared().port());
+    let (url, sock) = through(&proxy, "nf_hang", "connect_timeout=1");
+    let folder = pausing(2);
+    let run = portcullis(&url, folder.path())
+        .env("PORTCULLIS_STATEMENT_TIMEOUT", "0")
+        .spawn();
+    until_running(&sock, "%pg_sleep(2)%", "the pause never started");
+    // The pause ends within 2 s; then three connect timeouts without confirmation, checked
+    // once per connect timeout, each check taking up to one more.
+    let (out, took) = exit_5_after(
+        run,
+        || proxy.stall_open(),
+        Duration::from_secs(120),
+        Duration::from_secs(7),
+        "hang mid-transaction",
+    );
+    out.says("has not confirmed for");
+    out.says("so portcullis ended it (pg_terminate_backend");
+    // The proxy still holds the hung connection open: only the ended session freed the lock.
+    poll(
+        Duration::from_secs(2),
+        "the hung session is ended while its connection stays open",
+        || advisory_locks(&sock) == 0,
+    );
+    assert!(
+        query(
+            &sock,
+            "select count(*) from pg_stat_activity where state like 'idle in transaction%' \
+             and datname = current_database()"
+        )[0][0]
+            .as_deref()
+            == Some("0")
+    );
+    drop(proxy);
+    nothing_half_applied_then_rerun(&sock, &folder);
+    figure(
+        "network faults",
+        format!(
+            "hang mid-transaction (the proxy keeps the connection open, forwards new ones; connect_timeout=1): exit 5 {} ms after the hang, its session ended in the server, lock free with the connection still open; nothing applied; re-run exit 0",
+            took.as_millis()
+        ),
+    );
+}
+
 /// A long statement on a healthy connection is left alone, however long it runs: the liveness
 /// checks see it active on the server.
 #[test]
