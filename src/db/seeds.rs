@@ -536,8 +536,8 @@ async fn run_file(
             Err(Failure::Failed(Error::Unreachable(format!(
                 "the database at {} stopped answering while running seed {} ({}): {why}, so \
                  the connection is treated as lost. The server rolls \
-                 back the seeds' transaction, and releases the migration lock, when it notices \
-                 the connection is gone: no seed of this run was applied; migrations committed \
+                 back the seeds' transaction, and releases the migration lock, when the session \
+                 ends: no seed of this run was applied; migrations committed \
                  before the seeds stay applied. Check the network path (a proxy or firewall \
                  that stopped forwarding, a hung server) and run again; a restart may help.",
                 session.database.target(),

@@ -267,7 +267,8 @@ impl<'a> Watch<'a> {
                 } else if state.as_deref() == Some("active") {
                     true
                 } else {
-                    self.idle_state.replace(state.or(Some("unknown".into())));
+                    self.idle_state
+                        .replace(Some(state.unwrap_or_else(|| "unknown".into())));
                     false
                 }
             }
