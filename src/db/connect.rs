@@ -176,6 +176,13 @@ fn source_text(e: &tokio_postgres::Error) -> Option<String> {
     std::error::Error::source(e).map(|s| s.to_string())
 }
 
+/// TCP keepalives, on both ends of a connection (see `pg_config` and `backend_pid_again`): the
+/// first probe after 30 s of silence, then every 10 s, and the peer counts as gone after 3
+/// unanswered probes: about a minute.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_COUNT: u32 = 3;
+
 /// The tokio-postgres configuration for `db`: TLS mode, connect timeout, TCP keepalives (so a
 /// peer that vanished is noticed instead of hanging the run).
 fn pg_config(db: &Database) -> tokio_postgres::Config {
@@ -192,9 +199,9 @@ fn pg_config(db: &Database) -> tokio_postgres::Config {
         pg.connect_timeout(ATTEMPT_TIMEOUT);
     }
     pg.keepalives(true);
-    pg.keepalives_idle(Duration::from_secs(30));
-    pg.keepalives_interval(Duration::from_secs(10));
-    pg.keepalives_retries(3);
+    pg.keepalives_idle(KEEPALIVE_IDLE);
+    pg.keepalives_interval(KEEPALIVE_INTERVAL);
+    pg.keepalives_retries(KEEPALIVE_COUNT);
     pg
 }
 
@@ -288,23 +295,36 @@ fn first_int(rows: &[tokio_postgres::SimpleQueryMessage]) -> i32 {
 
 /// The server process serving the second statement of a session and, in the same statement
 /// and only when it is the one that served the first (`first`, so not behind a pooler, where the
-/// setting would stay on a server connection other clients get), a setting: the server
-/// (PostgreSQL 14 and later, on systems that can tell, Linux among them) then checks every
-/// second, while it runs a statement of this session, whether portcullis closed the connection,
-/// and ends the session if so. Without it, a runner killed mid-statement (kill -9, OOM, a second
-/// SIGTERM) leaves its backend running that statement, and any sent after it, to the end: a long
-/// CREATE INDEX keeps the migration lock and its table locks for as long as it takes, and the
-/// runner's replacement waits behind it. With it, the server rolls back and releases both within
-/// about a second. (A connection that is not closed but gone, with a lost node, is noticed by TCP
-/// keepalives instead.)
+/// settings would stay on a server connection other clients get), settings for how the server
+/// notices that this runner is gone:
 ///
-/// The setting is best effort: a server that refuses it (one built for a system that cannot
-/// tell) only has the reason logged, and the process is then asked again on its own.
+/// - `client_connection_check_interval`: the server (PostgreSQL 14 and later, on systems that
+///   can tell, Linux among them) checks every second, while it runs a statement of this
+///   session, whether portcullis closed the connection, and ends the session if so. Without it,
+///   a runner killed mid-statement (kill -9, OOM, a second SIGTERM) leaves its backend running
+///   that statement, and any sent after it, to the end: a long CREATE INDEX keeps the migration
+///   lock and its table locks for as long as it takes, and the runner's replacement waits
+///   behind it. With it, the server rolls back and releases both within about a second.
+/// - `tcp_keepalives_idle`, `_interval` and `_count` (30 s, 10 s, 3, as the client's own): a
+///   runner whose node vanished or whose network went away closes nothing, and with the
+///   operating system's defaults the server would probe its connection only after two hours of
+///   silence, keeping the session's transaction, its locks and the migration lock all that
+///   time. Now the server ends it about a minute after the runner is gone. (Ignored on a Unix
+///   socket, which cannot lose its peer that way.)
+///
+/// The settings are best effort: a server that refuses them (one built for a system that
+/// cannot tell) only has the reason logged, and the process is then asked again on its own.
 async fn backend_pid_again(client: &tokio_postgres::Client, first: i32) -> i32 {
     let sql = format!(
         "select pg_backend_pid(), case when pg_backend_pid() = {first} and \
          current_setting('server_version_num')::int >= 140000 then \
-         set_config('client_connection_check_interval', '1000', false) end"
+         set_config('client_connection_check_interval', '1000', false) end, \
+         case when pg_backend_pid() = {first} then \
+         set_config('tcp_keepalives_idle', '{KEEPALIVE_IDLE}', false) || \
+         set_config('tcp_keepalives_interval', '{KEEPALIVE_INTERVAL}', false) || \
+         set_config('tcp_keepalives_count', '{KEEPALIVE_COUNT}', false) end",
+        KEEPALIVE_IDLE = KEEPALIVE_IDLE.as_secs(),
+        KEEPALIVE_INTERVAL = KEEPALIVE_INTERVAL.as_secs(),
     );
     match client.simple_query(&sql).await {
         Ok(rows) => first_int(&rows),
@@ -314,8 +334,10 @@ async fn backend_pid_again(client: &tokio_postgres::Client, first: i32) -> i32 {
                 .map(|d| d.message().to_string())
                 .unwrap_or_else(|| e.to_string());
             tracing::debug!(
-                "could not set client_connection_check_interval ({why}); if this runner is \
-                 killed mid-statement, the server finishes that statement before it notices"
+                "could not set client_connection_check_interval and the server's TCP keepalives \
+                 ({why}); if this runner is killed mid-statement, the server finishes that \
+                 statement before it notices, and if it vanishes, the server notices only when \
+                 its own keepalives do"
             );
             backend_pid(client).await
         }

@@ -431,6 +431,40 @@ fn stalled_during_commit_exits_5_saying_the_outcome_is_unknown_but_atomic() {
     );
 }
 
+/// A runner whose node vanishes, or whose network goes away, closes nothing: with the operating
+/// system's defaults the server would probe its connection only after two hours of silence,
+/// keeping the session's transaction, its locks and the migration lock all that time. Each
+/// session asks the server to probe as the client does (30 s, every 10 s, 3 probes), so it ends
+/// about a minute after the runner is gone. Dropping packets is beyond this suite, so this checks
+/// that the session carries those settings: a seed, run in the same session, records them.
+#[test]
+fn the_session_asks_the_server_to_notice_a_vanished_runner_within_a_minute() {
+    let cluster = Cluster::shared();
+    let db = cluster.create_database("nf_keepalive");
+    let sock = cluster.socket_url(&db);
+    let seeds = SeedDir::with(
+        "1_keepalives",
+        "CREATE TABLE IF NOT EXISTS nf_ka AS SELECT \
+         current_setting('tcp_keepalives_idle') AS idle, \
+         current_setting('tcp_keepalives_interval') AS every, \
+         current_setting('tcp_keepalives_count') AS probes;",
+    );
+    let folder = one_table();
+    // Over TCP: on a Unix socket these settings do not apply.
+    portcullis(&cluster.url(&db), folder.path())
+        .env("PORTCULLIS_SEEDS_DIR", seeds.path())
+        .run()
+        .expect(0);
+    assert_eq!(
+        query(&sock, "select idle, every, probes from nf_ka"),
+        vec![vec![
+            Some("30".to_string()),
+            Some("10".to_string()),
+            Some("3".to_string())
+        ]]
+    );
+}
+
 /// A seeds folder holding one seed, removed on drop.
 struct SeedDir(std::path::PathBuf);
 
