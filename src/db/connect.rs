@@ -312,36 +312,58 @@ fn first_int(rows: &[tokio_postgres::SimpleQueryMessage]) -> i32 {
 ///   time. Now the server ends it about a minute after the runner is gone. (Ignored on a Unix
 ///   socket, which cannot lose its peer that way.)
 ///
-/// The settings are best effort: a server that refuses them (one built for a system that
-/// cannot tell) only has the reason logged, and the process is then asked again on its own.
+/// The settings are best effort: when a server refuses them together (one built for a system
+/// that cannot tell refuses the connection check), each is tried on its own, the reasons are
+/// logged, and the process is asked again on its own when neither is taken.
 async fn backend_pid_again(client: &tokio_postgres::Client, first: i32) -> i32 {
-    let sql = format!(
-        "select pg_backend_pid(), case when pg_backend_pid() = {first} and \
+    let check = format!(
+        "case when pg_backend_pid() = {first} and \
          current_setting('server_version_num')::int >= 140000 then \
-         set_config('client_connection_check_interval', '1000', false) end, \
-         case when pg_backend_pid() = {first} then \
-         set_config('tcp_keepalives_idle', '{KEEPALIVE_IDLE}', false) || \
-         set_config('tcp_keepalives_interval', '{KEEPALIVE_INTERVAL}', false) || \
-         set_config('tcp_keepalives_count', '{KEEPALIVE_COUNT}', false) end",
-        KEEPALIVE_IDLE = KEEPALIVE_IDLE.as_secs(),
-        KEEPALIVE_INTERVAL = KEEPALIVE_INTERVAL.as_secs(),
+         set_config('client_connection_check_interval', '1000', false) end"
     );
-    match client.simple_query(&sql).await {
-        Ok(rows) => first_int(&rows),
-        Err(e) => {
-            let why = e
-                .as_db_error()
-                .map(|d| d.message().to_string())
-                .unwrap_or_else(|| e.to_string());
-            tracing::debug!(
-                "could not set client_connection_check_interval and the server's TCP keepalives \
-                 ({why}); if this runner is killed mid-statement, the server finishes that \
-                 statement before it notices, and if it vanishes, the server notices only when \
-                 its own keepalives do"
-            );
-            backend_pid(client).await
+    let keepalives = format!(
+        "case when pg_backend_pid() = {first} then \
+         set_config('tcp_keepalives_idle', '{idle}', false) || \
+         set_config('tcp_keepalives_interval', '{interval}', false) || \
+         set_config('tcp_keepalives_count', '{KEEPALIVE_COUNT}', false) end",
+        idle = KEEPALIVE_IDLE.as_secs(),
+        interval = KEEPALIVE_INTERVAL.as_secs(),
+    );
+    // A server that refuses one of them (the connection check, on a system that cannot tell)
+    // may still take the other: after a refusal each is tried on its own, keepalives first.
+    let attempts = [
+        (
+            format!("{check}, {keepalives}"),
+            "client_connection_check_interval and the server's TCP keepalives together; \
+             trying them one by one",
+        ),
+        (
+            keepalives,
+            "the server's TCP keepalives (if this runner vanishes, the server notices only when \
+             its own keepalives do)",
+        ),
+        (
+            check,
+            "client_connection_check_interval (if this runner is killed mid-statement, the \
+             server finishes that statement before it notices)",
+        ),
+    ];
+    for (settings, lost) in attempts {
+        match client
+            .simple_query(&format!("select pg_backend_pid(), {settings}"))
+            .await
+        {
+            Ok(rows) => return first_int(&rows),
+            Err(e) => {
+                let why = e
+                    .as_db_error()
+                    .map(|d| d.message().to_string())
+                    .unwrap_or_else(|| e.to_string());
+                tracing::debug!("could not set {lost}: {why}");
+            }
         }
     }
+    backend_pid(client).await
 }
 
 /// Connects, waiting up to `timeout` for the server to accept us (`0` = one attempt).
