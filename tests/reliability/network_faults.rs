@@ -39,6 +39,23 @@ fn pausing(seconds: u32) -> Folder {
     f
 }
 
+/// A run of [`pausing`]`(2)` through `proxy` (`connect_timeout` and PORTCULLIS_STATEMENT_TIMEOUT
+/// as given), once the server runs its pause: the run and the direct socket URL.
+fn paused(
+    proxy: &Proxy,
+    prefix: &str,
+    connect_timeout: u32,
+    statement_timeout: &str,
+) -> (Running, String, Folder) {
+    let (url, sock) = through(proxy, prefix, &format!("connect_timeout={connect_timeout}"));
+    let folder = pausing(2);
+    let run = portcullis(&url, folder.path())
+        .env("PORTCULLIS_STATEMENT_TIMEOUT", statement_timeout)
+        .spawn();
+    until_running(&sock, "%pg_sleep(2)%", "the pause never started");
+    (run, sock, folder)
+}
+
 /// After a fault during a migration: once the server has noticed (the proxy is gone), nothing
 /// of it is left, no lock is held, and a direct re-run completes.
 fn nothing_half_applied_then_rerun(sock: &str, folder: &Folder) {
@@ -203,12 +220,7 @@ fn cut_during_the_lock_wait_exits_5_at_once() {
 #[test]
 fn stalled_mid_statement_with_a_statement_timeout_exits_5_in_time() {
     let proxy = Proxy::start(Cluster::shared().port());
-    let (url, sock) = through(&proxy, "nf_stmt_to", "connect_timeout=3");
-    let folder = pausing(2);
-    let run = portcullis(&url, folder.path())
-        .env("PORTCULLIS_STATEMENT_TIMEOUT", "3s")
-        .spawn();
-    until_running(&sock, "%pg_sleep(2)%", "the pause never started");
+    let (run, sock, folder) = paused(&proxy, "nf_stmt_to", 3, "3s");
     let (out, took) = exit_5_after(
         run,
         || proxy.stall(),
@@ -237,12 +249,7 @@ fn stalled_mid_statement_with_a_statement_timeout_exits_5_in_time() {
 #[test]
 fn stalled_mid_statement_without_statement_timeout_no_longer_hangs() {
     let proxy = Proxy::start(Cluster::shared().port());
-    let (url, sock) = through(&proxy, "nf_stmt", "connect_timeout=1");
-    let folder = pausing(2);
-    let run = portcullis(&url, folder.path())
-        .env("PORTCULLIS_STATEMENT_TIMEOUT", "0")
-        .spawn();
-    until_running(&sock, "%pg_sleep(2)%", "the pause never started");
+    let (run, sock, folder) = paused(&proxy, "nf_stmt", 1, "0");
     // Three connect timeouts without confirmation, checked once per connect timeout, each
     // check taking up to one more.
     let (out, took) = exit_5_after(
@@ -273,12 +280,7 @@ fn stalled_mid_statement_without_statement_timeout_no_longer_hangs() {
 #[test]
 fn a_connection_that_hangs_mid_transaction_has_its_session_ended() {
     let proxy = Proxy::start(Cluster::shared().port());
-    let (url, sock) = through(&proxy, "nf_hang", "connect_timeout=1");
-    let folder = pausing(2);
-    let run = portcullis(&url, folder.path())
-        .env("PORTCULLIS_STATEMENT_TIMEOUT", "0")
-        .spawn();
-    until_running(&sock, "%pg_sleep(2)%", "the pause never started");
+    let (run, sock, folder) = paused(&proxy, "nf_hang", 1, "0");
     // The pause ends within 2 s; then three connect timeouts without confirmation, checked
     // once per connect timeout, each check taking up to one more.
     let (out, took) = exit_5_after(
