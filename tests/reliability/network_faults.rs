@@ -467,6 +467,111 @@ fn the_session_asks_the_server_to_notice_a_vanished_runner_within_a_minute() {
     );
 }
 
+/// A server that refuses some of those settings still gets the others: one built for a system
+/// that cannot tell a closed connection (macOS among them) refuses
+/// `client_connection_check_interval`, and the keepalives must not be lost with it. The proxy
+/// makes the real server refuse a setting by corrupting its value on the way (`10x0`, `x0`);
+/// a seed, run in the same session, records what the session ended up with.
+#[test]
+fn a_server_that_refuses_one_session_setting_still_gets_the_others() {
+    const CHECK: (&str, &str) = (
+        "'client_connection_check_interval', '1000'",
+        "'client_connection_check_interval', '10x0'",
+    );
+    const IDLE: (&str, &str) = ("'tcp_keepalives_idle', '30'", "'tcp_keepalives_idle', 'x0'");
+    let cluster = Cluster::shared();
+    // What a TCP session has when nobody sets them: the operating system's values.
+    let untouched = query(
+        &cluster.url("postgres"),
+        "select current_setting('tcp_keepalives_idle'), current_setting('tcp_keepalives_count')",
+    );
+    let (default_idle, default_probes) = (
+        untouched[0][0].clone().unwrap(),
+        untouched[0][1].clone().unwrap(),
+    );
+    assert_ne!(
+        default_idle, "30",
+        "the test needs the server's default to differ"
+    );
+    /// What the proxy corrupts, what the session then has, and the debug lines that say so.
+    struct Case<'a> {
+        refused: &'a [(&'a str, &'a str)],
+        check_every: &'a str,
+        idle: &'a str,
+        said: &'a [&'a str],
+    }
+    let cases = [
+        Case {
+            refused: &[CHECK],
+            check_every: "0",
+            idle: "30",
+            said: &[
+                "could not set client_connection_check_interval and the server's TCP \
+                     keepalives together; trying them one by one",
+            ],
+        },
+        Case {
+            refused: &[IDLE],
+            check_every: "1s",
+            idle: &default_idle,
+            said: &["could not set the server's TCP keepalives (if this runner vanishes"],
+        },
+        Case {
+            refused: &[CHECK, IDLE],
+            check_every: "0",
+            idle: &default_idle,
+            said: &[
+                "could not set the server's TCP keepalives",
+                "could not set client_connection_check_interval (if this runner is killed",
+            ],
+        },
+    ];
+    for Case {
+        refused,
+        check_every,
+        idle,
+        said,
+    } in cases
+    {
+        let proxy = Proxy::start(cluster.port());
+        for (what, with) in refused {
+            proxy.rewrite(what, with);
+        }
+        let (url, sock) = through(&proxy, "nf_refused", "connect_timeout=5");
+        let seeds = SeedDir::with(
+            "1_settings",
+            "CREATE TABLE IF NOT EXISTS nf_set AS SELECT \
+             current_setting('client_connection_check_interval') AS check_every, \
+             current_setting('tcp_keepalives_idle') AS idle, \
+             current_setting('tcp_keepalives_count') AS probes;",
+        );
+        let folder = one_table();
+        let out = portcullis(&url, folder.path())
+            .env("PORTCULLIS_SEEDS_DIR", seeds.path())
+            .env("PORTCULLIS_LOG_LEVEL", "debug")
+            .run();
+        out.expect(0);
+        assert!(
+            proxy.rewritten() >= refused.len(),
+            "the proxy never saw the statement to corrupt"
+        );
+        let probes = if idle == "30" { "3" } else { &default_probes };
+        assert_eq!(
+            query(&sock, "select check_every, idle, probes from nf_set"),
+            vec![vec![
+                Some(check_every.to_string()),
+                Some(idle.to_string()),
+                Some(probes.to_string())
+            ]],
+            "refused: {refused:?}"
+        );
+        for line in said {
+            out.says(line);
+        }
+        assert_eq!(rows(&sock).len(), 1, "the migration was applied");
+    }
+}
+
 /// A seeds folder holding one seed, removed on drop.
 struct SeedDir(std::path::PathBuf);
 

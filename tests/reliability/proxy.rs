@@ -12,6 +12,11 @@
 //! - [`Proxy::cut`]: every open connection is closed at once (both sides).
 //! - [`Proxy::refuse`]: new connections are accepted and closed at once.
 //! - [`Proxy::resume`]: forward again (stalled bytes then flow).
+//! - [`Proxy::rewrite`]: replace a byte string with another of the same length in what the
+//!   client sends (so every message keeps its length), to make a real server refuse a statement
+//!   portcullis sends, as a server built for another system would. Only for plaintext
+//!   connections (`sslmode=disable`); [`Proxy::rewritten`] counts the replacements, so a test
+//!   can tell that its rewrite happened.
 //!
 //! Bounded: pumps poll with short read timeouts and check a stop flag, so dropping the proxy
 //! closes every socket and joins every thread within a fraction of a second.
@@ -42,6 +47,9 @@ struct Shared {
     threads: Mutex<Vec<JoinHandle<()>>>,
     accepted: AtomicUsize,
     forwarded: AtomicU64,
+    /// (what, with what) pairs applied to the client's bytes.
+    rewrites: Mutex<Vec<(Vec<u8>, Vec<u8>)>>,
+    rewritten: AtomicUsize,
 }
 
 pub struct Proxy {
@@ -66,6 +74,8 @@ impl Proxy {
             threads: Mutex::new(Vec::new()),
             accepted: AtomicUsize::new(0),
             forwarded: AtomicU64::new(0),
+            rewrites: Mutex::new(Vec::new()),
+            rewritten: AtomicUsize::new(0),
         });
         let s = Arc::clone(&shared);
         let acceptor = std::thread::Builder::new()
@@ -113,6 +123,21 @@ impl Proxy {
                 let _ = s.shutdown(Shutdown::Both);
             }
         }
+    }
+
+    /// From now on, replace every `what` the client sends by `with` (the same length). A
+    /// `what` split across two reads is missed, which [`Proxy::rewritten`] would show; the
+    /// short statements this is for arrive whole on loopback.
+    pub fn rewrite(&self, what: &str, with: &str) {
+        assert_eq!(what.len(), with.len(), "a rewrite keeps the length");
+        assert!(!what.is_empty());
+        let pair = (what.as_bytes().to_vec(), with.as_bytes().to_vec());
+        self.shared.rewrites.lock().unwrap().push(pair);
+    }
+
+    /// Replacements made so far.
+    pub fn rewritten(&self) -> usize {
+        self.shared.rewritten.load(Ordering::SeqCst)
     }
 
     /// Connections accepted so far.
@@ -179,20 +204,28 @@ fn serve(client: TcpStream, upstream: SocketAddr, shared: Arc<Shared>, number: u
             server.try_clone().unwrap(),
             Arc::clone(&shared),
         );
-        std::thread::spawn(move || pump(from, to, generation, number, s))
+        std::thread::spawn(move || pump(from, to, generation, number, true, s))
     };
-    pump(server, client, generation, number, Arc::clone(&shared));
+    pump(
+        server,
+        client,
+        generation,
+        number,
+        false,
+        Arc::clone(&shared),
+    );
     let _ = up.join();
 }
 
 /// Copies `from` to `to` while the mode is FORWARD; holds still while STALL, or once
 /// `stall_open` caught connection `number` open; ends on EOF, an error, a cut or the stop flag,
-/// closing both sockets.
+/// closing both sockets. `from_client` applies the rewrites.
 fn pump(
     mut from: TcpStream,
     mut to: TcpStream,
     generation: u64,
     number: usize,
+    from_client: bool,
     shared: Arc<Shared>,
 ) {
     let stalled = |shared: &Shared| {
@@ -221,6 +254,9 @@ fn pump(
                 {
                     std::thread::sleep(TICK);
                 }
+                if from_client {
+                    rewrite(&mut buf[..n], &shared);
+                }
                 if to.write_all(&buf[..n]).is_err() {
                     break;
                 }
@@ -232,6 +268,18 @@ fn pump(
     }
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
+}
+
+/// Applies the rewrites to `bytes` in place, counting each replacement.
+fn rewrite(bytes: &mut [u8], shared: &Shared) {
+    for (what, with) in shared.rewrites.lock().unwrap().iter() {
+        let mut at = 0;
+        while let Some(i) = bytes[at..].windows(what.len()).position(|w| w == &what[..]) {
+            bytes[at + i..at + i + what.len()].copy_from_slice(with);
+            shared.rewritten.fetch_add(1, Ordering::SeqCst);
+            at += i + what.len();
+        }
+    }
 }
 
 #[test]
@@ -261,6 +309,15 @@ fn the_proxy_forwards_stalls_and_cuts() {
     c.write_all(b"hello").unwrap();
     c.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"hello");
+    proxy.rewrite("ell", "ELL");
+    c.write_all(b"hello, hello").unwrap();
+    let mut twice = [0u8; 12];
+    c.read_exact(&mut twice).unwrap();
+    assert_eq!(
+        &twice, b"hELLo, hELLo",
+        "rewritten once each, on the way up"
+    );
+    assert_eq!(proxy.rewritten(), 2);
     proxy.stall();
     c.write_all(b"again").unwrap();
     assert!(
