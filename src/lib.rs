@@ -159,21 +159,48 @@ pub async fn migrate(cfg: &Config) -> Result<Outcome, Error> {
         }
         Ok(outcome)
     };
-    let taken = db::lock::take_or_queue(&session, key, &table, cfg.lock_wait_timeout);
-    if let db::lock::Taken::Shared { since } = taken.await? {
-        if let Some(outcome) =
-            done_by_other(cfg, &session, &folder, seeds.as_ref(), key, since).await?
-        {
-            return Ok(outcome);
+    let locked = async {
+        let taken = db::lock::take_or_queue(&session, key, &table, cfg.lock_wait_timeout);
+        if let db::lock::Taken::Shared { since } = taken.await? {
+            if let Some(outcome) =
+                done_by_other(cfg, &session, &folder, seeds.as_ref(), key, since).await?
+            {
+                return Ok(outcome);
+            }
+            // The runner waited for left work undone (it failed, was killed, or came from an
+            // older deploy): take the lock and do it, polling for the rest of the wait.
+            let left = cfg.lock_wait_timeout.saturating_sub(waiting.elapsed());
+            db::lock::acquire(&session, key, &table, left).await?;
         }
-        // The runner waited for left work undone (it failed, was killed, or came from an older
-        // deploy): take the lock and do it, polling for the rest of the wait.
-        let left = cfg.lock_wait_timeout.saturating_sub(waiting.elapsed());
-        db::lock::acquire(&session, key, &table, left).await?;
+        let result = work.await;
+        db::lock::release(&session, key).await;
+        result
+    };
+    settle_lost(&session, key, locked.await).await
+}
+
+/// The end of every run that may have held the migration lock: when its connection was given up
+/// (an exchange went unanswered), ends what the server may have kept of the session, which
+/// would otherwise hold the lock until TCP gives up on a hung connection, and adds what came of
+/// it to the exit reason (see [`db::lock::end_own_lost_session`]).
+async fn settle_lost(
+    session: &db::Session,
+    key: i64,
+    result: Result<Outcome, Error>,
+) -> Result<Outcome, Error> {
+    let Err(e) = result else {
+        return result;
+    };
+    let Some(more) = db::lock::end_own_lost_session(session, key).await else {
+        return Err(e);
+    };
+    match e {
+        Error::Unreachable(why) => Err(Error::Unreachable(format!("{why} {more}"))),
+        other => {
+            tracing::warn!("{more}");
+            Err(other)
+        }
     }
-    let result = work.await;
-    db::lock::release(&session, key).await;
-    result
 }
 
 /// After waiting for another runner, holding the lock in shared mode (released here, in the same
@@ -280,10 +307,13 @@ where
 {
     let table = db::qualified(&cfg.migrations_schema, &cfg.migrations_table);
     let key = db::lock::key(&cfg.migrations_schema, &cfg.migrations_table);
-    db::lock::acquire(session, key, &table, cfg.lock_wait_timeout).await?;
-    let result = work.await;
-    db::lock::release(session, key).await;
-    result
+    let locked = async {
+        db::lock::acquire(session, key, &table, cfg.lock_wait_timeout).await?;
+        let result = work.await;
+        db::lock::release(session, key).await;
+        result
+    };
+    settle_lost(session, key, locked.await).await
 }
 
 // The tracking-table phases are bounded by the session's answer timeout (exit 5 when the server

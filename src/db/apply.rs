@@ -772,7 +772,9 @@ impl Runner<'_> {
     /// row; `Ok(false)`: it was there already.
     async fn record_after_reconnecting(&self, m: &Migration) -> Result<bool, Error> {
         use tokio_postgres::types::Type;
-        // Reconnecting and locking set activities of their own; what is at stake stays.
+        // Reconnecting and locking set activities of their own; what is at stake stays. The lost
+        // session is dealt with here, so not again at the exit.
+        self.session.mark_settled();
         let limit = self.session.answer_timeout;
         let session = super::connect::wait_for(&self.session.database, limit).await?;
         let key = super::lock::key(&self.table.schema, &self.table.name);

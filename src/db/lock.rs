@@ -311,6 +311,33 @@ pub async fn acquire(
     }
 }
 
+/// Ends server process `$1` when it holds, or waits for, the migration lock (`classid` `$2`,
+/// `objid` `$3`) in this database, in either mode; one row per such process. A lost session
+/// still queued for the lock would hold it once granted.
+const END_HOLDER: &str = "select pg_terminate_backend(pid) from (select distinct pid from pg_locks \
+     where locktype = 'advisory' and pid = $1 \
+     and database = (select oid from pg_database where datname = current_database()) \
+     and classid = $2 and objid = $3 and objsubid = 1) holder";
+
+/// What asking the server to end a lost session of ours came to.
+enum Ending {
+    /// It held (or was queued for) the migration lock and was ended.
+    Ended,
+    /// It no longer holds the lock (the server ended it, or the lock was released).
+    Gone,
+    /// It holds the lock and the server would not end it, or could not be asked: why.
+    Failed(String),
+}
+
+fn ending(asked: Result<Vec<tokio_postgres::Row>, String>) -> Ending {
+    match asked {
+        Ok(rows) if rows.is_empty() => Ending::Gone,
+        Ok(rows) if rows.iter().all(|r| r.get::<_, bool>(0)) => Ending::Ended,
+        Ok(_) => Ending::Failed("pg_terminate_backend returned false".into()),
+        Err(e) => Ending::Failed(e),
+    }
+}
+
 /// Ends this run's own lost session (server process `pid`) when the server still has it holding
 /// the migration lock: its connection hung rather than closed (a proxy or firewall that stopped
 /// forwarding), and the server would keep that session, its transaction and the lock until TCP
@@ -319,39 +346,78 @@ pub async fn acquire(
 pub async fn end_lost_holder(session: &Session, pid: i32, key: i64) {
     let (classid, objid) = lock_ids(key);
     let what = "ending the lost session";
-    let ended = session
+    let asked = session
         .within(what, async {
             session
                 .client()
-                .query(
-                    "select pg_terminate_backend(pid) from pg_locks where locktype = 'advisory' \
-                     and granted and mode = 'ExclusiveLock' and pid = $1 \
-                     and database = (select oid from pg_database where datname = current_database()) \
-                     and classid = $2 and objid = $3 and objsubid = 1",
-                    &[&pid, &classid, &objid],
-                )
+                .query(END_HOLDER, &[&pid, &classid, &objid])
                 .await
                 .map_err(|e| query_failed(what, &e))
         })
-        .await;
-    match ended {
-        Ok(rows) if rows.first().is_some_and(|r| r.get::<_, bool>(0)) => tracing::info!(
+        .await
+        .map_err(|e| e.to_string());
+    match ending(asked) {
+        Ending::Ended => tracing::info!(
             "the lost session (server process {pid}) still held the migration lock (the server \
              had not noticed yet that its connection is gone, or the connection hangs instead of \
              closing). Ended it (pg_terminate_backend), so the server rolls back what it had not \
              committed and frees the lock now"
         ),
-        Ok(rows) if rows.is_empty() => {
+        Ending::Gone => {
             tracing::debug!(pid, "the lost session no longer holds the migration lock")
         }
-        Ok(_) => tracing::warn!(
-            "the lost session (server process {pid}) still holds the migration lock and could \
-             not be ended; waiting for the server to end it"
-        ),
-        Err(e) => tracing::warn!(
+        Ending::Failed(e) => tracing::warn!(
             "could not end the lost session (server process {pid}), which still holds the \
              migration lock ({e}); waiting for the server to end it"
         ),
+    }
+}
+
+/// At the end of a run whose connection was given up (an exchange went unanswered, so it may
+/// hang rather than be closed) once it had asked for the migration lock: ends what the server
+/// kept of that session if it holds or waits for the lock, from a new connection, so that the
+/// lock (and whatever its transaction held) is free for the next run now rather than when TCP
+/// gives up on the hung connection.
+/// Nothing is done when the session was not lost, when the statement watch or the recording
+/// recovery already dealt with it, or after a signal (the run must end now). The new connection
+/// and the question each get one answer timeout: a server that cannot be reached adds at most
+/// two to the exit. Returns a sentence for the exit reason when there is something to say.
+pub async fn end_own_lost_session(session: &Session, key: i64) -> Option<String> {
+    if !session.is_lost() || session.is_settled() || interrupt::signal().is_some() {
+        return None;
+    }
+    session.mark_settled();
+    let pid = session.backend_pid;
+    let (classid, objid) = lock_ids(key);
+    let limit = session.answer_timeout;
+    let asked = match tokio::time::timeout(limit, super::connect::observer(&session.database)).await
+    {
+        Ok(Ok(client)) => {
+            match tokio::time::timeout(limit, client.query(END_HOLDER, &[&pid, &classid, &objid]))
+                .await
+            {
+                Ok(Ok(rows)) => Ok(rows),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer within {}", format_duration(limit))),
+            }
+        }
+        Ok(Err(_)) | Err(_) => Err("a new connection could not be opened".to_string()),
+    };
+    match ending(asked) {
+        Ending::Ended => Some(format!(
+            "The server still had that session (process {pid}) holding or queued for the \
+             migration lock, so portcullis ended it from a new connection (pg_terminate_backend): \
+             what it had not committed is rolled back and the lock is free now."
+        )),
+        Ending::Gone => {
+            tracing::debug!(pid, "the lost session no longer holds the migration lock");
+            None
+        }
+        Ending::Failed(why) => Some(format!(
+            "portcullis could not end that session (process {pid}) itself ({why}); if the next \
+             run waits for the migration lock held by pid {pid}, end it with SELECT \
+             pg_terminate_backend({pid})."
+        )),
     }
 }
 

@@ -30,6 +30,10 @@ pub struct Session {
     pub answer_timeout: Duration,
     /// Set once an exchange went unanswered: the connection is out of step, nothing more is sent.
     lost: AtomicBool,
+    /// Set once what can be done about the lost session's remains in the server has been done
+    /// (the statement watch ended it or found the server unreachable; the recording recovery
+    /// ended it), so [`lock::end_own_lost_session`] does not try again.
+    settled: AtomicBool,
 }
 
 impl Session {
@@ -41,6 +45,7 @@ impl Session {
             database,
             answer_timeout,
             lost: AtomicBool::new(false),
+            settled: AtomicBool::new(false),
         }
     }
 
@@ -55,6 +60,15 @@ impl Session {
 
     pub(crate) fn mark_lost(&self) {
         self.lost.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the lost session's remains were dealt with already (see `settled`).
+    pub(crate) fn is_settled(&self) -> bool {
+        self.settled.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn mark_settled(&self) {
+        self.settled.store(true, Ordering::SeqCst);
     }
 
     /// Runs `work`, one or a few exchanges the server answers at once, giving up after

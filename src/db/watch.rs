@@ -103,7 +103,10 @@ impl<'a> Watch<'a> {
         tokio::select! {
             out = work => Ok(out),
             why = self.lost(last_answer, blockers, one_statement) => {
+                // The watch has done what can be done about the session in the server (ended
+                // it, or found the server unreachable or busy): nobody tries again at the exit.
                 self.session.mark_lost();
+                self.session.mark_settled();
                 Err(why)
             }
         }

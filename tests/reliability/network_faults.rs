@@ -168,16 +168,20 @@ fn stalled_during_the_lock_wait_exits_5_instead_of_hanging() {
         .spawn();
     wait_for_sent(&sock, "advisory_lock");
     std::thread::sleep(Duration::from_millis(300));
-    // The poll interval (up to 1 s), then the 2 s connect timeout.
+    // The queued wait's slice (1 s) and the 2 s connect timeout; then up to one more connect
+    // timeout for the new connection that would end the session the server kept, which a
+    // proxy that stalls everything never lets through.
     let (out, took) = exit_5_after(
         run,
         || proxy.stall(),
         Duration::from_secs(120),
-        Duration::from_secs(3),
+        Duration::from_secs(5),
         "lock-wait stall",
     );
     out.says("stopped answering while waiting for the migration lock");
     out.says("no answer within 2s");
+    out.says("could not end that session (process ");
+    out.says("end it with SELECT pg_terminate_backend(");
     drop(holder);
     drop(proxy);
     figure(
@@ -313,6 +317,81 @@ fn a_connection_that_hangs_mid_transaction_has_its_session_ended() {
         "network faults",
         format!(
             "hang mid-transaction (the proxy keeps the connection open, forwards new ones; connect_timeout=1): exit 5 {} ms after the hang, its session ended in the server, lock free with the connection still open; nothing applied; re-run exit 0",
+            took.as_millis()
+        ),
+    );
+}
+
+/// A connection that hangs during an exchange the server answers at once (here the read of the
+/// tracking table, which a table lock holds up until the hang), while the run holds the
+/// migration lock. No statement watch runs then: the run gives the connection up after one
+/// connect timeout, and then ends the session the server kept, from a new connection. Otherwise
+/// that session would hold the migration lock until TCP gave up on the hung connection (hours
+/// with default keepalives), and every later run would wait for it and fail with exit 7.
+#[test]
+fn a_connection_that_hangs_while_holding_the_lock_has_its_session_ended() {
+    let proxy = Proxy::start(Cluster::shared().port());
+    let (url, sock) = through(&proxy, "nf_quick", "connect_timeout=2");
+    let direct = Cluster::shared().url(
+        &query(&sock, "select current_database()")[0][0]
+            .clone()
+            .unwrap(),
+    );
+    // An earlier deploy made the tracking table; this one brings a second migration.
+    let mut folder = one_table();
+    portcullis(&direct, folder.path()).run().expect(0);
+    folder.add(
+        "0001_nf_more",
+        1_700_000_001_000,
+        "CREATE TABLE \"nf_more\" (\"id\" integer);",
+    );
+    let table = crate::run::hold_session(
+        &sock,
+        "BEGIN; LOCK TABLE drizzle.__drizzle_migrations IN ACCESS EXCLUSIVE MODE",
+        "COMMIT",
+    );
+    let run = portcullis(&url, folder.path()).spawn();
+    poll(
+        Duration::from_secs(30),
+        "the run never waited to read the tracking table",
+        || {
+            query(
+                &sock,
+                "select count(*) from pg_stat_activity where wait_event_type = 'Lock' \
+                 and datname = current_database() and pid <> pg_backend_pid()",
+            )[0][0]
+                .as_deref()
+                != Some("0")
+        },
+    );
+    // The connection hangs, then the read completes in the server: its answer goes nowhere and
+    // the session sits idle, holding the migration lock.
+    let (out, took) = exit_5_after(
+        run,
+        || {
+            proxy.stall_open();
+            table.release();
+        },
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+        "hang reading the tracking table",
+    );
+    out.says("stopped answering while reading the tracking table");
+    out.says("so portcullis ended it from a new connection (pg_terminate_backend)");
+    // The proxy still holds the hung connection open: only the ended session freed the lock.
+    poll(
+        Duration::from_secs(2),
+        "the hung session is ended while its connection stays open",
+        || advisory_locks(&sock) == 0,
+    );
+    assert_eq!(rows(&sock).len(), 1, "nothing more was applied");
+    drop(proxy);
+    portcullis(&direct, folder.path()).run().expect(0);
+    assert_eq!(rows(&sock).len(), 2);
+    figure(
+        "network faults",
+        format!(
+            "hang while reading the tracking table, holding the migration lock (connect_timeout=2): exit 5 {} ms after the hang, its session ended from a new connection, lock free with the connection still open; re-run exit 0",
             took.as_millis()
         ),
     );
