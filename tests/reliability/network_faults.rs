@@ -101,6 +101,17 @@ fn until_running(sock: &str, pattern: &str, what: &str) {
     poll(Duration::from_secs(30), what, || running(sock, pattern));
 }
 
+/// The proxy still holds a hung connection open, so only a session ended by portcullis frees the
+/// migration lock; it must be free within 2 s.
+#[track_caller]
+fn lock_freed_while_the_connection_hangs(sock: &str) {
+    poll(
+        Duration::from_secs(2),
+        "the hung session is ended while its connection stays open",
+        || advisory_locks(sock) == 0,
+    );
+}
+
 #[track_caller]
 fn ended_within(out: &Captured, since: Instant, limit: Duration, what: &str) -> Duration {
     let took = since.elapsed();
@@ -296,12 +307,7 @@ fn a_connection_that_hangs_mid_transaction_has_its_session_ended() {
     );
     out.says("has not confirmed for");
     out.says("so portcullis ended it (pg_terminate_backend");
-    // The proxy still holds the hung connection open: only the ended session freed the lock.
-    poll(
-        Duration::from_secs(2),
-        "the hung session is ended while its connection stays open",
-        || advisory_locks(&sock) == 0,
-    );
+    lock_freed_while_the_connection_hangs(&sock);
     assert!(
         query(
             &sock,
@@ -378,12 +384,7 @@ fn a_connection_that_hangs_while_holding_the_lock_has_its_session_ended() {
     );
     out.says("stopped answering while reading the tracking table");
     out.says("so portcullis ended it from a new connection (pg_terminate_backend)");
-    // The proxy still holds the hung connection open: only the ended session freed the lock.
-    poll(
-        Duration::from_secs(2),
-        "the hung session is ended while its connection stays open",
-        || advisory_locks(&sock) == 0,
-    );
+    lock_freed_while_the_connection_hangs(&sock);
     assert_eq!(rows(&sock).len(), 1, "nothing more was applied");
     drop(proxy);
     portcullis(&direct, folder.path()).run().expect(0);
@@ -522,35 +523,15 @@ fn stalled_during_commit_exits_5_saying_the_outcome_is_unknown_but_atomic() {
 fn the_session_asks_the_server_to_notice_a_vanished_runner_within_a_minute() {
     let cluster = Cluster::shared();
     let db = cluster.create_database("nf_keepalive");
-    let sock = cluster.socket_url(&db);
-    let seeds = SeedDir::with(
-        "1_keepalives",
-        "CREATE TABLE IF NOT EXISTS nf_ka AS SELECT \
-         current_setting('tcp_keepalives_idle') AS idle, \
-         current_setting('tcp_keepalives_interval') AS every, \
-         current_setting('tcp_keepalives_count') AS probes;",
-    );
-    let folder = one_table();
     // Over TCP: on a Unix socket these settings do not apply.
-    portcullis(&cluster.url(&db), folder.path())
-        .env("PORTCULLIS_SEEDS_DIR", seeds.path())
-        .run()
-        .expect(0);
-    assert_eq!(
-        query(&sock, "select idle, every, probes from nf_ka"),
-        vec![vec![
-            Some("30".to_string()),
-            Some("10".to_string()),
-            Some("3".to_string())
-        ]]
-    );
+    let (_, settings) = session_settings(&cluster.url(&db), &cluster.socket_url(&db));
+    assert_eq!(settings, ["1s", "30", "10", "3"]);
 }
 
 /// A server that refuses some of those settings still gets the others: one built for a system
 /// that cannot tell a closed connection (macOS among them) refuses
 /// `client_connection_check_interval`, and the keepalives must not be lost with it. The proxy
-/// makes the real server refuse a setting by corrupting its value on the way (`10x0`, `x0`);
-/// a seed, run in the same session, records what the session ended up with.
+/// makes the real server refuse a setting by corrupting its value on the way (`10x0`, `x0`).
 #[test]
 fn a_server_that_refuses_one_session_setting_still_gets_the_others() {
     const CHECK: (&str, &str) = (
@@ -560,30 +541,32 @@ fn a_server_that_refuses_one_session_setting_still_gets_the_others() {
     const IDLE: (&str, &str) = ("'tcp_keepalives_idle', '30'", "'tcp_keepalives_idle', 'x0'");
     let cluster = Cluster::shared();
     // What a TCP session has when nobody sets them: the operating system's values.
-    let untouched = query(
+    let untouched: Vec<String> = query(
         &cluster.url("postgres"),
-        "select current_setting('tcp_keepalives_idle'), current_setting('tcp_keepalives_count')",
-    );
-    let (default_idle, default_probes) = (
-        untouched[0][0].clone().unwrap(),
-        untouched[0][1].clone().unwrap(),
-    );
+        "select current_setting('tcp_keepalives_idle'), \
+         current_setting('tcp_keepalives_interval'), current_setting('tcp_keepalives_count')",
+    )
+    .remove(0)
+    .into_iter()
+    .map(Option::unwrap)
+    .collect();
     assert_ne!(
-        default_idle, "30",
+        untouched[0], "30",
         "the test needs the server's default to differ"
     );
+    let ours = ["30", "10", "3"].map(String::from).to_vec();
     /// What the proxy corrupts, what the session then has, and the debug lines that say so.
     struct Case<'a> {
         refused: &'a [(&'a str, &'a str)],
         check_every: &'a str,
-        idle: &'a str,
+        keepalives: &'a [String],
         said: &'a [&'a str],
     }
     let cases = [
         Case {
             refused: &[CHECK],
             check_every: "0",
-            idle: "30",
+            keepalives: &ours,
             said: &[
                 "could not set client_connection_check_interval and the server's TCP \
                      keepalives together; trying them one by one",
@@ -592,13 +575,13 @@ fn a_server_that_refuses_one_session_setting_still_gets_the_others() {
         Case {
             refused: &[IDLE],
             check_every: "1s",
-            idle: &default_idle,
+            keepalives: &untouched,
             said: &["could not set the server's TCP keepalives (if this runner vanishes"],
         },
         Case {
             refused: &[CHECK, IDLE],
             check_every: "0",
-            idle: &default_idle,
+            keepalives: &untouched,
             said: &[
                 "could not set the server's TCP keepalives",
                 "could not set client_connection_check_interval (if this runner is killed",
@@ -608,7 +591,7 @@ fn a_server_that_refuses_one_session_setting_still_gets_the_others() {
     for Case {
         refused,
         check_every,
-        idle,
+        keepalives,
         said,
     } in cases
     {
@@ -617,38 +600,44 @@ fn a_server_that_refuses_one_session_setting_still_gets_the_others() {
             proxy.rewrite(what, with);
         }
         let (url, sock) = through(&proxy, "nf_refused", "connect_timeout=5");
-        let seeds = SeedDir::with(
-            "1_settings",
-            "CREATE TABLE IF NOT EXISTS nf_set AS SELECT \
-             current_setting('client_connection_check_interval') AS check_every, \
-             current_setting('tcp_keepalives_idle') AS idle, \
-             current_setting('tcp_keepalives_count') AS probes;",
-        );
-        let folder = one_table();
-        let out = portcullis(&url, folder.path())
-            .env("PORTCULLIS_SEEDS_DIR", seeds.path())
-            .env("PORTCULLIS_LOG_LEVEL", "debug")
-            .run();
-        out.expect(0);
+        let (out, settings) = session_settings(&url, &sock);
         assert!(
             proxy.rewritten() >= refused.len(),
             "the proxy never saw the statement to corrupt"
         );
-        let probes = if idle == "30" { "3" } else { &default_probes };
-        assert_eq!(
-            query(&sock, "select check_every, idle, probes from nf_set"),
-            vec![vec![
-                Some(check_every.to_string()),
-                Some(idle.to_string()),
-                Some(probes.to_string())
-            ]],
-            "refused: {refused:?}"
-        );
+        assert_eq!(settings[0], check_every, "refused: {refused:?}");
+        assert_eq!(settings[1..], *keepalives, "refused: {refused:?}");
         for line in said {
             out.says(line);
         }
         assert_eq!(rows(&sock).len(), 1, "the migration was applied");
     }
+}
+
+/// Runs portcullis (one quick migration, debug log) at `url` with a seed that records, in the
+/// same session, how the server checks that session's connection: `client_connection_check_
+/// interval` and the three `tcp_keepalives_*`, in that order, read back through `sock`.
+fn session_settings(url: &str, sock: &str) -> (Captured, Vec<String>) {
+    let seeds = SeedDir::with(
+        "1_settings",
+        "CREATE TABLE IF NOT EXISTS nf_set AS SELECT \
+         current_setting('client_connection_check_interval') AS check_every, \
+         current_setting('tcp_keepalives_idle') AS idle, \
+         current_setting('tcp_keepalives_interval') AS every, \
+         current_setting('tcp_keepalives_count') AS probes;",
+    );
+    let folder = one_table();
+    let out = portcullis(url, folder.path())
+        .env("PORTCULLIS_SEEDS_DIR", seeds.path())
+        .env("PORTCULLIS_LOG_LEVEL", "debug")
+        .run();
+    out.expect(0);
+    let settings = query(sock, "select check_every, idle, every, probes from nf_set")
+        .remove(0)
+        .into_iter()
+        .map(Option::unwrap_or_default)
+        .collect();
+    (out, settings)
 }
 
 /// A seeds folder holding one seed, removed on drop.
