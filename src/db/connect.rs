@@ -225,14 +225,33 @@ pub enum NoObserver {
     Unreachable,
 }
 
-/// A second, plain connection that watches who blocks the migrating session's statements and
-/// whether the server still runs a long one. Best effort: without it, lock timeouts are still
-/// retried, only the blockers go unnamed.
-pub async fn observer(db: &Database) -> Result<tokio_postgres::Client, NoObserver> {
+/// What a second connection is for, as `pg_stat_activity` shows it (`application_name`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Second {
+    /// The statement watch: who blocks the migrating session's statements, and whether the
+    /// server still runs a long one. Best effort: without it, lock timeouts are still retried,
+    /// only the blockers go unnamed.
+    Observer,
+    /// Ending this run's own lost session at the exit (`lock::end_own_lost_session`).
+    EndingLostSession,
+}
+
+impl Second {
+    fn label(self) -> &'static str {
+        match self {
+            Second::Observer => "lock observer",
+            Second::EndingLostSession => "ending its lost session",
+        }
+    }
+}
+
+/// A second, plain connection, besides the session that holds the lock.
+pub async fn second(db: &Database, purpose: Second) -> Result<tokio_postgres::Client, NoObserver> {
     let mut pg = pg_config(db);
     let name = format!(
-        "{} (lock observer)",
-        pg.get_application_name().unwrap_or("portcullis")
+        "{} ({})",
+        pg.get_application_name().unwrap_or("portcullis"),
+        purpose.label()
     );
     pg.application_name(&name);
     let tls = tls::connector(db).map_err(|_| NoObserver::Unreachable)?;
@@ -244,7 +263,7 @@ pub async fn observer(db: &Database) -> Result<tokio_postgres::Client, NoObserve
             Ok(client)
         }
         Ok(Err(e)) => {
-            tracing::debug!("no observer connection ({e}); blockers will not be named");
+            tracing::debug!("no second connection ({}): {e}", purpose.label());
             match e.as_db_error() {
                 Some(dbe) if dbe.code().code() == "53300" => Err(NoObserver::Busy),
                 _ => Err(NoObserver::Unreachable),

@@ -13,6 +13,7 @@
 //! milliseconds of the holder. The other commands that write ([`acquire`]) poll with backoff.
 //! Neither kind of wait holds or queues for any lock on the app's tables.
 
+use super::connect::Second;
 use super::{Session, query_failed};
 use crate::config::format_duration;
 use crate::error::Error;
@@ -390,8 +391,8 @@ pub async fn end_own_lost_session(session: &Session, key: i64) -> Option<String>
     let pid = session.backend_pid;
     let (classid, objid) = lock_ids(key);
     let limit = session.answer_timeout;
-    let asked = match tokio::time::timeout(limit, super::connect::observer(&session.database)).await
-    {
+    let second = super::connect::second(&session.database, Second::EndingLostSession);
+    let asked = match tokio::time::timeout(limit, second).await {
         Ok(Ok(client)) => {
             match tokio::time::timeout(limit, client.query(END_HOLDER, &[&pid, &classid, &objid]))
                 .await

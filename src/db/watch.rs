@@ -13,7 +13,7 @@
 //! server's default keepalives.
 
 use super::Session;
-use super::connect::NoObserver;
+use super::connect::{NoObserver, Second};
 use crate::config::format_duration;
 use crate::source::lexer;
 use std::cell::{Cell, RefCell};
@@ -74,7 +74,7 @@ impl<'a> Watch<'a> {
         } else {
             let (db, t) = (session.database.clone(), session.answer_timeout);
             Observer::Opening(tokio::spawn(async move {
-                tokio::time::timeout(t, super::connect::observer(&db))
+                tokio::time::timeout(t, super::connect::second(&db, Second::Observer))
                     .await
                     .ok()
                     .and_then(Result::ok)
@@ -233,7 +233,7 @@ impl<'a> Watch<'a> {
             Some(c) => Ok(c),
             None => tokio::time::timeout(
                 self.session.answer_timeout,
-                super::connect::observer(&self.session.database),
+                super::connect::second(&self.session.database, Second::Observer),
             )
             .await
             .unwrap_or(Err(NoObserver::Unreachable)),
