@@ -176,7 +176,7 @@ pub async fn migrate(cfg: &Config) -> Result<Outcome, Error> {
         db::lock::release(&session, key).await;
         result
     };
-    settle_lost(&session, key, locked.await).await
+    settle_lost(&session, locked.await).await
 }
 
 /// The end of every run that may have held the migration lock: when its connection was given up
@@ -185,13 +185,12 @@ pub async fn migrate(cfg: &Config) -> Result<Outcome, Error> {
 /// it to the exit reason (see [`db::lock::end_own_lost_session`]).
 async fn settle_lost(
     session: &db::Session,
-    key: i64,
     result: Result<Outcome, Error>,
 ) -> Result<Outcome, Error> {
     let Err(e) = result else {
         return result;
     };
-    let Some(more) = db::lock::end_own_lost_session(session, key).await else {
+    let Some(more) = db::lock::end_own_lost_session(session).await else {
         return Err(e);
     };
     match e {
@@ -313,7 +312,7 @@ where
         db::lock::release(session, key).await;
         result
     };
-    settle_lost(session, key, locked.await).await
+    settle_lost(session, locked.await).await
 }
 
 // The tracking-table phases are bounded by the session's answer timeout (exit 5 when the server

@@ -292,8 +292,33 @@ fn pool(db: &Database) -> Result<(Pool, tokio_postgres_rustls::MakeRustlsConnect
     Ok((pool, tls))
 }
 
-/// The server process serving this statement, asked through the simple query protocol (one
-/// message, one transaction: what a pooler may route anywhere).
+/// The server process serving this statement and when it started (microseconds since the
+/// epoch, 0 when unknown), asked through the simple query protocol (one message, one
+/// transaction: what a pooler may route anywhere). The pair tells this session from a later one
+/// that got the same pid, so that portcullis can end its own lost session safely.
+async fn backend_identity(client: &tokio_postgres::Client) -> (i32, i64) {
+    let rows = client
+        .simple_query(
+            "select pg_backend_pid(), (select (extract(epoch from backend_start) * 1000000)::int8 \
+             from pg_stat_get_activity(pg_backend_pid()))",
+        )
+        .await
+        .unwrap_or_default();
+    let column = |i: usize| -> Option<i64> {
+        rows.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(i).and_then(|v| v.parse().ok()),
+            _ => None,
+        })
+    };
+    (
+        column(0)
+            .and_then(|p| i32::try_from(p).ok())
+            .unwrap_or_default(),
+        column(1).unwrap_or_default(),
+    )
+}
+
+/// The server process serving this statement, asked as [`backend_identity`] asks.
 async fn backend_pid(client: &tokio_postgres::Client) -> i32 {
     let rows = client
         .simple_query("select pg_backend_pid()")
@@ -505,8 +530,8 @@ async fn wait_on(db: &Database, timeout: Duration) -> Result<Session, Refusal> {
                 // different backends prove it. A peer that accepted the connection but stopped
                 // answering (a hung proxy) counts as a failed attempt, not a hang.
                 let pids = tokio::time::timeout(per_attempt, async {
-                    let pid = backend_pid(&client).await;
-                    (pid, backend_pid_again(&client, pid).await)
+                    let (pid, began) = backend_identity(&client).await;
+                    (pid, began, backend_pid_again(&client, pid).await)
                 })
                 .await;
                 match pids {
@@ -515,7 +540,7 @@ async fn wait_on(db: &Database, timeout: Duration) -> Result<Session, Refusal> {
                         drop(deadpool_postgres::Object::take(client));
                         "the server accepted the connection but did not answer".to_string()
                     }
-                    Ok((pid, again)) => {
+                    Ok((pid, began, again)) => {
                         if pid != again {
                             return Err(Refusal::Other(Error::Refused(format!(
                                 "{} is behind a transaction-mode connection pooler: two \
@@ -536,7 +561,7 @@ async fn wait_on(db: &Database, timeout: Duration) -> Result<Session, Refusal> {
                             );
                         }
                         interrupt::register(client.cancel_token(), tls);
-                        return Ok(Session::new(client, pid, db.clone()));
+                        return Ok(Session::new(client, pid, began, db.clone()));
                     }
                 }
             }

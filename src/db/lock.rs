@@ -14,7 +14,7 @@
 //! Neither kind of wait holds or queues for any lock on the app's tables.
 
 use super::connect::Second;
-use super::{Session, query_failed};
+use super::{Ending, Session, query_failed};
 use crate::config::format_duration;
 use crate::error::Error;
 use crate::interrupt;
@@ -312,106 +312,57 @@ pub async fn acquire(
     }
 }
 
-/// Ends server process `$1` when it holds, or waits for, the migration lock (`classid` `$2`,
-/// `objid` `$3`) in this database, in either mode; one row per such process. A lost session
-/// still queued for the lock would hold it once granted.
-const END_HOLDER: &str = "select pg_terminate_backend(pid) from (select distinct pid from pg_locks \
-     where locktype = 'advisory' and pid = $1 \
-     and database = (select oid from pg_database where datname = current_database()) \
-     and classid = $2 and objid = $3 and objsubid = 1) holder";
-
-/// What asking the server to end a lost session of ours came to.
-enum Ending {
-    /// It held (or was queued for) the migration lock and was ended.
-    Ended,
-    /// It no longer holds the lock (the server ended it, or the lock was released).
-    Gone,
-    /// It holds the lock and the server would not end it, or could not be asked: why.
-    Failed(String),
-}
-
-fn ending(asked: Result<Vec<tokio_postgres::Row>, String>) -> Ending {
-    match asked {
-        Ok(rows) if rows.is_empty() => Ending::Gone,
-        Ok(rows) if rows.iter().all(|r| r.get::<_, bool>(0)) => Ending::Ended,
-        Ok(_) => Ending::Failed("pg_terminate_backend returned false".into()),
-        Err(e) => Ending::Failed(e),
-    }
-}
-
-/// Ends this run's own lost session (server process `pid`) when the server still has it holding
-/// the migration lock: its connection hung rather than closed (a proxy or firewall that stopped
-/// forwarding), and the server would keep that session, its transaction and the lock until TCP
+/// Ends this run's own lost session (`lost`) from the new session `new`, when the server still
+/// has it: its connection hung rather than closed (a proxy or firewall that stopped forwarding),
+/// and the server would keep that session, its transaction and the migration lock until TCP
 /// gives up on it, which takes hours with the server's default keepalives. Best effort: when it
 /// cannot be done, the caller's wait for the lock decides what happens.
-pub async fn end_lost_holder(session: &Session, pid: i32, key: i64) {
-    let (classid, objid) = lock_ids(key);
-    let what = "ending the lost session";
-    let asked = session
-        .within(what, async {
-            session
-                .client()
-                .query(END_HOLDER, &[&pid, &classid, &objid])
-                .await
-                .map_err(|e| query_failed(what, &e))
-        })
-        .await
-        .map_err(|e| e.to_string());
-    match ending(asked) {
+pub async fn end_lost_session(new: &Session, lost: &Session) {
+    let pid = lost.backend_pid;
+    match super::end_own_session(new.client(), lost, new.answer_timeout).await {
         Ending::Ended => tracing::info!(
-            "the lost session (server process {pid}) still held the migration lock (the server \
-             had not noticed yet that its connection is gone, or the connection hangs instead of \
-             closing). Ended it (pg_terminate_backend), so the server rolls back what it had not \
-             committed and frees the lock now"
+            "the server still had the lost session (server process {pid}; it had not noticed yet \
+             that its connection is gone, or the connection hangs instead of closing). Ended it \
+             (pg_terminate_backend), so the server rolls back what it had not committed and \
+             frees the migration lock now"
         ),
-        Ending::Gone => {
-            tracing::debug!(pid, "the lost session no longer holds the migration lock")
-        }
+        Ending::Gone => tracing::debug!(pid, "the lost session is gone already"),
         Ending::Failed(e) => tracing::warn!(
-            "could not end the lost session (server process {pid}), which still holds the \
-             migration lock ({e}); waiting for the server to end it"
+            "could not end the lost session (server process {pid}): {e}; waiting for the server \
+             to end it"
         ),
     }
 }
 
 /// At the end of a run whose connection was given up (an exchange went unanswered, so it may
 /// hang rather than be closed) once it had asked for the migration lock: ends what the server
-/// kept of that session if it holds or waits for the lock, from a new connection, so that the
-/// lock (and whatever its transaction held) is free for the next run now rather than when TCP
-/// gives up on the hung connection.
-/// Nothing is done when the session was not lost, when the statement watch or the recording
-/// recovery already dealt with it, or after a signal (the run must end now). The new connection
-/// and the question each get one answer timeout: a server that cannot be reached adds at most
-/// two to the exit. Returns a sentence for the exit reason when there is something to say.
-pub async fn end_own_lost_session(session: &Session, key: i64) -> Option<String> {
+/// kept of that session, from a new connection, so that the migration lock it holds (or was
+/// queued for) and whatever its transaction held are free for the next run now rather than when
+/// TCP gives up on the hung connection. Nothing is done when the session was not lost, when the
+/// statement watch or the recording recovery already dealt with it, or after a signal (the run
+/// must end now). The new connection and the question each get one answer timeout: a server
+/// that cannot be reached adds at most two to the exit. Returns a sentence for the exit reason
+/// when there is something to say.
+pub async fn end_own_lost_session(session: &Session) -> Option<String> {
     if !session.is_lost() || session.is_settled() || interrupt::signal().is_some() {
         return None;
     }
     session.mark_settled();
     let pid = session.backend_pid;
-    let (classid, objid) = lock_ids(key);
     let limit = session.answer_timeout;
     let second = super::connect::second(&session.database, Second::EndingLostSession);
-    let asked = match tokio::time::timeout(limit, second).await {
-        Ok(Ok(client)) => {
-            match tokio::time::timeout(limit, client.query(END_HOLDER, &[&pid, &classid, &objid]))
-                .await
-            {
-                Ok(Ok(rows)) => Ok(rows),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!("no answer within {}", format_duration(limit))),
-            }
-        }
-        Ok(Err(_)) | Err(_) => Err("a new connection could not be opened".to_string()),
+    let ending = match tokio::time::timeout(limit, second).await {
+        Ok(Ok(client)) => super::end_own_session(&client, session, limit).await,
+        Ok(Err(_)) | Err(_) => Ending::Failed("a new connection could not be opened".into()),
     };
-    match ending(asked) {
+    match ending {
         Ending::Ended => Some(format!(
-            "The server still had that session (process {pid}) holding or queued for the \
-             migration lock, so portcullis ended it from a new connection (pg_terminate_backend): \
-             what it had not committed is rolled back and the lock is free now."
+            "The server still had that session (process {pid}), so portcullis ended it from a \
+             new connection (pg_terminate_backend): what it had not committed is rolled back, \
+             and the migration lock it held or was queued for is free now."
         )),
         Ending::Gone => {
-            tracing::debug!(pid, "the lost session no longer holds the migration lock");
+            tracing::debug!(pid, "the lost session is gone already");
             None
         }
         Ending::Failed(why) => Some(format!(

@@ -22,6 +22,9 @@ pub struct Session {
     client: deadpool_postgres::Object,
     /// The server process serving us, for logs and for other runners' "who holds the lock".
     pub backend_pid: i32,
+    /// When that process started, in microseconds since the epoch (0 when unknown): with the
+    /// pid, it tells this session from a later one that got the same pid ([`END_OWN_SESSION`]).
+    pub backend_start: i64,
     pub database: Database,
     /// How long an exchange that the server answers at once (lock polling, the tracking table,
     /// BEGIN, ROLLBACK) may go unanswered before the connection counts as lost: the connect
@@ -37,11 +40,17 @@ pub struct Session {
 }
 
 impl Session {
-    fn new(client: deadpool_postgres::Object, backend_pid: i32, database: Database) -> Session {
+    fn new(
+        client: deadpool_postgres::Object,
+        backend_pid: i32,
+        backend_start: i64,
+        database: Database,
+    ) -> Session {
         let answer_timeout = connect::answer_timeout(&database);
         Session {
             client,
             backend_pid,
+            backend_start,
             database,
             answer_timeout,
             lost: AtomicBool::new(false),
@@ -109,6 +118,48 @@ impl Session {
             self.database.target(),
             format_duration(self.answer_timeout)
         ))
+    }
+}
+
+/// Ends server process `$1` if it is the session that started at `$2` (microseconds since the
+/// epoch, as [`Session::backend_start`]): this run's own session, whose connection was given up.
+/// A session of one's own role may be ended without privileges. One row when it was there.
+pub(crate) const END_OWN_SESSION: &str = "select pg_terminate_backend(pid) from pg_stat_activity \
+     where pid = $1 and (extract(epoch from backend_start) * 1000000)::int8 = $2";
+
+/// The state of this run's session `$1` (started at `$2`, as [`END_OWN_SESSION`] takes it) as
+/// the server sees it: 'active' while it runs our statement; no row once it is gone.
+pub(crate) const STATE_OF_OWN_SESSION: &str = "select state from pg_stat_activity \
+     where pid = $1 and (extract(epoch from backend_start) * 1000000)::int8 = $2";
+
+/// What asking the server to end this run's lost session came to.
+pub(crate) enum Ending {
+    /// It was there, and was ended.
+    Ended,
+    /// It was gone already.
+    Gone,
+    /// It could not be ended, or the server could not be asked: why.
+    Failed(String),
+}
+
+/// Asks the server, on `client` (a connection other than the lost one), to end `lost`'s
+/// session ([`END_OWN_SESSION`]), waiting at most `limit` for the answer.
+pub(crate) async fn end_own_session(
+    client: &tokio_postgres::Client,
+    lost: &Session,
+    limit: Duration,
+) -> Ending {
+    let asked = tokio::time::timeout(
+        limit,
+        client.query(END_OWN_SESSION, &[&lost.backend_pid, &lost.backend_start]),
+    )
+    .await;
+    match asked {
+        Ok(Ok(rows)) if rows.is_empty() => Ending::Gone,
+        Ok(Ok(rows)) if rows.iter().all(|r| r.get::<_, bool>(0)) => Ending::Ended,
+        Ok(Ok(_)) => Ending::Failed("pg_terminate_backend returned false".into()),
+        Ok(Err(e)) => Ending::Failed(e.to_string()),
+        Err(_) => Ending::Failed(format!("no answer within {}", format_duration(limit))),
     }
 }
 

@@ -12,21 +12,13 @@
 //! the migration lock, until TCP gives up on the connection, which takes hours with the
 //! server's default keepalives.
 
-use super::Session;
 use super::connect::{NoObserver, Second};
+use super::{Ending, Session};
 use crate::config::format_duration;
 use crate::source::lexer;
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
 use tokio::time::Instant;
-
-/// The state of session `$1` as the server sees it ('active' while it runs our statement), and
-/// when it started, which tells our session from a later one that got the same pid.
-const STATE_OF: &str = "select state, backend_start::text from pg_stat_activity where pid = $1";
-
-/// Ends session `$1` if it is the one that started at `$2`.
-const END_SESSION: &str = "select pg_terminate_backend(pid) from pg_stat_activity \
-                           where pid = $1 and backend_start::text = $2";
 
 /// Sessions blocking `$1`, described for the log (their query is masked by
 /// [`lexer::mask_literals`] before it is shown).
@@ -56,8 +48,6 @@ pub(crate) struct Watch<'a> {
     lock_timeout: Duration,
     /// Zero: no deadline, only the liveness checks.
     statement_timeout: Duration,
-    /// Our session's `backend_start`, as the first liveness check saw it.
-    backend_start: RefCell<Option<String>>,
     /// The state the last liveness check saw our session in, when it was there but not running
     /// a statement ('idle in transaction', say); `None` otherwise.
     idle_state: RefCell<Option<String>>,
@@ -85,7 +75,6 @@ impl<'a> Watch<'a> {
             observer: Cell::new(observer),
             lock_timeout,
             statement_timeout,
-            backend_start: RefCell::new(None),
             idle_state: RefCell::new(None),
         }
     }
@@ -253,21 +242,16 @@ impl<'a> Watch<'a> {
         };
         let asked = tokio::time::timeout(
             self.session.answer_timeout,
-            observer.query_opt(STATE_OF, &[&self.session.backend_pid]),
+            observer.query_opt(
+                super::STATE_OF_OWN_SESSION,
+                &[&self.session.backend_pid, &self.session.backend_start],
+            ),
         )
         .await;
         let running = match &asked {
             Ok(Ok(Some(row))) => {
                 let state: Option<String> = row.get(0);
-                let started: Option<String> = row.get(1);
-                let mut ours = self.backend_start.borrow_mut();
-                if ours.is_none() {
-                    *ours = started.clone();
-                }
-                if *ours != started {
-                    // A later session with our pid: ours is gone.
-                    false
-                } else if state.as_deref() == Some("active") {
+                if state.as_deref() == Some("active") {
                     true
                 } else {
                     self.idle_state
@@ -275,7 +259,8 @@ impl<'a> Watch<'a> {
                     false
                 }
             }
-            // Our backend is gone from the server: the session ended without us hearing of it.
+            // Our session is gone from the server (a later one may have our pid): it ended
+            // without us hearing of it.
             Ok(Ok(None)) => false,
             Ok(Err(e)) => e.as_db_error().is_some(),
             Err(_) => false,
@@ -293,17 +278,11 @@ impl<'a> Watch<'a> {
     /// exit; `None` when there was nothing to end or it could not be done (logged).
     async fn end_idle_session(&self) -> Option<String> {
         let state = self.idle_state.borrow().clone()?;
-        let started = self.backend_start.borrow().clone()?;
         let pid = self.session.backend_pid;
+        // The connection is being given up: this is the observer's last use.
         let observer = self.take_observer().await?;
-        let asked = tokio::time::timeout(
-            self.session.answer_timeout,
-            observer.query_opt(END_SESSION, &[&pid, &started]),
-        )
-        .await;
-        match asked {
-            Ok(Ok(Some(row))) if row.get::<_, bool>(0) => {
-                self.observer.set(Observer::Ready(observer));
+        match super::end_own_session(&observer, self.session, self.session.answer_timeout).await {
+            Ending::Ended => {
                 // The reason of the exit says it; this is for a debug trace of the order.
                 tracing::debug!(pid, state, "ended this run's session in the server");
                 Some(format!(
@@ -312,15 +291,14 @@ impl<'a> Watch<'a> {
                      and its locks are released now"
                 ))
             }
-            Ok(Ok(_)) => None,
-            Ok(Err(e)) => {
+            Ending::Gone => None,
+            Ending::Failed(e) => {
                 tracing::warn!(
                     "could not end this run's session in the server (pid {pid}, {state}): {e}; \
                      the server ends it when it notices the connection is gone"
                 );
                 None
             }
-            Err(_) => None,
         }
     }
 
