@@ -22,9 +22,10 @@ pub struct Session {
     client: deadpool_postgres::Object,
     /// The server process serving us, for logs and for other runners' "who holds the lock".
     pub backend_pid: i32,
-    /// When that process started, in microseconds since the epoch (0 when unknown): with the
-    /// pid, it tells this session from a later one that got the same pid ([`END_OWN_SESSION`]).
-    pub backend_start: i64,
+    /// The server's clock (seconds since the epoch) at a moment that process was serving this
+    /// session, its first statement (0 when unknown): a later session that gets the same pid
+    /// starts after it, so with the pid it tells this session apart ([`END_OWN_SESSION`]).
+    pub alive_at: f64,
     pub database: Database,
     /// How long an exchange that the server answers at once (lock polling, the tracking table,
     /// BEGIN, ROLLBACK) may go unanswered before the connection counts as lost: the connect
@@ -43,14 +44,14 @@ impl Session {
     fn new(
         client: deadpool_postgres::Object,
         backend_pid: i32,
-        backend_start: i64,
+        alive_at: f64,
         database: Database,
     ) -> Session {
         let answer_timeout = connect::answer_timeout(&database);
         Session {
             client,
             backend_pid,
-            backend_start,
+            alive_at,
             database,
             answer_timeout,
             lost: AtomicBool::new(false),
@@ -121,16 +122,17 @@ impl Session {
     }
 }
 
-/// Ends server process `$1` if it is the session that started at `$2` (microseconds since the
-/// epoch, as [`Session::backend_start`]): this run's own session, whose connection was given up.
-/// A session of one's own role may be ended without privileges. One row when it was there.
+/// Ends server process `$1` if it is this run's own session, whose connection was given up: the
+/// one that started before `$2` ([`Session::alive_at`], when it was serving us), since any later
+/// session with the same pid started after ours ended. A session of one's own role may be ended
+/// without privileges. One row when it was there.
 pub(crate) const END_OWN_SESSION: &str = "select pg_terminate_backend(pid) from pg_stat_activity \
-     where pid = $1 and (extract(epoch from backend_start) * 1000000)::int8 = $2";
+     where pid = $1 and backend_start <= to_timestamp($2)";
 
-/// The state of this run's session `$1` (started at `$2`, as [`END_OWN_SESSION`] takes it) as
-/// the server sees it: 'active' while it runs our statement; no row once it is gone.
+/// The state of this run's session (`$1`, `$2` as [`END_OWN_SESSION`] takes them) as the server
+/// sees it: 'active' while it runs our statement; no row once it is gone.
 pub(crate) const STATE_OF_OWN_SESSION: &str = "select state from pg_stat_activity \
-     where pid = $1 and (extract(epoch from backend_start) * 1000000)::int8 = $2";
+     where pid = $1 and backend_start <= to_timestamp($2)";
 
 /// What asking the server to end this run's lost session came to.
 pub(crate) enum Ending {
@@ -151,7 +153,7 @@ pub(crate) async fn end_own_session(
 ) -> Ending {
     let asked = tokio::time::timeout(
         limit,
-        client.query(END_OWN_SESSION, &[&lost.backend_pid, &lost.backend_start]),
+        client.query(END_OWN_SESSION, &[&lost.backend_pid, &lost.alive_at]),
     )
     .await;
     match asked {

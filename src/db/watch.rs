@@ -244,7 +244,7 @@ impl<'a> Watch<'a> {
             self.session.answer_timeout,
             observer.query_opt(
                 super::STATE_OF_OWN_SESSION,
-                &[&self.session.backend_pid, &self.session.backend_start],
+                &[&self.session.backend_pid, &self.session.alive_at],
             ),
         )
         .await;
