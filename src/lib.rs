@@ -182,7 +182,7 @@ pub async fn migrate(cfg: &Config) -> Result<Outcome, Error> {
 /// The end of every run that may have held the migration lock: when its connection was given up
 /// (an exchange went unanswered), ends what the server may have kept of the session, which
 /// would otherwise hold the lock until TCP gives up on a hung connection, and adds what came of
-/// it to the exit reason (see [`db::lock::end_own_lost_session`]).
+/// it to the exit reason (see [`db::end_own_lost_session`]).
 async fn settle_lost(
     session: &db::Session,
     result: Result<Outcome, Error>,
@@ -190,7 +190,7 @@ async fn settle_lost(
     let Err(e) = result else {
         return result;
     };
-    let Some(more) = db::lock::end_own_lost_session(session).await else {
+    let Some(more) = db::end_own_lost_session(session).await else {
         return Err(e);
     };
     match e {

@@ -782,7 +782,7 @@ impl Runner<'_> {
         // during a statement (client_connection_check_interval), when its connection closed; one
         // that hangs instead it keeps until TCP gives up, so that one is ended here. The lock
         // then waits for the server to be done with it.
-        super::lock::end_lost_session(&session, self.session).await;
+        super::end_lost_session(&session, self.session).await;
         super::lock::acquire(&session, key, &self.table.qualified, 3 * limit).await?;
         let table = self.table;
         interrupt::set_activity(format!(

@@ -215,9 +215,9 @@ pub fn answer_timeout(db: &Database) -> Duration {
         .max(Duration::from_secs(1))
 }
 
-/// Why no observer connection could be opened.
+/// Why no second connection ([`second`]) could be opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoObserver {
+pub enum NoConnection {
     /// The server answered but refused one more connection (53300: too many connections, for
     /// the server or for the role): it is up, it just cannot be asked.
     Busy,
@@ -232,7 +232,7 @@ pub enum Second {
     /// server still runs a long one. Best effort: without it, lock timeouts are still retried,
     /// only the blockers go unnamed.
     Observer,
-    /// Ending this run's own lost session at the exit (`lock::end_own_lost_session`).
+    /// Ending this run's own lost session at the exit (`db::end_own_lost_session`).
     EndingLostSession,
 }
 
@@ -246,7 +246,10 @@ impl Second {
 }
 
 /// A second, plain connection, besides the session that holds the lock.
-pub async fn second(db: &Database, purpose: Second) -> Result<tokio_postgres::Client, NoObserver> {
+pub async fn second(
+    db: &Database,
+    purpose: Second,
+) -> Result<tokio_postgres::Client, NoConnection> {
     let mut pg = pg_config(db);
     let name = format!(
         "{} ({})",
@@ -254,7 +257,7 @@ pub async fn second(db: &Database, purpose: Second) -> Result<tokio_postgres::Cl
         purpose.label()
     );
     pg.application_name(&name);
-    let tls = tls::connector(db).map_err(|_| NoObserver::Unreachable)?;
+    let tls = tls::connector(db).map_err(|_| NoConnection::Unreachable)?;
     match tokio::time::timeout(ATTEMPT_TIMEOUT, pg.connect(tls)).await {
         Ok(Ok((client, connection))) => {
             tokio::spawn(async move {
@@ -265,11 +268,11 @@ pub async fn second(db: &Database, purpose: Second) -> Result<tokio_postgres::Cl
         Ok(Err(e)) => {
             tracing::debug!("no second connection ({}): {e}", purpose.label());
             match e.as_db_error() {
-                Some(dbe) if dbe.code().code() == "53300" => Err(NoObserver::Busy),
-                _ => Err(NoObserver::Unreachable),
+                Some(dbe) if dbe.code().code() == "53300" => Err(NoConnection::Busy),
+                _ => Err(NoConnection::Unreachable),
             }
         }
-        Err(_) => Err(NoObserver::Unreachable),
+        Err(_) => Err(NoConnection::Unreachable),
     }
 }
 
@@ -304,16 +307,7 @@ async fn backend_identity(client: &tokio_postgres::Client) -> (i32, f64) {
         .simple_query("select pg_backend_pid(), extract(epoch from clock_timestamp())::float8")
         .await
         .unwrap_or_default();
-    let column = |i: usize| -> Option<&str> {
-        rows.iter().find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(i),
-            _ => None,
-        })
-    };
-    (
-        column(0).and_then(|v| v.parse().ok()).unwrap_or_default(),
-        column(1).and_then(|v| v.parse().ok()).unwrap_or_default(),
-    )
+    (first_row(&rows, 0), first_row(&rows, 1))
 }
 
 /// The server process serving this statement, asked as [`backend_identity`] asks.
@@ -322,14 +316,17 @@ async fn backend_pid(client: &tokio_postgres::Client) -> i32 {
         .simple_query("select pg_backend_pid()")
         .await
         .unwrap_or_default();
-    first_int(&rows)
+    first_row(&rows, 0)
 }
 
-/// The first column of the first row, as an integer (0 when there is none).
-fn first_int(rows: &[tokio_postgres::SimpleQueryMessage]) -> i32 {
+/// Column `i` of the first row, parsed (the type's default when there is none).
+fn first_row<T: std::str::FromStr + Default>(
+    rows: &[tokio_postgres::SimpleQueryMessage],
+    i: usize,
+) -> T {
     rows.iter()
         .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse().ok()),
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(i).and_then(|v| v.parse().ok()),
             _ => None,
         })
         .unwrap_or_default()
@@ -395,7 +392,7 @@ async fn backend_pid_again(client: &tokio_postgres::Client, first: i32) -> i32 {
             .simple_query(&format!("select pg_backend_pid(), {settings}"))
             .await
         {
-            Ok(rows) => return first_int(&rows),
+            Ok(rows) => return first_row(&rows, 0),
             Err(e) => {
                 let why = e
                     .as_db_error()

@@ -13,8 +13,7 @@
 //! milliseconds of the holder. The other commands that write ([`acquire`]) poll with backoff.
 //! Neither kind of wait holds or queues for any lock on the app's tables.
 
-use super::connect::Second;
-use super::{Ending, Session, query_failed};
+use super::{Session, query_failed};
 use crate::config::format_duration;
 use crate::error::Error;
 use crate::interrupt;
@@ -309,67 +308,6 @@ pub async fn acquire(
         }
         let delay = delays.next().unwrap_or(Duration::from_secs(1));
         interrupt::sleep(delay.min(timeout.saturating_sub(started.elapsed()))).await?;
-    }
-}
-
-/// Ends this run's own lost session (`lost`) from the new session `new`, when the server still
-/// has it: its connection hung rather than closed (a proxy or firewall that stopped forwarding),
-/// and the server would keep that session, its transaction and the migration lock until TCP
-/// gives up on it, which takes hours with the server's default keepalives. Best effort: when it
-/// cannot be done, the caller's wait for the lock decides what happens.
-pub async fn end_lost_session(new: &Session, lost: &Session) {
-    let pid = lost.backend_pid;
-    match super::end_own_session(new.client(), lost, new.answer_timeout).await {
-        Ending::Ended => tracing::info!(
-            "the server still had the lost session (server process {pid}; it had not noticed yet \
-             that its connection is gone, or the connection hangs instead of closing). Ended it \
-             (pg_terminate_backend), so the server rolls back what it had not committed and \
-             frees the migration lock now"
-        ),
-        Ending::Gone => tracing::debug!(pid, "the lost session is gone already"),
-        Ending::Failed(e) => tracing::warn!(
-            "could not end the lost session (server process {pid}): {e}; waiting for the server \
-             to end it"
-        ),
-    }
-}
-
-/// At the end of a run whose connection was given up (an exchange went unanswered, so it may
-/// hang rather than be closed) once it had asked for the migration lock: ends what the server
-/// kept of that session, from a new connection, so that the migration lock it holds (or was
-/// queued for) and whatever its transaction held are free for the next run now rather than when
-/// TCP gives up on the hung connection. Nothing is done when the session was not lost, when the
-/// statement watch or the recording recovery already dealt with it, or after a signal (the run
-/// must end now). The new connection and the question each get one answer timeout: a server
-/// that cannot be reached adds at most two to the exit. Returns a sentence for the exit reason
-/// when there is something to say.
-pub async fn end_own_lost_session(session: &Session) -> Option<String> {
-    if !session.is_lost() || session.is_settled() || interrupt::signal().is_some() {
-        return None;
-    }
-    session.mark_settled();
-    let pid = session.backend_pid;
-    let limit = session.answer_timeout;
-    let second = super::connect::second(&session.database, Second::EndingLostSession);
-    let ending = match tokio::time::timeout(limit, second).await {
-        Ok(Ok(client)) => super::end_own_session(&client, session, limit).await,
-        Ok(Err(_)) | Err(_) => Ending::Failed("a new connection could not be opened".into()),
-    };
-    match ending {
-        Ending::Ended => Some(format!(
-            "The server still had that session (process {pid}), so portcullis ended it from a \
-             new connection (pg_terminate_backend): what it had not committed is rolled back, \
-             and the migration lock it held or was queued for is free now."
-        )),
-        Ending::Gone => {
-            tracing::debug!(pid, "the lost session is gone already");
-            None
-        }
-        Ending::Failed(why) => Some(format!(
-            "portcullis could not end that session (process {pid}) itself ({why}); if the next \
-             run waits for the migration lock held by pid {pid}, end it with SELECT \
-             pg_terminate_backend({pid})."
-        )),
     }
 }
 

@@ -12,7 +12,7 @@
 //! the migration lock, until TCP gives up on the connection, which takes hours with the
 //! server's default keepalives.
 
-use super::connect::{NoObserver, Second};
+use super::connect::{NoConnection, Second};
 use super::{Ending, Session};
 use crate::config::format_duration;
 use crate::source::lexer;
@@ -217,7 +217,7 @@ impl<'a> Watch<'a> {
     }
 
     /// The observer connection, opened (again) when missing or closed.
-    async fn observer(&self) -> Result<tokio_postgres::Client, NoObserver> {
+    async fn observer(&self) -> Result<tokio_postgres::Client, NoConnection> {
         match self.take_observer().await {
             Some(c) => Ok(c),
             None => tokio::time::timeout(
@@ -225,7 +225,7 @@ impl<'a> Watch<'a> {
                 super::connect::second(&self.session.database, Second::Observer),
             )
             .await
-            .unwrap_or(Err(NoObserver::Unreachable)),
+            .unwrap_or(Err(NoConnection::Unreachable)),
         }
     }
 
@@ -237,8 +237,8 @@ impl<'a> Watch<'a> {
         self.idle_state.replace(None);
         let observer = match self.observer().await {
             Ok(c) => c,
-            Err(NoObserver::Busy) => return true,
-            Err(NoObserver::Unreachable) => return false,
+            Err(NoConnection::Busy) => return true,
+            Err(NoConnection::Unreachable) => return false,
         };
         let asked = tokio::time::timeout(
             self.session.answer_timeout,

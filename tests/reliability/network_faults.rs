@@ -25,6 +25,14 @@ fn through(proxy: &Proxy, prefix: &str, params: &str) -> (String, String) {
     (format!("{url}&{params}"), cluster.socket_url(&db))
 }
 
+/// The direct TCP URL (no proxy) of the database `sock` points at.
+fn direct_url(sock: &str) -> String {
+    let db = query(sock, "select current_database()")[0][0]
+        .clone()
+        .unwrap();
+    Cluster::shared().url(&db)
+}
+
 fn pausing(seconds: u32) -> Folder {
     let mut f = Folder::new();
     f.add(
@@ -66,11 +74,7 @@ fn nothing_half_applied_then_rerun(sock: &str, folder: &Folder) {
     );
     assert!(!table_exists(sock, "nf_a") && !table_exists(sock, "nf_b"));
     assert!(rows(sock).is_empty());
-    let direct = Cluster::shared().url(
-        &query(sock, "select current_database()")[0][0]
-            .clone()
-            .unwrap(),
-    );
+    let direct = direct_url(sock);
     portcullis(&direct, folder.path()).run().expect(0);
     assert!(table_exists(sock, "nf_a") && table_exists(sock, "nf_b"));
     assert_eq!(rows(sock).len(), 1);
@@ -338,11 +342,7 @@ fn a_connection_that_hangs_mid_transaction_has_its_session_ended() {
 fn a_connection_that_hangs_while_holding_the_lock_has_its_session_ended() {
     let proxy = Proxy::start(Cluster::shared().port());
     let (url, sock) = through(&proxy, "nf_quick", "connect_timeout=2");
-    let direct = Cluster::shared().url(
-        &query(&sock, "select current_database()")[0][0]
-            .clone()
-            .unwrap(),
-    );
+    let direct = direct_url(&sock);
     // An earlier deploy made the tracking table; this one brings a second migration.
     let mut folder = one_table();
     portcullis(&direct, folder.path()).run().expect(0);
@@ -487,11 +487,7 @@ fn stalled_during_commit_exits_5_saying_the_outcome_is_unknown_but_atomic() {
         committed == 1,
         "the schema change and its row are committed together"
     );
-    let direct = Cluster::shared().url(
-        &query(&sock, "select current_database()")[0][0]
-            .clone()
-            .unwrap(),
-    );
+    let direct = direct_url(&sock);
     portcullis(&direct, folder.path()).run().expect(0);
     assert_eq!(rows(&sock).len(), 1);
     assert_eq!(
@@ -700,11 +696,7 @@ fn seeds_rolled_back_then_rerun(sock: &str, folder: &Folder, seeds: &SeedDir) {
                 == Some("0"),
         "no seed is recorded"
     );
-    let direct = Cluster::shared().url(
-        &query(sock, "select current_database()")[0][0]
-            .clone()
-            .unwrap(),
-    );
+    let direct = direct_url(sock);
     portcullis(&direct, folder.path())
         .env("PORTCULLIS_SEEDS_DIR", seeds.path())
         .run()
