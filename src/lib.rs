@@ -218,22 +218,20 @@ async fn done_by_other(
     since: f64,
 ) -> Result<Option<Outcome>, Error> {
     interrupt::set_activity("reading the tracking table");
-    let read = session
-        .within(
-            "reading the tracking table",
-            db::history::read_releasing(
+    let quick = session
+        .within("reading the tracking table", async {
+            Ok(db::history::read_quickly(
                 session,
                 &cfg.migrations_schema,
                 &cfg.migrations_table,
-                folder.layout == Layout::Folders,
-                db::lock::UNLOCK_SHARED,
-                key,
-            ),
-        )
+                Some((db::lock::UNLOCK_SHARED, key)),
+            )
+            .await)
+        })
         .await?;
-    // A table of the other shape (a 1.0-shaped table under a journal folder, say) takes the
-    // usual two reads.
-    let snapshot = match read {
+    // A table this read does not judge (none, another shape, a damaged row) takes the usual
+    // two reads.
+    let snapshot = match quick {
         Some(snapshot) => snapshot,
         None => read_history(cfg, session).await?,
     };
@@ -372,11 +370,9 @@ async fn upgrade_history(
 /// The decision `migrate` would take now, from a snapshot of the table: the plan over the rows
 /// as drizzle would see them, and the upgrade to drizzle 1.0's table shape that must come first,
 /// if any. Every refusal happens here, before anything is changed.
-fn decide(
-    cfg: &Config,
-    folder: &Folder,
-    snapshot: &Snapshot,
-) -> Result<(Plan, plan::Decision, Option<upgrade::Upgrade>), Error> {
+type Decided = (Plan, plan::Decision, Option<upgrade::Upgrade>);
+
+fn decide(cfg: &Config, folder: &Folder, snapshot: &Snapshot) -> Result<Decided, Error> {
     let mut rows = if snapshot.exists {
         snapshot.require_usable()?
     } else {
@@ -461,8 +457,14 @@ async fn migrate_locked(
     started: Instant,
 ) -> Result<Outcome, Error> {
     interrupt::set_activity("reading the tracking table");
-    let snapshot = prepare_history(cfg, session, folder.layout).await?;
-    let (plan, decision, upgrade) = decide(cfg, folder, &snapshot)?;
+    let (snapshot, (plan, decision, upgrade)) = match nothing_to_do(cfg, session, folder).await? {
+        Some(found) => found,
+        None => {
+            let snapshot = prepare_history(cfg, session, folder.layout).await?;
+            let decided = decide(cfg, folder, &snapshot)?;
+            (snapshot, decided)
+        }
+    };
     log_decision(&decision);
     let mut table = snapshot.table;
     if let Some(up) = &upgrade {
@@ -515,6 +517,44 @@ async fn migrate_locked(
         summary,
         applied,
     })
+}
+
+/// The snapshot and decision of a run with nothing to do, found with the cheap read
+/// (`db::history::read_quickly`): no migration to apply, no table upgrade, no refusal, and at
+/// least one row (an empty table is checked against other tracking tables by the normal path).
+/// `None` sends the run down the normal path, which reads the catalogs first and explains any
+/// problem.
+async fn nothing_to_do(
+    cfg: &Config,
+    session: &db::Session,
+    folder: &Folder,
+) -> Result<Option<(Snapshot, Decided)>, Error> {
+    let quick = session
+        .within("reading the tracking table", async {
+            Ok(db::history::read_quickly(
+                session,
+                &cfg.migrations_schema,
+                &cfg.migrations_table,
+                None,
+            )
+            .await)
+        })
+        .await?;
+    let Some(snapshot) = quick.filter(|s| !s.raw.is_empty()) else {
+        return Ok(None);
+    };
+    match decide(cfg, folder, &snapshot) {
+        Ok(decided) if decided.1.apply.is_empty() && decided.2.is_none() => {
+            Ok(Some((snapshot, decided)))
+        }
+        _ => {
+            tracing::debug!(
+                "there is work to do (or a problem to explain), so the tracking table is read \
+                 again the usual way"
+            );
+            Ok(None)
+        }
+    }
 }
 
 fn transaction_words(cfg: &Config) -> &'static str {

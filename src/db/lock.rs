@@ -211,8 +211,8 @@ pub async fn take_or_queue(
 }
 
 /// Releases the shared hold taken by [`take_or_queue`]; its one parameter is the key. Sent by
-/// the caller together with its read of the tracking table (`history::read_releasing`), in
-/// one round trip.
+/// the caller together with the COPY of its read of the tracking table
+/// (`history::read_quickly`).
 pub const UNLOCK_SHARED: &str = "select pg_advisory_unlock_shared($1)";
 
 /// The progress line of a wait: how long so far, and who holds the lock now.

@@ -373,3 +373,59 @@ fn a_commit_inside_a_file_behaves_as_under_drizzle() {
         assert!(table_exists(&url, t), "{t}");
     }
 }
+
+/// A run with nothing to do reads the table with COPY and judges only drizzle's own columns: a
+/// table with another column is read the usual way (catalogs, then rows), and a refusal still
+/// comes from the catalogs, in their words.
+#[test]
+fn a_table_the_quick_read_does_not_judge_is_read_the_usual_way() {
+    let url = fresh_db("quickfb");
+    let dir = example_dir();
+    migrate(&url, &dir).expect(0);
+    let debug = |dir: &std::path::Path| {
+        run(command(&url, dir)
+            .arg("migrate")
+            .env("PORTCULLIS_LOG_LEVEL", "debug"))
+    };
+    debug(&dir).expect(0).says("with COPY");
+    execute(
+        &url,
+        "alter table drizzle.__drizzle_migrations add column note text",
+    );
+    let out = debug(&dir);
+    out.expect(0);
+    out.says("it has a column that is not drizzle's");
+    out.says("nothing pending");
+    execute(
+        &url,
+        "alter table drizzle.__drizzle_migrations drop column note, \
+         alter column created_at type text",
+    );
+    let out = debug(&dir);
+    out.expect(4);
+    out.says("read again the usual way");
+    out.says("its `created_at` column is text");
+}
+
+/// Whether `id` has a default is not in what COPY answers: a run with nothing to write passes a
+/// table whose `id` lost its default, and the first run that must write a row refuses it before
+/// applying anything.
+#[test]
+fn an_id_without_a_default_is_refused_when_a_row_must_be_written() {
+    let url = fresh_db("iddef");
+    let mut folder = Folder::new();
+    folder.add("0000_a", 1_700_000_000_000, "create table idd_a (id int);");
+    migrate(&url, folder.path()).expect(0);
+    execute(
+        &url,
+        "alter table drizzle.__drizzle_migrations alter column id drop default",
+    );
+    migrate(&url, folder.path())
+        .expect(0)
+        .says("nothing pending");
+    folder.add("0001_b", 1_700_000_001_000, "create table idd_b (id int);");
+    let out = migrate(&url, folder.path());
+    out.expect(4);
+    out.says("its `id` column has no default");
+    assert!(!table_exists(&url, "idd_b"));
+}
