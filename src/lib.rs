@@ -218,17 +218,7 @@ async fn done_by_other(
     since: f64,
 ) -> Result<Option<Outcome>, Error> {
     interrupt::set_activity("reading the tracking table");
-    let quick = session
-        .within("reading the tracking table", async {
-            Ok(db::history::read_quickly(
-                session,
-                &cfg.migrations_schema,
-                &cfg.migrations_table,
-                Some((db::lock::UNLOCK_SHARED, key)),
-            )
-            .await)
-        })
-        .await?;
+    let quick = read_history_quickly(cfg, session, Some((db::lock::UNLOCK_SHARED, key))).await?;
     // A table this read does not judge (none, another shape, a damaged row) takes the usual
     // two reads.
     let snapshot = match quick {
@@ -324,6 +314,25 @@ async fn read_history(cfg: &Config, session: &db::Session) -> Result<Snapshot, E
         .await
 }
 
+/// [`db::history::read_quickly`], bounded like [`read_history`].
+async fn read_history_quickly(
+    cfg: &Config,
+    session: &db::Session,
+    release: Option<(&str, i64)>,
+) -> Result<Option<Snapshot>, Error> {
+    session
+        .within("reading the tracking table", async {
+            Ok(db::history::read_quickly(
+                session,
+                &cfg.migrations_schema,
+                &cfg.migrations_table,
+                release,
+            )
+            .await)
+        })
+        .await
+}
+
 async fn read_seed_records(
     cfg: &Config,
     session: &db::Session,
@@ -367,11 +376,12 @@ async fn upgrade_history(
         .await
 }
 
+/// What [`decide`] returns: the plan, the decision, and the table upgrade that must come first.
+type Decided = (Plan, plan::Decision, Option<upgrade::Upgrade>);
+
 /// The decision `migrate` would take now, from a snapshot of the table: the plan over the rows
 /// as drizzle would see them, and the upgrade to drizzle 1.0's table shape that must come first,
 /// if any. Every refusal happens here, before anything is changed.
-type Decided = (Plan, plan::Decision, Option<upgrade::Upgrade>);
-
 fn decide(cfg: &Config, folder: &Folder, snapshot: &Snapshot) -> Result<Decided, Error> {
     let mut rows = if snapshot.exists {
         snapshot.require_usable()?
@@ -529,17 +539,7 @@ async fn nothing_to_do(
     session: &db::Session,
     folder: &Folder,
 ) -> Result<Option<(Snapshot, Decided)>, Error> {
-    let quick = session
-        .within("reading the tracking table", async {
-            Ok(db::history::read_quickly(
-                session,
-                &cfg.migrations_schema,
-                &cfg.migrations_table,
-                None,
-            )
-            .await)
-        })
-        .await?;
+    let quick = read_history_quickly(cfg, session, None).await?;
     let Some(snapshot) = quick.filter(|s| !s.raw.is_empty()) else {
         return Ok(None);
     };
