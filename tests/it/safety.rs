@@ -212,7 +212,24 @@ fn ddl_blocked_for_three_seconds_succeeds_after_retries_and_names_the_blocker() 
     );
     // Keep blocking for 3 s from the moment the ALTER first waits: several lock timeouts.
     wait_until_blocked(&url);
-    std::thread::sleep(Duration::from_secs(3));
+    // Meanwhile the second connection, which names the blockers, says what it is for (it opens
+    // in the background when the migrations start, so it may take a moment to appear).
+    let blocked = Instant::now();
+    while query(
+        &url,
+        "select count(*) from pg_stat_activity \
+         where application_name = 'portcullis@it-runner (lock observer)'",
+    )[0][0]
+        .as_deref()
+        != Some("1")
+    {
+        assert!(
+            blocked.elapsed() < Duration::from_secs(2),
+            "no connection named 'portcullis@it-runner (lock observer)'"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(blocked.elapsed()));
     holder.release();
     let out = finish(child, started, Duration::from_secs(120));
     out.expect(0);
