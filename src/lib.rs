@@ -202,8 +202,8 @@ async fn settle_lost(
     }
 }
 
-/// After waiting for another runner, holding the lock in shared mode (released here, in the same
-/// round trip that reads the tracking table): whether that runner left nothing for this one,
+/// After waiting for another runner, holding the lock in shared mode (released here, sent with
+/// the read of the tracking table): whether that runner left nothing for this one,
 /// judged exactly as this run would judge it (the same plan, no refusal, no table upgrade) and, for seeds, every seed file recorded with its current hash and, in
 /// `always` mode, run by a transaction that began after this runner found the lock taken, so
 /// that data deleted before this runner started has been put back. `Some(outcome)` when there

@@ -391,19 +391,15 @@ pub async fn read_quickly(
         return None;
     };
     tracing::debug!("read {q} with COPY: {} rows", raw.len());
-    let has_name_column = columns.iter().any(|c| c.name == "name");
-    Some(Snapshot {
-        table: Table {
-            schema: schema.to_string(),
-            name: table.to_string(),
-            qualified: q,
-            has_name_column,
-            created: false,
-        },
-        exists: true,
+    // COPY reads a plain table only (a view, a partitioned or foreign table refuses it).
+    let found = Catalog {
+        schema_exists: true,
+        kind: Some("r".to_string()),
         columns,
-        raw,
-    })
+    };
+    let mut snapshot = snapshot_of(schema, table, found).ok()?;
+    snapshot.raw = raw;
+    Some(snapshot)
 }
 
 /// The table's columns as [`Column`]s, when each is one of drizzle's five and of a type whose

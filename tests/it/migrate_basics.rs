@@ -382,17 +382,12 @@ fn a_table_the_quick_read_does_not_judge_is_read_the_usual_way() {
     let url = fresh_db("quickfb");
     let dir = example_dir();
     migrate(&url, &dir).expect(0);
-    let debug = |dir: &std::path::Path| {
-        run(command(&url, dir)
-            .arg("migrate")
-            .env("PORTCULLIS_LOG_LEVEL", "debug"))
-    };
-    debug(&dir).expect(0).says("with COPY");
+    migrate_debug(&url, &dir).expect(0).says("with COPY");
     execute(
         &url,
         "alter table drizzle.__drizzle_migrations add column note text",
     );
-    let out = debug(&dir);
+    let out = migrate_debug(&url, &dir);
     out.expect(0);
     out.says("it has a column that is not drizzle's");
     out.says("nothing pending");
@@ -401,7 +396,7 @@ fn a_table_the_quick_read_does_not_judge_is_read_the_usual_way() {
         "alter table drizzle.__drizzle_migrations drop column note, \
          alter column created_at type text",
     );
-    let out = debug(&dir);
+    let out = migrate_debug(&url, &dir);
     out.expect(4);
     out.says("read again the usual way");
     out.says("its `created_at` column is text");

@@ -80,6 +80,13 @@ pub fn migrate(url: &str, dir: &Path) -> Output {
     run(command(url, dir).arg("migrate"))
 }
 
+/// [`migrate`] with debug logging, for tests that check which way a run took.
+pub fn migrate_debug(url: &str, dir: &Path) -> Output {
+    run(command(url, dir)
+        .arg("migrate")
+        .env("PORTCULLIS_LOG_LEVEL", "debug"))
+}
+
 pub fn spawn(cmd: &mut Command) -> Child {
     cmd.stdout(Stdio::piped())
         .stderr(Stdio::piped())

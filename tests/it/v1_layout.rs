@@ -535,9 +535,7 @@ fn a_no_op_reads_odd_names_back_exactly_with_copy() {
         .add("20250101000001_it's ünïcode", "create table c_b (id int);")
         .add("20250101000002_tab\\t not", "create table c_c (id int);");
     migrate(&url, f.path()).expect(0);
-    let again = run(command(&url, f.path())
-        .arg("migrate")
-        .env("PORTCULLIS_LOG_LEVEL", "debug"));
+    let again = migrate_debug(&url, f.path());
     again.expect(0);
     again.says(&format!("read {T} with COPY: 3 rows"));
     again.says("up to date, 3 migrations applied, nothing pending");
