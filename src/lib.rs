@@ -1297,23 +1297,27 @@ async fn await_ready(cfg: &Config, folder: &Folder) -> Result<Outcome, Error> {
     let started = Instant::now();
     let mut last_report: Option<Instant> = None;
     let mut session: Option<db::Session> = None;
+    let mut reads = AwaitReads {
+        quickly: true,
+        confirmed: false,
+    };
     loop {
         if session.is_none() {
             let remaining = cfg.wait_timeout.saturating_sub(started.elapsed());
             session = Some(db::connect::wait_for(&cfg.database, remaining).await?);
         }
-        let snapshot = match read_history(cfg, session.as_ref().expect("connected above")).await {
-            Ok(s) => s,
+        let connected = session.as_ref().expect("connected above");
+        let decision = match await_decision(cfg, connected, folder, &mut reads).await {
+            Ok(d) => d,
             // The connection dropped (a restart, a failover): connect again within the deadline.
             Err(Error::Unreachable(why)) if started.elapsed() < cfg.wait_timeout => {
                 tracing::debug!("reconnecting: {why}");
                 session = None;
                 continue;
             }
+            // Problems that would stop `migrate` stop `await` too: waiting cannot fix them.
             Err(e) => return Err(e),
         };
-        // Problems that would stop `migrate` stop `await` too: waiting cannot fix them.
-        let (_, decision, _) = decide(cfg, folder, &snapshot)?;
         if decision.apply.is_empty() {
             return Ok(Outcome {
                 summary: format!(
@@ -1354,6 +1358,48 @@ async fn await_ready(cfg: &Config, folder: &Folder) -> Result<Outcome, Error> {
         let pause = Duration::from_secs(1).min(cfg.wait_timeout.saturating_sub(started.elapsed()));
         interrupt::sleep(pause).await?;
     }
+}
+
+/// How `await` reads the tracking table: the cheap read (see [`nothing_to_do`]) while it can
+/// judge the table, since every app pod start pays for this look and, while a migration Job
+/// runs, every waiting pod repeats it once a second.
+struct AwaitReads {
+    /// Whether the cheap read is still tried. A table it cannot judge (none yet, another shape)
+    /// is read the usual way from then on: a table that does not exist yet leaves one error in
+    /// the server's log, not one a second.
+    quickly: bool,
+    /// Whether the usual read has seen pending work once: until then a cheap read that finds
+    /// some is checked again the usual way, which refuses what `migrate` would refuse before
+    /// writing a row (an `id` without its default), so that `await` stops at once as before.
+    confirmed: bool,
+}
+
+/// One look of `await` at the tracking table: the decision `migrate` would take now. A problem
+/// found on the cheap read is explained from the usual read, in a `migrate` run's words.
+async fn await_decision(
+    cfg: &Config,
+    session: &db::Session,
+    folder: &Folder,
+    reads: &mut AwaitReads,
+) -> Result<plan::Decision, Error> {
+    if reads.quickly {
+        match read_history_quickly(cfg, session, None).await? {
+            // An empty table takes the usual read, which looks for the rows elsewhere.
+            Some(snapshot) if !snapshot.raw.is_empty() => {
+                if let Ok((_, decision, _)) = decide(cfg, folder, &snapshot)
+                    && (decision.apply.is_empty() || reads.confirmed)
+                {
+                    return Ok(decision);
+                }
+            }
+            Some(_) => {}
+            None => reads.quickly = false,
+        }
+    }
+    let snapshot = read_history(cfg, session).await?;
+    let (_, decision, _) = decide(cfg, folder, &snapshot)?;
+    reads.confirmed |= !decision.apply.is_empty();
+    Ok(decision)
 }
 
 // ---- seeds ----------------------------------------------------------------------------------

@@ -648,6 +648,72 @@ fn await_returns_once_a_peer_has_migrated() {
     assert!(!out.stderr.contains("waiting for"), "{}", out.stderr);
 }
 
+/// `await` reads the tracking table the cheap way (COPY) while it can judge it: at every pod
+/// start with nothing pending, and on each poll while a migration Job runs, once the usual read
+/// has confirmed the pending work. A table that does not exist yet is read the usual way after
+/// the first look: one error in the server's log, not one a second.
+#[test]
+fn await_reads_the_table_with_copy_and_a_missing_one_costs_one_logged_error() {
+    let url = fresh_db("await_quick");
+    let db = log_statements(&url);
+    let app = "portcullis@it-runner";
+    let copy = "copy \"drizzle\".\"__drizzle_migrations\" to stdout";
+    let catalogs = "format_type(a.atttypid";
+    let count =
+        |lines: &[String], needle: &str| lines.iter().filter(|l| l.contains(needle)).count();
+    let mut folder = Folder::new();
+    folder.add("0000_aq", 1_700_000_000_000, "CREATE TABLE aq (id int);");
+
+    // No table yet: looks for 2 s, each after the first the usual way.
+    let out = run(command(&url, folder.path())
+        .env("PORTCULLIS_WAIT_TIMEOUT", "2s")
+        .arg("await"));
+    out.expect(5);
+    let looks = server_log(&db, app);
+    let missing = "ERROR:  relation \"drizzle.__drizzle_migrations\" does not exist";
+    assert_eq!(count(&looks, missing), 1, "{}", looks.join("\n"));
+    assert!(count(&looks, catalogs) >= 2, "{}", looks.join("\n"));
+
+    // Everything applied: the cheap read alone.
+    migrate(&url, folder.path()).expect(0);
+    let before = server_log(&db, app).len();
+    cmd(&url, folder.path(), &["await"])
+        .expect(0)
+        .says("schema ready");
+    let look = server_log(&db, app).split_off(before);
+    assert_eq!(count(&look, copy), 1, "{}", look.join("\n"));
+    assert_eq!(count(&look, catalogs), 0, "{}", look.join("\n"));
+
+    // A new migration that the Job has not applied yet: the usual read confirms it once, then
+    // every poll is a COPY.
+    folder.add("0001_aq", 1_700_000_001_000, "CREATE TABLE aq2 (id int);");
+    let before = server_log(&db, app).len();
+    let started = Instant::now();
+    let waiter = spawn(
+        command(&url, folder.path())
+            .env("PORTCULLIS_WAIT_TIMEOUT", "30s")
+            .arg("await"),
+    );
+    let polls = loop {
+        let polls = server_log(&db, app).split_off(before);
+        if count(&polls, copy) >= 3 {
+            break polls;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "await did not poll with COPY:\n{}",
+            polls.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(count(&polls, catalogs), 1, "{}", polls.join("\n"));
+    migrate(&url, folder.path()).expect(0);
+    let out = finish(waiter, started, Duration::from_secs(30));
+    out.expect(0);
+    out.says("waiting for 1 pending migration(s)");
+    out.says("schema ready");
+}
+
 /// `seed`, `baseline` and `repair --apply` write under the migration lock too: while another
 /// session holds it they wait (polling), give up after PORTCULLIS_LOCK_WAIT_TIMEOUT with exit 7,
 /// and change nothing.

@@ -257,6 +257,34 @@ fn wait_for_session(url: &str, needle: &str, active: bool) -> Duration {
     }
 }
 
+/// Sends every statement run in `url`'s database from now on to the server's log (new sessions
+/// only), and returns the database's name for [`server_log`].
+pub fn log_statements(url: &str) -> String {
+    let db = query(url, "select current_database()")[0][0]
+        .clone()
+        .expect("a database name");
+    crate::support::execute(
+        url,
+        &format!("alter database \"{db}\" set log_statement = 'all'"),
+    );
+    db
+}
+
+/// The server log's lines from sessions on database `db` whose application_name is `app` (the
+/// test cluster's `log_line_prefix` names both).
+pub fn server_log(db: &str, app: &str) -> Vec<String> {
+    let path = Cluster::shared()
+        .log_path()
+        .expect("the test cluster writes a log");
+    let tag = format!(" {db} [{app}] ");
+    std::fs::read_to_string(path)
+        .expect("read the server log")
+        .lines()
+        .filter(|l| l.contains(&tag))
+        .map(str::to_string)
+        .collect()
+}
+
 pub fn table_exists(url: &str, name: &str) -> bool {
     query(url, &format!("select to_regclass('{name}') is not null"))[0][0].as_deref() == Some("t")
 }

@@ -353,13 +353,7 @@ fn a_connection_that_hangs_while_holding_the_lock_has_its_session_ended() {
     );
     // Every statement in this database goes to the server's log, under its session's
     // application_name, so the connection that ends the lost session can be told apart.
-    let db = query(&sock, "select current_database()")[0][0]
-        .clone()
-        .unwrap();
-    crate::support::execute(
-        &sock,
-        &format!("alter database \"{db}\" set log_statement = 'all'"),
-    );
+    let db = crate::run::log_statements(&sock);
     let table = crate::run::hold_session(
         &sock,
         "BEGIN; LOCK TABLE drizzle.__drizzle_migrations IN ACCESS EXCLUSIVE MODE",
@@ -394,20 +388,14 @@ fn a_connection_that_hangs_while_holding_the_lock_has_its_session_ended() {
     out.says("stopped answering while reading the tracking table");
     out.says("so portcullis ended it from a new connection (pg_terminate_backend)");
     // That connection says what it is for in pg_stat_activity (and the server's log).
-    let log = Cluster::shared()
-        .log_path()
-        .expect("the test cluster writes a log");
-    let log = std::fs::read_to_string(log).expect("read the server log");
+    let ending = crate::run::server_log(&db, "portcullis@it-runner (ending its lost session)");
     assert!(
-        log.lines().any(|l| l
-            .contains("[portcullis@it-runner (ending its lost session)] LOG:  execute")
-            && l.contains("pg_terminate_backend")),
+        ending
+            .iter()
+            .any(|l| l.contains("LOG:  execute") && l.contains("pg_terminate_backend")),
         "no pg_terminate_backend logged by a session named 'portcullis@it-runner (ending its \
-         lost session)'; the server's lines of the run:\n{}",
-        log.lines()
-            .filter(|l| l.contains("[portcullis@"))
-            .collect::<Vec<_>>()
-            .join("\n")
+         lost session)'; the run's own session logged:\n{}",
+        crate::run::server_log(&db, "portcullis@it-runner").join("\n")
     );
     lock_freed_while_the_connection_hangs(&sock);
     assert_eq!(rows(&sock).len(), 1, "nothing more was applied");

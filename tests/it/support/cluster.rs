@@ -482,10 +482,10 @@ impl Cluster {
                 "shared_buffers=32MB",
                 "-c",
                 "log_min_messages=warning",
-                // Each session's application_name on its lines, so that a test can tell which
-                // of a run's connections a logged statement came from.
+                // Each session's database and application_name on its lines, so that a test
+                // can tell which of a run's connections a logged statement came from.
                 "-c",
-                "log_line_prefix=%m [%p] %q[%a] ",
+                "log_line_prefix=%m [%p] %q%d [%a] ",
                 // DSM segments as files in PGDATA/pg_dynshmem (not
                 // /dev/shm/PostgreSQL.*), so a killed server leaks nothing
                 // outside the data dir.
