@@ -487,6 +487,31 @@ mod tests {
         );
     }
 
+    /// `Flags::given` lists the flags by hand: every flag clap knows must be in it, under the
+    /// variable it is named after.
+    #[test]
+    fn every_flag_overrides_the_variable_it_is_named_after() {
+        use clap::{CommandFactory, Parser};
+        let command = super::Cli::command();
+        let longs: Vec<&str> = command
+            .get_arguments()
+            .filter(|a| a.is_global_set())
+            .filter_map(|a| a.get_long())
+            .collect();
+        assert!(
+            longs.contains(&"database-url") && longs.contains(&"log-level"),
+            "{longs:?}"
+        );
+        for long in longs {
+            let flag = format!("--{long}");
+            let cli = super::Cli::try_parse_from(["portcullis", flag.as_str(), "x"]).unwrap();
+            let given = cli.flags.given();
+            assert_eq!(given.len(), 1, "{flag}: {given:?}");
+            assert_eq!(flag_of(given[0].0), flag);
+            assert_eq!(given[0].1, "x");
+        }
+    }
+
     #[test]
     fn an_error_is_about_the_variable_it_begins_with() {
         assert!(is_about(
