@@ -529,32 +529,57 @@ async fn migrate_locked(
     })
 }
 
-/// The snapshot and decision of a run with nothing to do, found with the cheap read
-/// (`db::history::read_quickly`): no migration to apply, no table upgrade, no refusal, and at
-/// least one row (an empty table is checked against other tracking tables by the normal path).
-/// `None` sends the run down the normal path, which reads the catalogs first and explains any
-/// problem.
+/// What the cheap read (`db::history::read_quickly`) of the tracking table came to.
+enum Quick {
+    /// The read does not judge this table (none, another shape, a damaged row).
+    Unjudged,
+    /// The table is empty (the normal path checks other tracking tables for the rows), or
+    /// [`decide`] refused it: the normal path, which reads the catalogs first, explains it.
+    Unsure,
+    /// The decision `migrate` would take now (boxed: the other variants are empty).
+    Decided(Box<(Snapshot, Decided)>),
+}
+
+/// The cheap read of the tracking table, and [`decide`] on it; see [`Quick`].
+async fn decide_quickly(
+    cfg: &Config,
+    session: &db::Session,
+    folder: &Folder,
+) -> Result<Quick, Error> {
+    Ok(match read_history_quickly(cfg, session, None).await? {
+        None => Quick::Unjudged,
+        Some(snapshot) if snapshot.raw.is_empty() => Quick::Unsure,
+        Some(snapshot) => match decide(cfg, folder, &snapshot) {
+            Ok(decided) => Quick::Decided(Box::new((snapshot, decided))),
+            Err(_) => Quick::Unsure,
+        },
+    })
+}
+
+/// The snapshot and decision of a run with nothing to do, found with the cheap read: no
+/// migration to apply, no table upgrade, no refusal, and at least one row. `None` sends the run
+/// down the normal path, which reads the catalogs first and explains any problem.
 async fn nothing_to_do(
     cfg: &Config,
     session: &db::Session,
     folder: &Folder,
 ) -> Result<Option<(Snapshot, Decided)>, Error> {
-    let quick = read_history_quickly(cfg, session, None).await?;
-    let Some(snapshot) = quick.filter(|s| !s.raw.is_empty()) else {
-        return Ok(None);
-    };
-    match decide(cfg, folder, &snapshot) {
-        Ok(decided) if decided.1.apply.is_empty() && decided.2.is_none() => {
-            Ok(Some((snapshot, decided)))
+    match decide_quickly(cfg, session, folder).await? {
+        // The read has logged why.
+        Quick::Unjudged => return Ok(None),
+        Quick::Decided(found) => {
+            let (_, (_, decision, upgrade)) = &*found;
+            if decision.apply.is_empty() && upgrade.is_none() {
+                return Ok(Some(*found));
+            }
         }
-        _ => {
-            tracing::debug!(
-                "there is work to do (or a problem to explain), so the tracking table is read \
-                 again the usual way"
-            );
-            Ok(None)
-        }
+        Quick::Unsure => {}
     }
+    tracing::debug!(
+        "there is work to do (or a problem to explain), so the tracking table is read again the \
+         usual way"
+    );
+    Ok(None)
 }
 
 fn transaction_words(cfg: &Config) -> &'static str {
@@ -1360,7 +1385,7 @@ async fn await_ready(cfg: &Config, folder: &Folder) -> Result<Outcome, Error> {
     }
 }
 
-/// How `await` reads the tracking table: the cheap read (see [`nothing_to_do`]) while it can
+/// How `await` reads the tracking table: the cheap read (see [`decide_quickly`]) while it can
 /// judge the table, since every app pod start pays for this look and, while a migration Job
 /// runs, every waiting pod repeats it once a second.
 struct AwaitReads {
@@ -1383,17 +1408,15 @@ async fn await_decision(
     reads: &mut AwaitReads,
 ) -> Result<plan::Decision, Error> {
     if reads.quickly {
-        match read_history_quickly(cfg, session, None).await? {
-            // An empty table takes the usual read, which looks for the rows elsewhere.
-            Some(snapshot) if !snapshot.raw.is_empty() => {
-                if let Ok((_, decision, _)) = decide(cfg, folder, &snapshot)
-                    && (decision.apply.is_empty() || reads.confirmed)
-                {
+        match decide_quickly(cfg, session, folder).await? {
+            Quick::Decided(found) => {
+                let (_, (_, decision, _)) = *found;
+                if decision.apply.is_empty() || reads.confirmed {
                     return Ok(decision);
                 }
             }
-            Some(_) => {}
-            None => reads.quickly = false,
+            Quick::Unjudged => reads.quickly = false,
+            Quick::Unsure => {}
         }
     }
     let snapshot = read_history(cfg, session).await?;

@@ -491,36 +491,28 @@ fn copy_field(field: &str) -> Option<String> {
             b'r' => out.push(b'\r'),
             b't' => out.push(b'\t'),
             b'v' => out.push(11),
-            b'0'..=b'7' => {
-                let mut v = u32::from(c - b'0');
-                for _ in 0..2 {
-                    match bytes.get(i) {
-                        Some(&d @ b'0'..=b'7') => {
-                            v = v * 8 + u32::from(d - b'0');
-                            i += 1;
-                        }
-                        _ => break,
-                    }
-                }
-                out.push(v as u8);
-            }
+            b'0'..=b'7' => out.push(copy_number(bytes, &mut i, 8, u32::from(c - b'0'))),
             b'x' if bytes.get(i).is_some_and(u8::is_ascii_hexdigit) => {
-                let mut v = 0u32;
-                for _ in 0..2 {
-                    match bytes.get(i).and_then(|&d| (d as char).to_digit(16)) {
-                        Some(d) => {
-                            v = v * 16 + d;
-                            i += 1;
-                        }
-                        None => break,
-                    }
-                }
-                out.push(v as u8);
+                out.push(copy_number(bytes, &mut i, 16, 0));
             }
             other => out.push(other),
         }
     }
     Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The rest of an escaped byte in COPY's text format: up to two more digits of `radix` from
+/// `bytes[*i..]` after the value `first` (`\ooo` octal, `\xhh` hex), as the byte they make.
+fn copy_number(bytes: &[u8], i: &mut usize, radix: u32, first: u32) -> u8 {
+    let mut v = first;
+    for _ in 0..2 {
+        let Some(d) = bytes.get(*i).and_then(|&d| (d as char).to_digit(radix)) else {
+            break;
+        };
+        v = v * radix + d;
+        *i += 1;
+    }
+    v as u8
 }
 
 fn raw_row(r: &tokio_postgres::Row) -> RawRow {
