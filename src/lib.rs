@@ -176,30 +176,7 @@ pub async fn migrate(cfg: &Config) -> Result<Outcome, Error> {
         db::lock::release(&session, key).await;
         result
     };
-    settle_lost(&session, locked.await).await
-}
-
-/// The end of every run that may have held the migration lock: when its connection was given up
-/// (an exchange went unanswered), ends what the server may have kept of the session, which
-/// would otherwise hold the lock until TCP gives up on a hung connection, and adds what came of
-/// it to the exit reason (see [`db::end_own_lost_session`]).
-async fn settle_lost(
-    session: &db::Session,
-    result: Result<Outcome, Error>,
-) -> Result<Outcome, Error> {
-    let Err(e) = result else {
-        return result;
-    };
-    let Some(more) = db::end_own_lost_session(session).await else {
-        return Err(e);
-    };
-    match e {
-        Error::Unreachable(why) => Err(Error::Unreachable(format!("{why} {more}"))),
-        other => {
-            tracing::warn!("{more}");
-            Err(other)
-        }
-    }
+    locked.await
 }
 
 /// After waiting for another runner, holding the lock in shared mode (released here, sent with
@@ -300,7 +277,7 @@ where
         db::lock::release(session, key).await;
         result
     };
-    settle_lost(session, locked.await).await
+    locked.await
 }
 
 // The tracking-table phases are bounded by the session's answer timeout (exit 5 when the server
@@ -1337,6 +1314,17 @@ async fn await_ready(cfg: &Config, folder: &Folder) -> Result<Outcome, Error> {
             // The connection dropped (a restart, a failover): connect again within the deadline.
             Err(Error::Unreachable(why)) if started.elapsed() < cfg.wait_timeout => {
                 tracing::debug!("reconnecting: {why}");
+                session = None;
+                continue;
+            }
+            // Another session locked the tracking table (a migration Job's upgrade of it, say):
+            // not ready yet. The waiting session was ended; look again on a new one.
+            Err(Error::LockTimeout(why)) if started.elapsed() < cfg.wait_timeout => {
+                tracing::info!(
+                    "{why} `await` keeps waiting ({:.1}s of {}).",
+                    started.elapsed().as_secs_f64(),
+                    config::format_duration(cfg.wait_timeout)
+                );
                 session = None;
                 continue;
             }

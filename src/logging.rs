@@ -13,8 +13,17 @@ pub fn init(format: LogFormat, level: LogLevel) {
         LogLevel::Debug => LevelFilter::DEBUG,
         LogLevel::Trace => LevelFilter::TRACE,
     };
+    // deadpool's connection task warns "Connection error: connection closed" when the server
+    // ends a session, with no word of which or why; portcullis's own message says both (a
+    // session it ended itself, a server restart), so that line shows only in debug logs.
+    let quiet = if level >= LevelFilter::DEBUG {
+        ""
+    } else {
+        ",deadpool.postgres=off"
+    };
+    let filter = tracing_subscriber::EnvFilter::new(format!("{level}{quiet}"));
     let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false);
     match format {

@@ -708,16 +708,22 @@ impl Runner<'_> {
         };
         if let Err(e) = recorded {
             let (tag, table) = (&m.tag, &self.table.qualified);
-            // A lost connection: every statement of the file is committed (a block it left open
-            // is not, so then this is not tried), only the row is in doubt, and a new session
-            // can settle that.
-            if let Error::Unreachable(why) = &e
+            // A lost connection, or a wait for another session's lock that portcullis ended:
+            // every statement of the file is committed (a block it left open is not, so then
+            // this is not tried), only the row is in doubt, and a new session can settle that.
+            let lock_wait = matches!(e, Error::LockTimeout(_));
+            if let Error::Unreachable(why) | Error::LockTimeout(why) = &e
                 && !leaves_open
                 && interrupt::signal().is_none()
             {
+                let what = if lock_wait {
+                    format!("recording it in {table} waited for another session's lock")
+                } else {
+                    format!("the connection was lost while recording it in {table}")
+                };
                 tracing::warn!(
-                    "the connection was lost while recording {tag} in {table}, whose statements \
-                     are all committed; reconnecting to make sure it is recorded"
+                    "{tag} ran outside a transaction and all its statements are committed, but \
+                     {what}; reconnecting to make sure it is recorded"
                 );
                 match self.record_after_reconnecting(m).await {
                     Ok(wrote) => {
@@ -725,11 +731,10 @@ impl Runner<'_> {
                         // The cause's first sentence; the rest is its advice for a row that may
                         // be missing.
                         let cause = why.split(". ").next().unwrap_or(why);
-                        return Err(GroupError::Failed(Error::Unreachable(format!(
+                        let text = format!(
                             "{tag} ran outside a transaction and all its statements are \
-                             committed, but the connection was lost while recording it in \
-                             {table} ({cause}). portcullis reconnected and {}, so it will not \
-                             run again.{} Run again to apply what is left.",
+                             committed, but {what} ({cause}). portcullis reconnected and {}, so \
+                             it will not run again.{} Run again to apply what is left.",
                             if wrote {
                                 "recorded it"
                             } else {
@@ -737,7 +742,12 @@ impl Runner<'_> {
                                  another runner recorded it)"
                             },
                             self.kept()
-                        ))));
+                        );
+                        return Err(GroupError::Failed(if lock_wait {
+                            Error::LockTimeout(text)
+                        } else {
+                            Error::Unreachable(text)
+                        }));
                     }
                     // What stays committed is still at stake: the message says so.
                     Err(_) if interrupt::signal().is_some() => {
@@ -758,6 +768,7 @@ impl Runner<'_> {
             );
             return Err(GroupError::Failed(match e {
                 Error::Unreachable(why) => Error::Unreachable(format!("{facts}: {why}")),
+                Error::LockTimeout(why) => Error::LockTimeout(format!("{facts}: {why}")),
                 other => Error::Internal(format!("{facts}: {other}")),
             }));
         }
@@ -772,9 +783,7 @@ impl Runner<'_> {
     /// row; `Ok(false)`: it was there already.
     async fn record_after_reconnecting(&self, m: &Migration) -> Result<bool, Error> {
         use tokio_postgres::types::Type;
-        // Reconnecting and locking set activities of their own; what is at stake stays. The lost
-        // session is dealt with here, so not again at the exit.
-        self.session.mark_settled();
+        // Reconnecting and locking set activities of their own; what is at stake stays.
         let limit = self.session.answer_timeout;
         let session = super::connect::wait_for(&self.session.database, limit).await?;
         let key = super::lock::key(&self.table.schema, &self.table.name);

@@ -232,7 +232,8 @@ pub enum Second {
     /// server still runs a long one. Best effort: without it, lock timeouts are still retried,
     /// only the blockers go unnamed.
     Observer,
-    /// Ending this run's own lost session at the exit (`db::end_own_lost_session`).
+    /// Ending this run's own lost session once an exchange went unanswered
+    /// (`Session::within`), after asking what became of it.
     EndingLostSession,
 }
 

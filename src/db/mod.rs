@@ -34,10 +34,6 @@ pub struct Session {
     pub answer_timeout: Duration,
     /// Set once an exchange went unanswered: the connection is out of step, nothing more is sent.
     lost: AtomicBool,
-    /// Set once what can be done about the lost session's remains in the server has been done
-    /// (the statement watch ended it or found the server unreachable; the recording recovery
-    /// ended it), so [`end_own_lost_session`] does not try again.
-    settled: AtomicBool,
 }
 
 impl Session {
@@ -55,7 +51,6 @@ impl Session {
             database,
             answer_timeout,
             lost: AtomicBool::new(false),
-            settled: AtomicBool::new(false),
         }
     }
 
@@ -72,18 +67,10 @@ impl Session {
         self.lost.store(true, Ordering::SeqCst);
     }
 
-    /// Whether the lost session's remains were dealt with already (see `settled`).
-    pub(crate) fn is_settled(&self) -> bool {
-        self.settled.load(Ordering::SeqCst)
-    }
-
-    pub(crate) fn mark_settled(&self) {
-        self.settled.store(true, Ordering::SeqCst);
-    }
-
     /// Runs `work`, one or a few exchanges the server answers at once, giving up after
-    /// [`Session::answer_timeout`] with exit 5 (and at once when the connection was already
-    /// given up). `what` completes "... stopped answering while".
+    /// [`Session::answer_timeout`] with exit 5, or 7 when the server shows the session waiting
+    /// for another session's lock (see [`Session::unanswered`]), and at once when the connection
+    /// was already given up. `what` completes "... stopped answering while".
     pub async fn within<T, F>(&self, what: &str, work: F) -> Result<T, Error>
     where
         F: std::future::Future<Output = Result<T, Error>>,
@@ -104,9 +91,92 @@ impl Session {
             Ok(result) => result,
             Err(_) => {
                 self.mark_lost();
-                Err(self.lost_error(what))
+                Err(self.unanswered(what, limit).await)
             }
         }
+    }
+
+    /// The error for an exchange that went unanswered (the session is marked lost), once the
+    /// server has been asked, from a new connection, what became of it, and the session has been
+    /// ended there: otherwise the server would keep it, with its transaction, its locks and the
+    /// migration lock, until TCP gives up on a connection that hangs, which takes hours with the
+    /// server's default keepalives.
+    ///
+    /// A session that the server shows waiting for a lock another session holds (an
+    /// `ACCESS EXCLUSIVE` lock on the tracking table, say) is not a connection that stopped
+    /// answering: that is exit 7, naming the lock and who holds it, not exit 5 sending the
+    /// operator to the network. After a signal nothing is asked: the run must end now. The new
+    /// connection and the questions (sent together) each get one answer timeout.
+    async fn unanswered(&self, what: &str, waited: Duration) -> Error {
+        let lost = self.lost_error(what);
+        if crate::interrupt::signal().is_some() {
+            return lost;
+        }
+        let limit = self.answer_timeout;
+        let second = connect::second(&self.database, connect::Second::EndingLostSession);
+        let Ok(Ok(client)) = tokio::time::timeout(limit, second).await else {
+            let ending = Ending::Failed("a new connection could not be opened".into());
+            return with_sentence(lost, ending_sentence(self.backend_pid, ending));
+        };
+        use tokio_postgres::types::Type;
+        let own = [
+            (
+                &self.backend_pid as &(dyn tokio_postgres::types::ToSql + Sync),
+                Type::INT4,
+            ),
+            (&self.alive_at, Type::FLOAT8),
+        ];
+        let pid = [own[0].clone()];
+        // In this order on the one connection: what it waits for and who blocks it are read
+        // before it is ended.
+        let (waits, blockers, ending) = tokio::join!(
+            tokio::time::timeout(limit, client.query_typed(LOCK_WAIT_OF_OWN_SESSION, &own)),
+            tokio::time::timeout(limit, client.query_typed(watch::BLOCKERS, &pid)),
+            end_own_session(&client, self, limit),
+        );
+        let pid = self.backend_pid;
+        let Some(wait) = waits.ok().and_then(Result::ok).and_then(|rows| {
+            rows.first().map(|r| {
+                lock_target(
+                    r.get::<_, &str>(0),
+                    r.get::<_, &str>(1),
+                    r.get::<_, &str>(2),
+                )
+            })
+        }) else {
+            return with_sentence(lost, ending_sentence(pid, ending));
+        };
+        let ended = match ending {
+            Ending::Ended => Some(format!(
+                "portcullis ended its own waiting session (process {pid}) from a new \
+                 connection: what it had not committed is rolled back, and the locks it held \
+                 are released."
+            )),
+            other => ending_sentence(pid, other),
+        };
+        let who: Vec<String> = blockers
+            .ok()
+            .and_then(Result::ok)
+            .map(|rows| rows.iter().map(watch::describe_blocker).collect())
+            .unwrap_or_default();
+        Error::LockTimeout(format!(
+            "while {what}, the session waited {}{} for {wait}, which another session holds: {}. \
+             The database is up: the lock, not the network, kept the answer from coming.{} \
+             Finish or end the blocking session (SELECT pg_terminate_backend(<pid>)), or wait \
+             until it is done, then run again; a restart may help.",
+            format_duration(waited),
+            if waited == limit {
+                " (the connect timeout)"
+            } else {
+                ""
+            },
+            if who.is_empty() {
+                "it was released just as portcullis looked".to_string()
+            } else {
+                who.join("; ")
+            },
+            ended.map(|e| format!(" {e}")).unwrap_or_default(),
+        ))
     }
 
     pub(crate) fn lost_error(&self, what: &str) -> Error {
@@ -134,6 +204,53 @@ pub(crate) const END_OWN_SESSION: &str = "select pg_terminate_backend(pid) from 
 pub(crate) const STATE_OF_OWN_SESSION: &str = "select state from pg_stat_activity \
      where pid = $1 and backend_start <= to_timestamp($2)";
 
+/// The lock this run's own session (`$1`, `$2` as [`END_OWN_SESSION`] takes them) waits for,
+/// when it waits for one: its kind, the relation's name for a table's, and the mode asked for.
+const LOCK_WAIT_OF_OWN_SESSION: &str = "\
+select l.locktype, coalesce(l.relation::regclass::text, ''), l.mode
+  from pg_stat_activity a join pg_locks l on l.pid = a.pid and not l.granted
+ where a.pid = $1 and a.backend_start <= to_timestamp($2)";
+
+/// A lock `pg_locks` shows a session waiting for, in words.
+fn lock_target(locktype: &str, relation: &str, mode: &str) -> String {
+    match locktype {
+        "relation" if !relation.is_empty() => format!("a lock on {relation} ({mode})"),
+        "transactionid" | "tuple" => {
+            "a row that another transaction has changed or locked and not yet committed".into()
+        }
+        "advisory" => format!("an advisory lock ({mode})"),
+        other => format!("a lock of kind {other} ({mode})"),
+    }
+}
+
+/// `error`, an exit-5 one, with `sentence` added to its message.
+fn with_sentence(error: Error, sentence: Option<String>) -> Error {
+    match (error, sentence) {
+        (Error::Unreachable(why), Some(more)) => Error::Unreachable(format!("{why} {more}")),
+        (error, _) => error,
+    }
+}
+
+/// What came of ending this run's lost session (server process `pid`), for the exit reason.
+fn ending_sentence(pid: i32, ending: Ending) -> Option<String> {
+    match ending {
+        Ending::Ended => Some(format!(
+            "The server still had that session (process {pid}), so portcullis ended it from a \
+             new connection (pg_terminate_backend): what it had not committed is rolled back, \
+             and the migration lock it held or was queued for is free now."
+        )),
+        Ending::Gone => {
+            tracing::debug!(pid, "the lost session is gone already");
+            None
+        }
+        Ending::Failed(why) => Some(format!(
+            "portcullis could not end that session (process {pid}) itself ({why}); if the next \
+             run waits for the migration lock held by pid {pid}, end it with SELECT \
+             pg_terminate_backend({pid})."
+        )),
+    }
+}
+
 /// What asking the server to end this run's lost session came to.
 pub(crate) enum Ending {
     /// It was there, and was ended.
@@ -153,7 +270,13 @@ pub(crate) async fn end_own_session(
 ) -> Ending {
     let asked = tokio::time::timeout(
         limit,
-        client.query(END_OWN_SESSION, &[&lost.backend_pid, &lost.alive_at]),
+        client.query_typed(
+            END_OWN_SESSION,
+            &[
+                (&lost.backend_pid, tokio_postgres::types::Type::INT4),
+                (&lost.alive_at, tokio_postgres::types::Type::FLOAT8),
+            ],
+        ),
     )
     .await;
     match asked {
@@ -184,45 +307,6 @@ pub async fn end_lost_session(new: &Session, lost: &Session) {
             "could not end the lost session (server process {pid}): {e}; waiting for the server \
              to end it"
         ),
-    }
-}
-
-/// At the end of a run whose connection was given up (an exchange went unanswered, so it may
-/// hang rather than be closed) once it had asked for the migration lock: ends what the server
-/// kept of that session, from a new connection, so that the migration lock it holds (or was
-/// queued for) and whatever its transaction held are free for the next run now rather than when
-/// TCP gives up on the hung connection. Nothing is done when the session was not lost, when the
-/// statement watch or the recording recovery already dealt with it, or after a signal (the run
-/// must end now). The new connection and the question each get one answer timeout: a server
-/// that cannot be reached adds at most two to the exit. Returns a sentence for the exit reason
-/// when there is something to say.
-pub async fn end_own_lost_session(session: &Session) -> Option<String> {
-    if !session.is_lost() || session.is_settled() || crate::interrupt::signal().is_some() {
-        return None;
-    }
-    session.mark_settled();
-    let pid = session.backend_pid;
-    let limit = session.answer_timeout;
-    let second = connect::second(&session.database, connect::Second::EndingLostSession);
-    let ending = match tokio::time::timeout(limit, second).await {
-        Ok(Ok(client)) => end_own_session(&client, session, limit).await,
-        Ok(Err(_)) | Err(_) => Ending::Failed("a new connection could not be opened".into()),
-    };
-    match ending {
-        Ending::Ended => Some(format!(
-            "The server still had that session (process {pid}), so portcullis ended it from a \
-             new connection (pg_terminate_backend): what it had not committed is rolled back, \
-             and the migration lock it held or was queued for is free now."
-        )),
-        Ending::Gone => {
-            tracing::debug!(pid, "the lost session is gone already");
-            None
-        }
-        Ending::Failed(why) => Some(format!(
-            "portcullis could not end that session (process {pid}) itself ({why}); if the next \
-             run waits for the migration lock held by pid {pid}, end it with SELECT \
-             pg_terminate_backend({pid})."
-        )),
     }
 }
 
@@ -280,6 +364,15 @@ pub(crate) fn query_failed(what: &str, e: &tokio_postgres::Error) -> Error {
                  portcullis at the database directly (PORTCULLIS_DATABASE_URL with the direct \
                  host and port)."
             )),
+            // Only where portcullis set lock_timeout (the seeds' transaction): a session that
+            // locks portcullis's own table, which the lock wait cannot name any more.
+            "55P03" => Error::LockTimeout(format!(
+                "{text}. Another session held a lock this needed for longer than lock_timeout \
+                 (often a long or idle-in-transaction session that changed or locked the \
+                 table); nothing of this run is half-done. Find it in pg_stat_activity and \
+                 pg_locks, finish or end it (SELECT pg_terminate_backend(<pid>)), then run \
+                 again; a restart may help."
+            )),
             "42501" => Error::Refused(format!(
                 "{text}. The database user lacks a privilege portcullis needs; grant it (or run \
                  portcullis as the migration owner)."
@@ -301,6 +394,27 @@ pub(crate) fn query_failed(what: &str, e: &tokio_postgres::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lock_waited_for_is_named_in_words() {
+        assert_eq!(
+            lock_target(
+                "relation",
+                "drizzle.__drizzle_migrations",
+                "AccessShareLock"
+            ),
+            "a lock on drizzle.__drizzle_migrations (AccessShareLock)"
+        );
+        assert!(lock_target("transactionid", "", "ShareLock").starts_with("a row that"));
+        assert_eq!(
+            lock_target("advisory", "", "ShareLock"),
+            "an advisory lock (ShareLock)"
+        );
+        assert_eq!(
+            lock_target("object", "", "AccessExclusiveLock"),
+            "a lock of kind object (AccessExclusiveLock)"
+        );
+    }
 
     #[test]
     fn identifiers_are_always_quoted() {

@@ -329,6 +329,10 @@ async fn quick<T>(
             "{m} No seed of this run was applied; migrations committed before the seeds stay \
              applied."
         ))),
+        Error::LockTimeout(m) => Failure::Failed(Error::LockTimeout(format!(
+            "{m} No seed of this run was applied; migrations committed before the seeds stay \
+             applied."
+        ))),
         e => Failure::Failed(e),
     })
 }

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 /// Sessions blocking `$1`, described for the log (their query is masked by
 /// [`lexer::mask_literals`] before it is shown).
-const BLOCKERS: &str = "\
+pub(crate) const BLOCKERS: &str = "\
 select a.pid, coalesce(a.application_name, ''), coalesce(a.state, ''),
        coalesce(extract(epoch from now() - a.xact_start)::float8, 0), coalesce(a.query, '')
   from pg_stat_activity a where a.pid = any(pg_blocking_pids($1))";
@@ -93,9 +93,8 @@ impl<'a> Watch<'a> {
             out = work => Ok(out),
             why = self.lost(last_answer, blockers, one_statement) => {
                 // The watch has done what can be done about the session in the server (ended
-                // it, or found the server unreachable or busy): nobody tries again at the exit.
+                // it, or found the server unreachable or busy).
                 self.session.mark_lost();
-                self.session.mark_settled();
                 Err(why)
             }
         }
@@ -314,22 +313,20 @@ impl<'a> Watch<'a> {
             return None; // unanswered: dropped; the liveness check opens a new one
         };
         self.observer.set(Observer::Ready(observer));
-        Some(
-            rows.ok()?
-                .iter()
-                .map(|r| {
-                    format!(
-                        "pid {} ({:?}, {}, transaction open {:.1}s, query `{}`)",
-                        r.get::<_, i32>(0),
-                        r.get::<_, String>(1),
-                        r.get::<_, String>(2),
-                        r.get::<_, f64>(3),
-                        lexer::mask_literals(r.get::<_, &str>(4), 160)
-                    )
-                })
-                .collect(),
-        )
+        Some(rows.ok()?.iter().map(describe_blocker).collect())
     }
+}
+
+/// One row of [`BLOCKERS`], for the log.
+pub(crate) fn describe_blocker(r: &tokio_postgres::Row) -> String {
+    format!(
+        "pid {} ({:?}, {}, transaction open {:.1}s, query `{}`)",
+        r.get::<_, i32>(0),
+        r.get::<_, String>(1),
+        r.get::<_, String>(2),
+        r.get::<_, f64>(3),
+        lexer::mask_literals(r.get::<_, &str>(4), 160)
+    )
 }
 
 impl Drop for Watch<'_> {

@@ -648,6 +648,55 @@ fn await_returns_once_a_peer_has_migrated() {
     assert!(!out.stderr.contains("waiting for"), "{}", out.stderr);
 }
 
+/// A tracking table that another session keeps locked (a migration Job upgrading it, an
+/// `ALTER TABLE` left in an open transaction) is not ready yet for `await`: it says which lock
+/// and who holds it, and keeps waiting; once the lock is gone it goes on. Until its deadline:
+/// then it exits 7 with the same words.
+#[test]
+fn await_waits_out_a_locked_tracking_table_naming_who_holds_it() {
+    let url = fresh_db("await_locked");
+    migrate(&url, &example_dir()).expect(0);
+    let quick = format!("{url}&connect_timeout=2");
+    let lock = "BEGIN; LOCK TABLE drizzle.__drizzle_migrations IN ACCESS EXCLUSIVE MODE";
+    let holder = hold_session(
+        &format!("{url}&application_name=await-locker-test"),
+        lock,
+        "COMMIT",
+    );
+    let started = Instant::now();
+    let waiter = spawn(
+        command(&quick, &example_dir())
+            .env("PORTCULLIS_WAIT_TIMEOUT", "60s")
+            .arg("await"),
+    );
+    // Past its first look (one connect timeout), the lock goes.
+    std::thread::sleep(Duration::from_secs(3));
+    holder.release();
+    let out = finish(waiter, started, Duration::from_secs(60));
+    out.expect(0);
+    out.says(
+        "while reading the tracking table, the session waited 2s (the connect timeout) for a \
+         lock on drizzle.__drizzle_migrations (AccessShareLock), which another session holds: \
+         pid ",
+    );
+    out.says("(\"await-locker-test\", idle in transaction");
+    out.says("`await` keeps waiting (");
+    out.says("schema ready");
+    assert!(!out.stderr.contains("stopped answering"), "{}", out.stderr);
+
+    let _holder = hold_session(
+        &format!("{url}&application_name=await-locker-test"),
+        lock,
+        "COMMIT",
+    );
+    let out = run(command(&quick, &example_dir())
+        .env("PORTCULLIS_WAIT_TIMEOUT", "3s")
+        .arg("await"));
+    out.expect(7);
+    out.says("\"await-locker-test\"");
+    out.says("The database is up: the lock, not the network, kept the answer from coming.");
+}
+
 /// `await` reads the tracking table the cheap way (COPY) while it can judge it: at every pod
 /// start with nothing pending, and on each poll while a migration Job runs, once the usual read
 /// has confirmed the pending work. A table that does not exist yet is read the usual way after

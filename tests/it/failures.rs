@@ -423,6 +423,68 @@ fn exit_7_when_another_runner_keeps_the_lock() {
     migrate(&url, &example_dir()).expect(0);
 }
 
+/// The portcullis sessions (main and second connections) still in the server for `url`'s
+/// database, once the server has let them go (at most 10 s): none, or how many.
+fn portcullis_sessions_left(url: &str) -> usize {
+    let started = Instant::now();
+    loop {
+        let n: usize = crate::support::query(
+            url,
+            "select count(*) from pg_stat_activity where application_name like 'portcullis@%' \
+             and datname = current_database()",
+        )[0][0]
+            .as_deref()
+            .and_then(|n| n.parse().ok())
+            .expect("a count");
+        if n == 0 || started.elapsed() > Duration::from_secs(10) {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A session that locks the tracking table (an `ALTER TABLE` left in an open transaction, a
+/// `VACUUM FULL`, a `LOCK TABLE`) makes the read of it wait. That is not a connection that
+/// stopped answering: the exit is 7, naming the table, the lock and who holds it, not 5 sending
+/// the operator to the network; portcullis ends its own waiting session, so nothing of it stays
+/// queued behind the blocker holding the migration lock.
+#[test]
+fn exit_7_naming_the_session_that_locks_the_tracking_table() {
+    let url = fresh_db("table_locked");
+    migrate(&url, &example_dir()).expect(0);
+    let holder = hold_session(
+        &format!("{url}&application_name=table-locker-test"),
+        "BEGIN; LOCK TABLE drizzle.__drizzle_migrations IN ACCESS EXCLUSIVE MODE",
+        "COMMIT",
+    );
+    let out = run(command(&format!("{url}&connect_timeout=2"), &example_dir()).arg("migrate"));
+    out.expect(7);
+    out.says(
+        "while reading the tracking table, the session waited 2s (the connect timeout) for a \
+         lock on drizzle.__drizzle_migrations (AccessShareLock), which another session holds: \
+         pid ",
+    );
+    out.says("(\"table-locker-test\", idle in transaction, transaction open ");
+    out.says("LOCK TABLE drizzle.__drizzle_migrations IN ACCESS EXCLUSIVE MODE`)");
+    out.says("The database is up: the lock, not the network, kept the answer from coming.");
+    out.says("portcullis ended its own waiting session (process ");
+    out.says("Finish or end the blocking session (SELECT pg_terminate_backend(<pid>))");
+    assert!(
+        !out.stderr.contains("stopped answering"),
+        "a lock wait is not a lost connection:\n{}",
+        out.stderr
+    );
+    // With the blocker still there, nothing of the run is left in the server.
+    assert_eq!(
+        portcullis_sessions_left(&url),
+        0,
+        "the waiting session was ended"
+    );
+    assert_eq!(advisory_locks(&url), 0, "the migration lock is free");
+    holder.release();
+    migrate(&url, &example_dir()).expect(0);
+}
+
 /// A runner queued behind one that dies (kill -9) takes over: the server drops the dead
 /// runner's session, which rolls its work back and releases the lock, and the queued runner
 /// finds the migrations still pending, takes the lock and applies them.

@@ -331,6 +331,65 @@ fn changed_mode_skips_an_unchanged_file_and_reruns_an_edited_one() {
 
 // ---- a failing seed -------------------------------------------------------------------------
 
+/// A session that locks the seeds' tracking table makes their bookkeeping wait: exit 7 naming
+/// the table, no seed run, the migrations kept. With `PORTCULLIS_DDL_LOCK_TIMEOUT` (the seeds'
+/// `lock_timeout`) shorter than the connect timeout, the server gives up first (55P03); with a
+/// longer one, portcullis does after the connect timeout, and names who holds the lock.
+#[test]
+fn a_session_locking_the_seeds_table_is_exit_7_and_no_seed_runs() {
+    let url = fresh_db("seed_table_locked");
+    let mut m = Folder::new();
+    m.add(
+        "0000_log",
+        1,
+        "create table seed_log (id serial primary key);",
+    );
+    let seeds = SeedDir::new();
+    seeds.write("1_log.sql", "insert into seed_log default values;");
+    run(seeded(&url, m.path(), seeds.path()).arg("migrate")).expect(0);
+    assert_eq!(count(&url, "seed_log"), 1);
+    m.add("0001_more", 2, "create table more_rows (id int);");
+    let holder = hold_session(
+        &format!("{url}&application_name=seeds-locker-test"),
+        &format!("BEGIN; LOCK TABLE {SEEDS_TABLE} IN ACCESS EXCLUSIVE MODE"),
+        "COMMIT",
+    );
+
+    let out = run(seeded(&url, m.path(), seeds.path())
+        .env("PORTCULLIS_DDL_LOCK_TIMEOUT", "300ms")
+        .arg("migrate"));
+    out.expect(7);
+    out.says("reading \"drizzle\".\"__portcullis_seeds\" failed: ERROR 55P03");
+    out.says("Another session held a lock this needed for longer than lock_timeout");
+    out.says(
+        "No seed of this run was applied; migrations committed before the seeds stay applied.",
+    );
+
+    let out = run(
+        seeded(&format!("{url}&connect_timeout=2"), m.path(), seeds.path())
+            .env("PORTCULLIS_DDL_LOCK_TIMEOUT", "1m")
+            .arg("migrate"),
+    );
+    out.expect(7);
+    out.says(
+        "while reading \"drizzle\".\"__portcullis_seeds\", the session waited 2s (the connect \
+         timeout) for a lock on drizzle.__portcullis_seeds (AccessShareLock), which another \
+         session holds: pid ",
+    );
+    out.says("(\"seeds-locker-test\", idle in transaction");
+    out.says("No seed of this run was applied");
+    assert_eq!(count(&url, "seed_log"), 1, "no seed ran");
+    assert!(
+        table_exists(&url, "more_rows"),
+        "the migration stays applied"
+    );
+    assert_eq!(rows(&url).len(), 2);
+    assert_eq!(advisory_locks(&url), 0);
+    holder.release();
+    run(seeded(&url, m.path(), seeds.path()).arg("migrate")).expect(0);
+    assert_eq!(count(&url, "seed_log"), 2);
+}
+
 #[test]
 fn a_failing_seed_exits_9_commits_nothing_of_the_seeds_and_keeps_the_migrations() {
     let url = fresh_db("seed_fail");
