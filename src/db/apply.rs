@@ -899,6 +899,18 @@ impl Runner<'_> {
                 blockers,
             };
         }
+        // Not a problem of the SQL: the server takes no writes at all.
+        if db.code().code() == "25006" {
+            return GroupError::Failed(Error::Refused(format!(
+                "statement {} of {} ({}) failed: ERROR 25006 {}. {} {}",
+                n + 1,
+                m.tag,
+                m.file(),
+                db.message(),
+                super::READ_ONLY,
+                consequence(n)
+            )));
+        }
         let position = match db.position() {
             Some(tokio_postgres::error::ErrorPosition::Original(p)) => Some(*p),
             _ => None,

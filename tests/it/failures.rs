@@ -336,6 +336,46 @@ fn exit_6_fast_for_a_wrong_password_or_a_missing_database() {
     out.says("GRANT CONNECT ON DATABASE");
 }
 
+/// A server that takes only reads (a hot standby, a read replica, a former primary after a
+/// failover; here `default_transaction_read_only`) refuses every write with 25006: exit 6,
+/// saying so and pointing at the primary, whether the first write is portcullis's own (the
+/// tracking table) or a migration's. Not exit 1 "please report", not exit 8 "fix the SQL".
+/// Reading commands still work there.
+#[test]
+fn exit_6_on_a_server_that_takes_only_reads() {
+    let url = fresh_db("read_only");
+    let db = url.rsplit('/').next().unwrap().split('?').next().unwrap();
+    let read_only = format!("alter database \"{db}\" set default_transaction_read_only = on");
+    execute(&url, &read_only);
+    let out = migrate(&url, &example_dir());
+    out.expect(6);
+    out.says("ERROR 25006 cannot execute CREATE SCHEMA in a read-only transaction");
+    out.says("The server accepts only reads: it is a hot standby");
+    out.says("add target_session_attrs=read-write");
+
+    // Migrated on the primary, then a new migration meets the read-only server.
+    execute(
+        &url,
+        &format!(
+            "begin read write; alter database \"{db}\" reset default_transaction_read_only; \
+             commit"
+        ),
+    );
+    let mut folder = Folder::new();
+    folder.add("0000_ro", 1, "CREATE TABLE ro_a (id int);");
+    migrate(&url, folder.path()).expect(0);
+    execute(&url, &read_only);
+    folder.add("0001_ro", 2, "CREATE TABLE ro_b (id int);");
+    let out = migrate(&url, folder.path());
+    out.expect(6);
+    out.says("statement 1 of 0001_ro (");
+    out.says("ERROR 25006 cannot execute CREATE TABLE in a read-only transaction");
+    out.says("The server accepts only reads");
+    out.says("The transaction was rolled back");
+    run(command(&url, folder.path()).arg("status")).expect(0);
+    assert_eq!(rows(&url).len(), 1);
+}
+
 #[test]
 fn exit_6_when_tls_is_required_but_the_server_has_none() {
     let url = Cluster::shared()
