@@ -342,6 +342,8 @@ fn load_journal(
         .map_err(|problems| Error::Source(problems_message(&problems)))?;
     let mut problems = Vec::new();
     let mut migrations = Vec::with_capacity(journal.entries.len());
+    // The folder's names, listed only once a file is missing.
+    let mut listed: Option<Vec<String>> = None;
     for entry in &journal.entries {
         let path = dir.join(format!("{}.sql", entry.tag));
         match read_regular(&path) {
@@ -353,14 +355,35 @@ fn load_journal(
                 &bytes,
             )),
             Err(e) => {
+                let expected = format!("{}.sql", entry.tag);
+                let near = if e.kind() == std::io::ErrorKind::NotFound {
+                    let names = listed.get_or_insert_with(|| file_names(dir));
+                    near_names(names, &expected)
+                } else {
+                    Vec::new()
+                };
                 let why = match e.kind() {
                     std::io::ErrorKind::NotFound => "the file does not exist".to_string(),
                     std::io::ErrorKind::IsADirectory => "it is a directory".to_string(),
                     _ => e.to_string(),
                 };
+                let what_to_do = if near.is_empty() {
+                    "Restore the file (or remove the entry with `drizzle-kit drop` if the \
+                     migration was abandoned)"
+                        .to_string()
+                } else {
+                    format!(
+                        "The folder has {}, a name that differs only in letter case or spaces: \
+                         Linux tells such names apart, macOS and Windows do not, so a rename \
+                         made there may not have reached git. Rename it to {expected} (`git mv`)",
+                        near.iter()
+                            .map(|n| format!("`{n}`"))
+                            .collect::<Vec<_>>()
+                            .join(" and ")
+                    )
+                };
                 problems.push(format!(
-                    "{}: journal entry {} (tag {}) names this file, but {why}. Restore the file \
-                     (or remove the entry with `drizzle-kit drop` if the migration was abandoned)",
+                    "{}: journal entry {} (tag {}) names this file, but {why}. {what_to_do}",
                     path.display(),
                     entry.position,
                     entry.tag
@@ -427,6 +450,36 @@ fn problems_message(problems: &[String]) -> String {
         out.push_str(&format!("\n  {}. {p}.", i + 1));
     }
     out
+}
+
+/// The names of the entries of `dir` (none when it cannot be listed).
+fn file_names(dir: &Path) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = rd
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The names among `names` that are `expected` but for letter case and white space: a file
+/// renamed on a file system that ignores case, or saved with a stray space.
+fn near_names(names: &[String], expected: &str) -> Vec<String> {
+    let fold = |n: &str| -> String {
+        n.chars()
+            .filter(|c| !c.is_whitespace())
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let want = fold(expected);
+    names
+        .iter()
+        .filter(|n| n.as_str() != expected && fold(n) == want)
+        .cloned()
+        .collect()
 }
 
 fn unlisted_sql_files(dir: &Path, entries: &[journal::JournalEntry]) -> Vec<String> {
@@ -593,4 +646,29 @@ fn has_link_below(dir: &Path, path: &Path, links: &std::collections::HashSet<Str
         at.push(c);
         std::fs::symlink_metadata(&at).map_or(true, |m| m.file_type().is_symlink())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::near_names;
+
+    #[test]
+    fn near_names_differ_only_in_case_or_spaces() {
+        let names: Vec<String> = [
+            "0001_Gone.sql",
+            "0001_gone .sql",
+            "0001_gone.SQL",
+            "0001_gone.sql.bak",
+            "0001_gone.sql",
+            "0002_gone.sql",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            near_names(&names, "0001_gone.sql"),
+            ["0001_Gone.sql", "0001_gone .sql", "0001_gone.SQL"]
+        );
+        assert!(near_names(&names, "0003_x.sql").is_empty());
+    }
 }

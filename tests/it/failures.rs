@@ -165,6 +165,16 @@ fn exit_3_for_missing_file_duplicate_tag_and_bad_when_all_listed() {
     let out = folder_error(&folder);
     out.says("0001_gone.sql");
     out.says("does not exist");
+    out.says("Restore the file");
+
+    // Renamed on a file system that ignores case (macOS, Windows): the near name is shown.
+    std::fs::write(folder.path().join("0001_Gone.sql"), "x").unwrap();
+    let out = folder_error(&folder);
+    out.says(
+        "names this file, but the file does not exist. The folder has `0001_Gone.sql`, a name \
+         that differs only in letter case or spaces",
+    );
+    out.says("Rename it to 0001_gone.sql (`git mv`)");
 }
 
 // ---- 4: history disagrees ---------------------------------------------------------------
