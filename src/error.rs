@@ -91,10 +91,15 @@ impl fmt::Display for MigrationFailure {
         } else {
             format!("{}:{} (the statement starting there)", self.file, self.line)
         };
+        let advice = not_the_sql(&self.sqlstate, &self.message).unwrap_or_else(|| {
+            format!(
+                "Fix the SQL in {} (or the database state it conflicts with) and deploy again.",
+                self.file
+            )
+        });
         write!(
             f,
-            "migration {} failed at {} in statement {} of {} (`{}`): {}. {} Fix the SQL in {} (or \
-             the database state it conflicts with) and deploy again.",
+            "migration {} failed at {} in statement {} of {} (`{}`): {}. {} {advice}",
             self.tag,
             at,
             self.chunk,
@@ -108,7 +113,6 @@ impl fmt::Display for MigrationFailure {
                 None
             ),
             self.consequence,
-            self.file
         )
     }
 }
@@ -147,12 +151,18 @@ impl fmt::Display for SeedFailure {
                 self.file, self.line, self.column
             )
         };
+        let advice = not_the_sql(&self.sqlstate, &self.message).unwrap_or_else(|| {
+            format!(
+                "Fix the SQL in {} (or the data it conflicts with; seeds must be idempotent, \
+                 e.g. INSERT ... ON CONFLICT DO UPDATE) and deploy again.",
+                self.file
+            )
+        });
         write!(
             f,
             "seed {} failed at {} in statement {} of {} (`{}`): {}. The seeds' transaction was \
              rolled back: no seed of this run was applied or recorded, and migrations applied \
-             before the seeds stay committed. Fix the SQL in {} (or the data it conflicts with; \
-             seeds must be idempotent, e.g. INSERT ... ON CONFLICT DO UPDATE) and deploy again.",
+             before the seeds stay committed. {advice}",
             self.name,
             at,
             self.statement,
@@ -165,9 +175,41 @@ impl fmt::Display for SeedFailure {
                 self.hint.as_deref(),
                 self.context.as_deref()
             ),
-            self.file
         )
     }
+}
+
+/// What to do about a statement's failure that is not a fault of its SQL (a timeout, a cancel,
+/// a deadlock, a server out of disk or memory), by SQLSTATE; `None`: fix the SQL.
+fn not_the_sql(sqlstate: &str, message: &str) -> Option<String> {
+    let advice = match sqlstate {
+        "57014" if message.contains("statement timeout") => {
+            "It ran longer than PORTCULLIS_STATEMENT_TIMEOUT allows. If it needs longer, raise \
+             it (0 turns it off); an index on a big table is better built with CREATE INDEX \
+             CONCURRENTLY, which portcullis runs outside a transaction. Then deploy again."
+        }
+        "57014" => {
+            "Another session cancelled it (pg_cancel_backend, an operator or a watchdog); \
+             nothing is wrong with the SQL. Deploy again; a restart may help."
+        }
+        "40P01" => {
+            "It deadlocked with another session (often the app, taking the same tables' locks \
+             in another order), and PostgreSQL cancelled this side; nothing is wrong with the \
+             SQL. Deploy again, at a quieter time if it recurs; a restart may help."
+        }
+        "53100" => {
+            "The server ran out of disk space; nothing is wrong with the SQL. Free space on the \
+             database's volume (or grow it), then deploy again."
+        }
+        "53200" | "53400" => {
+            "The server ran out of memory or hit a configured limit (its HINT says which); \
+             nothing is wrong with the SQL. Raise that limit, or apply fewer migrations per \
+             transaction (PORTCULLIS_TRANSACTION=each holds fewer locks at once), then deploy \
+             again."
+        }
+        _ => return None,
+    };
+    Some(advice.to_string())
 }
 
 /// The server's error as one clause: `ERROR <sqlstate> <message>`, then its DETAIL, HINT and
@@ -224,5 +266,44 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains(".."), "{text}");
+    }
+
+    #[test]
+    fn failures_that_are_not_the_sqls_say_what_to_do_instead() {
+        let failure = |sqlstate: &str, message: &str| {
+            MigrationFailure {
+                tag: "0001_users".into(),
+                file: "drizzle/0001_users.sql".into(),
+                chunk: 1,
+                chunks: 1,
+                line: 1,
+                column: 1,
+                exact_position: false,
+                statement_excerpt: "CREATE INDEX ...".into(),
+                sqlstate: sqlstate.into(),
+                message: message.into(),
+                detail: None,
+                hint: None,
+                consequence: "Nothing was committed.".into(),
+            }
+            .to_string()
+        };
+        let timeout = failure("57014", "canceling statement due to statement timeout");
+        assert!(
+            timeout.contains("PORTCULLIS_STATEMENT_TIMEOUT"),
+            "{timeout}"
+        );
+        let cancelled = failure("57014", "canceling statement due to user request");
+        assert!(
+            cancelled.contains("Another session cancelled it"),
+            "{cancelled}"
+        );
+        assert!(failure("40P01", "deadlock detected").contains("deadlocked"));
+        assert!(failure("53100", "could not extend file").contains("out of disk space"));
+        assert!(failure("53200", "out of shared memory").contains("PORTCULLIS_TRANSACTION=each"));
+        for text in [timeout, cancelled] {
+            assert!(!text.contains("Fix the SQL"), "{text}");
+        }
+        assert!(failure("42601", "syntax error").contains("Fix the SQL in drizzle/0001_users.sql"));
     }
 }

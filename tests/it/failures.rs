@@ -715,6 +715,45 @@ fn statement_timeout_counts_per_statement_in_a_migration_sent_together() {
     assert_eq!(rows(&url).len(), 1);
 }
 
+/// A statement that fails for a reason that is not its SQL is not "fix the SQL": past
+/// PORTCULLIS_STATEMENT_TIMEOUT the message says to raise it; cancelled by another session
+/// (pg_cancel_backend), it says so. Both roll the migration back (exit 8).
+#[test]
+fn exit_8_for_a_timeout_or_a_cancel_says_what_to_do_instead_of_fixing_the_sql() {
+    let url = fresh_db("not_the_sql");
+    let mut folder = Folder::new();
+    folder.add(
+        "0000_slow",
+        1,
+        "create table nts (id int);\n--> statement-breakpoint\nselect pg_sleep(3);",
+    );
+    let out = run(command(&url, folder.path())
+        .env("PORTCULLIS_STATEMENT_TIMEOUT", "1s")
+        .arg("migrate"));
+    out.expect(8);
+    out.says("ERROR 57014 canceling statement due to statement timeout");
+    out.says(
+        "It ran longer than PORTCULLIS_STATEMENT_TIMEOUT allows. If it needs longer, raise it",
+    );
+    assert!(!out.stderr.contains("Fix the SQL"), "{}", out.stderr);
+
+    let started = Instant::now();
+    let child = spawn(command(&url, folder.path()).arg("migrate"));
+    wait_for_statement(&url, "pg_sleep(3)");
+    crate::support::execute(
+        &url,
+        "select pg_cancel_backend(pid) from pg_stat_activity where query like '%pg_sleep(3)%' \
+         and application_name = 'portcullis@it-runner'",
+    );
+    let out = finish(child, started, Duration::from_secs(30));
+    out.expect(8);
+    out.says("ERROR 57014 canceling statement due to user request");
+    out.says("Another session cancelled it (pg_cancel_backend");
+    assert!(!out.stderr.contains("Fix the SQL"), "{}", out.stderr);
+    assert_eq!(rows(&url).len(), 0);
+    assert!(!table_exists(&url, "nts"), "rolled back");
+}
+
 #[test]
 fn exit_8_reports_detail_and_hint() {
     let url = fresh_db("detail");
