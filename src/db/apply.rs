@@ -84,12 +84,15 @@ fn groups<'a>(migrations: &'a [&'a Migration], mode: TransactionMode) -> Vec<Gro
 
 /// Why one group failed.
 enum GroupError {
-    /// SQLSTATE 55P03: a statement waited longer than `lock_timeout`; rolled back, retryable.
-    /// `chunk` is 1-based; `blockers` describes the sessions seen blocking it.
+    /// SQLSTATE 55P03: a statement waited longer than `lock_timeout`, or 40P01 (`deadlock`):
+    /// PostgreSQL cancelled it to break a deadlock with another session; rolled back either
+    /// way, and retryable. `chunk` is 1-based; `blockers` describes the sessions seen blocking
+    /// it (for a deadlock, the server's DETAIL, which names both sides).
     LockTimeout {
         tag: String,
         chunk: usize,
         blockers: Vec<String>,
+        deadlock: bool,
     },
     Failed(Error),
 }
@@ -197,6 +200,7 @@ pub async fn apply(
                     tag,
                     chunk,
                     blockers,
+                    deadlock,
                 }) => {
                     let who = if blockers.is_empty() {
                         "a session that had let go by the time we looked".to_string()
@@ -205,7 +209,7 @@ pub async fn apply(
                     };
                     if retry >= limits.lock_retries {
                         return Err(Error::MigrationFailed(Box::new(
-                            runner.lock_story(group, &tag, chunk, retry, &who),
+                            runner.lock_story(group, &tag, chunk, retry, &who, deadlock),
                         )));
                     }
                     if let Group::Autocommit(..) = group {
@@ -213,10 +217,19 @@ pub async fn apply(
                     }
                     let delay = delays.next().unwrap_or(Duration::from_secs(5));
                     retry += 1;
+                    let why = if deadlock {
+                        format!(
+                            "deadlocked with another session, so PostgreSQL cancelled it ({who})"
+                        )
+                    } else {
+                        format!(
+                            "waited longer than lock_timeout ({}) for a lock held by {who}",
+                            format_duration(limits.lock_timeout)
+                        )
+                    };
                     tracing::warn!(
-                        "statement {chunk} of {tag} waited longer than lock_timeout ({}) for a \
-                         lock held by {who}; rolled back, retry {retry} of {} in {:.1}s",
-                        format_duration(limits.lock_timeout),
+                        "statement {chunk} of {tag} {why}; rolled back, retry {retry} of {} in \
+                         {:.1}s",
                         limits.lock_retries,
                         delay.as_secs_f64()
                     );
@@ -890,13 +903,21 @@ impl Runner<'_> {
                 )));
             }
         };
-        // A lock timeout is retried only where running the group again cannot repeat what
-        // stayed committed; otherwise it is a failure like any other.
-        if db.code().code() == "55P03" && retry_safe {
+        // A lock timeout or a deadlock (with the app, taking the same locks in another order)
+        // is retried only where running the group again cannot repeat what stayed committed;
+        // otherwise it is a failure like any other.
+        let deadlock = db.code().code() == "40P01";
+        if (db.code().code() == "55P03" || deadlock) && retry_safe {
             return GroupError::LockTimeout {
                 tag: m.tag.clone(),
                 chunk: n + 1,
-                blockers,
+                blockers: match (deadlock, db.detail()) {
+                    (true, Some(detail)) => {
+                        vec![detail.replace('\n', " ").trim_end_matches('.').to_string()]
+                    }
+                    _ => blockers,
+                },
+                deadlock,
             };
         }
         // Not a problem of the SQL: the server takes no writes at all.
@@ -1090,6 +1111,7 @@ impl Runner<'_> {
         chunk: usize,
         retries: u32,
         who: &str,
+        deadlock: bool,
     ) -> MigrationFailure {
         let (m, consequence) = match group {
             Group::Transaction(ms) => (
@@ -1116,15 +1138,25 @@ impl Runner<'_> {
             column,
             exact_position: false,
             statement_excerpt: lexer::excerpt(c.text, 80),
-            sqlstate: "55P03".into(),
-            message: format!(
-                "canceling statement due to lock timeout, {} time{} in a row (lock_timeout {}, \
-                 {retries} retr{}): blocked by {who}",
-                retries + 1,
-                if retries == 0 { "" } else { "s" },
-                format_duration(self.limits.lock_timeout),
-                if retries == 1 { "y" } else { "ies" }
-            ),
+            sqlstate: if deadlock { "40P01" } else { "55P03" }.into(),
+            message: if deadlock {
+                format!(
+                    "deadlock detected in the last of {} attempts, each ended by a deadlock or a \
+                     lock timeout (lock_timeout {}, {retries} retr{}): {who}",
+                    retries + 1,
+                    format_duration(self.limits.lock_timeout),
+                    if retries == 1 { "y" } else { "ies" },
+                )
+            } else {
+                format!(
+                    "canceling statement due to lock timeout, {} time{} in a row (lock_timeout \
+                     {}, {retries} retr{}): blocked by {who}",
+                    retries + 1,
+                    if retries == 0 { "" } else { "s" },
+                    format_duration(self.limits.lock_timeout),
+                    if retries == 1 { "y" } else { "ies" }
+                )
+            },
             detail: None,
             hint: Some(
                 "end or wait out the blocking transaction (often a long or idle-in-transaction \

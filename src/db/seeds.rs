@@ -158,7 +158,8 @@ pub async fn all_ran_since(
 
 /// Why one attempt of the seeds' transaction failed.
 enum Failure {
-    /// SQLSTATE 55P03 (lock_timeout): rolled back, worth retrying.
+    /// SQLSTATE 55P03 (lock_timeout) or 40P01 (a deadlock PostgreSQL broke by cancelling this
+    /// side): rolled back, worth retrying.
     LockTimeout(Box<SeedFailure>),
     Failed(Error),
 }
@@ -184,15 +185,27 @@ pub async fn run(
             Ok(seeded) => return Ok(seeded),
             Err(Failure::Failed(e)) => return Err(e),
             Err(Failure::LockTimeout(mut failure)) => {
+                let deadlock = failure.sqlstate == "40P01";
                 if retry >= opts.lock_retries {
-                    failure.message = format!(
-                        "{}, {} time{} in a row (lock_timeout {}, {retry} retr{})",
-                        failure.message,
-                        retry + 1,
-                        if retry == 0 { "" } else { "s" },
-                        format_duration(opts.lock_timeout),
-                        if retry == 1 { "y" } else { "ies" }
-                    );
+                    failure.message = if deadlock {
+                        format!(
+                            "{}, in the last of {} attempts, each ended by a deadlock or a lock \
+                             timeout (lock_timeout {}, {retry} retr{})",
+                            failure.message,
+                            retry + 1,
+                            format_duration(opts.lock_timeout),
+                            if retry == 1 { "y" } else { "ies" }
+                        )
+                    } else {
+                        format!(
+                            "{}, {} time{} in a row (lock_timeout {}, {retry} retr{})",
+                            failure.message,
+                            retry + 1,
+                            if retry == 0 { "" } else { "s" },
+                            format_duration(opts.lock_timeout),
+                            if retry == 1 { "y" } else { "ies" }
+                        )
+                    };
                     failure.hint = Some(
                         "another session kept a conflicting lock on a row or table this seed \
                          writes; find it in pg_stat_activity / pg_locks (often a long or idle \
@@ -204,11 +217,17 @@ pub async fn run(
                 }
                 retry += 1;
                 let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                let why = if deadlock {
+                    "deadlocked with another session, so PostgreSQL cancelled it".to_string()
+                } else {
+                    format!(
+                        "waited longer than lock_timeout ({}) for a lock another session holds",
+                        format_duration(opts.lock_timeout)
+                    )
+                };
                 tracing::warn!(
-                    "seed {} waited longer than lock_timeout ({}) for a lock another session \
-                     holds; the seeds were rolled back, retry {retry} of {} in {:.1}s",
+                    "seed {} {why}; the seeds were rolled back, retry {retry} of {} in {:.1}s",
                     failure.name,
-                    format_duration(opts.lock_timeout),
                     opts.lock_retries,
                     delay.as_secs_f64()
                 );
@@ -516,7 +535,8 @@ async fn run_file(
                         return Err(lost(&e));
                     };
                     let failure = Box::new(failure(seed, sent, skipped, completed.get(), db, vars));
-                    return Err(if db.code().code() == "55P03" {
+                    // A lock timeout, or a deadlock with the app: rolled back, worth retrying.
+                    return Err(if matches!(db.code().code(), "55P03" | "40P01") {
                         Failure::LockTimeout(failure)
                     } else {
                         Failure::Failed(Error::SeedFailed(failure))

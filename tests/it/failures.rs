@@ -743,7 +743,7 @@ fn exit_8_for_a_timeout_or_a_cancel_says_what_to_do_instead_of_fixing_the_sql() 
     crate::support::execute(
         &url,
         "select pg_cancel_backend(pid) from pg_stat_activity where query like '%pg_sleep(3)%' \
-         and application_name = 'portcullis@it-runner'",
+         and application_name = 'portcullis@it-runner' and datname = current_database()",
     );
     let out = finish(child, started, Duration::from_secs(30));
     out.expect(8);

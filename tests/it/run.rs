@@ -565,3 +565,79 @@ pub fn server_let_go(url: &str, needle: &str, since: Instant) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// An app's transaction in a session of its own (`deadlock-app-test`), which checks for
+/// deadlocks only after 10 s: it runs `first`, then, when told, `then`, and commits. So a
+/// portcullis session that deadlocks with it (PostgreSQL checks after 1 s by default) is the side
+/// PostgreSQL cancels.
+pub struct AppTransaction {
+    go: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<Result<(), String>>,
+}
+
+impl AppTransaction {
+    pub fn start(url: &str, first: &str, then: &str) -> AppTransaction {
+        let url = format!("{url}&application_name=deadlock-app-test");
+        let (first, then) = (first.to_string(), then.to_string());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                let task = tokio::spawn(conn);
+                client
+                    .batch_execute(&format!("SET deadlock_timeout = '10s'; BEGIN; {first}"))
+                    .await
+                    .unwrap();
+                ready_tx.send(()).unwrap();
+                let _ = tokio::task::spawn_blocking(move || go_rx.recv_timeout(HELD_AT_MOST)).await;
+                let ran = client.batch_execute(&then).await;
+                let _ = client.batch_execute("COMMIT").await;
+                drop(client);
+                let _ = task.await;
+                ran.map_err(|e| e.to_string())
+            })
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the app's session connected");
+        AppTransaction { go, thread }
+    }
+
+    /// Runs `then` now (in the background), then commits.
+    pub fn then(&self) {
+        let _ = self.go.send(());
+    }
+
+    /// Waits for the transaction's end; how `then` went.
+    pub fn finish(self) -> Result<(), String> {
+        let _ = self.go.send(());
+        self.thread.join().expect("the app's thread")
+    }
+}
+
+/// Waits (up to 60 s) until a portcullis session of this URL's database waits for a lock (wait_event_type Lock).
+pub fn wait_until_blocked(url: &str) {
+    let started = Instant::now();
+    loop {
+        let n = query(
+            url,
+            "select count(*) from pg_stat_activity where application_name = 'portcullis@it-runner' \
+             and wait_event_type = 'Lock' and datname = current_database()",
+        );
+        if n[0][0].as_deref() == Some("1") {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "portcullis never waited for the lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

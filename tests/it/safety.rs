@@ -176,24 +176,52 @@ fn hold_lock(url: &str, table: &str, hold: Duration) -> std::thread::JoinHandle<
     })
 }
 
-/// Waits until a portcullis session of this test waits for a lock (wait_event_type Lock).
-fn wait_until_blocked(url: &str) {
+/// A migration that deadlocks with the app (each holds a table the other then asks for) is
+/// rolled back and retried like a lock timeout, not failed as if its SQL were wrong. The app's
+/// session here checks for deadlocks only after 10 s, so PostgreSQL (1 s by default for the
+/// migration's session) cancels the migration's side; the app's transaction then finishes and
+/// the retry goes through.
+#[test]
+fn a_migration_that_deadlocks_with_the_app_is_rolled_back_and_retried() {
+    let url = fresh_db("deadlock");
+    execute(
+        &url,
+        "create table dl_a (id int); create table dl_b (id int)",
+    );
+    let mut folder = Folder::new();
+    folder.add(
+        "0000_dl",
+        1,
+        "ALTER TABLE dl_a ADD COLUMN x int;\n--> statement-breakpoint\nALTER TABLE dl_b ADD COLUMN y int;",
+    );
+    // The app: holds dl_b, and when told, reads dl_a in the same transaction, then commits.
+    let app = AppTransaction::start(
+        &url,
+        "LOCK TABLE dl_b IN SHARE MODE",
+        "SELECT count(*) FROM dl_a",
+    );
     let started = Instant::now();
-    loop {
-        let n = query(
-            url,
-            "select count(*) from pg_stat_activity where application_name = 'portcullis@it-runner' \
-             and wait_event_type = 'Lock'",
-        );
-        if n[0][0].as_deref() == Some("1") {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "portcullis never waited for the lock"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let child = spawn(command(&url, folder.path()).arg("migrate"));
+    // The migration holds dl_a and waits for dl_b; now the app asks for dl_a.
+    wait_until_blocked(&url);
+    app.then();
+    let out = finish(child, started, Duration::from_secs(60));
+    let app_read = app.finish();
+    out.expect(0);
+    out.says("statement 2 of 0000_dl deadlocked with another session, so PostgreSQL cancelled it");
+    out.says("Process ");
+    out.says("retry 1 of 10");
+    assert_eq!(app_read, Ok(()), "the app's side was not the one cancelled");
+    assert_eq!(rows(&url).len(), 1);
+    assert_eq!(
+        query(
+            &url,
+            "select count(*) from information_schema.columns \
+             where table_name in ('dl_a', 'dl_b') and column_name in ('x', 'y')"
+        )[0][0]
+            .as_deref(),
+        Some("2")
+    );
 }
 
 #[test]
@@ -218,7 +246,8 @@ fn ddl_blocked_for_three_seconds_succeeds_after_retries_and_names_the_blocker() 
     while query(
         &url,
         "select count(*) from pg_stat_activity \
-         where application_name = 'portcullis@it-runner (lock observer)'",
+         where application_name = 'portcullis@it-runner (lock observer)' \
+         and datname = current_database()",
     )[0][0]
         .as_deref()
         != Some("1")

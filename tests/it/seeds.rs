@@ -390,6 +390,52 @@ fn a_session_locking_the_seeds_table_is_exit_7_and_no_seed_runs() {
     assert_eq!(count(&url, "seed_log"), 2);
 }
 
+/// A seed that deadlocks with the app (each updates a row the other then updates) is rolled
+/// back and retried, like a seed that waited too long for a lock, not failed as if its SQL
+/// were wrong (see `AppTransaction`: PostgreSQL cancels the seed's side).
+#[test]
+fn a_seed_that_deadlocks_with_the_app_is_rolled_back_and_retried() {
+    let url = fresh_db("seed_deadlock");
+    let mut m = Folder::new();
+    m.add(
+        "0000_sd",
+        1,
+        "create table sd_a (id int primary key, v int not null);\n--> statement-breakpoint\n\
+         create table sd_b (id int primary key, v int not null);\n--> statement-breakpoint\n\
+         insert into sd_a values (1, 0);\n--> statement-breakpoint\ninsert into sd_b values (1, 0);",
+    );
+    run(command(&url, m.path()).arg("migrate")).expect(0);
+    let seeds = SeedDir::new();
+    seeds.write(
+        "1_both.sql",
+        "update sd_a set v = v + 1 where id = 1;\nupdate sd_b set v = v + 1 where id = 1;\n",
+    );
+    let app = AppTransaction::start(
+        &url,
+        "UPDATE sd_b SET v = v + 10 WHERE id = 1",
+        "UPDATE sd_a SET v = v + 10 WHERE id = 1",
+    );
+    let started = Instant::now();
+    let child = spawn(seeded(&url, m.path(), seeds.path()).arg("seed"));
+    // The seed holds sd_a's row and waits for sd_b's; now the app asks for sd_a's.
+    wait_until_blocked(&url);
+    app.then();
+    let out = finish(child, started, Duration::from_secs(60));
+    let app_update = app.finish();
+    out.expect(0);
+    out.says("seed 1_both.sql deadlocked with another session, so PostgreSQL cancelled it");
+    out.says("the seeds were rolled back, retry 1 of 10");
+    assert_eq!(
+        app_update,
+        Ok(()),
+        "the app's side was not the one cancelled"
+    );
+    // The app's +10 and one run of the seed (+1) each, nothing of the cancelled attempt.
+    assert_eq!(one(&url, "select v from sd_a"), "11");
+    assert_eq!(one(&url, "select v from sd_b"), "11");
+    assert_eq!(seed_runs(&url), vec![("1_both.sql".to_string(), 1)]);
+}
+
 #[test]
 fn a_failing_seed_exits_9_commits_nothing_of_the_seeds_and_keeps_the_migrations() {
     let url = fresh_db("seed_fail");
