@@ -197,6 +197,13 @@ fn not_the_sql(sqlstate: &str, message: &str) -> Option<String> {
              in another order), and PostgreSQL cancelled this side; nothing is wrong with the \
              SQL. Deploy again, at a quieter time if it recurs; a restart may help."
         }
+        "55P04" => {
+            "An enum value cannot be used in the transaction that added it, and every pending \
+             migration runs in one transaction (drizzle's way). Mark the migration that adds \
+             the value (ALTER TYPE ... ADD VALUE) with a first line `-- portcullis: \
+             no-transaction`, so that it commits on its own, or set PORTCULLIS_TRANSACTION=each \
+             when the value comes from an earlier migration; then deploy again."
+        }
         "53100" => {
             "The server ran out of disk space; nothing is wrong with the SQL. Free space on the \
              database's volume (or grow it), then deploy again."
@@ -299,6 +306,10 @@ mod tests {
             "{cancelled}"
         );
         assert!(failure("40P01", "deadlock detected").contains("deadlocked"));
+        assert!(
+            failure("55P04", "unsafe use of new value \"b\" of enum type role")
+                .contains("-- portcullis: no-transaction")
+        );
         assert!(failure("53100", "could not extend file").contains("out of disk space"));
         assert!(failure("53200", "out of shared memory").contains("PORTCULLIS_TRANSACTION=each"));
         for text in [timeout, cancelled] {

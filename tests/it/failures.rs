@@ -754,6 +754,45 @@ fn exit_8_for_a_timeout_or_a_cancel_says_what_to_do_instead_of_fixing_the_sql() 
     assert!(!table_exists(&url, "nts"), "rolled back");
 }
 
+/// drizzle's classic trap: a migration adds an enum value and a later one of the same deploy
+/// uses it, all in one transaction (55P04). The message says how to get out, and the way it
+/// gives (the marker on the migration that adds the value) works.
+#[test]
+fn exit_8_for_a_new_enum_value_used_in_the_same_transaction_says_how_to_split_it() {
+    let url = fresh_db("enum_value");
+    let mut folder = Folder::new();
+    folder
+        .add(
+            "0000_role",
+            1,
+            "CREATE TYPE \"public\".\"ev_role\" AS ENUM('a');\n--> statement-breakpoint\n\
+             CREATE TABLE \"ev_u\" (\"r\" \"ev_role\" DEFAULT 'a');",
+        )
+        .add(
+            "0001_add",
+            2,
+            "ALTER TYPE \"public\".\"ev_role\" ADD VALUE 'b';",
+        )
+        .add(
+            "0002_use",
+            3,
+            "ALTER TABLE \"ev_u\" ALTER COLUMN \"r\" SET DEFAULT 'b';",
+        );
+    let out = migrate(&url, folder.path());
+    out.expect(8);
+    out.says("ERROR 55P04 unsafe use of new value \"b\" of enum type ev_role");
+    out.says("Mark the migration that adds the value (ALTER TYPE ... ADD VALUE) with a first line `-- portcullis: no-transaction`");
+    assert!(!out.stderr.contains("Fix the SQL"), "{}", out.stderr);
+    assert_eq!(rows(&url).len(), 0);
+
+    folder.write(
+        "0001_add.sql",
+        b"-- portcullis: no-transaction\nALTER TYPE \"public\".\"ev_role\" ADD VALUE 'b';",
+    );
+    migrate(&url, folder.path()).expect(0);
+    assert_eq!(rows(&url).len(), 3);
+}
+
 #[test]
 fn exit_8_reports_detail_and_hint() {
     let url = fresh_db("detail");
