@@ -204,6 +204,8 @@ pub async fn apply(
                 }) => {
                     let who = if blockers.is_empty() {
                         "a session that had let go by the time we looked".to_string()
+                    } else if deadlock {
+                        super::name_relations(session, &blockers.join("; ")).await
                     } else {
                         blockers.join("; ")
                     };

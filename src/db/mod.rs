@@ -341,6 +341,83 @@ pub fn qualified(schema: &str, table: &str) -> String {
     format!("{}.{}", quote_ident(schema), quote_ident(table))
 }
 
+/// Each "relation <oid> of database <oid>" in `detail` (a deadlock's DETAIL): its byte range
+/// and the relation's oid.
+fn relation_mentions(detail: &str) -> Vec<(std::ops::Range<usize>, u32)> {
+    let digits = |s: &str| s.bytes().take_while(u8::is_ascii_digit).count();
+    let mut found = Vec::new();
+    for (start, _) in detail.match_indices("relation ") {
+        let rest = &detail[start + "relation ".len()..];
+        let n = digits(rest);
+        let Ok(oid) = rest[..n].parse::<u32>() else {
+            continue;
+        };
+        let Some(after) = rest[n..].strip_prefix(" of database ") else {
+            continue;
+        };
+        let m = digits(after);
+        if m == 0 {
+            continue;
+        }
+        let end = detail.len() - after.len() + m;
+        found.push((start..end, oid));
+    }
+    found
+}
+
+/// `detail` with each relation mentioned by oid replaced by its name from `names`.
+fn with_relation_names(detail: &str, names: &[(u32, String)]) -> String {
+    let mut out = String::with_capacity(detail.len());
+    let mut at = 0;
+    for (range, oid) in relation_mentions(detail) {
+        let Some((_, name)) = names.iter().find(|(o, _)| *o == oid) else {
+            continue;
+        };
+        out.push_str(&detail[at..range.start]);
+        out.push_str(&format!("relation {name}"));
+        at = range.end;
+    }
+    out.push_str(&detail[at..]);
+    out
+}
+
+/// A deadlock's DETAIL as PostgreSQL words it ("... on relation 16954 of database 16950 ..."),
+/// with the relations of this database named, asked on `session` after the rollback; as it
+/// is when that cannot be done.
+pub(crate) async fn name_relations(session: &Session, detail: &str) -> String {
+    let oids: Vec<u32> = relation_mentions(detail)
+        .into_iter()
+        .map(|(_, o)| o)
+        .collect();
+    if oids.is_empty() || session.is_lost() {
+        return detail.to_string();
+    }
+    let what = "naming the relations of a deadlock";
+    let asked = session
+        .within(what, async {
+            session
+                .client()
+                .query_typed(
+                    "select o, o::regclass::text from unnest($1::oid[]) as o \
+                     where o::regclass::text !~ '^[0-9]+$'",
+                    &[(&oids, tokio_postgres::types::Type::OID_ARRAY)],
+                )
+                .await
+                .map_err(|e| query_failed(what, &e))
+        })
+        .await;
+    match asked {
+        Ok(rows) => {
+            let names: Vec<(u32, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+            with_relation_names(detail, &names)
+        }
+        Err(e) => {
+            tracing::debug!("{e}");
+            detail.to_string()
+        }
+    }
+}
+
 /// What to do about SQLSTATE 25006 (a write on a server that takes only reads): exit 6, since
 /// running again against the same server cannot help.
 pub(crate) const READ_ONLY: &str = "The server accepts only reads: it is a hot standby (a read \
@@ -423,6 +500,32 @@ mod tests {
             lock_target("object", "", "AccessExclusiveLock"),
             "a lock of kind object (AccessExclusiveLock)"
         );
+    }
+
+    #[test]
+    fn a_deadlocks_relations_are_found_and_named() {
+        let detail = "Process 18012 waits for AccessExclusiveLock on relation 16954 of database \
+                      16950; blocked by process 18008. Process 18008 waits for AccessShareLock on \
+                      relation 16951 of database 16950; blocked by process 18012";
+        let found: Vec<u32> = relation_mentions(detail)
+            .into_iter()
+            .map(|(_, o)| o)
+            .collect();
+        assert_eq!(found, [16954, 16951]);
+        assert_eq!(
+            with_relation_names(
+                detail,
+                &[(16954, "dl_b".into()), (16951, "\"Dl a\"".into())]
+            ),
+            "Process 18012 waits for AccessExclusiveLock on relation dl_b; blocked by process \
+             18008. Process 18008 waits for AccessShareLock on relation \"Dl a\"; blocked by \
+             process 18012"
+        );
+        // Unknown oids, and text that only looks like a mention, stay as they are.
+        assert_eq!(with_relation_names(detail, &[]), detail);
+        assert!(relation_mentions("relation x of database 1; relation 5 of db").is_empty());
+        // A transaction wait names no relation.
+        assert!(relation_mentions("Process 1 waits for ShareLock on transaction 771").is_empty());
     }
 
     #[test]

@@ -186,6 +186,9 @@ pub async fn run(
             Err(Failure::Failed(e)) => return Err(e),
             Err(Failure::LockTimeout(mut failure)) => {
                 let deadlock = failure.sqlstate == "40P01";
+                if deadlock && let Some(detail) = &failure.detail {
+                    failure.detail = Some(super::name_relations(session, detail).await);
+                }
                 if retry >= opts.lock_retries {
                     failure.message = if deadlock {
                         format!(
@@ -218,7 +221,15 @@ pub async fn run(
                 retry += 1;
                 let delay = delays.next().unwrap_or(Duration::from_secs(5));
                 let why = if deadlock {
-                    "deadlocked with another session, so PostgreSQL cancelled it".to_string()
+                    format!(
+                        "deadlocked with another session, so PostgreSQL cancelled it ({})",
+                        failure
+                            .detail
+                            .as_deref()
+                            .unwrap_or("no DETAIL")
+                            .replace('\n', " ")
+                            .trim_end_matches('.')
+                    )
                 } else {
                     format!(
                         "waited longer than lock_timeout ({}) for a lock another session holds",

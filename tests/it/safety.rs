@@ -209,7 +209,9 @@ fn a_migration_that_deadlocks_with_the_app_is_rolled_back_and_retried() {
     let app_read = app.finish();
     out.expect(0);
     out.says("statement 2 of 0000_dl deadlocked with another session, so PostgreSQL cancelled it");
-    out.says("Process ");
+    // The server's DETAIL, its relations named.
+    out.says("waits for AccessExclusiveLock on relation dl_b; blocked by process ");
+    out.says("waits for AccessShareLock on relation dl_a; blocked by process ");
     out.says("retry 1 of 10");
     assert_eq!(app_read, Ok(()), "the app's side was not the one cancelled");
     assert_eq!(rows(&url).len(), 1);

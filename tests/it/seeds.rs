@@ -423,7 +423,8 @@ fn a_seed_that_deadlocks_with_the_app_is_rolled_back_and_retried() {
     let out = finish(child, started, Duration::from_secs(60));
     let app_update = app.finish();
     out.expect(0);
-    out.says("seed 1_both.sql deadlocked with another session, so PostgreSQL cancelled it");
+    out.says("seed 1_both.sql deadlocked with another session, so PostgreSQL cancelled it (");
+    out.says("waits for ShareLock on transaction ");
     out.says("the seeds were rolled back, retry 1 of 10");
     assert_eq!(
         app_update,
