@@ -158,11 +158,47 @@ pub fn load(dir: &Path) -> Result<Folder, Error> {
         (false, true) => Err(Error::Source(format!(
             "{shown} has no meta/_journal.json (drizzle-kit 0.x) and no \
              <timestamp>_<name>/migration.sql folders (drizzle-kit 1.0), so it is not a \
-             drizzle-kit migrations folder. Point PORTCULLIS_MIGRATIONS_DIR at the folder \
+             drizzle-kit migrations folder.{} Point PORTCULLIS_MIGRATIONS_DIR at the folder \
              configured as `out` in drizzle.config, and check that the image copies all of it \
-             (meta/ included)."
+             (meta/ included).",
+            match journal_folders_near(dir).as_slice() {
+                [] => String::new(),
+                near => format!(
+                    " A journal is in {}: is that the folder meant?",
+                    near.iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                ),
+            }
         ))),
     }
+}
+
+/// Folders next to `dir` that hold a drizzle-kit 0.x journal, for a mistaken
+/// PORTCULLIS_MIGRATIONS_DIR: its parent when `dir` is the `meta` folder itself, and its
+/// subfolders (the project root or `drizzle/` given instead of the `out` folder).
+fn journal_folders_near(dir: &Path) -> Vec<PathBuf> {
+    let has_journal = |d: &Path| d.join("meta").join("_journal.json").is_file();
+    let mut near = Vec::new();
+    if dir.join("_journal.json").is_file() {
+        near.push(match (dir.file_name(), dir.parent()) {
+            // `.` or `..`: its parent by name.
+            (None, _) => dir.join(".."),
+            (Some(_), Some(parent)) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            (Some(_), _) => PathBuf::from("."),
+        });
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        let mut subs: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_dir() && has_journal(p))
+            .collect();
+        subs.sort();
+        near.extend(subs);
+    }
+    near
 }
 
 /// A few names for a message.

@@ -130,6 +130,25 @@ fn exit_3_for_a_missing_folder_or_journal() {
     std::fs::remove_file(folder.path().join("meta/_journal.json")).unwrap();
     let out = folder_error(&folder);
     out.says("no meta/_journal.json");
+    assert!(!out.stderr.contains("A journal is in"), "{}", out.stderr);
+
+    // The project root (or drizzle/) given instead of the `out` folder, or its meta/ folder:
+    // the message names the folder that holds the journal.
+    let mut project = Folder::new();
+    project.add("0000_a", 1, "select 1;");
+    let meta = project.path().join("meta");
+    let out = run(command(&url, &meta).arg("migrate"));
+    out.expect(3);
+    out.says(&format!(
+        "A journal is in {}: is that the folder meant?",
+        project.path().display()
+    ));
+    std::fs::rename(project.path(), folder.path().join("drizzle")).unwrap();
+    let out = folder_error(&folder);
+    out.says(&format!(
+        "A journal is in {}: is that the folder meant?",
+        folder.path().join("drizzle").display()
+    ));
 }
 
 #[test]
