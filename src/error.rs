@@ -204,6 +204,12 @@ fn not_the_sql(sqlstate: &str, message: &str) -> Option<String> {
              no-transaction`, so that it commits on its own, or set PORTCULLIS_TRANSACTION=each \
              when the value comes from an earlier migration; then deploy again."
         }
+        "42501" => {
+            "The database user lacks a privilege this statement needs (the server's message says \
+             which); nothing is wrong with the SQL. Grant it, or run migrations as the owner of \
+             the schema and tables (since PostgreSQL 15, creating in schema public takes GRANT \
+             CREATE ON SCHEMA public TO <user>), then deploy again."
+        }
         "53100" => {
             "The server ran out of disk space; nothing is wrong with the SQL. Free space on the \
              database's volume (or grow it), then deploy again."
@@ -311,6 +317,10 @@ mod tests {
                 .contains("-- portcullis: no-transaction")
         );
         assert!(failure("53100", "could not extend file").contains("out of disk space"));
+        assert!(
+            failure("42501", "permission denied for schema public")
+                .contains("GRANT CREATE ON SCHEMA public TO <user>")
+        );
         assert!(failure("53200", "out of shared memory").contains("PORTCULLIS_TRANSACTION=each"));
         for text in [timeout, cancelled] {
             assert!(!text.contains("Fix the SQL"), "{text}");

@@ -461,7 +461,14 @@ pub(crate) fn query_failed(what: &str, e: &tokio_postgres::Error) -> Error {
             )),
             "42501" => Error::Refused(format!(
                 "{text}. The database user lacks a privilege portcullis needs; grant it (or run \
-                 portcullis as the migration owner)."
+                 portcullis as the migration owner).{}",
+                if db.message().starts_with("permission denied for database") {
+                    " Creating the tracking table's schema takes CREATE on the database (GRANT \
+                     CREATE ON DATABASE <db> TO <user>); or create the schema beforehand, owned \
+                     by that user."
+                } else {
+                    ""
+                }
             )),
             c if c.starts_with("08") || c.starts_with("57P") => Error::Unreachable(format!(
                 "{text}. The server went away; nothing half-done was committed. Run again."

@@ -812,6 +812,44 @@ fn exit_8_for_a_new_enum_value_used_in_the_same_transaction_says_how_to_split_it
     assert_eq!(rows(&url).len(), 3);
 }
 
+/// A migration role that may not create the tracking table's schema (exit 6), then may not
+/// create in schema public (PostgreSQL 15 and later revoke it from everyone; exit 8): each
+/// failure says which grant is missing, not "please report" or "Fix the SQL", and the grants it
+/// names are enough.
+#[test]
+fn a_missing_privilege_is_named_with_its_grant() {
+    let cluster = Cluster::shared();
+    let url = fresh_db("no_create");
+    let db = url.rsplit('/').next().unwrap().split('?').next().unwrap();
+    execute(
+        &url,
+        "do $$ begin create role pc_nocreate login password 'pc-pw'; exception when \
+         duplicate_object then null; end $$; revoke create on schema public from public",
+    );
+    let as_role = cluster.url_with("pc_nocreate", "pc-pw", db);
+    let mut folder = Folder::new();
+    folder.add("0000_t", 1, "CREATE TABLE \"nc_t\" (\"id\" integer);");
+    // Not even the tracking table's schema: exit 6, naming the grant.
+    let out = migrate(&as_role, folder.path());
+    out.expect(6);
+    out.says("ERROR 42501 permission denied for database");
+    out.says("Creating the tracking table's schema takes CREATE on the database");
+    execute(
+        &url,
+        &format!("grant create on database \"{db}\" to pc_nocreate"),
+    );
+    let out = migrate(&as_role, folder.path());
+    out.expect(8);
+    out.says("ERROR 42501 permission denied for schema public");
+    out.says("The database user lacks a privilege this statement needs");
+    out.says("GRANT CREATE ON SCHEMA public TO <user>");
+    assert!(!out.stderr.contains("Fix the SQL"), "{}", out.stderr);
+
+    execute(&url, "grant create on schema public to pc_nocreate");
+    migrate(&as_role, folder.path()).expect(0);
+    assert!(table_exists(&url, "nc_t"));
+}
+
 #[test]
 fn exit_8_reports_detail_and_hint() {
     let url = fresh_db("detail");
