@@ -465,12 +465,30 @@ pub fn unhex(s: &str) -> Vec<u8> {
 /// disconnects. At most `HELD_AT_MOST` in any case.
 pub struct SessionHolder {
     stop: std::sync::mpsc::Sender<()>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
 }
 
 const HELD_AT_MOST: Duration = Duration::from_secs(600);
 
 pub fn hold_session(url: &str, hold: &str, end: &str) -> SessionHolder {
+    let (stop, thread) = session_thread(url, hold, end);
+    SessionHolder {
+        stop,
+        thread: Some(thread),
+    }
+}
+
+/// The thread behind [`SessionHolder`] and [`AppTransaction`]: connects to `url`, runs `hold`,
+/// and once told (through the returned sender) runs `end` (if not empty), disconnects and
+/// returns how `end` went. Returns once `hold` has run.
+fn session_thread(
+    url: &str,
+    hold: &str,
+    end: &str,
+) -> (
+    std::sync::mpsc::Sender<()>,
+    std::thread::JoinHandle<Result<(), String>>,
+) {
     let (url, hold, end) = (url.to_string(), hold.to_string(), end.to_string());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let (stop, stop_rx) = std::sync::mpsc::channel::<()>();
@@ -488,20 +506,20 @@ pub fn hold_session(url: &str, hold: &str, end: &str) -> SessionHolder {
             ready_tx.send(()).unwrap();
             // Until told to stop (or the test ends); the server may go away meanwhile.
             let _ = tokio::task::spawn_blocking(move || stop_rx.recv_timeout(HELD_AT_MOST)).await;
-            if !end.is_empty() {
-                let _ = client.batch_execute(&end).await;
-            }
+            let ended = if end.is_empty() {
+                Ok(())
+            } else {
+                client.batch_execute(&end).await.map_err(|e| e.to_string())
+            };
             drop(client);
             let _ = task.await;
-        });
+            ended
+        })
     });
     ready_rx
         .recv_timeout(Duration::from_secs(30))
         .expect("the holding session connected");
-    SessionHolder {
-        stop,
-        thread: Some(thread),
-    }
+    (stop, thread)
 }
 
 impl SessionHolder {
@@ -577,36 +595,12 @@ pub struct AppTransaction {
 
 impl AppTransaction {
     pub fn start(url: &str, first: &str, then: &str) -> AppTransaction {
-        let url = format!("{url}&application_name=deadlock-app-test");
-        let (first, then) = (first.to_string(), then.to_string());
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (go, go_rx) = std::sync::mpsc::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-                let task = tokio::spawn(conn);
-                client
-                    .batch_execute(&format!("SET deadlock_timeout = '10s'; BEGIN; {first}"))
-                    .await
-                    .unwrap();
-                ready_tx.send(()).unwrap();
-                let _ = tokio::task::spawn_blocking(move || go_rx.recv_timeout(HELD_AT_MOST)).await;
-                let ran = client.batch_execute(&then).await;
-                let _ = client.batch_execute("COMMIT").await;
-                drop(client);
-                let _ = task.await;
-                ran.map_err(|e| e.to_string())
-            })
-        });
-        ready_rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the app's session connected");
+        let (go, thread) = session_thread(
+            &format!("{url}&application_name=deadlock-app-test"),
+            &format!("SET deadlock_timeout = '10s'; BEGIN; {first}"),
+            // A failed `then` skips the COMMIT; the transaction ends with the session.
+            &format!("{then}; COMMIT"),
+        );
         AppTransaction { go, thread }
     }
 
