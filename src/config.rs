@@ -632,6 +632,11 @@ fn parse_ssl_mode(source: &str, raw: &str) -> Result<SslMode, Error> {
         "require" => Ok(SslMode::Require),
         "verify-ca" => Ok(SslMode::VerifyCa),
         "verify-full" => Ok(SslMode::VerifyFull),
+        "no-verify" => Err(Error::Config(format!(
+            "{source}: sslmode=\"no-verify\" is node-postgres's, not PostgreSQL's; its \
+             equivalent is sslmode=require (encrypted, the certificate not checked), or \
+             sslmode=verify-full to check it too."
+        ))),
         other => Err(Error::Config(format!(
             "{source}: sslmode={other:?} is not one of disable, allow, prefer, require, \
              verify-ca, verify-full."
@@ -739,7 +744,44 @@ fn parse_failure(e: &tokio_postgres::Error, url: &str, is_url: bool) -> String {
             }
         );
     }
+    if let Some(hint) = cause
+        .strip_prefix("unknown option `")
+        .and_then(|rest| rest.split('`').next())
+        .and_then(foreign_parameter)
+    {
+        return format!("{e}: {cause}. {hint}");
+    }
     format!("{e}: {cause}")
+}
+
+/// What to do about a URL parameter that another client of the same database (the app's
+/// driver, Prisma) understands and PostgreSQL's own clients do not: teams share one
+/// DATABASE_URL between the app and its migrations.
+fn foreign_parameter(name: &str) -> Option<String> {
+    Some(match name {
+        "schema" => {
+            "`schema` is Prisma's parameter, not PostgreSQL's: remove it from the URL portcullis \
+             gets (the tracking table's schema is PORTCULLIS_MIGRATIONS_SCHEMA; the migrations \
+             name their own)"
+        }
+        "pgbouncer" => {
+            "`pgbouncer=true` is Prisma's flag for a transaction-mode PgBouncer, where the \
+             migration lock cannot work: give portcullis the database's direct URL \
+             (PORTCULLIS_DATABASE_URL)"
+        }
+        "connection_limit" | "pool_timeout" | "socket_timeout" | "statement_cache_size" => {
+            return Some(format!(
+                "`{name}` is Prisma's parameter, not PostgreSQL's: remove it from the URL \
+                 portcullis gets"
+            ));
+        }
+        "ssl" => {
+            "`ssl=...` is node-postgres's parameter; PostgreSQL's is sslmode: sslmode=require \
+             (encrypted, the certificate not checked) or sslmode=verify-full (checked too)"
+        }
+        _ => return None,
+    }
+    .to_string())
 }
 
 /// `text` (the command-line parser's complaint) with every argument of `args` that may hold a
@@ -1726,6 +1768,34 @@ mod tests {
         let text = says("host=h user=u password 's3cret'");
         assert!(text.contains("unexpected character at byte"), "{text}");
         assert!(!text.contains("got"), "{text}");
+    }
+
+    #[test]
+    fn parameters_of_the_apps_driver_or_prisma_say_what_postgresql_wants_instead() {
+        let says = |url: &str| cfg(&[("DATABASE_URL", url)]).unwrap_err().to_string();
+        let text = says("postgres://u:pw@h/db?schema=public");
+        assert!(text.contains("`schema` is Prisma's parameter"), "{text}");
+        assert!(text.contains("PORTCULLIS_MIGRATIONS_SCHEMA"), "{text}");
+        let text = says("postgres://u:pw@h/db?sslmode=require&pgbouncer=true");
+        assert!(
+            text.contains("give portcullis the database's direct URL"),
+            "{text}"
+        );
+        let text = says("postgres://u:pw@h/db?connection_limit=5");
+        assert!(
+            text.contains("`connection_limit` is Prisma's parameter"),
+            "{text}"
+        );
+        let text = says("postgres://u:pw@h/db?ssl=true");
+        assert!(
+            text.contains("node-postgres's parameter; PostgreSQL's is sslmode"),
+            "{text}"
+        );
+        let text = says("postgres://u:pw@h/db?sslmode=no-verify");
+        assert!(text.contains("its equivalent is sslmode=require"), "{text}");
+        // Still an error: a client that ignored them would connect differently from the app.
+        assert!(!says("postgres://u:pw@h/db?colour=red").contains("Prisma"));
+        assert!(!says("postgres://u:pw@h/db?ssl=true").contains("pw"));
     }
 
     #[test]
