@@ -550,6 +550,14 @@ fn exit_7_naming_the_session_that_locks_the_tracking_table() {
         "the waiting session was ended"
     );
     assert_eq!(advisory_locks(&url), 0, "the migration lock is free");
+    // The reading commands say the same.
+    for name in ["status", "plan", "validate"] {
+        let out = run(command(&format!("{url}&connect_timeout=2"), &example_dir()).arg(name));
+        out.expect(7);
+        out.says("for a lock on drizzle.__drizzle_migrations (AccessShareLock)");
+        out.says("(\"table-locker-test\", idle in transaction");
+    }
+    assert_eq!(portcullis_sessions_left(&url), 0);
     holder.release();
     migrate(&url, &example_dir()).expect(0);
 }
