@@ -1312,19 +1312,20 @@ async fn await_ready(cfg: &Config, folder: &Folder) -> Result<Outcome, Error> {
         let decision = match await_decision(cfg, connected, folder, &mut reads).await {
             Ok(d) => d,
             // The connection dropped (a restart, a failover): connect again within the deadline.
-            Err(Error::Unreachable(why)) if started.elapsed() < cfg.wait_timeout => {
-                tracing::debug!("reconnecting: {why}");
-                session = None;
-                continue;
-            }
-            // Another session locked the tracking table (a migration Job's upgrade of it, say):
-            // not ready yet. The waiting session was ended; look again on a new one.
-            Err(Error::LockTimeout(why)) if started.elapsed() < cfg.wait_timeout => {
-                tracing::info!(
-                    "{why} `await` keeps waiting ({:.1}s of {}).",
-                    started.elapsed().as_secs_f64(),
-                    config::format_duration(cfg.wait_timeout)
-                );
+            // Or another session locked the tracking table (a migration Job's upgrade of it,
+            // say): not ready yet; the waiting session was ended. Look again on a new one.
+            Err(e @ (Error::Unreachable(_) | Error::LockTimeout(_)))
+                if started.elapsed() < cfg.wait_timeout =>
+            {
+                if let Error::LockTimeout(why) = e {
+                    tracing::info!(
+                        "{why} `await` keeps waiting ({:.1}s of {}).",
+                        started.elapsed().as_secs_f64(),
+                        config::format_duration(cfg.wait_timeout)
+                    );
+                } else {
+                    tracing::debug!("reconnecting: {e}");
+                }
                 session = None;
                 continue;
             }

@@ -119,19 +119,17 @@ impl Session {
             return with_sentence(lost, ending_sentence(self.backend_pid, ending));
         };
         use tokio_postgres::types::Type;
-        let own = [
-            (
-                &self.backend_pid as &(dyn tokio_postgres::types::ToSql + Sync),
-                Type::INT4,
-            ),
-            (&self.alive_at, Type::FLOAT8),
-        ];
-        let pid = [own[0].clone()];
+        let pid: (&(dyn tokio_postgres::types::ToSql + Sync), Type) =
+            (&self.backend_pid, Type::INT4);
+        let (by_pid, own_session) = ([pid.clone()], [pid, (&self.alive_at, Type::FLOAT8)]);
         // In this order on the one connection: what it waits for and who blocks it are read
         // before it is ended.
         let (waits, blockers, ending) = tokio::join!(
-            tokio::time::timeout(limit, client.query_typed(LOCK_WAIT_OF_OWN_SESSION, &own)),
-            tokio::time::timeout(limit, client.query_typed(watch::BLOCKERS, &pid)),
+            tokio::time::timeout(
+                limit,
+                client.query_typed(LOCK_WAIT_OF_OWN_SESSION, &own_session)
+            ),
+            tokio::time::timeout(limit, client.query_typed(watch::BLOCKERS, &by_pid)),
             end_own_session(&client, self, limit),
         );
         let pid = self.backend_pid;

@@ -393,7 +393,11 @@ fn load_journal(
             Err(e) => {
                 let expected = format!("{}.sql", entry.tag);
                 let near = if e.kind() == std::io::ErrorKind::NotFound {
-                    let names = listed.get_or_insert_with(|| file_names(dir));
+                    let names = listed.get_or_insert_with(|| {
+                        let mut names: Vec<String> = file_names(dir).collect();
+                        names.sort();
+                        names
+                    });
                     near_names(names, &expected)
                 } else {
                     Vec::new()
@@ -488,17 +492,14 @@ fn problems_message(problems: &[String]) -> String {
     out
 }
 
-/// The names of the entries of `dir` (none when it cannot be listed).
-fn file_names(dir: &Path) -> Vec<String> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = rd
+/// The names of the entries of `dir` that are UTF-8, in the order the file system lists them
+/// (none when it cannot be listed).
+fn file_names(dir: &Path) -> impl Iterator<Item = String> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().into_string().ok())
-        .collect();
-    names.sort();
-    names
 }
 
 /// The names among `names` that are `expected` but for letter case and white space: a file
@@ -519,14 +520,9 @@ fn near_names(names: &[String], expected: &str) -> Vec<String> {
 }
 
 fn unlisted_sql_files(dir: &Path, entries: &[journal::JournalEntry]) -> Vec<String> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
     // A set, not a scan of the entries per file: 100k files must not take minutes.
     let tags: std::collections::HashSet<&str> = entries.iter().map(|e| e.tag.as_str()).collect();
-    let mut names: Vec<String> = rd
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().into_string().ok())
+    let mut names: Vec<String> = file_names(dir)
         .filter(|n| {
             n.strip_suffix(".sql")
                 .is_some_and(|stem| !tags.contains(stem))
