@@ -56,6 +56,22 @@ impl Error {
             Error::Interrupted { .. } => ExitCode::Terminated,
         }
     }
+
+    /// A failed migration: exit 8, or exit 6 when the server refuses it whatever its SQL.
+    pub fn migration_failed(failure: MigrationFailure) -> Error {
+        match cause(&failure.sqlstate, &failure.message) {
+            Cause::Refused(_) => Error::Refused(failure.to_string()),
+            _ => Error::MigrationFailed(Box::new(failure)),
+        }
+    }
+
+    /// A failed seed: exit 9, or exit 6 when the server refuses it whatever its SQL.
+    pub fn seed_failed(failure: SeedFailure) -> Error {
+        match cause(&failure.sqlstate, &failure.message) {
+            Cause::Refused(_) => Error::Refused(failure.to_string()),
+            _ => Error::SeedFailed(Box::new(failure)),
+        }
+    }
 }
 
 /// Everything an operator needs to find and fix a failed statement.
@@ -91,12 +107,13 @@ impl fmt::Display for MigrationFailure {
         } else {
             format!("{}:{} (the statement starting there)", self.file, self.line)
         };
-        let advice = not_the_sql(&self.sqlstate, &self.message).unwrap_or_else(|| {
-            format!(
+        let advice = match cause(&self.sqlstate, &self.message) {
+            Cause::Elsewhere(advice) | Cause::Refused(advice) => advice.to_string(),
+            Cause::TheSql => format!(
                 "Fix the SQL in {} (or the database state it conflicts with) and deploy again.",
                 self.file
-            )
-        });
+            ),
+        };
         write!(
             f,
             "migration {} failed at {} in statement {} of {} (`{}`): {}. {} {advice}",
@@ -151,13 +168,14 @@ impl fmt::Display for SeedFailure {
                 self.file, self.line, self.column
             )
         };
-        let advice = not_the_sql(&self.sqlstate, &self.message).unwrap_or_else(|| {
-            format!(
+        let advice = match cause(&self.sqlstate, &self.message) {
+            Cause::Elsewhere(advice) | Cause::Refused(advice) => advice.to_string(),
+            Cause::TheSql => format!(
                 "Fix the SQL in {} (or the data it conflicts with; seeds must be idempotent, \
                  e.g. INSERT ... ON CONFLICT DO UPDATE) and deploy again.",
                 self.file
-            )
-        });
+            ),
+        };
         write!(
             f,
             "seed {} failed at {} in statement {} of {} (`{}`): {}. The seeds' transaction was \
@@ -179,10 +197,30 @@ impl fmt::Display for SeedFailure {
     }
 }
 
-/// What to do about a statement's failure that is not a fault of its SQL (a timeout, a cancel,
-/// a deadlock, a server out of disk or memory), by SQLSTATE; `None`: fix the SQL.
-fn not_the_sql(sqlstate: &str, message: &str) -> Option<String> {
+/// Whose fault a failed statement (a migration's or a seed's) is, read from its SQLSTATE: the
+/// one place that decides both the advice and, through the constructors above, the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    /// The SQL, or the data or schema it conflicts with: "Fix the SQL", exit 8 or 9.
+    TheSql,
+    /// Something outside the SQL that a later run may not meet (a timeout, a cancel, a
+    /// deadlock, a full disk, a missing privilege): this advice instead, exit 8 or 9.
+    Elsewhere(&'static str),
+    /// The server takes no writes at all: this advice, exit 6, since no run against the same
+    /// server can succeed and no file needs a change.
+    Refused(&'static str),
+}
+
+/// What to do about SQLSTATE 25006 (a write on a server that takes only reads).
+pub(crate) const READ_ONLY: &str = "The server accepts only reads: it is a hot standby (a read \
+     replica, or a former primary after a failover), or default_transaction_read_only is on for \
+     this database or role; nothing was written. Point PORTCULLIS_DATABASE_URL at the primary \
+     (with several hosts, add target_session_attrs=read-write to the URL), or turn \
+     default_transaction_read_only off for the migration role.";
+
+fn cause(sqlstate: &str, message: &str) -> Cause {
     let advice = match sqlstate {
+        "25006" => return Cause::Refused(READ_ONLY),
         "57014" if message.contains("statement timeout") => {
             "It ran longer than PORTCULLIS_STATEMENT_TIMEOUT allows. If it needs longer, raise \
              it (0 turns it off); an index on a big table is better built with CREATE INDEX \
@@ -220,9 +258,9 @@ fn not_the_sql(sqlstate: &str, message: &str) -> Option<String> {
              transaction (PORTCULLIS_TRANSACTION=each holds fewer locks at once), then deploy \
              again."
         }
-        _ => return None,
+        _ => return Cause::TheSql,
     };
-    Some(advice.to_string())
+    Cause::Elsewhere(advice)
 }
 
 /// The server's error as one clause: `ERROR <sqlstate> <message>`, then its DETAIL, HINT and
@@ -326,5 +364,60 @@ mod tests {
             assert!(!text.contains("Fix the SQL"), "{text}");
         }
         assert!(failure("42601", "syntax error").contains("Fix the SQL in drizzle/0001_users.sql"));
+    }
+
+    #[test]
+    fn a_server_that_takes_only_reads_is_exit_6_for_a_migration_and_a_seed_alike() {
+        let migration = |sqlstate: &str| {
+            Error::migration_failed(MigrationFailure {
+                tag: "0001_users".into(),
+                file: "drizzle/0001_users.sql".into(),
+                chunk: 1,
+                chunks: 1,
+                line: 1,
+                column: 1,
+                exact_position: false,
+                statement_excerpt: "CREATE TABLE users (id int)".into(),
+                sqlstate: sqlstate.into(),
+                message: "cannot execute CREATE TABLE in a read-only transaction".into(),
+                detail: None,
+                hint: None,
+                consequence: "Nothing was committed.".into(),
+            })
+        };
+        let seed = |sqlstate: &str| {
+            Error::seed_failed(SeedFailure {
+                name: "users.sql".into(),
+                file: "seeds/users.sql".into(),
+                statement: 1,
+                statements: 1,
+                line: 1,
+                column: 1,
+                exact_position: false,
+                statement_excerpt: "INSERT INTO users VALUES (1)".into(),
+                sqlstate: sqlstate.into(),
+                message: "cannot execute INSERT in a read-only transaction".into(),
+                detail: None,
+                hint: None,
+                context: None,
+            })
+        };
+        for refused in [migration("25006"), seed("25006")] {
+            assert_eq!(refused.exit_code(), ExitCode::Refused);
+            let text = refused.to_string();
+            assert!(text.contains("ERROR 25006"), "{text}");
+            assert!(
+                text.contains("Point PORTCULLIS_DATABASE_URL at the primary"),
+                "{text}"
+            );
+            assert!(!text.contains("Fix the SQL"), "{text}");
+        }
+        assert_eq!(migration("23505").exit_code(), ExitCode::MigrationFailed);
+        assert_eq!(seed("23505").exit_code(), ExitCode::SeedFailed);
+        assert!(
+            seed("23505")
+                .to_string()
+                .contains("Fix the SQL in seeds/users.sql")
+        );
     }
 }

@@ -210,9 +210,9 @@ pub async fn apply(
                         blockers.join("; ")
                     };
                     if retry >= limits.lock_retries {
-                        return Err(Error::MigrationFailed(Box::new(
+                        return Err(Error::migration_failed(
                             runner.lock_story(group, &tag, chunk, retry, &who, deadlock),
-                        )));
+                        ));
                     }
                     if let Group::Autocommit(..) = group {
                         resume_at = chunk - 1;
@@ -548,7 +548,7 @@ impl Runner<'_> {
             return Err(GroupError::Failed(match sent {
                 Sent::Failed(e) if session_ended(&e) => self.commit_unknown(group, &describe(&e)),
                 Sent::Failed(e) => match e.as_db_error() {
-                    Some(db) => Error::MigrationFailed(Box::new(MigrationFailure {
+                    Some(db) => Error::migration_failed(MigrationFailure {
                         tag: last.tag.clone(),
                         file: last.file(),
                         chunk: last.chunks().len(),
@@ -562,7 +562,7 @@ impl Runner<'_> {
                         detail: db.detail().map(str::to_string),
                         hint: db.hint().map(str::to_string),
                         consequence: self.consequence_of_rollback(group),
-                    })),
+                    }),
                     None => self.commit_unknown(group, &describe(&e)),
                 },
                 Sent::Lost(why) => self.commit_unknown(group, &why),
@@ -922,18 +922,6 @@ impl Runner<'_> {
                 deadlock,
             };
         }
-        // Not a problem of the SQL: the server takes no writes at all.
-        if db.code().code() == "25006" {
-            return GroupError::Failed(Error::Refused(format!(
-                "statement {} of {} ({}) failed: ERROR 25006 {}. {} {}",
-                n + 1,
-                m.tag,
-                m.file(),
-                db.message(),
-                super::READ_ONLY,
-                consequence(n)
-            )));
-        }
         let position = match db.position() {
             Some(tokio_postgres::error::ErrorPosition::Original(p)) => Some(*p),
             _ => None,
@@ -943,7 +931,7 @@ impl Runner<'_> {
             + skipped
             + position.map_or(leading_blank(sent), |p| position_to_byte(sent, p));
         let (line, column) = line_col(&m.text, at);
-        GroupError::Failed(Error::MigrationFailed(Box::new(MigrationFailure {
+        GroupError::Failed(Error::migration_failed(MigrationFailure {
             tag: m.tag.clone(),
             file: m.file(),
             chunk: n + 1,
@@ -957,7 +945,7 @@ impl Runner<'_> {
             detail: db.detail().map(str::to_string),
             hint: db.hint().map(str::to_string),
             consequence: consequence(n),
-        })))
+        }))
     }
 
     /// What earlier groups of this run committed, as a clause.

@@ -416,14 +416,6 @@ pub(crate) async fn name_relations(session: &Session, detail: &str) -> String {
     }
 }
 
-/// What to do about SQLSTATE 25006 (a write on a server that takes only reads): exit 6, since
-/// running again against the same server cannot help.
-pub(crate) const READ_ONLY: &str = "The server accepts only reads: it is a hot standby (a read \
-     replica, or a former primary after a failover), or default_transaction_read_only is on for \
-     this database or role; nothing was written. Point PORTCULLIS_DATABASE_URL at the primary \
-     (with several hosts, add target_session_attrs=read-write to the URL), or turn \
-     default_transaction_read_only off for the migration role.";
-
 /// Turns an unexpected error of a bookkeeping query (not a migration statement) into the
 /// matching class: a lost connection may be retried, a privilege problem needs a person.
 pub(crate) fn query_failed(what: &str, e: &tokio_postgres::Error) -> Error {
@@ -447,7 +439,7 @@ pub(crate) fn query_failed(what: &str, e: &tokio_postgres::Error) -> Error {
                  portcullis at the database directly (PORTCULLIS_DATABASE_URL with the direct \
                  host and port)."
             )),
-            "25006" => Error::Refused(format!("{text}. {READ_ONLY}")),
+            "25006" => Error::Refused(format!("{text}. {}", crate::error::READ_ONLY)),
             // Only where portcullis set lock_timeout (the seeds' transaction): a session that
             // locks portcullis's own table, which the lock wait cannot name any more.
             "55P03" => Error::LockTimeout(format!(

@@ -216,7 +216,7 @@ pub async fn run(
                          PORTCULLIS_DDL_LOCK_RETRIES"
                             .into(),
                     );
-                    return Err(Error::SeedFailed(failure));
+                    return Err(Error::seed_failed(*failure));
                 }
                 retry += 1;
                 let delay = delays.next().unwrap_or(Duration::from_secs(5));
@@ -308,7 +308,7 @@ async fn attempt(
                             .and_then(|r| set.seeds.iter().find(|s| s.name == r.name))
                             .or(set.seeds.last())
                             .expect("seeds are not empty here");
-                        Failure::Failed(Error::SeedFailed(Box::new(SeedFailure {
+                        Failure::Failed(Error::seed_failed(SeedFailure {
                             name: last.name.clone(),
                             file: last.file(),
                             statement: lexer::statement_ranges(last.sendable().0).len(),
@@ -323,7 +323,7 @@ async fn attempt(
                             detail: db.detail().map(|d| opts.vars.redact(d)),
                             hint: db.hint().map(|h| opts.vars.redact(h)),
                             context: None,
-                        })))
+                        }))
                     }
                     // The answer to COMMIT never came: whether it happened is unknown.
                     None => Failure::Failed(Error::Unreachable(format!(
@@ -550,7 +550,7 @@ async fn run_file(
                     return Err(if matches!(db.code().code(), "55P03" | "40P01") {
                         Failure::LockTimeout(failure)
                     } else {
-                        Failure::Failed(Error::SeedFailed(failure))
+                        Failure::Failed(Error::seed_failed(*failure))
                     });
                 }
             }

@@ -516,6 +516,40 @@ fn a_failing_seed_exits_9_commits_nothing_of_the_seeds_and_keeps_the_migrations(
     );
 }
 
+/// A seed on a server that takes only reads (a hot standby, a replica, a former primary; here
+/// `default_transaction_read_only`) is refused whatever its SQL: exit 6 pointing at the
+/// primary, as for a migration, not exit 9 "Fix the SQL".
+#[test]
+fn a_seed_on_a_server_that_takes_only_reads_is_exit_6_not_a_fault_of_its_sql() {
+    let url = fresh_db("seed_read_only");
+    let db = url.rsplit('/').next().unwrap().split('?').next().unwrap();
+    let mut m = Folder::new();
+    m.add("0000_items", 1, "create table items (id int primary key);");
+    let seeds = SeedDir::new();
+    seeds.write(
+        "1_items.sql",
+        "insert into items values (1) on conflict do nothing;",
+    );
+    run(seeded(&url, m.path(), seeds.path()).arg("migrate")).expect(0);
+    crate::support::execute(
+        &url,
+        &format!("alter database \"{db}\" set default_transaction_read_only = on"),
+    );
+    let out = run(seeded(&url, m.path(), seeds.path()).arg("migrate"));
+    out.expect(6);
+    out.says(&format!(
+        "seed 1_items.sql failed at {}:1:1 (the statement starting there) in statement 1 of 1",
+        seeds.file("1_items.sql")
+    ));
+    out.says("ERROR 25006 cannot execute INSERT in a read-only transaction");
+    out.says("The seeds' transaction was rolled back");
+    out.says("The server accepts only reads: it is a hot standby");
+    out.says("exit_code=6");
+    assert!(!out.stderr.contains("Fix the SQL"), "{}", out.stderr);
+    assert_eq!(seed_runs(&url), [("1_items.sql".to_string(), 1)]);
+    assert_eq!(advisory_locks(&url), 0);
+}
+
 // ---- seed variables ---------------------------------------------------------------------------
 
 #[test]
