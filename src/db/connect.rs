@@ -39,6 +39,13 @@ pub fn classify(e: &tokio_postgres::Error, db: &Database) -> Attempt {
                  verify-full with sslrootcert) in {} (or PGSSLMODE)",
                 db.source
             ))
+        } else if code == "28000" && dbe.message().contains("not permitted to log in") {
+            Attempt::Permanent(format!(
+                "{text}: the role exists but has NOLOGIN. Give it LOGIN (ALTER ROLE {} LOGIN), \
+                 or put a role that may log in into {}",
+                super::quote_ident(db.user()),
+                db.source
+            ))
         } else if code == "28P01" || code == "28000" {
             // The server's text usually says "password authentication failed" already.
             let text = if dbe.message().contains("authentication failed") {
@@ -46,11 +53,30 @@ pub fn classify(e: &tokio_postgres::Error, db: &Database) -> Attempt {
             } else {
                 format!("authentication failed: {text}")
             };
+            // An expired password (VALID UNTIL in the past) gets the same words as a wrong one:
+            // the server tells only its own log which it was.
+            let expired = if code == "28P01" {
+                "; a password past the role's VALID UNTIL date is refused with the same words, \
+                 and only the server's log says which"
+            } else {
+                ""
+            };
             Attempt::Permanent(format!(
-                "{text}. Check the user and password in {} (user {:?}), and the server's \
-                 pg_hba.conf",
+                "{text}. Check the user and password in {} (user {:?}{expired}), and the \
+                 server's pg_hba.conf",
                 db.source,
                 db.user()
+            ))
+        } else if code == "55000"
+            && dbe
+                .message()
+                .contains("not currently accepting connections")
+        {
+            Attempt::Permanent(format!(
+                "{text}: its ALLOW_CONNECTIONS is off, usually for maintenance (a restore, an \
+                 upgrade) or because it is a template. Once that is over, turn it back on \
+                 (ALTER DATABASE {} ALLOW_CONNECTIONS true) and run again",
+                super::quote_ident(db.pg.get_dbname().unwrap_or(db.user()))
             ))
         } else if code == "3D000" {
             Attempt::Permanent(format!(
@@ -415,12 +441,13 @@ async fn backend_pid_again(client: &tokio_postgres::Client, first: i32) -> i32 {
 /// refused one is tried again with TLS (a `hostssl` line).
 pub async fn wait_for(db: &Database, timeout: Duration) -> Result<Session, Error> {
     let started = Instant::now();
-    let refused = match wait_on(db, timeout).await {
-        Err(Refusal::Authorization { error, unencrypted })
-            if db.ssl_mode == SslMode::Allow
-                || (db.ssl_mode == SslMode::Prefer && !unencrypted) =>
-        {
-            error
+    let (refused, why) = match wait_on(db, timeout).await {
+        Err(Refusal::Authorization {
+            error,
+            unencrypted,
+            why,
+        }) if db.ssl_mode == SslMode::Allow || (db.ssl_mode == SslMode::Prefer && !unencrypted) => {
+            (error, why)
         }
         Err(Refusal::Authorization { error, .. } | Refusal::Other(error)) => return Err(error),
         Ok(session) => return Ok(session),
@@ -450,8 +477,8 @@ pub async fn wait_for(db: &Database, timeout: Duration) -> Result<Session, Error
         ..db.clone()
     };
     tracing::info!(
-        "{} refused user {:?} {first} (SQLSTATE 28000, pg_hba.conf); trying once more {then}, \
-         as libpq does with sslmode={mode}",
+        "{} refused user {:?} {first} ({why}, SQLSTATE 28000); trying once more {then}, as \
+         libpq does with sslmode={mode}, since pg_hba.conf may treat the two ways differently",
         db.host_port(),
         db.user(),
     );
@@ -482,6 +509,8 @@ enum Refusal {
     Authorization {
         error: Error,
         unencrypted: bool,
+        /// The server's message.
+        why: String,
     },
     Other(Error),
 }
@@ -507,8 +536,11 @@ async fn wait_on(db: &Database, timeout: Duration) -> Result<Session, Refusal> {
         .build();
     let mut attempt = 0u32;
     let mut last_progress = Instant::now();
+    // What to do when the last attempt met a server that is up but refused us for now.
+    let mut up_but_refusing: Option<&'static str>;
     loop {
         attempt += 1;
+        up_but_refusing = None;
         let remaining = timeout.saturating_sub(started.elapsed());
         // The last attempt may overshoot the deadline by up to a second rather than be too short
         // to complete a handshake; `0` (try once) gets a full attempt.
@@ -562,7 +594,12 @@ async fn wait_on(db: &Database, timeout: Duration) -> Result<Session, Refusal> {
                 }
             }
             Ok(Err(PoolError::Backend(e))) => match classify(&e, db) {
-                Attempt::Transient(why) => why,
+                Attempt::Transient(why) => {
+                    up_but_refusing = e
+                        .as_db_error()
+                        .and_then(|d| up_but_refusing_advice(d.code().code()));
+                    why
+                }
                 Attempt::Permanent(why) => {
                     let refused = Error::Refused(format!(
                         "the database at {} refused the connection as user {:?}: {why}. Waiting \
@@ -580,6 +617,7 @@ async fn wait_on(db: &Database, timeout: Duration) -> Result<Session, Refusal> {
                             Refusal::Authorization {
                                 error: refused,
                                 unencrypted: d.message().ends_with("no encryption"),
+                                why: d.message().to_string(),
                             }
                         }
                         _ => Refusal::Other(refused),
@@ -596,7 +634,7 @@ async fn wait_on(db: &Database, timeout: Duration) -> Result<Session, Refusal> {
             "connecting to {target} failed: {reason}"
         );
         if elapsed >= timeout {
-            return Err(unreachable(db, timeout, attempt, &reason).into());
+            return Err(unreachable(db, timeout, attempt, &reason, up_but_refusing).into());
         }
         if last_progress.elapsed() >= PROGRESS_EVERY || attempt == 1 {
             last_progress = Instant::now();
@@ -611,13 +649,89 @@ async fn wait_on(db: &Database, timeout: Duration) -> Result<Session, Refusal> {
     }
 }
 
-fn unreachable(db: &Database, timeout: Duration, attempt: u32, reason: &str) -> Error {
+/// The deadline message. `up_but_refusing`: what to do when the last attempt reached a server
+/// that refused us for now (full, starting up), where checking the network would mislead.
+fn unreachable(
+    db: &Database,
+    timeout: Duration,
+    attempt: u32,
+    reason: &str,
+    up_but_refusing: Option<&str>,
+) -> Error {
     Error::Unreachable(format!(
         "the database at {} did not accept connections within {} ({attempt} attempt{}, last \
-         error: {reason}). Check that it is running and reachable from here (host, port, DNS, \
-         network policy), or raise PORTCULLIS_WAIT_TIMEOUT; a restart may help.",
+         error: {reason}). {}",
         db.target(),
         format_duration(timeout),
-        if attempt == 1 { "" } else { "s" }
+        if attempt == 1 { "" } else { "s" },
+        up_but_refusing.unwrap_or(
+            "Check that it is running and reachable from here (host, port, DNS, network \
+             policy), or raise PORTCULLIS_WAIT_TIMEOUT; a restart may help."
+        )
     ))
+}
+
+/// What to do when the server answered but kept refusing a connection for a reason that may
+/// pass, by SQLSTATE; `None` for the rest (refused, reset, timed out: the network's advice).
+fn up_but_refusing_advice(sqlstate: &str) -> Option<&'static str> {
+    match sqlstate {
+        "53300" => Some(
+            "The server is up, but had no connection slot for this user for the whole wait: \
+             max_connections (less the reserved slots), or the role's or database's CONNECTION \
+             LIMIT, was reached. See who holds them (SELECT usename, application_name, state, \
+             count(*) FROM pg_stat_activity GROUP BY 1, 2, 3 ORDER BY 4 DESC): often app pools \
+             whose sizes add up, across replicas, to more than the limit, or idle sessions. End \
+             or shrink those, or raise the limit, or raise PORTCULLIS_WAIT_TIMEOUT; a restart \
+             may help.",
+        ),
+        "57P03" => Some(
+            "The server is up, but was not accepting connections yet for the whole wait: it is \
+             starting up or recovering (after a crash, replaying the WAL can take minutes), or \
+             it is a standby with hot_standby off. Raise PORTCULLIS_WAIT_TIMEOUT to wait \
+             longer, check the server's log for its progress, or point PORTCULLIS_DATABASE_URL \
+             at the primary; a restart may help.",
+        ),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SslMode;
+
+    #[test]
+    fn a_wait_that_ends_on_a_server_that_is_up_does_not_blame_the_network() {
+        let db = Database {
+            source: "PORTCULLIS_DATABASE_URL",
+            pg: "postgres://app@db.internal:5432/app".parse().unwrap(),
+            ssl_mode: SslMode::Disable,
+            root_certs: None,
+            client_cert: None,
+        };
+        let message = |sqlstate: &str, why: &str| {
+            unreachable(
+                &db,
+                Duration::from_secs(30),
+                12,
+                why,
+                up_but_refusing_advice(sqlstate),
+            )
+            .to_string()
+        };
+        let starting = message("57P03", "the database system is starting up (57P03)");
+        assert!(starting.contains("starting up or recovering"), "{starting}");
+        assert!(starting.contains("hot_standby off"), "{starting}");
+        let full = message("53300", "sorry, too many clients already (53300)");
+        assert!(full.contains("no connection slot"), "{full}");
+        for text in [&starting, &full] {
+            assert!(text.contains("within 30s (12 attempts"), "{text}");
+            assert!(!text.contains("DNS"), "{text}");
+        }
+        let refused = message("08006", "connection refused");
+        assert!(
+            refused.contains("host, port, DNS, network policy"),
+            "{refused}"
+        );
+    }
 }

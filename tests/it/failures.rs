@@ -363,6 +363,58 @@ fn exit_6_fast_for_a_wrong_password_or_a_missing_database() {
     out.expect(6);
     out.says("42501");
     out.says("GRANT CONNECT ON DATABASE");
+
+    // A role whose password expired: the server's words are a wrong password's, so the message
+    // names the other cause too.
+    let role = format!("pc_expired_{}", std::process::id());
+    execute(
+        &url,
+        &format!("create role {role} login password 'pc-pw' valid until '2000-01-01'"),
+    );
+    let out = run(command(&cluster.url_with(&role, "pc-pw", &db), &example_dir()).arg("migrate"));
+    out.expect(6);
+    out.says("28P01");
+    out.says("a password past the role's VALID UNTIL date is refused with the same words");
+    assert!(!out.stderr.contains("(attempt"), "{}", out.stderr);
+
+    // A role that may not log in: the ALTER ROLE that fixes it.
+    let role = format!("pc_nologin_{}", std::process::id());
+    execute(
+        &url,
+        &format!("create role {role} nologin password 'pc-pw'"),
+    );
+    let out = run(command(&cluster.url_with(&role, "pc-pw", &db), &example_dir()).arg("migrate"));
+    out.expect(6);
+    out.says(&format!(
+        "role \"{role}\" is not permitted to log in (28000)"
+    ));
+    out.says(&format!("ALTER ROLE \"{role}\" LOGIN"));
+    assert!(!out.stderr.contains("(attempt"), "{}", out.stderr);
+
+    // A database closed to connections (for maintenance): the ALTER DATABASE that reopens it.
+    let closed = fresh_db("closed");
+    let closed_name = closed
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap();
+    execute(
+        &url,
+        &format!("alter database \"{closed_name}\" allow_connections false"),
+    );
+    let out = run(command(&closed, &example_dir()).arg("migrate"));
+    out.expect(6);
+    out.says("is not currently accepting connections (55000)");
+    out.says(&format!(
+        "ALTER DATABASE \"{closed_name}\" ALLOW_CONNECTIONS true"
+    ));
+    assert!(!out.stderr.contains("(attempt"), "{}", out.stderr);
+    execute(
+        &url,
+        &format!("alter database \"{closed_name}\" allow_connections true"),
+    );
 }
 
 /// A server that takes only reads (a hot standby, a read replica, a former primary after a
@@ -1031,7 +1083,9 @@ fn the_password_is_never_printed() {
 
 /// "Too many connections" (53300) is transient: portcullis waits and retries until a
 /// connection is free, then migrates. Here the role's connection limit is 0 until the test has
-/// seen the server refuse portcullis once (in the server's log), then lifted.
+/// seen the server refuse portcullis once (in the server's log), then lifted. Before that, a
+/// wait that ends while the server is still full says so, and where to look, rather than
+/// blaming the network.
 #[test]
 fn too_many_connections_is_waited_out() {
     let cluster = Cluster::shared();
@@ -1053,6 +1107,18 @@ fn too_many_connections_is_waited_out() {
             .matches(&refusal)
             .count()
     };
+    let out = run(
+        command(&cluster.url_with(&role, "pc-pw", &db), &example_dir())
+            .env("PORTCULLIS_WAIT_TIMEOUT", "2s")
+            .arg("migrate"),
+    );
+    out.expect(5);
+    out.says("did not accept connections within 2s");
+    out.says(&format!("last error: {refusal} (53300)"));
+    out.says("The server is up, but had no connection slot for this user");
+    out.says("FROM pg_stat_activity GROUP BY");
+    assert!(!out.stderr.contains("DNS"), "{}", out.stderr);
+
     let before = refused();
     let started = Instant::now();
     let child = spawn(

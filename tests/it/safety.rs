@@ -893,7 +893,7 @@ fn tls_prefer_allow_and_client_certificates() {
     // allow tries plain TCP first, as libpq does, and TLS once the server refuses that.
     let out = wait(&password_url("sslmode=allow"), &[]);
     out.expect(0);
-    out.says("refused user \"postgres\" over plain TCP (SQLSTATE 28000, pg_hba.conf); trying once more with TLS, as libpq does with sslmode=allow");
+    out.says("refused user \"postgres\" over plain TCP (pg_hba.conf rejects connection for host \"127.0.0.1\", user \"postgres\", database \"postgres\", no encryption, SQLSTATE 28000); trying once more with TLS, as libpq does with sslmode=allow");
     out.says("connected to 127.0.0.1");
     // When the encrypted attempt is refused too, its reason is the one reported (here a wrong
     // password), not the plain one's "only over TLS".
