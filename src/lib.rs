@@ -378,6 +378,18 @@ fn decide(cfg: &Config, folder: &Folder, snapshot: &Snapshot) -> Result<Decided,
         cfg.out_of_order,
         &snapshot.table.qualified,
     )?;
+    let copies: Vec<String> = decision
+        .apply
+        .iter()
+        .flat_map(|&i| source::client_copy_problems(&folder.migrations[i]))
+        .collect();
+    if !copies.is_empty() {
+        return Err(Error::Source(format!(
+            "{} Nothing was applied; fix the file{}, then deploy again.",
+            source::problems_message(&copies),
+            if copies.len() == 1 { "" } else { "s" }
+        )));
+    }
     if folder.layout == Layout::Journal && snapshot.table.has_name_column {
         let nameless_ids: std::collections::HashSet<i64> = rows
             .iter()
@@ -883,6 +895,13 @@ fn validate(cfg: &Config, folder: &Folder, snapshot: Option<&Snapshot>) -> Resul
     for m in &folder.migrations {
         folder_problems.extend(source::lexer::marker_problems(m));
     }
+    // A COPY through the client: offline in every file, online in those not applied yet (one
+    // applied already, a COPY ... TO STDOUT that drizzle ran, is history, not a problem).
+    if snapshot.is_none() {
+        for m in &folder.migrations {
+            folder_problems.extend(source::client_copy_problems(m));
+        }
+    }
     let mut history_problems = Vec::new();
     if let Some(snapshot) = snapshot {
         history_problems.extend(snapshot.shape_problems());
@@ -913,6 +932,9 @@ fn validate(cfg: &Config, folder: &Folder, snapshot: Option<&Snapshot>) -> Resul
             }
         }
         for (m, s) in folder.migrations.iter().zip(&plan.states) {
+            if matches!(s, State::Pending | State::OutOfOrder) {
+                folder_problems.extend(source::client_copy_problems(m));
+            }
             match s {
                 State::Edited {
                     row_id,

@@ -237,6 +237,10 @@ pub fn build(files: Vec<SeedFile>) -> Result<Vec<Seed>, Vec<String>> {
                  the seeds in one transaction of its own)"
             ));
         }
+        for (at, copy) in lexer::client_copies(sent) {
+            let (line, column) = split::line_col(&seed.text, skipped + at);
+            problems.push(format!("{shown}:{line}:{column}: {}", copy.explain()));
+        }
         seeds.push(seed);
     }
     if !problems.is_empty() {

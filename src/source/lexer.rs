@@ -596,6 +596,78 @@ pub fn statement_ranges(text: &str) -> Vec<Range<usize>> {
     out
 }
 
+/// A `COPY` whose data would stream through the client, which a file sent to the server as
+/// SQL cannot do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCopy {
+    /// `COPY ... FROM STDIN`: the rows follow in psql's input (pg_dump's data sections).
+    FromStdin,
+    /// `COPY ... TO STDOUT`: the rows go to the client.
+    ToStdout,
+}
+
+impl ClientCopy {
+    /// What the statement is, and what to write instead.
+    pub fn explain(self) -> &'static str {
+        match self {
+            ClientCopy::FromStdin => {
+                "COPY ... FROM STDIN reads its rows from the client's input, as psql does with \
+                 the lines after it (pg_dump writes data this way unless told otherwise); a file \
+                 sent to the server as SQL has no such input, so it would fail. Write the rows \
+                 as INSERT statements (pg_dump --data-only --inserts, or --rows-per-insert=1000, \
+                 writes them), or COPY FROM a file on the database server"
+            }
+            ClientCopy::ToStdout => {
+                "COPY ... TO STDOUT sends its rows to the client, which portcullis cannot \
+                 receive in the middle of a file and has no use for. Remove it, or COPY TO a \
+                 file on the database server"
+            }
+        }
+    }
+}
+
+/// Whether a top-level statement, given by its words ([`statement_words`]), is a `COPY` from
+/// the client's input or to its output. The direction is the first `FROM` or `TO` after a
+/// table (a column list holds no such word: both are reserved), or the last `TO` after a
+/// query (`COPY (SELECT ...) TO`), so a table named `stdin` inside the query does not count;
+/// a quoted `'stdin'` is a file name, and a literal here.
+pub fn client_copy(words: &[String]) -> Option<ClientCopy> {
+    if words.first().map(String::as_str) != Some("COPY") {
+        return None;
+    }
+    let query = matches!(
+        words.get(1).map(String::as_str),
+        Some("SELECT" | "WITH" | "VALUES" | "TABLE" | "INSERT" | "UPDATE" | "DELETE" | "MERGE")
+    );
+    let direction = if query {
+        words.iter().rposition(|w| w == "TO")
+    } else {
+        words.iter().position(|w| w == "FROM" || w == "TO")
+    }?;
+    match (
+        words[direction].as_str(),
+        words.get(direction + 1).map(String::as_str),
+    ) {
+        ("FROM", Some("STDIN")) => Some(ClientCopy::FromStdin),
+        ("TO", Some("STDOUT")) => Some(ClientCopy::ToStdout),
+        _ => None,
+    }
+}
+
+/// Every top-level `COPY` of `text` that streams through the client ([`client_copy`]), with
+/// where its statement starts. Files without the words `STDIN` or `STDOUT` skip the lexer.
+pub fn client_copies(text: &str) -> Vec<(usize, ClientCopy)> {
+    if !mentions_any(text, &["STDIN", "STDOUT"], 5..=6) {
+        return Vec::new();
+    }
+    statement_ranges(text)
+        .into_iter()
+        .filter_map(|r| {
+            client_copy(&statement_words(&text[r.clone()]).concat()).map(|c| (r.start, c))
+        })
+        .collect()
+}
+
 /// Why a statement cannot run inside a transaction block, if it cannot.
 pub fn refuses_transaction(words: &[String]) -> Option<&'static str> {
     let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
@@ -686,6 +758,37 @@ pub fn transaction_refusal_unfiltered(m: &Migration) -> Result<Option<String>, S
 
 #[cfg(test)]
 mod transaction_tests {
+    #[test]
+    fn a_copy_through_the_client_is_found_and_a_copy_on_the_server_is_not() {
+        let found = |text: &str| -> Vec<ClientCopy> {
+            client_copies(text).into_iter().map(|(_, c)| c).collect()
+        };
+        let dump =
+            "SET statement_timeout = 0;\n\nCOPY public.a (id, name) FROM stdin;\n1\tone\n\\.\n";
+        assert_eq!(client_copies(dump), [(28, ClientCopy::FromStdin)]);
+        assert_eq!(
+            found("copy a from STDIN with (format csv);"),
+            [ClientCopy::FromStdin]
+        );
+        assert_eq!(found("COPY a TO STDOUT;"), [ClientCopy::ToStdout]);
+        assert_eq!(
+            found("copy (select * from stdin where x similar to 'y') to stdout;"),
+            [ClientCopy::ToStdout]
+        );
+        for no in [
+            "COPY a FROM '/srv/a.csv';",
+            "COPY a FROM 'stdin';",
+            "COPY (SELECT * FROM stdin) TO '/srv/out.csv';",
+            "COPY a FROM PROGRAM 'cat stdin';",
+            "-- COPY a FROM stdin;\nselect 1;",
+            "insert into t values ('COPY a FROM stdin');",
+            "select stdin from stdout;",
+            "create table stdin (id int);",
+        ] {
+            assert_eq!(found(no), [], "{no}");
+        }
+    }
+
     #[test]
     fn statements_split_like_the_server_runs_them() {
         let text = "-- roles\ninsert into r values ('a;b');\n\n/* c; */ ;\nselect $$ x; $$;\n  update \"t;\" set x = 1";

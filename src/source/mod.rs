@@ -456,6 +456,25 @@ fn load_journal(
     })
 }
 
+/// Where `m` holds a `COPY` through the client, which no file sent to the server as SQL can run
+/// (`file:line:column: why`). Checked for the migrations a run would apply, before it applies
+/// any: an applied one stays as it is (drizzle applied a `COPY ... TO STDOUT`, discarding its
+/// rows).
+pub fn client_copy_problems(m: &Migration) -> Vec<String> {
+    m.chunks()
+        .iter()
+        .flat_map(|chunk| {
+            lexer::client_copies(chunk.text)
+                .into_iter()
+                .map(move |(at, copy)| (chunk.offset + at, copy))
+        })
+        .map(|(at, copy)| {
+            let (line, column) = split::line_col(&m.text, at);
+            format!("{}:{line}:{column}: {}", m.file(), copy.explain())
+        })
+        .collect()
+}
+
 /// Marks the migrations that must run outside a transaction, collecting the files where that
 /// cannot work (in either layout).
 fn mark_transaction_refusals(migrations: &mut [Migration], problems: &mut Vec<String>) {
@@ -481,7 +500,7 @@ fn bom_warnings(migrations: &[Migration]) -> Vec<String> {
         .collect()
 }
 
-fn problems_message(problems: &[String]) -> String {
+pub(crate) fn problems_message(problems: &[String]) -> String {
     if problems.len() == 1 {
         return format!("{}.", problems[0]);
     }

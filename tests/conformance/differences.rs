@@ -15,6 +15,8 @@
 //! | a statement that refuses a transaction block, e.g. `CREATE INDEX CONCURRENTLY` (E34) | fails (25001), the whole run rolled back | commits the batch before it, runs that migration's chunks in autocommit, records the same row |
 //! | such a statement sharing its chunk with others | fails at run time (25001) | exit 3 before connecting |
 //! | a file marked `-- portcullis: no-transaction` (E34) | an ordinary migration (a comment) | runs outside the batch like the above, so an enum value added there can be used by the next migration of the run |
+//! | `COPY ... FROM STDIN` in a migration (pg_dump's data) | fails at run time (57014 "No source stream defined", or a syntax error at the first row), the run rolled back | exit 3 before applying anything, naming file:line:column and the INSERT form to use |
+//! | `COPY ... TO STDOUT` in a pending migration | runs it, discarding the rows | exit 3 before applying anything; one drizzle-kit applied already is accepted as it is |
 
 use crate::run::{self, Folder};
 use crate::twin::{self, TRACKING};
@@ -482,4 +484,44 @@ fn repair_apply_leaves_a_table_drizzle_kit_and_portcullis_accept() {
         twin_state.rows,
         "rows as drizzle-kit writes them"
     );
+}
+
+/// A COPY through the client in a migration. `FROM STDIN` fails under drizzle-kit too, after
+/// the migrations before it ran in its transaction; `TO STDOUT` drizzle-kit runs, throwing the
+/// rows away. portcullis cannot run either from a file sent as SQL and refuses both before
+/// applying anything; a `TO STDOUT` that drizzle-kit applied already is history, so the tools
+/// can still take turns on that database.
+#[test]
+fn a_copy_through_the_client_is_refused_before_anything_is_applied() {
+    let mut f = Folder::new();
+    f.add("0000_t", 1_000, "CREATE TABLE \"t\" (\"n\" integer);")
+        .add("0001_load", 2_000, "COPY \"t\" (\"n\") FROM stdin;");
+    let twin_url = twin::fresh_db("conf_diff_copy_in_kit");
+    let out = kit::migrate(&twin_url, f.path());
+    eprintln!("drizzle-kit on COPY FROM STDIN: exit {}", out.code);
+    assert!(out.code != 0, "{}", out.all());
+    assert!(run::rows(&twin_url).is_empty() && !exists(&twin_url, "t"));
+    let url = twin::fresh_db("conf_diff_copy_in");
+    let out = run::migrate(&url, f.path());
+    out.expect(3);
+    out.says("0001_load.sql:1:1: COPY ... FROM STDIN reads its rows from the client's input");
+    out.says("Nothing was applied");
+    assert!(run::rows(&url).is_empty() && !exists(&url, "t"));
+
+    let mut f = Folder::new();
+    f.add("0000_t", 1_000, "CREATE TABLE \"t\" (\"n\" integer);")
+        .add("0001_show", 2_000, "COPY (SELECT 1) TO STDOUT;");
+    let twin_url = twin::fresh_db("conf_diff_copy_out_kit");
+    let out = kit::migrate(&twin_url, f.path());
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(run::rows(&twin_url).len(), 2);
+    let url = twin::fresh_db("conf_diff_copy_out");
+    let out = run::migrate(&url, f.path());
+    out.expect(3);
+    out.says("0001_show.sql:1:1: COPY ... TO STDOUT sends its rows to the client");
+    assert!(run::rows(&url).is_empty() && !exists(&url, "t"));
+    // Applied by drizzle-kit: nothing to do, and nothing to refuse.
+    let out = run::migrate(&twin_url, f.path());
+    out.expect(0);
+    assert_eq!(run::rows(&twin_url).len(), 2);
 }

@@ -2,7 +2,7 @@
 //! before connecting, for configuration and folder errors), with the message an operator sees.
 
 use crate::run::*;
-use crate::support::{Cluster, PASSWORD, execute, free_port};
+use crate::support::{Cluster, PASSWORD, execute, free_port, query};
 use std::time::{Duration, Instant};
 
 // ---- 2: configuration -------------------------------------------------------------------
@@ -194,6 +194,78 @@ fn exit_3_for_missing_file_duplicate_tag_and_bad_when_all_listed() {
          that differs only in letter case or spaces",
     );
     out.says("Rename it to 0001_gone.sql (`git mv`)");
+}
+
+/// A COPY through the client (pg_dump's `COPY ... FROM stdin` data, or `COPY ... TO STDOUT`)
+/// cannot run from a file sent to the server as SQL. A migration about to be applied that holds
+/// one is exit 3 before anything is applied, naming file:line:column, in `validate` (offline and
+/// online), `plan` and `migrate`; before, `migrate` applied the migrations before it in the
+/// transaction and then ended with exit 5 "the server is shutting down" or exit 8 "syntax
+/// error". One applied already (drizzle runs a `COPY ... TO STDOUT`, discarding the rows) is
+/// history: only offline `validate`, which cannot tell, names it.
+#[test]
+fn exit_3_for_a_copy_through_the_client_before_anything_is_applied() {
+    let url = fresh_db("client_copy");
+    let shown = "COPY (SELECT 1) TO STDOUT;\n";
+    let mut folder = Folder::new();
+    folder.add("0000_shown", 1, shown);
+    // Applied by drizzle: its tracking row, with the file's sha256.
+    execute(
+        &url,
+        &format!(
+            "create schema drizzle; create table drizzle.__drizzle_migrations (id serial primary \
+             key, hash text not null, created_at bigint); insert into \
+             drizzle.__drizzle_migrations (hash, created_at) values \
+             (encode(sha256(convert_to('{}', 'UTF8')), 'hex'), 1)",
+            shown.replace('\n', "' || chr(10) || '")
+        ),
+    );
+    migrate(&url, folder.path()).expect(0);
+    folder
+        .add("0001_table", 2, "CREATE TABLE cc_a (id int);")
+        .add(
+            "0002_dump",
+            3,
+            "INSERT INTO cc_a VALUES (0);\n--> statement-breakpoint\nCOPY cc_a (id) FROM stdin;\n1\n\\.\n",
+        );
+    let dump = format!(
+        "{}:3:1: COPY ... FROM STDIN reads its rows from the client's input",
+        folder.path().join("0002_dump.sql").display()
+    );
+    let out = run(command(&url, folder.path()).args(["validate", "--offline"]));
+    out.expect(3);
+    out.says("validate found 2 problems");
+    out.says(&dump);
+    out.says(&format!(
+        "{}:1:1: COPY ... TO STDOUT sends its rows to the client",
+        folder.path().join("0000_shown.sql").display()
+    ));
+    for args in [&["validate"][..], &["plan"], &["migrate"]] {
+        let out = run(command(&url, folder.path()).args(args));
+        out.expect(3);
+        out.says(&dump);
+        assert!(
+            !out.stderr.contains("TO STDOUT"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+    let out = migrate(&url, folder.path());
+    out.says("Nothing was applied; fix the file, then deploy again.");
+    assert!(!table_exists(&url, "cc_a"));
+    assert_eq!(rows(&url).len(), 1);
+    assert_eq!(advisory_locks(&url), 0);
+
+    folder.write(
+        "0002_dump.sql",
+        b"INSERT INTO cc_a VALUES (0);\n--> statement-breakpoint\nINSERT INTO cc_a VALUES (1);\n",
+    );
+    migrate(&url, folder.path()).expect(0);
+    assert_eq!(rows(&url).len(), 3);
+    assert_eq!(
+        query(&url, "select count(*) from cc_a")[0][0].as_deref(),
+        Some("2")
+    );
 }
 
 // ---- 4: history disagrees ---------------------------------------------------------------

@@ -1068,7 +1068,7 @@ fn seed_command_no_seed_flag_seeds_false_plan_and_status() {
 // ---- folder errors ----------------------------------------------------------------------------
 
 #[test]
-fn an_unreadable_seed_an_empty_name_or_a_commit_exit_3_before_connecting() {
+fn an_unreadable_seed_an_empty_name_a_commit_or_a_client_copy_exit_3_before_connecting() {
     let closed = format!("postgres://postgres@127.0.0.1:{}/x", free_port());
     let seeds = SeedDir::new();
     seeds
@@ -1076,7 +1076,16 @@ fn an_unreadable_seed_an_empty_name_or_a_commit_exit_3_before_connecting() {
         .write(".sql", "select 1;")
         .write("3_commit.sql", "insert into t values (1);\ncommit;\n")
         // END is COMMIT's synonym.
-        .write("4_end.sql", "insert into t values (2);\nEND;\n");
+        .write("4_end.sql", "insert into t values (2);\nEND;\n")
+        // pg_dump's data sections, and a COPY to the client: a file sent as SQL can do neither.
+        .write(
+            "5_dump.sql",
+            "SET statement_timeout = 0;\n\nCOPY public.t (id, name) FROM stdin;\n1\tone\n\\.\n",
+        )
+        .write(
+            "6_out.sql",
+            "-- COPY t FROM stdin;\ncopy (select 1) to stdout;\n",
+        );
     std::os::unix::fs::symlink(
         "/nonexistent/portcullis/seed.sql",
         seeds.path().join("2_gone.sql"),
@@ -1098,7 +1107,7 @@ fn an_unreadable_seed_an_empty_name_or_a_commit_exit_3_before_connecting() {
             "{args:?}: {}",
             out.stderr
         );
-        out.says("the seeds folder has 4 problems");
+        out.says("the seeds folder has 6 problems");
         for (file, problem) in [
             (".sql", ": a seed file needs a name before .sql"),
             (
@@ -1107,6 +1116,14 @@ fn an_unreadable_seed_an_empty_name_or_a_commit_exit_3_before_connecting() {
             ),
             ("3_commit.sql", ":2:1: COMMIT would end the transaction"),
             ("4_end.sql", ":2:1: END would end the transaction"),
+            (
+                "5_dump.sql",
+                ":3:1: COPY ... FROM STDIN reads its rows from the client's input",
+            ),
+            (
+                "6_out.sql",
+                ":2:1: COPY ... TO STDOUT sends its rows to the client",
+            ),
         ] {
             out.says(&format!("{}{problem}", seeds.file(file)));
         }
