@@ -381,7 +381,7 @@ fn decide(cfg: &Config, folder: &Folder, snapshot: &Snapshot) -> Result<Decided,
     let copies: Vec<String> = decision
         .apply
         .iter()
-        .flat_map(|&i| source::client_copy_problems(&folder.migrations[i]))
+        .flat_map(|&i| source::client_only_problems(&folder.migrations[i]))
         .collect();
     if !copies.is_empty() {
         return Err(Error::Source(format!(
@@ -899,7 +899,7 @@ fn validate(cfg: &Config, folder: &Folder, snapshot: Option<&Snapshot>) -> Resul
     // applied already, a COPY ... TO STDOUT that drizzle ran, is history, not a problem).
     if snapshot.is_none() {
         for m in &folder.migrations {
-            folder_problems.extend(source::client_copy_problems(m));
+            folder_problems.extend(source::client_only_problems(m));
         }
     }
     let mut history_problems = Vec::new();
@@ -933,7 +933,7 @@ fn validate(cfg: &Config, folder: &Folder, snapshot: Option<&Snapshot>) -> Resul
         }
         for (m, s) in folder.migrations.iter().zip(&plan.states) {
             if matches!(s, State::Pending | State::OutOfOrder) {
-                folder_problems.extend(source::client_copy_problems(m));
+                folder_problems.extend(source::client_only_problems(m));
             }
             match s {
                 State::Edited {

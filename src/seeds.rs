@@ -237,7 +237,7 @@ pub fn build(files: Vec<SeedFile>) -> Result<Vec<Seed>, Vec<String>> {
                  the seeds in one transaction of its own)"
             ));
         }
-        for (at, copy) in lexer::client_copies(sent) {
+        for (at, copy) in lexer::client_only(sent) {
             let (line, column) = split::line_col(&seed.text, skipped + at);
             problems.push(format!("{shown}:{line}:{column}: {}", copy.explain()));
         }

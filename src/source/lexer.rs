@@ -596,32 +596,46 @@ pub fn statement_ranges(text: &str) -> Vec<Range<usize>> {
     out
 }
 
-/// A `COPY` whose data would stream through the client, which a file sent to the server as
-/// SQL cannot do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientCopy {
+/// Something only a client such as psql can run, which a file sent to the server as SQL (what
+/// drizzle and portcullis do) cannot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientOnly {
     /// `COPY ... FROM STDIN`: the rows follow in psql's input (pg_dump's data sections).
-    FromStdin,
+    CopyFromStdin,
     /// `COPY ... TO STDOUT`: the rows go to the client.
-    ToStdout,
+    CopyToStdout,
+    /// A psql meta-command line (`\restrict`, `\connect`, `\set`...), by its name.
+    MetaCommand(String),
 }
 
-impl ClientCopy {
-    /// What the statement is, and what to write instead.
-    pub fn explain(self) -> &'static str {
+impl ClientOnly {
+    /// What it is, and what to write instead.
+    pub fn explain(&self) -> String {
         match self {
-            ClientCopy::FromStdin => {
+            ClientOnly::CopyFromStdin => {
                 "COPY ... FROM STDIN reads its rows from the client's input, as psql does with \
                  the lines after it (pg_dump writes data this way unless told otherwise); a file \
                  sent to the server as SQL has no such input, so it would fail. Write the rows \
                  as INSERT statements (pg_dump --data-only --inserts, or --rows-per-insert=1000, \
                  writes them), or COPY FROM a file on the database server"
+                    .to_string()
             }
-            ClientCopy::ToStdout => {
+            ClientOnly::CopyToStdout => {
                 "COPY ... TO STDOUT sends its rows to the client, which portcullis cannot \
                  receive in the middle of a file and has no use for. Remove it, or COPY TO a \
                  file on the database server"
+                    .to_string()
             }
+            ClientOnly::MetaCommand(name) => format!(
+                "`\\{name}` is a psql meta-command, which the server, given the file as SQL, \
+                 does not know{}. Remove the line",
+                if name == "restrict" || name == "unrestrict" {
+                    " (pg_dump writes \\restrict and \\unrestrict around its output since the \
+                     releases of August 2025: 17.6, 16.10, 15.14, 14.19, 13.22)"
+                } else {
+                    ""
+                }
+            ),
         }
     }
 }
@@ -631,7 +645,7 @@ impl ClientCopy {
 /// table (a column list holds no such word: both are reserved), or the last `TO` after a
 /// query (`COPY (SELECT ...) TO`), so a table named `stdin` inside the query does not count;
 /// a quoted `'stdin'` is a file name, and a literal here.
-pub fn client_copy(words: &[String]) -> Option<ClientCopy> {
+pub fn client_copy(words: &[String]) -> Option<ClientOnly> {
     if words.first().map(String::as_str) != Some("COPY") {
         return None;
     }
@@ -648,24 +662,56 @@ pub fn client_copy(words: &[String]) -> Option<ClientCopy> {
         words[direction].as_str(),
         words.get(direction + 1).map(String::as_str),
     ) {
-        ("FROM", Some("STDIN")) => Some(ClientCopy::FromStdin),
-        ("TO", Some("STDOUT")) => Some(ClientCopy::ToStdout),
+        ("FROM", Some("STDIN")) => Some(ClientOnly::CopyFromStdin),
+        ("TO", Some("STDOUT")) => Some(ClientOnly::CopyToStdout),
         _ => None,
     }
 }
 
-/// Every top-level `COPY` of `text` that streams through the client ([`client_copy`]), with
-/// where its statement starts. Files without the words `STDIN` or `STDOUT` skip the lexer.
-pub fn client_copies(text: &str) -> Vec<(usize, ClientCopy)> {
-    if !mentions_any(text, &["STDIN", "STDOUT"], 5..=6) {
+/// Everything in `text` that only a client such as psql can run ([`ClientOnly`]), with the byte
+/// where it starts: each top-level `COPY` from or to the client, and each psql meta-command, a
+/// line whose code starts with a backslash (outside strings, comments and bodies, where SQL
+/// has no backslash). Meta-commands count only before the first `COPY ... FROM STDIN`: the
+/// lines after it are rows (`\N` is a NULL there), which the lexer cannot read as SQL. Files
+/// with neither the words `STDIN` and `STDOUT` nor a backslash skip the lexer.
+pub fn client_only(text: &str) -> Vec<(usize, ClientOnly)> {
+    let backslash = text.contains('\\');
+    if !backslash && !mentions_any(text, &["STDIN", "STDOUT"], 5..=6) {
         return Vec::new();
     }
-    statement_ranges(text)
+    let mut found: Vec<(usize, ClientOnly)> = statement_ranges(text)
         .into_iter()
         .filter_map(|r| {
             client_copy(&statement_words(&text[r.clone()]).concat()).map(|c| (r.start, c))
         })
-        .collect()
+        .collect();
+    if backslash {
+        let rows_from = found
+            .iter()
+            .find(|(_, c)| *c == ClientOnly::CopyFromStdin)
+            .map_or(text.len(), |(at, _)| *at);
+        for (kind, range) in regions(&text[..rows_from]) {
+            if kind != Kind::Code {
+                continue;
+            }
+            for (i, _) in text[range.clone()].match_indices('\\') {
+                let at = range.start + i;
+                let line_start = text[..at].rfind('\n').map_or(0, |n| n + 1);
+                if !text[line_start..at].trim().is_empty() {
+                    continue;
+                }
+                let name: String = text[at + 1..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if !name.is_empty() {
+                    found.push((at, ClientOnly::MetaCommand(name)));
+                }
+            }
+        }
+        found.sort_by_key(|(at, _)| *at);
+    }
+    found
 }
 
 /// Why a statement cannot run inside a transaction block, if it cannot.
@@ -759,21 +805,31 @@ pub fn transaction_refusal_unfiltered(m: &Migration) -> Result<Option<String>, S
 #[cfg(test)]
 mod transaction_tests {
     #[test]
-    fn a_copy_through_the_client_is_found_and_a_copy_on_the_server_is_not() {
-        let found = |text: &str| -> Vec<ClientCopy> {
-            client_copies(text).into_iter().map(|(_, c)| c).collect()
+    fn what_only_a_client_can_run_is_found_and_what_the_server_runs_is_not() {
+        use ClientOnly::*;
+        let found = |text: &str| -> Vec<ClientOnly> {
+            client_only(text).into_iter().map(|(_, c)| c).collect()
         };
-        let dump =
-            "SET statement_timeout = 0;\n\nCOPY public.a (id, name) FROM stdin;\n1\tone\n\\.\n";
-        assert_eq!(client_copies(dump), [(28, ClientCopy::FromStdin)]);
+        let dump = "\\restrict abc\nSET statement_timeout = 0;\n\nCOPY public.a (id, name) FROM stdin;\n\\N\tone\n\\.\n\n\\unrestrict abc\n";
+        assert_eq!(
+            client_only(dump),
+            [(0, MetaCommand("restrict".into())), (42, CopyFromStdin)]
+        );
         assert_eq!(
             found("copy a from STDIN with (format csv);"),
-            [ClientCopy::FromStdin]
+            [CopyFromStdin]
         );
-        assert_eq!(found("COPY a TO STDOUT;"), [ClientCopy::ToStdout]);
+        assert_eq!(found("COPY a TO STDOUT;"), [CopyToStdout]);
         assert_eq!(
             found("copy (select * from stdin where x similar to 'y') to stdout;"),
-            [ClientCopy::ToStdout]
+            [CopyToStdout]
+        );
+        assert_eq!(
+            found("select 1;\n  \\connect other\nselect 2;\n\\unrestrict k"),
+            [
+                MetaCommand("connect".into()),
+                MetaCommand("unrestrict".into())
+            ]
         );
         for no in [
             "COPY a FROM '/srv/a.csv';",
@@ -784,9 +840,18 @@ mod transaction_tests {
             "insert into t values ('COPY a FROM stdin');",
             "select stdin from stdout;",
             "create table stdin (id int);",
+            "insert into t values (E'\\n'), ('\n\\x');",
+            "-- \\restrict\nselect $$\n\\x$$;\n/*\n\\y */",
         ] {
             assert_eq!(found(no), [], "{no}");
         }
+        assert!(
+            CopyFromStdin
+                .explain()
+                .contains("pg_dump --data-only --inserts")
+        );
+        assert!(MetaCommand("restrict".into()).explain().contains("15.14"));
+        assert!(!MetaCommand("set".into()).explain().contains("15.14"));
     }
 
     #[test]

@@ -456,15 +456,15 @@ fn load_journal(
     })
 }
 
-/// Where `m` holds a `COPY` through the client, which no file sent to the server as SQL can run
-/// (`file:line:column: why`). Checked for the migrations a run would apply, before it applies
-/// any: an applied one stays as it is (drizzle applied a `COPY ... TO STDOUT`, discarding its
-/// rows).
-pub fn client_copy_problems(m: &Migration) -> Vec<String> {
+/// Where `m` holds what only a client such as psql can run ([`lexer::ClientOnly`]), which no
+/// file sent to the server as SQL can (`file:line:column: why`). Checked for the migrations a
+/// run would apply, before it applies any: an applied one stays as it is (drizzle applied a
+/// `COPY ... TO STDOUT`, discarding its rows).
+pub fn client_only_problems(m: &Migration) -> Vec<String> {
     m.chunks()
         .iter()
         .flat_map(|chunk| {
-            lexer::client_copies(chunk.text)
+            lexer::client_only(chunk.text)
                 .into_iter()
                 .map(move |(at, copy)| (chunk.offset + at, copy))
         })

@@ -17,6 +17,7 @@
 //! | a file marked `-- portcullis: no-transaction` (E34) | an ordinary migration (a comment) | runs outside the batch like the above, so an enum value added there can be used by the next migration of the run |
 //! | `COPY ... FROM STDIN` in a migration (pg_dump's data) | fails at run time (57014 "No source stream defined", or a syntax error at the first row), the run rolled back | exit 3 before applying anything, naming file:line:column and the INSERT form to use |
 //! | `COPY ... TO STDOUT` in a pending migration | runs it, discarding the rows | exit 3 before applying anything; one drizzle-kit applied already is accepted as it is |
+//! | a psql meta-command line (`\restrict`, which pg_dump writes since 2025-08) | fails at run time (syntax error at `\`), the run rolled back | exit 3 before applying anything, naming the line |
 
 use crate::run::{self, Folder};
 use crate::twin::{self, TRACKING};
@@ -486,13 +487,13 @@ fn repair_apply_leaves_a_table_drizzle_kit_and_portcullis_accept() {
     );
 }
 
-/// A COPY through the client in a migration. `FROM STDIN` fails under drizzle-kit too, after
-/// the migrations before it ran in its transaction; `TO STDOUT` drizzle-kit runs, throwing the
-/// rows away. portcullis cannot run either from a file sent as SQL and refuses both before
-/// applying anything; a `TO STDOUT` that drizzle-kit applied already is history, so the tools
-/// can still take turns on that database.
+/// What only psql can run, in a migration. `COPY ... FROM STDIN` and a meta-command fail under
+/// drizzle-kit too, after the migrations before them ran in its transaction; `COPY ... TO
+/// STDOUT` drizzle-kit runs, throwing the rows away. portcullis can run none of them from a file
+/// sent as SQL and refuses each before applying anything; a `TO STDOUT` that drizzle-kit applied
+/// already is history, so the tools can still take turns on that database.
 #[test]
-fn a_copy_through_the_client_is_refused_before_anything_is_applied() {
+fn what_only_psql_can_run_is_refused_before_anything_is_applied() {
     let mut f = Folder::new();
     f.add("0000_t", 1_000, "CREATE TABLE \"t\" (\"n\" integer);")
         .add("0001_load", 2_000, "COPY \"t\" (\"n\") FROM stdin;");
@@ -524,4 +525,22 @@ fn a_copy_through_the_client_is_refused_before_anything_is_applied() {
     let out = run::migrate(&twin_url, f.path());
     out.expect(0);
     assert_eq!(run::rows(&twin_url).len(), 2);
+
+    // A psql meta-command, as a recent pg_dump writes one first.
+    let mut f = Folder::new();
+    f.add("0000_t", 1_000, "CREATE TABLE \"t\" (\"n\" integer);")
+        .add(
+            "0001_dumped",
+            2_000,
+            "\\restrict k1\nCREATE TABLE \"u\" (\"n\" integer);\n",
+        );
+    let twin_url = twin::fresh_db("conf_diff_meta_kit");
+    let out = kit::migrate(&twin_url, f.path());
+    assert!(out.code != 0, "{}", out.all());
+    assert!(run::rows(&twin_url).is_empty() && !exists(&twin_url, "t"));
+    let url = twin::fresh_db("conf_diff_meta");
+    let out = run::migrate(&url, f.path());
+    out.expect(3);
+    out.says("0001_dumped.sql:1:1: `\\restrict` is a psql meta-command");
+    assert!(run::rows(&url).is_empty() && !exists(&url, "t"));
 }

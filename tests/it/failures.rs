@@ -196,15 +196,16 @@ fn exit_3_for_missing_file_duplicate_tag_and_bad_when_all_listed() {
     out.says("Rename it to 0001_gone.sql (`git mv`)");
 }
 
-/// A COPY through the client (pg_dump's `COPY ... FROM stdin` data, or `COPY ... TO STDOUT`)
-/// cannot run from a file sent to the server as SQL. A migration about to be applied that holds
+/// What only a client such as psql can run cannot run from a file sent to the server as SQL: a
+/// COPY through the client (pg_dump's `COPY ... FROM stdin` data, or `COPY ... TO STDOUT`), or
+/// a psql meta-command (the `\restrict` line pg_dump writes since August 2025). A migration about to be applied that holds
 /// one is exit 3 before anything is applied, naming file:line:column, in `validate` (offline and
 /// online), `plan` and `migrate`; before, `migrate` applied the migrations before it in the
 /// transaction and then ended with exit 5 "the server is shutting down" or exit 8 "syntax
 /// error". One applied already (drizzle runs a `COPY ... TO STDOUT`, discarding the rows) is
 /// history: only offline `validate`, which cannot tell, names it.
 #[test]
-fn exit_3_for_a_copy_through_the_client_before_anything_is_applied() {
+fn exit_3_for_what_only_psql_can_run_before_anything_is_applied() {
     let url = fresh_db("client_copy");
     let shown = "COPY (SELECT 1) TO STDOUT;\n";
     let mut folder = Folder::new();
@@ -226,16 +227,16 @@ fn exit_3_for_a_copy_through_the_client_before_anything_is_applied() {
         .add(
             "0002_dump",
             3,
-            "INSERT INTO cc_a VALUES (0);\n--> statement-breakpoint\nCOPY cc_a (id) FROM stdin;\n1\n\\.\n",
+            "\\restrict k1\nINSERT INTO cc_a VALUES (0);\n--> statement-breakpoint\nCOPY cc_a (id) FROM stdin;\n1\n\\.\n",
         );
-    let dump = format!(
-        "{}:3:1: COPY ... FROM STDIN reads its rows from the client's input",
-        folder.path().join("0002_dump.sql").display()
-    );
+    let file = folder.path().join("0002_dump.sql").display().to_string();
+    let dump = format!("{file}:4:1: COPY ... FROM STDIN reads its rows from the client's input");
+    let restrict = format!("{file}:1:1: `\\restrict` is a psql meta-command");
     let out = run(command(&url, folder.path()).args(["validate", "--offline"]));
     out.expect(3);
-    out.says("validate found 2 problems");
+    out.says("validate found 3 problems");
     out.says(&dump);
+    out.says(&restrict);
     out.says(&format!(
         "{}:1:1: COPY ... TO STDOUT sends its rows to the client",
         folder.path().join("0000_shown.sql").display()
@@ -244,6 +245,7 @@ fn exit_3_for_a_copy_through_the_client_before_anything_is_applied() {
         let out = run(command(&url, folder.path()).args(args));
         out.expect(3);
         out.says(&dump);
+        out.says(&restrict);
         assert!(
             !out.stderr.contains("TO STDOUT"),
             "{args:?}: {}",
@@ -251,7 +253,7 @@ fn exit_3_for_a_copy_through_the_client_before_anything_is_applied() {
         );
     }
     let out = migrate(&url, folder.path());
-    out.says("Nothing was applied; fix the file, then deploy again.");
+    out.says("Nothing was applied; fix the files, then deploy again.");
     assert!(!table_exists(&url, "cc_a"));
     assert_eq!(rows(&url).len(), 1);
     assert_eq!(advisory_locks(&url), 0);

@@ -1068,7 +1068,7 @@ fn seed_command_no_seed_flag_seeds_false_plan_and_status() {
 // ---- folder errors ----------------------------------------------------------------------------
 
 #[test]
-fn an_unreadable_seed_an_empty_name_a_commit_or_a_client_copy_exit_3_before_connecting() {
+fn an_unreadable_seed_an_empty_name_a_commit_or_what_only_psql_can_run_exit_3_before_connecting() {
     let closed = format!("postgres://postgres@127.0.0.1:{}/x", free_port());
     let seeds = SeedDir::new();
     seeds
@@ -1080,7 +1080,7 @@ fn an_unreadable_seed_an_empty_name_a_commit_or_a_client_copy_exit_3_before_conn
         // pg_dump's data sections, and a COPY to the client: a file sent as SQL can do neither.
         .write(
             "5_dump.sql",
-            "SET statement_timeout = 0;\n\nCOPY public.t (id, name) FROM stdin;\n1\tone\n\\.\n",
+            "\\restrict k1\nSET statement_timeout = 0;\n\nCOPY public.t (id, name) FROM stdin;\n\\N\tone\n\\.\n\\unrestrict k1\n",
         )
         .write(
             "6_out.sql",
@@ -1107,7 +1107,7 @@ fn an_unreadable_seed_an_empty_name_a_commit_or_a_client_copy_exit_3_before_conn
             "{args:?}: {}",
             out.stderr
         );
-        out.says("the seeds folder has 6 problems");
+        out.says("the seeds folder has 7 problems");
         for (file, problem) in [
             (".sql", ": a seed file needs a name before .sql"),
             (
@@ -1118,7 +1118,12 @@ fn an_unreadable_seed_an_empty_name_a_commit_or_a_client_copy_exit_3_before_conn
             ("4_end.sql", ":2:1: END would end the transaction"),
             (
                 "5_dump.sql",
-                ":3:1: COPY ... FROM STDIN reads its rows from the client's input",
+                ":4:1: COPY ... FROM STDIN reads its rows from the client's input",
+            ),
+            (
+                "5_dump.sql",
+                ":1:1: `\\restrict` is a psql meta-command, which the server, given the file as \
+                 SQL, does not know (pg_dump writes",
             ),
             (
                 "6_out.sql",
