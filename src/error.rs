@@ -98,6 +98,9 @@ pub struct MigrationFailure {
     pub hint: Option<String>,
     /// What happened to the run's other work (rolled back, or committed in `each` mode).
     pub consequence: String,
+    /// What to do, when the run knows more than the SQLSTATE says (a database that already has
+    /// what the migrations create, while the tracking table is empty); else by [`cause`].
+    pub advice: Option<String>,
 }
 
 impl fmt::Display for MigrationFailure {
@@ -107,9 +110,10 @@ impl fmt::Display for MigrationFailure {
         } else {
             format!("{}:{} (the statement starting there)", self.file, self.line)
         };
-        let advice = match cause(&self.sqlstate, &self.message) {
-            Cause::Elsewhere(advice) | Cause::Refused(advice) => advice.to_string(),
-            Cause::TheSql => format!(
+        let advice = match (&self.advice, cause(&self.sqlstate, &self.message)) {
+            (Some(advice), _) => advice.clone(),
+            (None, Cause::Elsewhere(advice) | Cause::Refused(advice)) => advice.to_string(),
+            (None, Cause::TheSql) => format!(
                 "Fix the SQL in {} (or the database state it conflicts with) and deploy again.",
                 self.file
             ),
@@ -308,6 +312,7 @@ mod tests {
             detail: Some("Key (id)=(1) already exists.".into()),
             hint: None,
             consequence: "Nothing was committed.".into(),
+            advice: None,
         };
         let text = failure.to_string();
         assert!(
@@ -336,6 +341,7 @@ mod tests {
                 detail: None,
                 hint: None,
                 consequence: "Nothing was committed.".into(),
+                advice: None,
             }
             .to_string()
         };
@@ -383,6 +389,7 @@ mod tests {
                 detail: None,
                 hint: None,
                 consequence: "Nothing was committed.".into(),
+                advice: None,
             })
         };
         let seed = |sqlstate: &str| {

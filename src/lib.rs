@@ -21,7 +21,7 @@ pub mod source;
 pub mod upgrade;
 
 use config::Config;
-use db::history::Snapshot;
+use db::history::{RawRow, Snapshot};
 use error::Error;
 use plan::{Plan, State};
 use source::{Folder, Layout, Migration};
@@ -495,7 +495,8 @@ async fn migrate_locked(
                 statement_timeout: cfg.statement_timeout,
             },
         )
-        .await?
+        .await
+        .map_err(|e| already_there(e, &table.qualified, &snapshot.raw, &snapshot.elsewhere))?
     };
     let recorded = plan
         .states
@@ -516,6 +517,43 @@ async fn migrate_locked(
         summary,
         applied,
     })
+}
+
+/// A migration that finds what it creates already there, while the tracking table had no rows
+/// before this run: the schema was made without drizzle's migrator (`drizzle-kit push`, a
+/// restore), or the history is in another table. "Fix the SQL" would mislead; this says which.
+fn already_there(e: Error, table: &str, rows: &[RawRow], elsewhere: &[String]) -> Error {
+    let Error::MigrationFailed(mut failure) = e else {
+        return e;
+    };
+    // Duplicate schema, table (or index, view, sequence), column, object (type, constraint,
+    // trigger...), function.
+    let duplicate = matches!(
+        failure.sqlstate.as_str(),
+        "42P06" | "42P07" | "42701" | "42710" | "42723"
+    );
+    if duplicate && rows.is_empty() {
+        let elsewhere = if elsewhere.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " Other tables with drizzle's tracking columns exist: {}. If drizzle.config \
+                 sets migrations.schema or migrations.table, set PORTCULLIS_MIGRATIONS_SCHEMA \
+                 and PORTCULLIS_MIGRATIONS_TABLE to match, and run again.",
+                elsewhere.join(", ")
+            )
+        };
+        failure.advice = Some(format!(
+            "{table} had no rows before this run, yet the database already has what {} \
+             creates.{elsewhere} If the schema was made another way (drizzle-kit push, a \
+             restore, by hand) and matches the migrations, record them as applied without \
+             running them with `portcullis baseline` (`--to <tag>` stops at the last one the \
+             database already has), then run again. Otherwise fix the SQL in {} or the \
+             database, and deploy again.",
+            failure.tag, failure.file
+        ));
+    }
+    Error::MigrationFailed(failure)
 }
 
 /// What the cheap read (`db::history::read_quickly`) of the tracking table came to.

@@ -562,6 +562,7 @@ impl Runner<'_> {
                         detail: db.detail().map(str::to_string),
                         hint: db.hint().map(str::to_string),
                         consequence: self.consequence_of_rollback(group),
+                        advice: None,
                     }),
                     None => self.commit_unknown(group, &describe(&e)),
                 },
@@ -945,6 +946,7 @@ impl Runner<'_> {
             detail: db.detail().map(str::to_string),
             hint: db.hint().map(str::to_string),
             consequence: consequence(n),
+            advice: None,
         }))
     }
 
@@ -1155,6 +1157,7 @@ impl Runner<'_> {
                     .into(),
             ),
             consequence,
+            advice: None,
         }
     }
 }

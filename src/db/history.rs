@@ -35,10 +35,21 @@ pub struct Column {
 }
 
 const SCHEMA_EXISTS: &str = "select exists(select 1 from pg_namespace where nspname = $1)";
+/// Other tables that look like drizzle's tracking table: by name (the default name, or ours in
+/// another schema), or under any name (drizzle's `migrations.table` setting) by its columns:
+/// `id`, a text `hash` and a bigint `created_at` (an app's table with a timestamp `created_at`
+/// does not count).
 const ELSEWHERE: &str = "\
 select n.nspname::text, c.relname::text from pg_class c join pg_namespace n on n.oid = c.relnamespace
- where c.relkind in ('r', 'p') and c.relname in ('__drizzle_migrations', $2)
-   and not (n.nspname = $1 and c.relname = $2)
+ where c.relkind in ('r', 'p') and not (n.nspname = $1 and c.relname = $2)
+   and n.nspname not in ('pg_catalog', 'information_schema')
+   and (c.relname in ('__drizzle_migrations', $2)
+        or (select count(*) from pg_attribute a where a.attrelid = c.oid and a.attnum > 0
+             and not a.attisdropped
+             and (a.attname = 'id'
+                  or (a.attname = 'hash' and a.atttypid in ('text'::regtype, 'varchar'::regtype))
+                  or (a.attname = 'created_at'
+                      and a.atttypid in ('int8'::regtype, 'numeric'::regtype)))) = 3)
  order by 1, 2";
 
 /// drizzle-orm's DDL for the table, verbatim apart from the quoted names: 0.x's for a journal
@@ -152,6 +163,9 @@ pub struct Snapshot {
     pub exists: bool,
     pub columns: Vec<Column>,
     pub raw: Vec<RawRow>,
+    /// When the table has no rows (`prepare` only): other tables that look like drizzle's
+    /// tracking table, qualified, which a changed `migrations.schema`/`table` setting leaves.
+    pub elsewhere: Vec<String>,
 }
 
 impl Snapshot {
@@ -539,6 +553,7 @@ fn snapshot_of(schema: &str, table: &str, found: Catalog) -> Result<Snapshot, Er
         exists: false,
         columns: Vec::new(),
         raw: Vec::new(),
+        elsewhere: Vec::new(),
     };
     match found.kind.as_deref() {
         None => return Ok(snapshot),
@@ -686,6 +701,7 @@ pub async fn prepare(
             .iter()
             .map(|r| qualified(&r.get::<_, String>(0), &r.get::<_, String>(1)))
             .collect();
+        snapshot.elsewhere.clone_from(&others);
         if !others.is_empty() {
             tracing::warn!(
                 "{} is empty, but {} exist(s); if this database was migrated with another \
@@ -996,6 +1012,7 @@ mod tests {
                 exists: true,
                 columns,
                 raw: Vec::new(),
+                elsewhere: Vec::new(),
             };
             snapshot.require_usable().unwrap_err().to_string()
         };

@@ -986,6 +986,60 @@ fn a_missing_privilege_is_named_with_its_grant() {
     assert!(table_exists(&url, "nc_t"));
 }
 
+/// A first run whose migration finds what it creates already there, while the tracking table
+/// is empty: the schema was made without drizzle's migrator (`drizzle-kit push`, a restore), or
+/// the history is in a table drizzle.config names differently. Still exit 8 and rolled back,
+/// but the advice is `baseline`, or the settings naming the other table, not "fix the SQL".
+#[test]
+fn exit_8_on_a_schema_made_without_the_tracking_table_names_baseline_or_the_other_table() {
+    let url = fresh_db("pushed");
+    let init = std::fs::read_to_string(example_dir().join("0000_init.sql")).unwrap();
+    execute(&url, &init);
+    // An app's table with those column names but a timestamp is not taken for a tracking table.
+    execute(
+        &url,
+        "create table files (id serial primary key, hash text, created_at timestamptz)",
+    );
+    let out = migrate(&url, &example_dir());
+    out.expect(8);
+    out.says("ERROR 42710 type \"membership_role\" already exists");
+    out.says(
+        "\"drizzle\".\"__drizzle_migrations\" had no rows before this run, yet the database \
+         already has what 0000_init creates.",
+    );
+    out.says("record them as applied without running them with `portcullis baseline`");
+    assert!(!out.stderr.contains("Other tables"), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("(or the database state"),
+        "{}",
+        out.stderr
+    );
+    assert!(rows(&url).is_empty());
+    run(command(&url, &example_dir()).args(["baseline", "--to", "0000_init"])).expect(0);
+    migrate(&url, &example_dir()).expect(0);
+    assert_eq!(rows(&url).len(), 4);
+
+    // Migrated under drizzle.config's own migrations.schema and .table, then run without them.
+    let url = fresh_db("custom_table");
+    let custom = |cmd: &mut std::process::Command| {
+        cmd.env("PORTCULLIS_MIGRATIONS_SCHEMA", "custom")
+            .env("PORTCULLIS_MIGRATIONS_TABLE", "migs");
+    };
+    let mut cmd = command(&url, &example_dir());
+    custom(&mut cmd);
+    run(cmd.arg("migrate")).expect(0);
+    let out = migrate(&url, &example_dir());
+    out.expect(8);
+    out.says("Other tables with drizzle's tracking columns exist: \"custom\".\"migs\"");
+    out.says("set PORTCULLIS_MIGRATIONS_SCHEMA and PORTCULLIS_MIGRATIONS_TABLE to match");
+    out.says("is empty, but \"custom\".\"migs\" exist(s)");
+    let mut cmd = command(&url, &example_dir());
+    custom(&mut cmd);
+    let out = run(cmd.arg("migrate"));
+    out.expect(0);
+    out.says("nothing pending");
+}
+
 #[test]
 fn exit_8_reports_detail_and_hint() {
     let url = fresh_db("detail");
