@@ -156,6 +156,26 @@ pub fn classify(e: &tokio_postgres::Error, db: &Database) -> Attempt {
         };
         return Attempt::Permanent(format!("{shown}: {why}{hint}"));
     }
+    // The client refused the server's authentication: channel binding required and not used,
+    // a method tokio-postgres does not speak (GSSAPI, SSPI), or a SCRAM proof that does not
+    // check out. None of that changes by waiting.
+    if shown.starts_with("authentication error") {
+        let why = source_text(e).unwrap_or_default();
+        let hint = if why.contains("channel binding") {
+            format!(
+                ". channel_binding=require (in {}) needs the server to prove, inside TLS, that it \
+                 knows the password (SCRAM with channel binding); this connection gave no such \
+                 proof, because it is not encrypted (sslmode=disable, or a server without TLS) or \
+                 the server does not authenticate with SCRAM. Use sslmode=require (or \
+                 verify-full), or leave channel_binding=require out for a server without TLS \
+                 (a local container)",
+                db.source
+            )
+        } else {
+            String::new()
+        };
+        return Attempt::Permanent(format!("authentication failed: {why}{hint}"));
+    }
     Attempt::Transient(short_reason(e))
 }
 

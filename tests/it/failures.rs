@@ -412,6 +412,20 @@ fn exit_6_fast_for_a_wrong_password_or_a_missing_database() {
     out.says("3D000");
     out.says("no_such_database");
 
+    // channel_binding=require (as in Neon's URLs) to a server reached without TLS: refused by
+    // the client for good, not retried for the whole wait as a network fault.
+    let url = cluster
+        .url("postgres")
+        .replace("sslmode=disable", "sslmode=disable&channel_binding=require");
+    let out = run(command(&url, &example_dir())
+        .env("PORTCULLIS_WAIT_TIMEOUT", "60s")
+        .arg("migrate"));
+    out.expect(6);
+    assert!(!out.stderr.contains("(attempt"), "{}", out.stderr);
+    assert!(out.elapsed < Duration::from_secs(30), "{:?}", out.elapsed);
+    out.says("authentication failed: server did not use channel binding");
+    out.says("Use sslmode=require (or verify-full), or leave channel_binding=require out");
+
     // A user without CONNECT on the database: refused for good, with the grant that fixes it.
     let url = fresh_db("noconnect");
     let db = url
