@@ -257,10 +257,10 @@ fn cause(sqlstate: &str, message: &str) -> Cause {
              database's volume (or grow it), then deploy again."
         }
         "53200" | "53400" => {
-            "The server ran out of memory or hit a configured limit (its HINT says which); \
-             nothing is wrong with the SQL. Raise that limit, or apply fewer migrations per \
-             transaction (PORTCULLIS_TRANSACTION=each holds fewer locks at once), then deploy \
-             again."
+            "The server ran out of memory or hit a configured limit (its message or HINT names \
+             it, such as temp_file_limit or max_locks_per_transaction); nothing is wrong with \
+             the SQL. Raise that limit, or apply fewer migrations per transaction \
+             (PORTCULLIS_TRANSACTION=each holds fewer locks at once), then deploy again."
         }
         _ => return Cause::TheSql,
     };

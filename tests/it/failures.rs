@@ -926,6 +926,29 @@ fn exit_8_for_a_timeout_or_a_cancel_says_what_to_do_instead_of_fixing_the_sql() 
 /// drizzle's classic trap: a migration adds an enum value and a later one of the same deploy
 /// uses it, all in one transaction (55P04). The message says how to get out, and the way it
 /// gives (the marker on the migration that adds the value) works.
+/// A configured limit the migration runs into (53400; here temp_file_limit, which a big sort
+/// on a small work_mem hits) is not the SQL's fault: the advice names the limit to raise.
+#[test]
+fn exit_8_for_a_configured_limit_says_to_raise_it_instead_of_fixing_the_sql() {
+    let url = fresh_db("temp_limit");
+    let mut folder = Folder::new();
+    folder.add(
+        "0000_sorted",
+        1,
+        "SET temp_file_limit = '64kB';\n--> statement-breakpoint\nSET work_mem = '64kB';\n\
+         --> statement-breakpoint\nCREATE TABLE sorted AS SELECT g FROM generate_series(1, \
+         200000) g ORDER BY g DESC;",
+    );
+    let out = migrate(&url, folder.path());
+    out.expect(8);
+    out.says("ERROR 53400 temporary file size exceeds temp_file_limit (64kB)");
+    out.says("hit a configured limit (its message or HINT names it");
+    out.says("Raise that limit");
+    assert!(!out.stderr.contains("Fix the SQL"), "{}", out.stderr);
+    assert!(rows(&url).is_empty());
+    assert!(!table_exists(&url, "sorted"));
+}
+
 #[test]
 fn exit_8_for_a_new_enum_value_used_in_the_same_transaction_says_how_to_split_it() {
     let url = fresh_db("enum_value");
