@@ -58,6 +58,26 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Journal, Vec<String>> {
     };
 
     let mut problems = Vec::new();
+    // drizzle's migrator never reads `dialect`; but a folder generated for another database
+    // holds that database's SQL, which would fail part-way. (`postgresql`, and `pg` from older
+    // kits, are PostgreSQL; an unknown value is left alone.)
+    if let Some(Value::String(dialect)) = root.get("dialect") {
+        let other = match dialect.as_str() {
+            "mysql" => Some("MySQL"),
+            "sqlite" | "turso" | "libsql" => Some("SQLite"),
+            "singlestore" => Some("SingleStore"),
+            "mssql" => Some("SQL Server"),
+            _ => None,
+        };
+        if let Some(other) = other {
+            problems.push(format!(
+                "{name} says \"dialect\": \"{dialect}\": drizzle-kit generated these migrations \
+                 for {other}, not PostgreSQL, and their SQL would fail here. Point \
+                 PORTCULLIS_MIGRATIONS_DIR at the `out` folder of the drizzle.config whose \
+                 dialect is 'postgresql'"
+            ));
+        }
+    }
     let mut parsed = Vec::new();
     for (position, entry) in entries.iter().enumerate() {
         // Messages only: built when there is something to say, not for every entry.
@@ -253,6 +273,29 @@ mod tests {
         // Decreasing `when` is accepted, with a warning naming both entries.
         assert_eq!(j.warnings.len(), 1);
         assert!(j.warnings[0].contains("0000_a"), "{:?}", j.warnings);
+    }
+
+    #[test]
+    fn a_journal_for_another_database_is_refused_and_postgres_ones_are_not() {
+        let journal = |dialect: &str| {
+            format!(
+                r#"{{"version":"7","dialect":"{dialect}","entries":[{{"idx":0,"version":"7","when":1,"tag":"0000_a","breakpoints":true}}]}}"#
+            )
+        };
+        let p = problems(&journal("mysql"));
+        assert_eq!(p.len(), 1);
+        assert!(
+            p[0].starts_with(&format!(
+                "{NAME} says \"dialect\": \"mysql\": drizzle-kit generated these migrations for \
+                 MySQL, not PostgreSQL"
+            )),
+            "{}",
+            p[0]
+        );
+        assert!(problems(&journal("sqlite"))[0].contains("for SQLite"));
+        for postgres in ["postgresql", "pg", "cockroach", "something new"] {
+            assert_eq!(ok(&journal(postgres)).entries.len(), 1, "{postgres}");
+        }
     }
 
     #[test]

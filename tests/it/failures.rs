@@ -160,6 +160,15 @@ fn exit_3_for_malformed_journal_with_line_and_column() {
     );
     let out = folder_error(&folder);
     out.says("_journal.json:4:3: malformed JSON");
+
+    // A folder drizzle-kit generated for another database.
+    folder.write(
+        "meta/_journal.json",
+        br#"{"version":"5","dialect":"mysql","entries":[{"idx":0,"version":"5","when":1,"tag":"0000_a","breakpoints":true}]}"#,
+    );
+    folder.write("0000_a.sql", b"CREATE TABLE `a` (`id` int);");
+    let out = folder_error(&folder);
+    out.says("_journal.json says \"dialect\": \"mysql\": drizzle-kit generated these migrations for MySQL");
 }
 
 #[test]
