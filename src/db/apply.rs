@@ -84,17 +84,24 @@ fn groups<'a>(migrations: &'a [&'a Migration], mode: TransactionMode) -> Vec<Gro
 
 /// Why one group failed.
 enum GroupError {
-    /// SQLSTATE 55P03: a statement waited longer than `lock_timeout`, or 40P01 (`deadlock`):
-    /// PostgreSQL cancelled it to break a deadlock with another session; rolled back either
-    /// way, and retryable. `chunk` is 1-based; `blockers` describes the sessions seen blocking
-    /// it (for a deadlock, the server's DETAIL, which names both sides).
+    /// A statement lost a lock conflict with another session (`blocked` says how); rolled back,
+    /// and retryable. `chunk` is 1-based.
     LockTimeout {
         tag: String,
         chunk: usize,
-        blockers: Vec<String>,
-        deadlock: bool,
+        blocked: Blocked,
     },
     Failed(Error),
+}
+
+/// How a statement lost a lock conflict with another session.
+enum Blocked {
+    /// SQLSTATE 55P03: it waited longer than `lock_timeout`; the sessions the statement watch saw
+    /// blocking it (none when they let go before it looked).
+    Timeout(Vec<String>),
+    /// SQLSTATE 40P01: PostgreSQL cancelled it to break a deadlock; the server's DETAIL, which
+    /// names both sides (relations by oid), when it sent one.
+    Deadlock(Option<String>),
 }
 
 /// The statement in flight and the connection that watches who blocks it.
@@ -199,15 +206,20 @@ pub async fn apply(
                 Err(GroupError::LockTimeout {
                     tag,
                     chunk,
-                    blockers,
-                    deadlock,
+                    blocked,
                 }) => {
-                    let who = if blockers.is_empty() {
-                        "a session that had let go by the time we looked".to_string()
-                    } else if deadlock {
-                        super::name_relations(session, &blockers.join("; ")).await
-                    } else {
-                        blockers.join("; ")
+                    let deadlock = matches!(blocked, Blocked::Deadlock(_));
+                    let who = match blocked {
+                        Blocked::Timeout(blockers) if !blockers.is_empty() => blockers.join("; "),
+                        Blocked::Timeout(_) => {
+                            "a session that had let go by the time we looked".to_string()
+                        }
+                        Blocked::Deadlock(Some(detail)) => {
+                            super::name_relations(session, &detail).await
+                        }
+                        Blocked::Deadlock(None) => {
+                            "another session (the server named none)".to_string()
+                        }
                     };
                     if retry >= limits.lock_retries {
                         return Err(Error::migration_failed(
@@ -914,13 +926,14 @@ impl Runner<'_> {
             return GroupError::LockTimeout {
                 tag: m.tag.clone(),
                 chunk: n + 1,
-                blockers: match (deadlock, db.detail()) {
-                    (true, Some(detail)) => {
-                        vec![detail.replace('\n', " ").trim_end_matches('.').to_string()]
-                    }
-                    _ => blockers,
+                blocked: if deadlock {
+                    Blocked::Deadlock(
+                        db.detail()
+                            .map(|d| d.replace('\n', " ").trim_end_matches('.').to_string()),
+                    )
+                } else {
+                    Blocked::Timeout(blockers)
                 },
-                deadlock,
             };
         }
         let position = match db.position() {

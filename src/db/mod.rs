@@ -118,10 +118,8 @@ impl Session {
             let ending = Ending::Failed("a new connection could not be opened".into());
             return with_sentence(lost, ending_sentence(self.backend_pid, ending));
         };
-        use tokio_postgres::types::Type;
-        let pid: (&(dyn tokio_postgres::types::ToSql + Sync), Type) =
-            (&self.backend_pid, Type::INT4);
-        let (by_pid, own_session) = ([pid.clone()], [pid, (&self.alive_at, Type::FLOAT8)]);
+        let own_session = self.identity_params();
+        let by_pid = [own_session[0].clone()];
         // In this order on the one connection: what it waits for and who blocks it are read
         // before it is ended.
         let (waits, blockers, ending) = tokio::join!(
@@ -144,14 +142,7 @@ impl Session {
         }) else {
             return with_sentence(lost, ending_sentence(pid, ending));
         };
-        let ended = match ending {
-            Ending::Ended => Some(format!(
-                "portcullis ended its own waiting session (process {pid}) from a new \
-                 connection: what it had not committed is rolled back, and the locks it held \
-                 are released."
-            )),
-            other => ending_sentence(pid, other),
-        };
+        let ended = ending_sentence(pid, ending);
         let who: Vec<String> = blockers
             .ok()
             .and_then(Result::ok)
@@ -175,6 +166,22 @@ impl Session {
             },
             ended.map(|e| format!(" {e}")).unwrap_or_default(),
         ))
+    }
+
+    /// `$1` the server process and `$2` the server's clock while it served this session, typed,
+    /// for the queries that find this session and no later one with the same pid
+    /// ([`END_OWN_SESSION`], [`LOCK_WAIT_OF_OWN_SESSION`]).
+    fn identity_params(
+        &self,
+    ) -> [(
+        &(dyn tokio_postgres::types::ToSql + Sync),
+        tokio_postgres::types::Type,
+    ); 2] {
+        use tokio_postgres::types::Type;
+        [
+            (&self.backend_pid, Type::INT4),
+            (&self.alive_at, Type::FLOAT8),
+        ]
     }
 
     pub(crate) fn lost_error(&self, what: &str) -> Error {
@@ -268,13 +275,7 @@ pub(crate) async fn end_own_session(
 ) -> Ending {
     let asked = tokio::time::timeout(
         limit,
-        client.query_typed(
-            END_OWN_SESSION,
-            &[
-                (&lost.backend_pid, tokio_postgres::types::Type::INT4),
-                (&lost.alive_at, tokio_postgres::types::Type::FLOAT8),
-            ],
-        ),
+        client.query_typed(END_OWN_SESSION, &lost.identity_params()),
     )
     .await;
     match asked {

@@ -687,7 +687,8 @@ fn exit_7_naming_the_session_that_locks_the_tracking_table() {
     out.says("(\"table-locker-test\", idle in transaction, transaction open ");
     out.says("LOCK TABLE drizzle.__drizzle_migrations IN ACCESS EXCLUSIVE MODE`)");
     out.says("The database is up: the lock, not the network, kept the answer from coming.");
-    out.says("portcullis ended its own waiting session (process ");
+    out.says("The server still had that session (process ");
+    out.says("so portcullis ended it from a new connection (pg_terminate_backend)");
     out.says("Finish or end the blocking session (SELECT pg_terminate_backend(<pid>))");
     assert!(
         !out.stderr.contains("stopped answering"),
