@@ -1482,6 +1482,9 @@ fn read_seeds(cfg: &Config) -> Result<seeds::SeedSet, Error> {
     for n in &set.notes {
         tracing::info!("{n}");
     }
+    for w in &set.warnings {
+        tracing::warn!("{w}");
+    }
     tracing::debug!(seeds = set.seeds.len(), "read {}", set.dir.display());
     Ok(set)
 }

@@ -66,6 +66,8 @@ pub struct SeedSet {
     pub seeds: Vec<Seed>,
     /// Lines worth an info log (a missing folder, a missing env folder).
     pub notes: Vec<String>,
+    /// Lines worth a warning (a seed that changes the seeds' timeouts).
+    pub warnings: Vec<String>,
 }
 
 /// A row of the tracking table.
@@ -260,6 +262,7 @@ pub fn load(cfg: &Seeds) -> Result<SeedSet, Error> {
         exists: false,
         seeds: Vec::new(),
         notes: Vec::new(),
+        warnings: Vec::new(),
     };
     match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() => set.exists = true,
@@ -308,8 +311,50 @@ pub fn load(cfg: &Seeds) -> Result<SeedSet, Error> {
     if !problems.is_empty() {
         return Err(Error::Source(problems_message(&problems)));
     }
+    for seed in &seeds {
+        let (sent, skipped) = seed.sendable();
+        for (at, setting) in timeout_settings(sent) {
+            let (line, column) = split::line_col(&seed.text, skipped + at);
+            let variable = if setting == "lock_timeout" {
+                "PORTCULLIS_DDL_LOCK_TIMEOUT"
+            } else {
+                "PORTCULLIS_STATEMENT_TIMEOUT"
+            };
+            set.warnings.push(format!(
+                "{}:{line}:{column}: SET {setting} replaces the {setting} portcullis gives the \
+                 seeds' transaction ({variable}) for every seed after it in this run; pg_dump \
+                 writes it as 0 (no limit), and then a seed that waits for a lock the app \
+                 holds waits without bound. Remove the line unless that is meant",
+                seed.file()
+            ));
+        }
+    }
     set.seeds = seeds;
     Ok(set)
+}
+
+/// The top-level `SET [SESSION | LOCAL] lock_timeout` and `statement_timeout` statements of
+/// `text`: where each starts, and which setting (lower case).
+pub fn timeout_settings(text: &str) -> Vec<(usize, &'static str)> {
+    lexer::statement_ranges(text)
+        .into_iter()
+        .filter_map(|r| {
+            let words = lexer::statement_words(&text[r.clone()]).concat();
+            let mut rest = words.iter().map(String::as_str);
+            if rest.next() != Some("SET") {
+                return None;
+            }
+            let name = match rest.next()? {
+                "SESSION" | "LOCAL" => rest.next()?,
+                name => name,
+            };
+            match name {
+                "LOCK_TIMEOUT" => Some((r.start, "lock_timeout")),
+                "STATEMENT_TIMEOUT" => Some((r.start, "statement_timeout")),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 /// The `*.sql` entries of one folder as (name, path, bytes or error). Subfolders are not seeds
@@ -374,6 +419,29 @@ fn problems_message(problems: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_seed_setting_the_timeouts_is_found_and_other_settings_are_not() {
+        let dump = "SET statement_timeout = 0;\nSET lock_timeout = 0;\nSET \
+                    idle_in_transaction_session_timeout = 0;\nSELECT \
+                    pg_catalog.set_config('search_path', '', false);\n";
+        assert_eq!(
+            timeout_settings(dump),
+            [(0, "statement_timeout"), (27, "lock_timeout")]
+        );
+        assert_eq!(
+            timeout_settings("set local lock_timeout to '1s'; SET SESSION statement_timeout = 5;"),
+            [(0, "lock_timeout"), (32, "statement_timeout")]
+        );
+        for no in [
+            "-- SET lock_timeout = 0;\nselect 1;",
+            "insert into t values ('SET lock_timeout = 0');",
+            "RESET lock_timeout;",
+            "SET work_mem = '64MB';",
+        ] {
+            assert_eq!(timeout_settings(no), [], "{no}");
+        }
+    }
 
     fn file(name: &str, sql: &str) -> SeedFile {
         (

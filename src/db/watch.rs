@@ -27,6 +27,12 @@ select a.pid, coalesce(a.application_name, ''), coalesce(a.state, ''),
        coalesce(extract(epoch from now() - a.xact_start)::float8, 0), coalesce(a.query, '')
   from pg_stat_activity a where a.pid = any(pg_blocking_pids($1))";
 
+/// A statement without an answer for this long gets an info line saying what it waits for,
+/// and another every [`PROGRESS_EVERY`] after that: at 3 a.m. `kubectl logs` shows why the run
+/// is taking long (a lock held by the app, with `lock_timeout` off; a long index build).
+const FIRST_PROGRESS: Duration = Duration::from_secs(10);
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
+
 /// The observer connection, in whichever state it is.
 #[derive(Default)]
 enum Observer {
@@ -156,23 +162,30 @@ impl<'a> Watch<'a> {
         let mut since = last_answer.get();
         let mut next_sample = since + self.lock_timeout / 2;
         let mut next_check = since + t;
+        let mut next_progress = since + FIRST_PROGRESS;
         let mut confirmed = since;
         loop {
             let wake = if sample_blockers {
                 next_sample.min(next_check)
             } else {
                 next_check
-            };
+            }
+            .min(next_progress);
             tokio::time::sleep_until(wake).await;
             if last_answer.get() != since {
                 since = last_answer.get();
                 next_sample = since + self.lock_timeout / 2;
                 next_check = since + t;
+                next_progress = since + FIRST_PROGRESS;
                 confirmed = confirmed.max(since);
                 blockers.borrow_mut().clear();
                 continue;
             }
             let now = Instant::now();
+            if now >= next_progress {
+                next_progress = now + PROGRESS_EVERY;
+                self.log_progress(since.elapsed()).await;
+            }
             if sample_blockers && now >= next_sample {
                 next_sample = now + Duration::from_millis(250);
                 if let Some(seen) = self.blockers().await
@@ -302,6 +315,32 @@ impl<'a> Watch<'a> {
     }
 
     /// The sessions blocking ours, described for the log; `None` when they cannot be asked.
+    /// The info line for a statement without an answer for `waited`: who holds the lock it waits
+    /// for, if it waits for one.
+    async fn log_progress(&self, waited: Duration) {
+        let blockers = match self.observer().await {
+            Ok(client) => {
+                self.observer.set(Observer::Ready(client));
+                self.blockers().await.unwrap_or_default()
+            }
+            Err(_) => Vec::new(),
+        };
+        let what = if blockers.is_empty() {
+            "it is not waiting for another session's lock (a long statement, or a busy server)"
+                .to_string()
+        } else {
+            format!(
+                "it waits for a lock held by {}; finish or end that session to let it go on",
+                blockers.join("; ")
+            )
+        };
+        tracing::info!(
+            "still {} after {:.0}s without an answer: {what}",
+            crate::interrupt::activity(),
+            waited.as_secs_f64()
+        );
+    }
+
     async fn blockers(&self) -> Option<Vec<String>> {
         let observer = self.take_observer().await?;
         let asked = tokio::time::timeout(

@@ -176,6 +176,39 @@ fn hold_lock(url: &str, table: &str, hold: Duration) -> std::thread::JoinHandle<
     })
 }
 
+/// A statement without an answer for 10 s gets an info line saying what it waits for (then
+/// one every 30 s): with `PORTCULLIS_DDL_LOCK_TIMEOUT=0` nothing else would ever say why the
+/// run is taking so long. Here the app holds a lock the migration's `ALTER TABLE` needs.
+#[test]
+fn a_statement_waiting_long_names_the_session_that_holds_its_lock() {
+    let url = fresh_db("progress");
+    let mut folder = Folder::new();
+    folder.add("0000_t", 1, "CREATE TABLE pr_t (id int);");
+    migrate(&url, folder.path()).expect(0);
+    folder.add("0001_alter", 2, "ALTER TABLE pr_t ADD COLUMN note text;");
+    let app = hold_session(
+        &url,
+        "begin; lock table pr_t in access share mode",
+        "commit",
+    );
+    let started = Instant::now();
+    let child = spawn(
+        command(&url, folder.path())
+            .env("PORTCULLIS_DDL_LOCK_TIMEOUT", "0")
+            .arg("migrate"),
+    );
+    wait_until_blocked(&url);
+    // The line comes 10 s after the statement was sent, which was before it was seen blocked.
+    std::thread::sleep(Duration::from_secs(12));
+    app.release();
+    let out = finish(child, started, Duration::from_secs(60));
+    out.expect(0);
+    out.says("still running statement 1 of 1 of 0001_alter (");
+    out.says("after 10s without an answer: it waits for a lock held by pid ");
+    out.says("query `begin; lock table pr_t in access share mode`");
+    assert_eq!(rows(&url).len(), 2);
+}
+
 /// A migration that deadlocks with the app (each holds a table the other then asks for) is
 /// rolled back and retried like a lock timeout, not failed as if its SQL were wrong. The app's
 /// session here checks for deadlocks only after 10 s, so PostgreSQL (1 s by default for the

@@ -550,6 +550,31 @@ fn a_seed_on_a_server_that_takes_only_reads_is_exit_6_not_a_fault_of_its_sql() {
     assert_eq!(advisory_locks(&url), 0);
 }
 
+/// pg_dump's header sets lock_timeout and statement_timeout to 0 for the rest of the session,
+/// which in a seed replaces the limits portcullis gives the seeds' transaction: warned about,
+/// with the line, on every run; the seed still runs.
+#[test]
+fn a_seed_that_sets_the_timeouts_is_warned_about() {
+    let url = fresh_db("seed_set_timeout");
+    let mut m = Folder::new();
+    m.add("0000_items", 1, "create table items (id int primary key);");
+    let seeds = SeedDir::new();
+    seeds.write(
+        "1_dump.sql",
+        "SET statement_timeout = 0;\nSET lock_timeout = 0;\n\ninsert into items values (1) on \
+         conflict do nothing;\n",
+    );
+    let out = run(seeded(&url, m.path(), seeds.path()).arg("migrate"));
+    out.expect(0);
+    let file = seeds.file("1_dump.sql");
+    out.says(&format!(
+        "WARN {file}:2:1: SET lock_timeout replaces the lock_timeout portcullis gives the seeds' \
+         transaction (PORTCULLIS_DDL_LOCK_TIMEOUT)"
+    ));
+    out.says(&format!("WARN {file}:1:1: SET statement_timeout replaces"));
+    assert_eq!(count(&url, "items"), 1);
+}
+
 // ---- seed variables ---------------------------------------------------------------------------
 
 #[test]
