@@ -112,7 +112,9 @@ impl fmt::Display for MigrationFailure {
         };
         let advice = match (&self.advice, cause(&self.sqlstate, &self.message)) {
             (Some(advice), _) => advice.clone(),
-            (None, Cause::Elsewhere(advice) | Cause::Refused(advice)) => advice.to_string(),
+            (None, Cause::Elsewhere(advice) | Cause::Refused(advice) | Cause::Data(advice)) => {
+                advice.to_string()
+            }
             (None, Cause::TheSql) => format!(
                 "Fix the SQL in {} (or the database state it conflicts with) and deploy again.",
                 self.file
@@ -173,7 +175,9 @@ impl fmt::Display for SeedFailure {
             )
         };
         let advice = match cause(&self.sqlstate, &self.message) {
-            Cause::Elsewhere(advice) | Cause::Refused(advice) => advice.to_string(),
+            Cause::Elsewhere(advice) | Cause::Refused(advice) | Cause::Data(advice) => {
+                advice.to_string()
+            }
             Cause::TheSql => format!(
                 "Fix the SQL in {} (or the data it conflicts with; seeds must be idempotent, \
                  e.g. INSERT ... ON CONFLICT DO UPDATE) and deploy again.",
@@ -213,6 +217,10 @@ enum Cause {
     /// The server takes no writes at all: this advice, exit 6, since no run against the same
     /// server can succeed and no file needs a change.
     Refused(&'static str),
+    /// A change the rows already in the table break (a NOT NULL column without a default, a
+    /// unique index over duplicates, a constraint some rows violate): how to write it so that
+    /// it works on the data there is, exit 8 or 9.
+    Data(&'static str),
 }
 
 /// What to do about SQLSTATE 25006 (a write on a server that takes only reads).
@@ -223,6 +231,34 @@ pub(crate) const READ_ONLY: &str = "The server accepts only reads: it is a hot s
      default_transaction_read_only off for the migration role.";
 
 fn cause(sqlstate: &str, message: &str) -> Cause {
+    let data = match sqlstate {
+        "23502" if message.contains("contains null values") => Some(
+            "The table has rows, and the new NOT NULL column has no value for them. Give it a \
+             DEFAULT in the same statement (ADD COLUMN ... NOT NULL DEFAULT ...), or add it \
+             nullable, fill it (UPDATE) and SET NOT NULL in a later migration; then deploy \
+             again.",
+        ),
+        "23505" if message.starts_with("could not create unique index") => Some(
+            "The table already holds duplicates of the new unique key (the DETAIL names one). \
+             Remove or merge them first (in this migration before the index, or in an earlier \
+             one), then deploy again.",
+        ),
+        "23503" => Some(
+            "A row refers to a row that does not exist (the DETAIL names it). If this adds a \
+             foreign key, fix or delete the rows that break it first, or add it NOT VALID and \
+             VALIDATE CONSTRAINT it once they are clean; if this inserts, insert the referenced \
+             row first. Then deploy again.",
+        ),
+        "23514" if message.contains("is violated by some row") => Some(
+            "Rows already in the table break the new CHECK constraint. Fix them first, or add \
+             the constraint NOT VALID and VALIDATE CONSTRAINT it once they are clean; then \
+             deploy again.",
+        ),
+        _ => None,
+    };
+    if let Some(advice) = data {
+        return Cause::Data(advice);
+    }
     let advice = match sqlstate {
         "25006" => return Cause::Refused(READ_ONLY),
         "57014" if message.contains("statement timeout") => {
@@ -366,6 +402,32 @@ mod tests {
                 .contains("GRANT CREATE ON SCHEMA public TO <user>")
         );
         assert!(failure("53200", "out of shared memory").contains("PORTCULLIS_TRANSACTION=each"));
+        assert!(
+            failure(
+                "23502",
+                "column \"c\" of relation \"t\" contains null values"
+            )
+            .contains("NOT NULL DEFAULT")
+        );
+        // A NOT NULL violation by an INSERT is the SQL's (or the data's) own.
+        assert!(
+            failure(
+                "23502",
+                "null value in column \"c\" of relation \"t\" violates not-null"
+            )
+            .contains("Fix the SQL")
+        );
+        assert!(
+            failure("23505", "could not create unique index \"u\"")
+                .contains("duplicates of the new")
+        );
+        assert!(
+            failure(
+                "23514",
+                "check constraint \"k\" of relation \"t\" is violated by some row"
+            )
+            .contains("NOT VALID")
+        );
         for text in [timeout, cancelled] {
             assert!(!text.contains("Fix the SQL"), "{text}");
         }

@@ -336,6 +336,14 @@ pub fn load(cfg: &Seeds) -> Result<SeedSet, Error> {
 /// The top-level `SET [SESSION | LOCAL] lock_timeout` and `statement_timeout` statements of
 /// `text`: where each starts, and which setting (lower case).
 pub fn timeout_settings(text: &str) -> Vec<(usize, &'static str)> {
+    // Most seeds never mention either: skip the lexer for them.
+    if !text
+        .as_bytes()
+        .windows(8)
+        .any(|w| w.eq_ignore_ascii_case(b"_timeout"))
+    {
+        return Vec::new();
+    }
     lexer::statement_ranges(text)
         .into_iter()
         .filter_map(|r| {

@@ -1087,6 +1087,57 @@ fn exit_8_on_a_schema_made_without_the_tracking_table_names_baseline_or_the_othe
     out.says("nothing pending");
 }
 
+/// A change that the rows already in the table break (the classic trap of a migration generated
+/// against an empty development database) gets advice on how to write it for the data there is,
+/// not "fix the SQL": a NOT NULL column without a default, a unique index over duplicates, a
+/// foreign key or CHECK constraint that rows violate.
+#[test]
+fn exit_8_for_a_change_the_existing_rows_break_says_how_to_write_it() {
+    let url = fresh_db("data_breaks");
+    let mut folder = Folder::new();
+    folder.add(
+        "0000_base",
+        1,
+        "CREATE TABLE parent (id int PRIMARY KEY);\n--> statement-breakpoint\nCREATE TABLE \
+         child (id int, parent_id int, v int);\n--> statement-breakpoint\nINSERT INTO child \
+         VALUES (1, 7, 0), (2, 7, 0);",
+    );
+    migrate(&url, folder.path()).expect(0);
+    folder.add("0001_change", 2, "SELECT 1;");
+    for (sql, error, advice) in [
+        (
+            "ALTER TABLE child ADD COLUMN name text NOT NULL;",
+            "ERROR 23502 column \"name\" of relation \"child\" contains null values",
+            "Give it a DEFAULT in the same statement (ADD COLUMN ... NOT NULL DEFAULT ...)",
+        ),
+        (
+            "CREATE UNIQUE INDEX child_v ON child (v);",
+            "ERROR 23505 could not create unique index \"child_v\"",
+            "The table already holds duplicates of the new unique key",
+        ),
+        (
+            "ALTER TABLE child ADD CONSTRAINT child_parent FOREIGN KEY (parent_id) REFERENCES \
+             parent (id);",
+            "ERROR 23503 insert or update on table \"child\" violates foreign key constraint",
+            "add it NOT VALID and VALIDATE CONSTRAINT it once they are clean",
+        ),
+        (
+            "ALTER TABLE child ADD CONSTRAINT child_v_positive CHECK (v > 0);",
+            "ERROR 23514 check constraint \"child_v_positive\" of relation \"child\" is violated \
+             by some row",
+            "Rows already in the table break the new CHECK constraint",
+        ),
+    ] {
+        folder.write("0001_change.sql", sql.as_bytes());
+        let out = migrate(&url, folder.path());
+        out.expect(8);
+        out.says(error);
+        out.says(advice);
+        assert!(!out.stderr.contains("Fix the SQL"), "{}", out.stderr);
+        assert_eq!(rows(&url).len(), 1);
+    }
+}
+
 #[test]
 fn exit_8_reports_detail_and_hint() {
     let url = fresh_db("detail");
