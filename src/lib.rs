@@ -378,16 +378,17 @@ fn decide(cfg: &Config, folder: &Folder, snapshot: &Snapshot) -> Result<Decided,
         cfg.out_of_order,
         &snapshot.table.qualified,
     )?;
-    let copies: Vec<String> = decision
+    // What only psql can run, in a migration about to be applied: refused before any is.
+    let client_only: Vec<String> = decision
         .apply
         .iter()
         .flat_map(|&i| source::client_only_problems(&folder.migrations[i]))
         .collect();
-    if !copies.is_empty() {
+    if !client_only.is_empty() {
         return Err(Error::Source(format!(
             "{} Nothing was applied; fix the file{}, then deploy again.",
-            source::problems_message(&copies),
-            if copies.len() == 1 { "" } else { "s" }
+            source::problems_message("migrations", &client_only),
+            if client_only.len() == 1 { "" } else { "s" }
         )));
     }
     if folder.layout == Layout::Journal && snapshot.table.has_name_column {
@@ -933,7 +934,7 @@ fn validate(cfg: &Config, folder: &Folder, snapshot: Option<&Snapshot>) -> Resul
     for m in &folder.migrations {
         folder_problems.extend(source::lexer::marker_problems(m));
     }
-    // A COPY through the client: offline in every file, online in those not applied yet (one
+    // What only psql can run: offline in every file, online in those not applied yet (one
     // applied already, a COPY ... TO STDOUT that drizzle ran, is history, not a problem).
     if snapshot.is_none() {
         for m in &folder.migrations {

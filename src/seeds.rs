@@ -239,9 +239,9 @@ pub fn build(files: Vec<SeedFile>) -> Result<Vec<Seed>, Vec<String>> {
                  the seeds in one transaction of its own)"
             ));
         }
-        for (at, copy) in lexer::client_only(sent) {
+        for (at, item) in lexer::client_only(sent) {
             let (line, column) = split::line_col(&seed.text, skipped + at);
-            problems.push(format!("{shown}:{line}:{column}: {}", copy.explain()));
+            problems.push(format!("{shown}:{line}:{column}: {}", item.explain()));
         }
         seeds.push(seed);
     }
@@ -309,7 +309,9 @@ pub fn load(cfg: &Seeds) -> Result<SeedSet, Error> {
         }
     }
     if !problems.is_empty() {
-        return Err(Error::Source(problems_message(&problems)));
+        return Err(Error::Source(crate::source::problems_message(
+            "seeds", &problems,
+        )));
     }
     for seed in &seeds {
         let (sent, skipped) = seed.sendable();
@@ -411,17 +413,6 @@ fn read_sql_files(dir: &Path, prefix: &str) -> Result<Vec<SeedFile>, Error> {
         files.push((format!("{prefix}{name}"), path, bytes));
     }
     Ok(files)
-}
-
-fn problems_message(problems: &[String]) -> String {
-    if problems.len() == 1 {
-        return format!("{}.", problems[0]);
-    }
-    let mut out = format!("the seeds folder has {} problems:", problems.len());
-    for (i, p) in problems.iter().enumerate() {
-        out.push_str(&format!("\n  {}. {p}.", i + 1));
-    }
-    out
 }
 
 #[cfg(test)]

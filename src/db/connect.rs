@@ -718,7 +718,6 @@ fn up_but_refusing_advice(sqlstate: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SslMode;
 
     #[test]
     fn a_wait_that_ends_on_a_server_that_is_up_does_not_blame_the_network() {

@@ -314,25 +314,26 @@ impl<'a> Watch<'a> {
         }
     }
 
-    /// The sessions blocking ours, described for the log; `None` when they cannot be asked.
     /// The info line for a statement without an answer for `waited`: who holds the lock it waits
     /// for, if it waits for one.
     async fn log_progress(&self, waited: Duration) {
         let blockers = match self.observer().await {
             Ok(client) => {
                 self.observer.set(Observer::Ready(client));
-                self.blockers().await.unwrap_or_default()
+                self.blockers().await
             }
-            Err(_) => Vec::new(),
+            Err(_) => None,
         };
-        let what = if blockers.is_empty() {
-            "it is not waiting for another session's lock (a long statement, or a busy server)"
-                .to_string()
-        } else {
-            format!(
+        let what = match blockers {
+            None => "what it waits for could not be asked (no second connection)".to_string(),
+            Some(b) if b.is_empty() => {
+                "it is not waiting for another session's lock (a long statement, or a busy server)"
+                    .to_string()
+            }
+            Some(b) => format!(
                 "it waits for a lock held by {}; finish or end that session to let it go on",
-                blockers.join("; ")
-            )
+                b.join("; ")
+            ),
         };
         tracing::info!(
             "still {} after {:.0}s without an answer: {what}",
@@ -341,6 +342,7 @@ impl<'a> Watch<'a> {
         );
     }
 
+    /// The sessions blocking ours, described for the log; `None` when they cannot be asked.
     async fn blockers(&self) -> Option<Vec<String>> {
         let observer = self.take_observer().await?;
         let asked = tokio::time::timeout(

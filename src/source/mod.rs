@@ -274,7 +274,7 @@ fn list_migration_folders(dir: &Path) -> Result<Listing, Error> {
         }
     }
     if !problems.is_empty() {
-        return Err(Error::Source(problems_message(&problems)));
+        return Err(Error::Source(problems_message("migrations", &problems)));
     }
     listing.names.sort();
     listing.ignored_dirs.sort();
@@ -319,7 +319,7 @@ fn load_folders(dir: &Path, mut listing: Listing) -> Result<Folder, Error> {
     }
     mark_transaction_refusals(&mut migrations, &mut problems);
     if !problems.is_empty() {
-        return Err(Error::Source(problems_message(&problems)));
+        return Err(Error::Source(problems_message("migrations", &problems)));
     }
     if !listing.ignored_dirs.is_empty() {
         warnings.push(format!(
@@ -375,7 +375,7 @@ fn load_journal(
         ))
     })?;
     let journal = journal::parse(&bytes, &journal_path.display().to_string())
-        .map_err(|problems| Error::Source(problems_message(&problems)))?;
+        .map_err(|problems| Error::Source(problems_message("migrations", &problems)))?;
     let mut problems = Vec::new();
     let mut migrations = Vec::with_capacity(journal.entries.len());
     // The folder's names, listed only once a file is missing.
@@ -433,7 +433,7 @@ fn load_journal(
     }
     mark_transaction_refusals(&mut migrations, &mut problems);
     if !problems.is_empty() {
-        return Err(Error::Source(problems_message(&problems)));
+        return Err(Error::Source(problems_message("migrations", &problems)));
     }
 
     let mut warnings = journal.warnings;
@@ -466,11 +466,11 @@ pub fn client_only_problems(m: &Migration) -> Vec<String> {
         .flat_map(|chunk| {
             lexer::client_only(chunk.text)
                 .into_iter()
-                .map(move |(at, copy)| (chunk.offset + at, copy))
+                .map(move |(at, item)| (chunk.offset + at, item))
         })
-        .map(|(at, copy)| {
+        .map(|(at, item)| {
             let (line, column) = split::line_col(&m.text, at);
-            format!("{}:{line}:{column}: {}", m.file(), copy.explain())
+            format!("{}:{line}:{column}: {}", m.file(), item.explain())
         })
         .collect()
 }
@@ -500,11 +500,13 @@ fn bom_warnings(migrations: &[Migration]) -> Vec<String> {
         .collect()
 }
 
-pub(crate) fn problems_message(problems: &[String]) -> String {
+/// One problem as a sentence, or several numbered under "the `folder` folder has N problems"
+/// (`folder`: "migrations" or "seeds").
+pub(crate) fn problems_message(folder: &str, problems: &[String]) -> String {
     if problems.len() == 1 {
         return format!("{}.", problems[0]);
     }
-    let mut out = format!("the migrations folder has {} problems:", problems.len());
+    let mut out = format!("the {folder} folder has {} problems:", problems.len());
     for (i, p) in problems.iter().enumerate() {
         out.push_str(&format!("\n  {}. {p}.", i + 1));
     }
