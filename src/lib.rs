@@ -1409,25 +1409,47 @@ async fn await_ready(cfg: &Config, folder: &Folder) -> Result<Outcome, Error> {
             .iter()
             .map(|&i| folder.migrations[i].tag.as_str())
             .collect();
-        if started.elapsed() >= cfg.wait_timeout {
-            return Err(Error::Unreachable(format!(
-                "{} migration(s) were still pending after {} ({}); the schema is not ready for \
-                 this image. Check that the migration Job (or init container) ran and succeeded, \
-                 or raise PORTCULLIS_WAIT_TIMEOUT; a restart may help.",
-                pending.len(),
-                config::format_duration(cfg.wait_timeout),
-                pending.join(", ")
-            )));
-        }
-        if last_report.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+        let due = started.elapsed() >= cfg.wait_timeout;
+        if due || last_report.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+            // Whether anyone is migrating: a runner holding the migration lock, or none (the
+            // Job failed, or has not started).
+            let key = db::lock::key(&cfg.migrations_schema, &cfg.migrations_table);
+            let holders = db::lock::holders(connected, key).await;
+            if due {
+                return Err(Error::Unreachable(format!(
+                    "{} migration(s) were still pending after {} ({}); the schema is not ready \
+                     for this image. {}",
+                    pending.len(),
+                    config::format_duration(cfg.wait_timeout),
+                    pending.join(", "),
+                    if holders.is_empty() {
+                        "No runner holds the migration lock, so none is migrating now: check \
+                         that the migration Job (or init container) ran and succeeded (its log \
+                         says why not), or raise PORTCULLIS_WAIT_TIMEOUT; a restart may help."
+                            .to_string()
+                    } else {
+                        format!(
+                            "A runner holds the migration lock and is still migrating: {}. Its \
+                             log says what it is doing; raise PORTCULLIS_WAIT_TIMEOUT to wait \
+                             for it longer; a restart may help.",
+                            holders.join("; ")
+                        )
+                    }
+                )));
+            }
             last_report = Some(Instant::now());
             tracing::info!(
                 "waiting for {} pending migration(s) to be applied by another runner ({}; {:.1}s \
-                 of {})",
+                 of {}); {}",
                 pending.len(),
                 pending.join(", "),
                 started.elapsed().as_secs_f64(),
-                config::format_duration(cfg.wait_timeout)
+                config::format_duration(cfg.wait_timeout),
+                if holders.is_empty() {
+                    "no runner is migrating now".to_string()
+                } else {
+                    format!("migrating: {}", holders.join("; "))
+                }
             );
         }
         let pause = Duration::from_secs(1).min(cfg.wait_timeout.saturating_sub(started.elapsed()));

@@ -53,7 +53,9 @@ fn lock_ids(key: i64) -> (u32, u32) {
     )
 }
 
-async fn holders(session: &Session, key: i64) -> Vec<String> {
+/// Who holds the migration lock of `key` now, one description per session (none: nobody is
+/// migrating). For `await`, which never takes the lock.
+pub async fn holders(session: &Session, key: i64) -> Vec<String> {
     let (classid, objid) = lock_ids(key);
     let listed = session
         .within("listing who holds the migration lock", async {

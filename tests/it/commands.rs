@@ -622,10 +622,21 @@ fn await_returns_once_a_peer_has_migrated() {
     out.expect(5);
     out.says("still pending");
     out.says("0003_add_invitations");
+    out.says("no runner is migrating now");
+    out.says("No runner holds the migration lock, so none is migrating now: check that the migration Job");
     assert!(
         !table_exists(&url, "drizzle.__drizzle_migrations"),
         "await is read-only"
     );
+    // A runner holds the migration lock (a long migration): the message says it is migrating.
+    let runner = hold_lock(&url);
+    let out = run(command(&url, &example_dir())
+        .env("PORTCULLIS_WAIT_TIMEOUT", "2s")
+        .arg("await"));
+    out.expect(5);
+    out.says("; migrating: pid ");
+    out.says("A runner holds the migration lock and is still migrating: pid ");
+    runner.release();
 
     // An app pod waits; the migration Job runs a moment later; the app pod goes on.
     let started = Instant::now();
