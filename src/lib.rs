@@ -114,7 +114,9 @@ pub async fn run(command: &Command, cfg: &Config) -> Result<Outcome, Error> {
                     let records = read_seed_records(cfg, &session).await?;
                     let seeds =
                         seeds_status(cfg, seeds.as_ref().expect("read above"), records.as_deref());
-                    status(cfg, &folder, &snapshot, seeds, *format, *colour)
+                    let key = db::lock::key(&cfg.migrations_schema, &cfg.migrations_table);
+                    let migrating = db::lock::holders(&session, key).await;
+                    status(cfg, &folder, &snapshot, seeds, migrating, *format, *colour)
                 }
                 Command::Validate { .. } => {
                     let snapshot = read_history(cfg, &session).await?;
@@ -734,11 +736,13 @@ fn plan_report(cfg: &Config, folder: &Folder, snapshot: &Snapshot) -> Result<Out
 }
 
 /// `portcullis status`: every migration's state, read-only, no lock.
+/// `migrating`: who holds the migration lock now ([`db::lock::holders`]).
 fn status(
     cfg: &Config,
     folder: &Folder,
     snapshot: &Snapshot,
     seeds: report::SeedsStatus,
+    migrating: Vec<String>,
     format: Format,
     colour: bool,
 ) -> Result<Outcome, Error> {
@@ -893,6 +897,7 @@ fn status(
         counts,
         summary: summary.clone(),
         seeds,
+        migrating,
     };
     let stdout = match format {
         Format::Text => doc.to_text(colour),

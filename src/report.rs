@@ -200,6 +200,9 @@ pub struct Status {
     pub summary: String,
     /// The seeds phase: files, states and last runs.
     pub seeds: SeedsStatus,
+    /// The sessions holding the migration lock now, described (pid, application name, client,
+    /// state, for how long); empty: no runner is migrating.
+    pub migrating: Vec<String>,
 }
 
 impl Status {
@@ -298,6 +301,14 @@ impl Status {
         }
         for p in &self.problems {
             out.push_str(&format!("\nproblem: {p}\n"));
+        }
+        if self.migrating.is_empty() {
+            out.push_str("\nmigration lock: free, no runner is migrating now\n");
+        } else {
+            out.push_str(&format!(
+                "\nmigration lock: held by {}: a runner is migrating now\n",
+                self.migrating.join("; ")
+            ));
         }
         out.push_str(&format!("\n{}\n", self.summary));
         out

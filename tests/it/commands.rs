@@ -86,6 +86,32 @@ fn status_on_fresh_partial_full_and_damaged_databases() {
     );
     assert!(!out.stdout.contains('\x1b'));
     assert!(out.stdout.contains("2 of 4 applied, 2 pending"));
+    assert!(
+        out.stdout
+            .contains("migration lock: free, no runner is migrating now"),
+        "{}",
+        out.stdout
+    );
+
+    // While a runner holds the migration lock, status says so (text and JSON).
+    let runner = hold_lock(&url);
+    let out = cmd(&url, folder.path(), &["status"]);
+    out.expect(0);
+    assert!(
+        out.stdout.contains("migration lock: held by pid "),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(": a runner is migrating now"),
+        "{}",
+        out.stdout
+    );
+    let doc = json(&cmd(&url, folder.path(), &["status", "--format", "json"]));
+    assert_eq!(doc["migrating"].as_array().map(Vec::len), Some(1), "{doc}");
+    runner.release();
+    let doc = json(&cmd(&url, folder.path(), &["status", "--format", "json"]));
+    assert_eq!(doc["migrating"], serde_json::json!([]));
 
     // Fully migrated.
     migrate(&url, folder.path()).expect(0);
