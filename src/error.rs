@@ -162,6 +162,9 @@ pub struct SeedFailure {
     pub hint: Option<String>,
     /// Where in PL/pgSQL (a `DO` block) it happened, when the server says.
     pub context: Option<String>,
+    /// What to do, when the run knows more than the SQLSTATE says (an earlier seed changed
+    /// search_path); else by [`cause`].
+    pub advice: Option<String>,
 }
 
 impl fmt::Display for SeedFailure {
@@ -174,11 +177,12 @@ impl fmt::Display for SeedFailure {
                 self.file, self.line, self.column
             )
         };
-        let advice = match cause(&self.sqlstate, &self.message) {
-            Cause::Elsewhere(advice) | Cause::Refused(advice) | Cause::Data(advice) => {
+        let advice = match (&self.advice, cause(&self.sqlstate, &self.message)) {
+            (Some(advice), _) => advice.clone(),
+            (None, Cause::Elsewhere(advice) | Cause::Refused(advice) | Cause::Data(advice)) => {
                 advice.to_string()
             }
-            Cause::TheSql => format!(
+            (None, Cause::TheSql) => format!(
                 "Fix the SQL in {} (or the data it conflicts with; seeds must be idempotent, \
                  e.g. INSERT ... ON CONFLICT DO UPDATE) and deploy again.",
                 self.file
@@ -469,6 +473,7 @@ mod tests {
                 detail: None,
                 hint: None,
                 context: None,
+                advice: None,
             })
         };
         for refused in [migration("25006"), seed("25006")] {

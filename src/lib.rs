@@ -1599,7 +1599,8 @@ async fn seed_locked(
             statement_timeout: cfg.statement_timeout,
         },
     )
-    .await?;
+    .await
+    .map_err(|e| seeds::search_path_changed_before(e, set))?;
     let line = report::seeds_summary(
         &seeded
             .ran

@@ -315,19 +315,12 @@ pub fn load(cfg: &Seeds) -> Result<SeedSet, Error> {
     }
     for seed in &seeds {
         let (sent, skipped) = seed.sendable();
-        for (at, setting) in timeout_settings(sent) {
+        for (at, setting) in session_settings(sent) {
             let (line, column) = split::line_col(&seed.text, skipped + at);
-            let variable = if setting == "lock_timeout" {
-                "PORTCULLIS_DDL_LOCK_TIMEOUT"
-            } else {
-                "PORTCULLIS_STATEMENT_TIMEOUT"
-            };
             set.warnings.push(format!(
-                "{}:{line}:{column}: SET {setting} replaces the {setting} portcullis gives the \
-                 seeds' transaction ({variable}) for every seed after it in this run; pg_dump \
-                 writes it as 0 (no limit), and then a seed that waits for a lock the app \
-                 holds waits without bound. Remove the line unless that is meant",
-                seed.file()
+                "{}:{line}:{column}: {}",
+                seed.file(),
+                setting.explain()
             ));
         }
     }
@@ -335,36 +328,133 @@ pub fn load(cfg: &Seeds) -> Result<SeedSet, Error> {
     Ok(set)
 }
 
-/// The top-level `SET [SESSION | LOCAL] lock_timeout` and `statement_timeout` statements of
-/// `text`: where each starts, and which setting (lower case).
-pub fn timeout_settings(text: &str) -> Vec<(usize, &'static str)> {
-    // Most seeds never mention either: skip the lexer for them.
-    if !text
-        .as_bytes()
-        .windows(8)
-        .any(|w| w.eq_ignore_ascii_case(b"_timeout"))
-    {
+/// A setting a seed changes for the seeds after it in the same transaction (what pg_dump's
+/// header sets), which a seed author rarely means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionSetting {
+    LockTimeout,
+    StatementTimeout,
+    SearchPath,
+}
+
+impl SessionSetting {
+    /// The warning's text, after the file:line:column.
+    pub fn explain(self) -> String {
+        match self {
+            SessionSetting::LockTimeout | SessionSetting::StatementTimeout => {
+                let (setting, variable) = if self == SessionSetting::LockTimeout {
+                    ("lock_timeout", "PORTCULLIS_DDL_LOCK_TIMEOUT")
+                } else {
+                    ("statement_timeout", "PORTCULLIS_STATEMENT_TIMEOUT")
+                };
+                format!(
+                    "SET {setting} replaces the {setting} portcullis gives the seeds' \
+                     transaction ({variable}) for every seed after it in this run; pg_dump writes \
+                     it as 0 (no limit), and then a seed that waits for a lock the app holds \
+                     waits without bound. Remove the line unless that is meant"
+                )
+            }
+            SessionSetting::SearchPath => "this sets search_path for every seed after it in \
+                 this run (pg_dump sets it to '', so that only schema-qualified names resolve), \
+                 and a later seed's unqualified table name then fails with \"relation does not \
+                 exist\". Remove the line unless that is meant, or qualify the names"
+                .to_string(),
+        }
+    }
+}
+
+/// The top-level statements of `text` that change a [`SessionSetting`]: `SET [SESSION | LOCAL]
+/// lock_timeout`, `statement_timeout` or `search_path`, and pg_dump's `SELECT
+/// pg_catalog.set_config('search_path', ...)`; where each starts.
+pub fn session_settings(text: &str) -> Vec<(usize, SessionSetting)> {
+    let mentions = |needle: &[u8]| {
+        text.as_bytes()
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+    };
+    // Most seeds mention none of them: skip the lexer for those.
+    if !mentions(b"_timeout") && !mentions(b"search_path") {
         return Vec::new();
     }
     lexer::statement_ranges(text)
         .into_iter()
         .filter_map(|r| {
             let words = lexer::statement_words(&text[r.clone()]).concat();
-            let mut rest = words.iter().map(String::as_str);
-            if rest.next() != Some("SET") {
-                return None;
-            }
-            let name = match rest.next()? {
-                "SESSION" | "LOCAL" => rest.next()?,
-                name => name,
+            let word = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
+            let setting = match word(0) {
+                "SET" => match if matches!(word(1), "SESSION" | "LOCAL") {
+                    word(2)
+                } else {
+                    word(1)
+                } {
+                    "LOCK_TIMEOUT" => SessionSetting::LockTimeout,
+                    "STATEMENT_TIMEOUT" => SessionSetting::StatementTimeout,
+                    "SEARCH_PATH" => SessionSetting::SearchPath,
+                    _ => return None,
+                },
+                // The setting's name is a literal here: read it from the statement itself.
+                "SELECT"
+                    if words.iter().any(|w| w == "SET_CONFIG")
+                        && sets_search_path(&text[r.clone()].to_ascii_lowercase()) =>
+                {
+                    SessionSetting::SearchPath
+                }
+                _ => return None,
             };
-            match name {
-                "LOCK_TIMEOUT" => Some((r.start, "lock_timeout")),
-                "STATEMENT_TIMEOUT" => Some((r.start, "statement_timeout")),
-                _ => None,
-            }
+            Some((r.start, setting))
         })
         .collect()
+}
+
+/// A seed that cannot find a name (a table, function or type) after a seed before it, or an
+/// earlier statement of its own, changed search_path (pg_dump's header sets it to ''): the
+/// advice names that line, which "fix the SQL in <this file>" would not lead to.
+pub fn search_path_changed_before(e: Error, set: &SeedSet) -> Error {
+    let Error::SeedFailed(mut failure) = e else {
+        return e;
+    };
+    if !matches!(failure.sqlstate.as_str(), "42P01" | "42883" | "42704") {
+        return Error::SeedFailed(failure);
+    }
+    let upto = set
+        .seeds
+        .iter()
+        .position(|s| s.name == failure.name)
+        .map_or(set.seeds.len(), |i| i + 1);
+    let changed = set.seeds[..upto]
+        .iter()
+        .flat_map(|s| {
+            let (sent, skipped) = s.sendable();
+            session_settings(sent)
+                .into_iter()
+                .filter(|(_, setting)| *setting == SessionSetting::SearchPath)
+                .map(move |(at, _)| (s, skipped + at))
+        })
+        .find(|(s, at)| {
+            // In the failed seed itself, only a line before the failed statement counts.
+            s.name != failure.name || split::line_col(&s.text, *at).0 < failure.line
+        });
+    if let Some((s, at)) = changed {
+        let (line, column) = split::line_col(&s.text, at);
+        failure.advice = Some(format!(
+            "{}:{line}:{column} sets search_path for what runs after it in the seeds' \
+             transaction (pg_dump writes that line), so this unqualified name no longer \
+             resolves. Remove that line, or qualify the name (public.<name>), then deploy again.",
+            s.file()
+        ));
+    }
+    Error::SeedFailed(failure)
+}
+
+/// Whether a (lower-cased) statement calls `set_config('search_path', ...)`: the setting is its
+/// first argument.
+fn sets_search_path(statement: &str) -> bool {
+    statement.match_indices("set_config").any(|(i, _)| {
+        statement[i + "set_config".len()..]
+            .trim_start()
+            .strip_prefix('(')
+            .is_some_and(|args| args.trim_start().starts_with("'search_path'"))
+    })
 }
 
 /// The `*.sql` entries of one folder as (name, path, bytes or error). Subfolders are not seeds
@@ -420,25 +510,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_seed_setting_the_timeouts_is_found_and_other_settings_are_not() {
+    fn a_seed_changing_the_session_is_found_and_other_settings_are_not() {
+        use SessionSetting::*;
         let dump = "SET statement_timeout = 0;\nSET lock_timeout = 0;\nSET \
                     idle_in_transaction_session_timeout = 0;\nSELECT \
                     pg_catalog.set_config('search_path', '', false);\n";
         assert_eq!(
-            timeout_settings(dump),
-            [(0, "statement_timeout"), (27, "lock_timeout")]
+            session_settings(dump),
+            [(0, StatementTimeout), (27, LockTimeout), (94, SearchPath)]
         );
         assert_eq!(
-            timeout_settings("set local lock_timeout to '1s'; SET SESSION statement_timeout = 5;"),
-            [(0, "lock_timeout"), (32, "statement_timeout")]
+            session_settings(
+                "set local lock_timeout to '1s'; SET SESSION statement_timeout = 5; set \
+                 search_path = app;"
+            ),
+            [(0, LockTimeout), (32, StatementTimeout), (67, SearchPath)]
         );
         for no in [
             "-- SET lock_timeout = 0;\nselect 1;",
             "insert into t values ('SET lock_timeout = 0');",
             "RESET lock_timeout;",
             "SET work_mem = '64MB';",
+            "select set_config('portcullis.x', 'search_path', true);",
+            "select current_setting('search_path');",
         ] {
-            assert_eq!(timeout_settings(no), [], "{no}");
+            assert_eq!(session_settings(no), [], "{no}");
         }
     }
 

@@ -323,6 +323,7 @@ async fn attempt(
                             detail: db.detail().map(|d| opts.vars.redact(d)),
                             hint: db.hint().map(|h| opts.vars.redact(h)),
                             context: None,
+                            advice: None,
                         }))
                     }
                     // The answer to COMMIT never came: whether it happened is unknown.
@@ -631,6 +632,7 @@ fn failure(
         detail: db.detail().map(|d| vars.redact(d)),
         hint: hint.map(|h| vars.redact(&h)),
         context: db.where_().map(|w| vars.redact(w)),
+        advice: None,
     }
 }
 

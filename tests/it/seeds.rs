@@ -550,11 +550,12 @@ fn a_seed_on_a_server_that_takes_only_reads_is_exit_6_not_a_fault_of_its_sql() {
     assert_eq!(advisory_locks(&url), 0);
 }
 
-/// pg_dump's header sets lock_timeout and statement_timeout to 0 for the rest of the session,
-/// which in a seed replaces the limits portcullis gives the seeds' transaction: warned about,
-/// with the line, on every run; the seed still runs.
+/// pg_dump's header sets lock_timeout and statement_timeout to 0 and search_path to '' for the
+/// rest of the session, which in a seed carries over to every seed after it: each is warned
+/// about, with its line, on every run. The seeds still run; here the later seed's unqualified
+/// name then fails, as the warning says it would.
 #[test]
-fn a_seed_that_sets_the_timeouts_is_warned_about() {
+fn a_seed_that_changes_the_session_is_warned_about() {
     let url = fresh_db("seed_set_timeout");
     let mut m = Folder::new();
     m.add("0000_items", 1, "create table items (id int primary key);");
@@ -572,6 +573,29 @@ fn a_seed_that_sets_the_timeouts_is_warned_about() {
          transaction (PORTCULLIS_DDL_LOCK_TIMEOUT)"
     ));
     out.says(&format!("WARN {file}:1:1: SET statement_timeout replaces"));
+    assert_eq!(count(&url, "items"), 1);
+
+    seeds
+        .write(
+            "1_dump.sql",
+            "SELECT pg_catalog.set_config('search_path', '', false);\n\nINSERT INTO \
+             public.items VALUES (2) ON CONFLICT DO NOTHING;\n",
+        )
+        .write(
+            "2_more.sql",
+            "insert into items values (3) on conflict do nothing;\n",
+        );
+    let out = run(seeded(&url, m.path(), seeds.path()).arg("migrate"));
+    out.says(&format!(
+        "WARN {file}:1:1: this sets search_path for every seed after it in this run"
+    ));
+    out.expect(9);
+    out.says("ERROR 42P01 relation \"items\" does not exist");
+    // The failure points back at the line that caused it, not only at the failing file.
+    out.says(&format!(
+        "{file}:1:1 sets search_path for what runs after it in the seeds' transaction"
+    ));
+    assert!(!out.stderr.contains("Fix the SQL"), "{}", out.stderr);
     assert_eq!(count(&url, "items"), 1);
 }
 
