@@ -381,19 +381,18 @@ pub fn session_settings(text: &str) -> Vec<(usize, SessionSetting)> {
         .filter_map(|r| {
             let words = lexer::statement_words(&text[r.clone()]).concat();
             let word = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
-            let setting = match word(0) {
-                "SET" => match if matches!(word(1), "SESSION" | "LOCAL") {
-                    word(2)
-                } else {
-                    word(1)
-                } {
-                    "LOCK_TIMEOUT" => SessionSetting::LockTimeout,
-                    "STATEMENT_TIMEOUT" => SessionSetting::StatementTimeout,
-                    "SEARCH_PATH" => SessionSetting::SearchPath,
-                    _ => return None,
-                },
+            // SET [SESSION | LOCAL] <name>
+            let set_name = if matches!(word(1), "SESSION" | "LOCAL") {
+                word(2)
+            } else {
+                word(1)
+            };
+            let setting = match (word(0), set_name) {
+                ("SET", "LOCK_TIMEOUT") => SessionSetting::LockTimeout,
+                ("SET", "STATEMENT_TIMEOUT") => SessionSetting::StatementTimeout,
+                ("SET", "SEARCH_PATH") => SessionSetting::SearchPath,
                 // The setting's name is a literal here: read it from the statement itself.
-                "SELECT"
+                ("SELECT", _)
                     if words.iter().any(|w| w == "SET_CONFIG")
                         && sets_search_path(&text[r.clone()].to_ascii_lowercase()) =>
                 {
