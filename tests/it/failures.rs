@@ -1307,6 +1307,26 @@ fn the_password_is_never_printed() {
     }
 }
 
+/// A server that answers but is not accepting connections yet (57P03: starting up, recovering
+/// after a crash, a standby with hot_standby off) is waited for, and when the wait ends before
+/// it opens, the message says the server is up and what to do, not to check the network. Here a
+/// real standby with nothing to replicate from and hot_standby off refuses every connection.
+#[test]
+fn exit_5_on_a_server_that_never_opens_says_it_is_up_but_not_accepting() {
+    let mut standby = Cluster::init(free_port());
+    standby.start_as_refusing_standby();
+    let url = standby.url("postgres");
+    let out = run(command(&url, &example_dir())
+        .env("PORTCULLIS_WAIT_TIMEOUT", "2s")
+        .arg("migrate"));
+    out.expect(5);
+    out.says("(57P03)");
+    out.says("did not accept connections within 2s");
+    out.says("The server is up, but was not accepting connections yet for the whole wait");
+    assert!(!out.stderr.contains("DNS"), "{}", out.stderr);
+    standby.stop();
+}
+
 /// "Too many connections" (53300) is transient: portcullis waits and retries until a
 /// connection is free, then migrates. Here the role's connection limit is 0 until the test has
 /// seen the server refuse portcullis once (in the server's log), then lifted. Before that, a

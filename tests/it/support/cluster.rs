@@ -433,7 +433,41 @@ impl Cluster {
         }
     }
 
+    /// Starts the server as a standby that refuses every connection (SQLSTATE 57P03, "the
+    /// database system is not accepting connections"): `standby.signal` with nothing to
+    /// replicate from, and `hot_standby` off. Returns once its log says it entered standby
+    /// mode (max 30 s); what a client meets while a server starts up or recovers.
+    pub fn start_as_refusing_standby(&mut self) {
+        let local = self.local("start_as_refusing_standby");
+        let signal = local.data.join("standby.signal");
+        fs::write(&signal, b"").expect("write standby.signal");
+        proc::chown_to_server_user(&signal).expect("chown standby.signal");
+        let log = local.log.clone();
+        if let Err(e) = self.try_start_with(&["-c", "hot_standby=off"], false) {
+            panic!("Cluster::start_as_refusing_standby: {}", e.message());
+        }
+        let started = Instant::now();
+        while !fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("entering standby mode")
+        {
+            assert!(
+                started.elapsed() < START_TIMEOUT,
+                "the standby never entered standby mode; log {}:\n{}",
+                log.display(),
+                tail(&log, 40)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn try_start(&mut self) -> Result<(), StartError> {
+        self.try_start_with(&[], true)
+    }
+
+    /// Starts the postmaster with `extra` settings after the harness's own; with `ready`, waits
+    /// until it accepts connections.
+    fn try_start_with(&mut self, extra: &[&str], ready: bool) -> Result<(), StartError> {
         let port = self.port;
         // Probe over the unix socket (trust auth) when there is one: a SCRAM
         // exchange costs ~100 ms in debug builds. The postmaster binds its TCP
@@ -492,6 +526,7 @@ impl Cluster {
                 "-c",
                 "dynamic_shared_memory_type=mmap",
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
@@ -503,6 +538,9 @@ impl Cluster {
             .map_err(|e| StartError::Other(format!("spawn postgres: {e}")))?;
         local.postmaster = Some(child);
 
+        if !ready {
+            return Ok(());
+        }
         // On a scoped thread, so that this also works when called from
         // inside a tokio runtime (e.g. a `#[tokio::test]`).
         std::thread::scope(|s| {
