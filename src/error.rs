@@ -110,16 +110,12 @@ impl fmt::Display for MigrationFailure {
         } else {
             format!("{}:{} (the statement starting there)", self.file, self.line)
         };
-        let advice = match (&self.advice, cause(&self.sqlstate, &self.message)) {
-            (Some(advice), _) => advice.clone(),
-            (None, Cause::Elsewhere(advice) | Cause::Refused(advice) | Cause::Data(advice)) => {
-                advice.to_string()
-            }
-            (None, Cause::TheSql) => format!(
+        let advice = advice(&self.advice, &self.sqlstate, &self.message, || {
+            format!(
                 "Fix the SQL in {} (or the database state it conflicts with) and deploy again.",
                 self.file
-            ),
-        };
+            )
+        });
         write!(
             f,
             "migration {} failed at {} in statement {} of {} (`{}`): {}. {} {advice}",
@@ -177,17 +173,13 @@ impl fmt::Display for SeedFailure {
                 self.file, self.line, self.column
             )
         };
-        let advice = match (&self.advice, cause(&self.sqlstate, &self.message)) {
-            (Some(advice), _) => advice.clone(),
-            (None, Cause::Elsewhere(advice) | Cause::Refused(advice) | Cause::Data(advice)) => {
-                advice.to_string()
-            }
-            (None, Cause::TheSql) => format!(
+        let advice = advice(&self.advice, &self.sqlstate, &self.message, || {
+            format!(
                 "Fix the SQL in {} (or the data it conflicts with; seeds must be idempotent, \
                  e.g. INSERT ... ON CONFLICT DO UPDATE) and deploy again.",
                 self.file
-            ),
-        };
+            )
+        });
         write!(
             f,
             "seed {} failed at {} in statement {} of {} (`{}`): {}. The seeds' transaction was \
@@ -213,18 +205,32 @@ impl fmt::Display for SeedFailure {
 /// one place that decides both the advice and, through the constructors above, the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cause {
-    /// The SQL, or the data or schema it conflicts with: "Fix the SQL", exit 8 or 9.
+    /// The SQL, or the data or schema it conflicts with, in no way more precise: "Fix the SQL",
+    /// exit 8 or 9.
     TheSql,
     /// Something outside the SQL that a later run may not meet (a timeout, a cancel, a
-    /// deadlock, a full disk, a missing privilege): this advice instead, exit 8 or 9.
-    Elsewhere(&'static str),
+    /// deadlock, a full disk, a missing privilege), or a change the rows already in the table
+    /// break (a NOT NULL column without a default, a unique index over duplicates): this
+    /// advice instead, exit 8 or 9.
+    Advice(&'static str),
     /// The server takes no writes at all: this advice, exit 6, since no run against the same
     /// server can succeed and no file needs a change.
     Refused(&'static str),
-    /// A change the rows already in the table break (a NOT NULL column without a default, a
-    /// unique index over duplicates, a constraint some rows violate): how to write it so that
-    /// it works on the data there is, exit 8 or 9.
-    Data(&'static str),
+}
+
+/// The last sentence of a failed statement's message: `own` advice when the run knows more,
+/// else the SQLSTATE's ([`cause`]), else `fix_the_sql`.
+fn advice(
+    own: &Option<String>,
+    sqlstate: &str,
+    message: &str,
+    fix_the_sql: impl FnOnce() -> String,
+) -> String {
+    match (own, cause(sqlstate, message)) {
+        (Some(advice), _) => advice.clone(),
+        (None, Cause::Advice(advice) | Cause::Refused(advice)) => advice.to_string(),
+        (None, Cause::TheSql) => fix_the_sql(),
+    }
 }
 
 /// What to do about SQLSTATE 25006 (a write on a server that takes only reads).
@@ -235,36 +241,32 @@ pub(crate) const READ_ONLY: &str = "The server accepts only reads: it is a hot s
      default_transaction_read_only off for the migration role.";
 
 fn cause(sqlstate: &str, message: &str) -> Cause {
-    let data = match sqlstate {
-        "23502" if message.contains("contains null values") => Some(
+    let advice = match sqlstate {
+        "25006" => return Cause::Refused(READ_ONLY),
+        // A change the rows already in the table break.
+        "23502" if message.contains("contains null values") => {
             "The table has rows, and the new NOT NULL column has no value for them. Give it a \
              DEFAULT in the same statement (ADD COLUMN ... NOT NULL DEFAULT ...), or add it \
              nullable, fill it (UPDATE) and SET NOT NULL in a later migration; then deploy \
-             again.",
-        ),
-        "23505" if message.starts_with("could not create unique index") => Some(
+             again."
+        }
+        "23505" if message.starts_with("could not create unique index") => {
             "The table already holds duplicates of the new unique key (the DETAIL names one). \
              Remove or merge them first (in this migration before the index, or in an earlier \
-             one), then deploy again.",
-        ),
-        "23503" => Some(
+             one), then deploy again."
+        }
+        "23503" => {
             "A row refers to a row that does not exist (the DETAIL names it). If this adds a \
              foreign key, fix or delete the rows that break it first, or add it NOT VALID and \
              VALIDATE CONSTRAINT it once they are clean; if this inserts, insert the referenced \
-             row first. Then deploy again.",
-        ),
-        "23514" if message.contains("is violated by some row") => Some(
+             row first. Then deploy again."
+        }
+        "23514" if message.contains("is violated by some row") => {
             "Rows already in the table break the new CHECK constraint. Fix them first, or add \
              the constraint NOT VALID and VALIDATE CONSTRAINT it once they are clean; then \
-             deploy again.",
-        ),
-        _ => None,
-    };
-    if let Some(advice) = data {
-        return Cause::Data(advice);
-    }
-    let advice = match sqlstate {
-        "25006" => return Cause::Refused(READ_ONLY),
+             deploy again."
+        }
+        // Not the SQL's fault.
         "57014" if message.contains("statement timeout") => {
             "It ran longer than PORTCULLIS_STATEMENT_TIMEOUT allows. If it needs longer, raise \
              it (0 turns it off); an index on a big table is better built with CREATE INDEX \
@@ -304,7 +306,7 @@ fn cause(sqlstate: &str, message: &str) -> Cause {
         }
         _ => return Cause::TheSql,
     };
-    Cause::Elsewhere(advice)
+    Cause::Advice(advice)
 }
 
 /// The server's error as one clause: `ERROR <sqlstate> <message>`, then its DETAIL, HINT and
@@ -336,23 +338,35 @@ pub(crate) fn server_error(
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_server_text_ending_with_a_period_is_not_doubled() {
-        let failure = MigrationFailure {
+    /// Statement 1 of 1 of drizzle/0001_users.sql failed with `sqlstate` and `message`, nothing
+    /// committed.
+    fn migration_failure(sqlstate: &str, message: &str) -> MigrationFailure {
+        MigrationFailure {
             tag: "0001_users".into(),
             file: "drizzle/0001_users.sql".into(),
-            chunk: 2,
-            chunks: 3,
-            line: 4,
+            chunk: 1,
+            chunks: 1,
+            line: 1,
             column: 1,
             exact_position: false,
-            statement_excerpt: "INSERT INTO users VALUES (1)".into(),
-            sqlstate: "23505".into(),
-            message: "duplicate key value violates unique constraint \"users_pkey\"".into(),
-            detail: Some("Key (id)=(1) already exists.".into()),
+            statement_excerpt: "CREATE TABLE users (id int)".into(),
+            sqlstate: sqlstate.into(),
+            message: message.into(),
+            detail: None,
             hint: None,
             consequence: "Nothing was committed.".into(),
             advice: None,
+        }
+    }
+
+    #[test]
+    fn a_server_text_ending_with_a_period_is_not_doubled() {
+        let failure = MigrationFailure {
+            detail: Some("Key (id)=(1) already exists.".into()),
+            ..migration_failure(
+                "23505",
+                "duplicate key value violates unique constraint \"users_pkey\"",
+            )
         };
         let text = failure.to_string();
         assert!(
@@ -366,25 +380,8 @@ mod tests {
 
     #[test]
     fn failures_that_are_not_the_sqls_say_what_to_do_instead() {
-        let failure = |sqlstate: &str, message: &str| {
-            MigrationFailure {
-                tag: "0001_users".into(),
-                file: "drizzle/0001_users.sql".into(),
-                chunk: 1,
-                chunks: 1,
-                line: 1,
-                column: 1,
-                exact_position: false,
-                statement_excerpt: "CREATE INDEX ...".into(),
-                sqlstate: sqlstate.into(),
-                message: message.into(),
-                detail: None,
-                hint: None,
-                consequence: "Nothing was committed.".into(),
-                advice: None,
-            }
-            .to_string()
-        };
+        let failure =
+            |sqlstate: &str, message: &str| migration_failure(sqlstate, message).to_string();
         let timeout = failure("57014", "canceling statement due to statement timeout");
         assert!(
             timeout.contains("PORTCULLIS_STATEMENT_TIMEOUT"),
@@ -441,22 +438,10 @@ mod tests {
     #[test]
     fn a_server_that_takes_only_reads_is_exit_6_for_a_migration_and_a_seed_alike() {
         let migration = |sqlstate: &str| {
-            Error::migration_failed(MigrationFailure {
-                tag: "0001_users".into(),
-                file: "drizzle/0001_users.sql".into(),
-                chunk: 1,
-                chunks: 1,
-                line: 1,
-                column: 1,
-                exact_position: false,
-                statement_excerpt: "CREATE TABLE users (id int)".into(),
-                sqlstate: sqlstate.into(),
-                message: "cannot execute CREATE TABLE in a read-only transaction".into(),
-                detail: None,
-                hint: None,
-                consequence: "Nothing was committed.".into(),
-                advice: None,
-            })
+            Error::migration_failed(migration_failure(
+                sqlstate,
+                "cannot execute CREATE TABLE in a read-only transaction",
+            ))
         };
         let seed = |sqlstate: &str| {
             Error::seed_failed(SeedFailure {

@@ -114,7 +114,7 @@ pub async fn run(command: &Command, cfg: &Config) -> Result<Outcome, Error> {
                     let records = read_seed_records(cfg, &session).await?;
                     let seeds =
                         seeds_status(cfg, seeds.as_ref().expect("read above"), records.as_deref());
-                    let key = db::lock::key(&cfg.migrations_schema, &cfg.migrations_table);
+                    let key = lock_key(cfg);
                     let migrating = db::lock::holders(&session, key).await;
                     status(cfg, &folder, &snapshot, seeds, migrating, *format, *colour)
                 }
@@ -152,7 +152,7 @@ pub async fn migrate(cfg: &Config) -> Result<Outcome, Error> {
     };
     let session = db::connect::wait_for(&cfg.database, cfg.wait_timeout).await?;
     let table = db::qualified(&cfg.migrations_schema, &cfg.migrations_table);
-    let key = db::lock::key(&cfg.migrations_schema, &cfg.migrations_table);
+    let key = lock_key(cfg);
     let waiting = Instant::now();
     let work = async {
         let mut outcome = migrate_locked(cfg, &session, &folder, started).await?;
@@ -272,7 +272,7 @@ where
     F: std::future::Future<Output = Result<Outcome, Error>>,
 {
     let table = db::qualified(&cfg.migrations_schema, &cfg.migrations_table);
-    let key = db::lock::key(&cfg.migrations_schema, &cfg.migrations_table);
+    let key = lock_key(cfg);
     let locked = async {
         db::lock::acquire(session, key, &table, cfg.lock_wait_timeout).await?;
         let result = work.await;
@@ -520,6 +520,11 @@ async fn migrate_locked(
         summary,
         applied,
     })
+}
+
+/// The migration lock's key for the configured tracking table.
+fn lock_key(cfg: &Config) -> i64 {
+    db::lock::key(&cfg.migrations_schema, &cfg.migrations_table)
 }
 
 /// A migration that finds what it creates already there, while the tracking table had no rows
@@ -1418,7 +1423,7 @@ async fn await_ready(cfg: &Config, folder: &Folder) -> Result<Outcome, Error> {
         if due || last_report.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
             // Whether anyone is migrating: a runner holding the migration lock, or none (the
             // Job failed, or has not started).
-            let key = db::lock::key(&cfg.migrations_schema, &cfg.migrations_table);
+            let key = lock_key(cfg);
             let holders = db::lock::holders(connected, key).await;
             if due {
                 return Err(Error::Unreachable(format!(

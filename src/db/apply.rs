@@ -18,7 +18,7 @@
 use super::history::Table;
 use super::watch::Watch;
 use super::{Session, query_failed, rollback};
-use crate::config::{TransactionMode, format_duration};
+use crate::config::TransactionMode;
 use crate::error::{Error, MigrationFailure};
 use crate::interrupt;
 use crate::source::lexer;
@@ -86,7 +86,7 @@ fn groups<'a>(migrations: &'a [&'a Migration], mode: TransactionMode) -> Vec<Gro
 enum GroupError {
     /// A statement lost a lock conflict with another session (`blocked` says how); rolled back,
     /// and retryable. `chunk` is 1-based.
-    LockTimeout {
+    LockConflict {
         tag: String,
         chunk: usize,
         blocked: Blocked,
@@ -203,7 +203,7 @@ pub async fn apply(
                     break;
                 }
                 Err(GroupError::Failed(e)) => return Err(e),
-                Err(GroupError::LockTimeout {
+                Err(GroupError::LockConflict {
                     tag,
                     chunk,
                     blocked,
@@ -231,16 +231,7 @@ pub async fn apply(
                     }
                     let delay = delays.next().unwrap_or(Duration::from_secs(5));
                     retry += 1;
-                    let why = if deadlock {
-                        format!(
-                            "deadlocked with another session, so PostgreSQL cancelled it ({who})"
-                        )
-                    } else {
-                        format!(
-                            "waited longer than lock_timeout ({}) for a lock held by {who}",
-                            format_duration(limits.lock_timeout)
-                        )
-                    };
+                    let why = super::lock_conflict(deadlock, limits.lock_timeout, &who);
                     tracing::warn!(
                         "statement {chunk} of {tag} {why}; rolled back, retry {retry} of {} in \
                          {:.1}s",
@@ -922,8 +913,8 @@ impl Runner<'_> {
         // is retried only where running the group again cannot repeat what stayed committed;
         // otherwise it is a failure like any other.
         let deadlock = db.code().code() == "40P01";
-        if (db.code().code() == "55P03" || deadlock) && retry_safe {
-            return GroupError::LockTimeout {
+        if super::lost_lock_conflict(db.code().code()) && retry_safe {
+            return GroupError::LockConflict {
                 tag: m.tag.clone(),
                 chunk: n + 1,
                 blocked: if deadlock {
@@ -1144,23 +1135,13 @@ impl Runner<'_> {
             exact_position: false,
             statement_excerpt: lexer::excerpt(c.text, 80),
             sqlstate: if deadlock { "40P01" } else { "55P03" }.into(),
-            message: if deadlock {
-                format!(
-                    "deadlock detected in the last of {} attempts, each ended by a deadlock or a \
-                     lock timeout (lock_timeout {}, {retries} retr{}): {who}",
-                    retries + 1,
-                    format_duration(self.limits.lock_timeout),
-                    if retries == 1 { "y" } else { "ies" },
-                )
-            } else {
-                format!(
-                    "canceling statement due to lock timeout, {} time{} in a row (lock_timeout \
-                     {}, {retries} retr{}): blocked by {who}",
-                    retries + 1,
-                    if retries == 0 { "" } else { "s" },
-                    format_duration(self.limits.lock_timeout),
-                    if retries == 1 { "y" } else { "ies" }
-                )
+            message: {
+                let attempts = super::lock_attempts(deadlock, retries, self.limits.lock_timeout);
+                if deadlock {
+                    format!("deadlock detected {attempts}: {who}")
+                } else {
+                    format!("canceling statement due to lock timeout, {attempts}: blocked by {who}")
+                }
             },
             detail: None,
             hint: Some(

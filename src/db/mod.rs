@@ -340,6 +340,47 @@ pub fn qualified(schema: &str, table: &str) -> String {
     format!("{}.{}", quote_ident(schema), quote_ident(table))
 }
 
+/// Whether a statement's SQLSTATE says it lost a lock conflict with another session, which a
+/// rollback and a retry may win: 55P03 (it waited longer than `lock_timeout`) or 40P01
+/// (PostgreSQL cancelled it to break a deadlock, often with the app).
+pub(crate) fn lost_lock_conflict(sqlstate: &str) -> bool {
+    matches!(sqlstate, "55P03" | "40P01")
+}
+
+/// What a statement that lost a lock conflict did, for the retry warning: `who` is the session
+/// that held the lock, or for a deadlock the server's DETAIL.
+pub(crate) fn lock_conflict(deadlock: bool, lock_timeout: Duration, who: &str) -> String {
+    if deadlock {
+        format!("deadlocked with another session, so PostgreSQL cancelled it ({who})")
+    } else {
+        format!(
+            "waited longer than lock_timeout ({}) for a lock held by {who}",
+            format_duration(lock_timeout)
+        )
+    }
+}
+
+/// How the attempts ended once the retries ran out, for the failure's message.
+pub(crate) fn lock_attempts(deadlock: bool, retries: u32, lock_timeout: Duration) -> String {
+    let limits = format!(
+        "lock_timeout {}, {retries} retr{}",
+        format_duration(lock_timeout),
+        if retries == 1 { "y" } else { "ies" }
+    );
+    if deadlock {
+        format!(
+            "in the last of {} attempts, each ended by a deadlock or a lock timeout ({limits})",
+            retries + 1
+        )
+    } else {
+        format!(
+            "{} time{} in a row ({limits})",
+            retries + 1,
+            if retries == 0 { "" } else { "s" }
+        )
+    }
+}
+
 /// Each "relation <oid> of database <oid>" in `detail` (a deadlock's DETAIL): its byte range
 /// and the relation's oid.
 fn relation_mentions(detail: &str) -> Vec<(std::ops::Range<usize>, u32)> {

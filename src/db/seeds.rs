@@ -10,7 +10,7 @@
 
 use super::watch::Watch;
 use super::{Session, qualified, query_failed, rollback};
-use crate::config::{SeedMode, SeedVars, format_duration};
+use crate::config::{SeedMode, SeedVars};
 use crate::error::{Error, SeedFailure};
 use crate::seeds::{self, Record, Seed, SeedSet, State};
 use crate::source::lexer;
@@ -160,7 +160,7 @@ pub async fn all_ran_since(
 enum Failure {
     /// SQLSTATE 55P03 (lock_timeout) or 40P01 (a deadlock PostgreSQL broke by cancelling this
     /// side): rolled back, worth retrying.
-    LockTimeout(Box<SeedFailure>),
+    LockConflict(Box<SeedFailure>),
     Failed(Error),
 }
 
@@ -184,31 +184,17 @@ pub async fn run(
         match attempt(session, schema, set, opts).await {
             Ok(seeded) => return Ok(seeded),
             Err(Failure::Failed(e)) => return Err(e),
-            Err(Failure::LockTimeout(mut failure)) => {
+            Err(Failure::LockConflict(mut failure)) => {
                 let deadlock = failure.sqlstate == "40P01";
                 if deadlock && let Some(detail) = &failure.detail {
                     failure.detail = Some(super::name_relations(session, detail).await);
                 }
                 if retry >= opts.lock_retries {
-                    failure.message = if deadlock {
-                        format!(
-                            "{}, in the last of {} attempts, each ended by a deadlock or a lock \
-                             timeout (lock_timeout {}, {retry} retr{})",
-                            failure.message,
-                            retry + 1,
-                            format_duration(opts.lock_timeout),
-                            if retry == 1 { "y" } else { "ies" }
-                        )
-                    } else {
-                        format!(
-                            "{}, {} time{} in a row (lock_timeout {}, {retry} retr{})",
-                            failure.message,
-                            retry + 1,
-                            if retry == 0 { "" } else { "s" },
-                            format_duration(opts.lock_timeout),
-                            if retry == 1 { "y" } else { "ies" }
-                        )
-                    };
+                    failure.message = format!(
+                        "{}, {}",
+                        failure.message,
+                        super::lock_attempts(deadlock, retry, opts.lock_timeout)
+                    );
                     failure.hint = Some(
                         "another session kept a conflicting lock on a row or table this seed \
                          writes; find it in pg_stat_activity / pg_locks (often a long or idle \
@@ -220,22 +206,18 @@ pub async fn run(
                 }
                 retry += 1;
                 let delay = delays.next().unwrap_or(Duration::from_secs(5));
-                let why = if deadlock {
-                    format!(
-                        "deadlocked with another session, so PostgreSQL cancelled it ({})",
-                        failure
-                            .detail
-                            .as_deref()
-                            .unwrap_or("no DETAIL")
-                            .replace('\n', " ")
-                            .trim_end_matches('.')
-                    )
+                let who = if deadlock {
+                    failure
+                        .detail
+                        .as_deref()
+                        .unwrap_or("the server named no session")
+                        .replace('\n', " ")
+                        .trim_end_matches('.')
+                        .to_string()
                 } else {
-                    format!(
-                        "waited longer than lock_timeout ({}) for a lock another session holds",
-                        format_duration(opts.lock_timeout)
-                    )
+                    "another session".to_string()
                 };
+                let why = super::lock_conflict(deadlock, opts.lock_timeout, &who);
                 tracing::warn!(
                     "seed {} {why}; the seeds were rolled back, retry {retry} of {} in {:.1}s",
                     failure.name,
@@ -548,8 +530,8 @@ async fn run_file(
                     };
                     let failure = Box::new(failure(seed, sent, skipped, completed.get(), db, vars));
                     // A lock timeout, or a deadlock with the app: rolled back, worth retrying.
-                    return Err(if matches!(db.code().code(), "55P03" | "40P01") {
-                        Failure::LockTimeout(failure)
+                    return Err(if super::lost_lock_conflict(db.code().code()) {
+                        Failure::LockConflict(failure)
                     } else {
                         Failure::Failed(Error::seed_failed(*failure))
                     });

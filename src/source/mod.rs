@@ -189,15 +189,12 @@ fn journal_folders_near(dir: &Path) -> Vec<PathBuf> {
             (Some(_), _) => PathBuf::from("."),
         });
     }
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        let mut subs: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.is_dir() && has_journal(p))
-            .collect();
-        subs.sort();
-        near.extend(subs);
-    }
+    let mut subs: Vec<PathBuf> = file_names(dir)
+        .map(|name| dir.join(name))
+        .filter(|p| p.is_dir() && has_journal(p))
+        .collect();
+    subs.sort();
+    near.extend(subs);
     near
 }
 

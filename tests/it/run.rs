@@ -171,6 +171,12 @@ pub fn terminate_twice(cmd: &mut Command, url: &str, needle: &str) -> (Output, D
 }
 
 /// A fresh database on the shared cluster and its URL.
+/// The database name of a test URL (`postgres://u:p@h:port/<db>?...`).
+pub fn db_name(url: &str) -> &str {
+    let db = url.rsplit('/').next().unwrap_or_default();
+    db.split('?').next().unwrap_or_default()
+}
+
 pub fn fresh_db(prefix: &str) -> String {
     let cluster = Cluster::shared();
     let db = cluster.create_database(prefix);

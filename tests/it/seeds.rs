@@ -522,7 +522,7 @@ fn a_failing_seed_exits_9_commits_nothing_of_the_seeds_and_keeps_the_migrations(
 #[test]
 fn a_seed_on_a_server_that_takes_only_reads_is_exit_6_not_a_fault_of_its_sql() {
     let url = fresh_db("seed_read_only");
-    let db = url.rsplit('/').next().unwrap().split('?').next().unwrap();
+    let db = db_name(&url);
     let mut m = Folder::new();
     m.add("0000_items", 1, "create table items (id int primary key);");
     let seeds = SeedDir::new();
