@@ -1604,8 +1604,7 @@ async fn seed_locked(
             statement_timeout: cfg.statement_timeout,
         },
     )
-    .await
-    .map_err(|e| seeds::search_path_changed_before(e, set))?;
+    .await?;
     let line = report::seeds_summary(
         &seeded
             .ran

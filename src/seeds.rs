@@ -349,13 +349,13 @@ impl SessionSetting {
                 };
                 format!(
                     "SET {setting} replaces the {setting} portcullis gives the seeds' \
-                     transaction ({variable}) for every seed after it in this run; pg_dump writes \
+                     transaction ({variable}) for every seed that runs after it; pg_dump writes \
                      it as 0 (no limit), and then a seed that waits for a lock the app holds \
                      waits without bound. Remove the line unless that is meant"
                 )
             }
-            SessionSetting::SearchPath => "this sets search_path for every seed after it in \
-                 this run (pg_dump sets it to '', so that only schema-qualified names resolve), \
+            SessionSetting::SearchPath => "this sets search_path for every seed that runs \
+                 after it (pg_dump sets it to '', so that only schema-qualified names resolve), \
                  and a later seed's unqualified table name then fails with \"relation does not \
                  exist\". Remove the line unless that is meant, or qualify the names"
                 .to_string(),
@@ -405,23 +405,20 @@ pub fn session_settings(text: &str) -> Vec<(usize, SessionSetting)> {
         .collect()
 }
 
-/// A seed that cannot find a name (a table, function or type) after a seed before it, or an
-/// earlier statement of its own, changed search_path (pg_dump's header sets it to ''): the
-/// advice names that line, which "fix the SQL in <this file>" would not lead to.
-pub fn search_path_changed_before(e: Error, set: &SeedSet) -> Error {
+/// A seed that cannot find a name (a table, function or type) after a seed before it in this
+/// transaction, or an earlier statement of its own, changed search_path (pg_dump's header sets
+/// it to ''): the advice names that line, which "fix the SQL in <this file>" would not lead to.
+/// `ran` are the seeds sent in this transaction, in order, the failed one last; a seed that
+/// `changed` mode left out changed nothing and is not among them.
+pub fn search_path_changed_before<'a>(e: Error, ran: impl IntoIterator<Item = &'a Seed>) -> Error {
     let Error::SeedFailed(mut failure) = e else {
         return e;
     };
     if !matches!(failure.sqlstate.as_str(), "42P01" | "42883" | "42704") {
         return Error::SeedFailed(failure);
     }
-    let upto = set
-        .seeds
-        .iter()
-        .position(|s| s.name == failure.name)
-        .map_or(set.seeds.len(), |i| i + 1);
-    let changed = set.seeds[..upto]
-        .iter()
+    let changed = ran
+        .into_iter()
         .flat_map(|s| {
             let (sent, skipped) = s.sendable();
             session_settings(sent)

@@ -446,9 +446,17 @@ async fn in_transaction(
 
     let upsert = upsert_sql(&table);
     let mut ran = Vec::with_capacity(todo.len());
-    for (seed, state) in todo {
+    for (i, &(seed, state)) in todo.iter().enumerate() {
         let started = Instant::now();
-        let statements = run_file(session, watch, seed, opts.vars).await?;
+        let statements = run_file(session, watch, seed, opts.vars)
+            .await
+            .map_err(|f| match f {
+                Failure::Failed(e) => Failure::Failed(seeds::search_path_changed_before(
+                    e,
+                    todo[..=i].iter().map(|&(s, _)| s),
+                )),
+                f => f,
+            })?;
         let what = format!("recording {} in {table}", seed.name);
         quick(session, &what, async {
             client
