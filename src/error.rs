@@ -296,7 +296,9 @@ fn cause(sqlstate: &str, message: &str) -> Cause {
         }
         "53100" => {
             "The server ran out of disk space; nothing is wrong with the SQL. Free space on the \
-             database's volume (or grow it), then deploy again."
+             volume that holds the file the message names, or grow it (a path under \
+             pg_tblspc/<oid>/ is in a tablespace: select spcname, pg_tablespace_location(oid) \
+             from pg_tablespace), then deploy again."
         }
         "53200" | "53400" => {
             "The server ran out of memory or hit a configured limit (its message or HINT names \

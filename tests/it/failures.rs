@@ -905,9 +905,6 @@ fn exit_8_for_a_timeout_or_a_cancel_says_what_to_do_instead_of_fixing_the_sql() 
     assert!(!table_exists(&url, "nts"), "rolled back");
 }
 
-/// drizzle's classic trap: a migration adds an enum value and a later one of the same deploy
-/// uses it, all in one transaction (55P04). The message says how to get out, and the way it
-/// gives (the marker on the migration that adds the value) works.
 /// A configured limit the migration runs into (53400; here temp_file_limit, which a big sort
 /// on a small work_mem hits) is not the SQL's fault: the advice names the limit to raise.
 #[test]
@@ -931,6 +928,43 @@ fn exit_8_for_a_configured_limit_says_to_raise_it_instead_of_fixing_the_sql() {
     assert!(!table_exists(&url, "sorted"));
 }
 
+/// A full disk (53100) is not the SQL's fault: the advice says to free space. Here the
+/// migration fills a tablespace on a 1 MiB volume of the test's own server.
+#[test]
+fn exit_8_on_a_full_disk_says_to_free_space_instead_of_fixing_the_sql() {
+    let mut cluster = Cluster::init(free_port());
+    let volume = cluster.start_with_small_volume(1 << 20);
+    let db = cluster.create_database("disk_full");
+    let url = cluster.url(&db);
+    execute(
+        &url,
+        &format!("create tablespace small location '{}'", volume.display()),
+    );
+    let mut folder = Folder::new();
+    folder.add(
+        "0000_big",
+        1,
+        "CREATE TABLE \"big\" (\"v\" text) TABLESPACE small;\n--> statement-breakpoint\n\
+         INSERT INTO \"big\" SELECT repeat(md5(g::text), 8) FROM generate_series(1, 20000) g;",
+    );
+    let out = migrate(&url, folder.path());
+    out.expect(8);
+    out.says("ERROR 53100 could not extend file");
+    out.says("No space left on device");
+    out.says("The server ran out of disk space; nothing is wrong with the SQL.");
+    out.says("a path under pg_tblspc/<oid>/ is in a tablespace");
+    assert!(!out.stderr.contains("Fix the SQL"), "{}", out.stderr);
+    assert!(rows(&url).is_empty());
+    assert!(!table_exists(&url, "big"));
+    // The rollback left nothing on the full volume: a tablespace with any file in it cannot
+    // be dropped.
+    execute(&url, "drop tablespace small");
+    cluster.stop();
+}
+
+/// drizzle's classic trap: a migration adds an enum value and a later one of the same deploy
+/// uses it, all in one transaction (55P04). The message says how to get out, and the way it
+/// gives (the marker on the migration that adds the value) works.
 #[test]
 fn exit_8_for_a_new_enum_value_used_in_the_same_transaction_says_how_to_split_it() {
     let url = fresh_db("enum_value");

@@ -443,7 +443,7 @@ impl Cluster {
         fs::write(&signal, b"").expect("write standby.signal");
         proc::chown_to_server_user(&signal).expect("chown standby.signal");
         let log = local.log.clone();
-        if let Err(e) = self.try_start_with(&["-c", "hot_standby=off"], false) {
+        if let Err(e) = self.try_start_with(&["-c", "hot_standby=off"], false, None) {
             panic!("Cluster::start_as_refusing_standby: {}", e.message());
         }
         let started = Instant::now();
@@ -461,13 +461,36 @@ impl Cluster {
         }
     }
 
+    /// Starts the server in a mount namespace of its own, in which the returned directory (in
+    /// the cluster's, removed with it) is a tmpfs of `bytes` owned by the server's account: a
+    /// small volume for a tablespace, to fill on purpose (disk full, SQLSTATE 53100). The mount
+    /// ends with the server; nothing outside its namespace sees it. Mounting needs root, as CI
+    /// and the scripts run the tests.
+    pub fn start_with_small_volume(&mut self, bytes: u64) -> PathBuf {
+        let dir = self
+            .local("start_with_small_volume")
+            .base
+            .join("small-volume");
+        fs::create_dir(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        let volume = Volume { dir: &dir, bytes };
+        if let Err(e) = self.try_start_with(&[], true, Some(volume)) {
+            panic!("Cluster::start_with_small_volume: {}", e.message());
+        }
+        dir
+    }
+
     fn try_start(&mut self) -> Result<(), StartError> {
-        self.try_start_with(&[], true)
+        self.try_start_with(&[], true, None)
     }
 
     /// Starts the postmaster with `extra` settings after the harness's own; with `ready`, waits
-    /// until it accepts connections.
-    fn try_start_with(&mut self, extra: &[&str], ready: bool) -> Result<(), StartError> {
+    /// until it accepts connections; with a `volume`, in a mount namespace that has it.
+    fn try_start_with(
+        &mut self,
+        extra: &[&str],
+        ready: bool,
+        volume: Option<Volume<'_>>,
+    ) -> Result<(), StartError> {
         let port = self.port;
         // Probe over the unix socket (trust auth) when there is one: a SCRAM
         // exchange costs ~100 ms in debug builds. The postmaster binds its TCP
@@ -490,7 +513,11 @@ impl Cluster {
         let log_err = log
             .try_clone()
             .map_err(|e| StartError::Other(format!("dup log fd: {e}")))?;
-        let mut cmd = Command::new(local.bin.join("postgres"));
+        let postgres = local.bin.join("postgres");
+        let mut cmd = match &volume {
+            None => Command::new(&postgres),
+            Some(volume) => volume.wrap(&postgres).map_err(StartError::Other)?,
+        };
         cmd.arg("-D")
             .arg(&local.data)
             .arg("-p")
@@ -533,7 +560,12 @@ impl Cluster {
             // Own process group: a terminal ^C aimed at the test run does not
             // reach the server directly (it dies via the death signal instead).
             .process_group(0);
-        proc::as_server_user(&mut cmd, &local.base).map_err(StartError::Other)?;
+        if volume.is_some() {
+            // The wrapper mounts as root, then becomes the server's account (setpriv).
+            proc::server_env(&mut cmd, &local.base);
+        } else {
+            proc::as_server_user(&mut cmd, &local.base).map_err(StartError::Other)?;
+        }
         let child = proc::spawn_tied(cmd, libc::SIGQUIT)
             .map_err(|e| StartError::Other(format!("spawn postgres: {e}")))?;
         local.postmaster = Some(child);
@@ -873,4 +905,40 @@ fn cleanup_at_exit(postmaster: Option<u32>, dir: PathBuf) {
             libc::atexit(on_exit);
         }
     });
+}
+
+/// A small tmpfs for one server's mount namespace ([`Cluster::start_with_small_volume`]).
+struct Volume<'a> {
+    dir: &'a Path,
+    bytes: u64,
+}
+
+impl Volume<'_> {
+    /// `unshare` (a private mount namespace) running a shell that mounts the tmpfs and then
+    /// execs `postgres` (the arguments added after this) as the server's account: one process
+    /// throughout, so the postmaster is still the harness's direct child.
+    fn wrap(&self, postgres: &Path) -> Result<Command, String> {
+        let user = proc::run_as()?.ok_or_else(|| {
+            "a small volume for the server is a tmpfs mounted in a mount namespace of its own, \
+             which needs root; run the tests as root (as .ci/run and scripts/test.sh do in CI)"
+                .to_string()
+        })?;
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg(
+                "d=$1 size=$2 u=$3 g=$4; shift 4; \
+                 mount -t tmpfs -o \"size=$size,mode=0700,uid=$u,gid=$g\" portcullis-test \"$d\" \
+                 || exit 97; \
+                 exec setpriv --reuid=\"$u\" --regid=\"$g\" --init-groups --pdeathsig SIGQUIT \"$@\"",
+            )
+            .arg("sh")
+            .arg(self.dir)
+            .arg(self.bytes.to_string())
+            .arg(user.uid.to_string())
+            .arg(user.gid.to_string())
+            .arg(postgres)
+            .env("USER", &user.name)
+            .env("LOGNAME", &user.name);
+        Ok(cmd)
+    }
 }

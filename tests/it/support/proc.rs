@@ -59,6 +59,19 @@ pub(crate) fn run_as() -> Result<Option<&'static RunAs>, String> {
 /// Configures `cmd` to run as the server account (if root) with a clean,
 /// predictable environment; `home` becomes `$HOME` and the working directory.
 pub(crate) fn as_server_user(cmd: &mut Command, home: &Path) -> Result<(), String> {
+    server_env(cmd, home);
+    if let Some(user) = run_as()? {
+        cmd.uid(user.uid)
+            .gid(user.gid)
+            .env("USER", &user.name)
+            .env("LOGNAME", &user.name);
+    }
+    Ok(())
+}
+
+/// The server's clean, predictable environment without the switch of account: `home` becomes
+/// `$HOME` and the working directory.
+pub(crate) fn server_env(cmd: &mut Command, home: &Path) {
     for var in [
         "PGDATA",
         "PGHOST",
@@ -74,13 +87,6 @@ pub(crate) fn as_server_user(cmd: &mut Command, home: &Path) -> Result<(), Strin
     }
     cmd.env("LC_ALL", "C").env("LANG", "C").env("HOME", home);
     cmd.current_dir(home);
-    if let Some(user) = run_as()? {
-        cmd.uid(user.uid)
-            .gid(user.gid)
-            .env("USER", &user.name)
-            .env("LOGNAME", &user.name);
-    }
-    Ok(())
 }
 
 /// chown `path` to the server account (no-op when not root).
