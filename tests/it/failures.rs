@@ -962,6 +962,47 @@ fn exit_8_on_a_full_disk_says_to_free_space_instead_of_fixing_the_sql() {
     cluster.stop();
 }
 
+/// The shared lock table full (53200 "out of shared memory", max_locks_per_transaction): many
+/// pending migrations in drizzle's one transaction hold a lock on every table they create until
+/// it commits. The advice says to raise the limit or apply fewer migrations per transaction, and
+/// the second way works. Here on the test's own server, with the smallest lock table it allows.
+#[test]
+fn exit_8_when_the_lock_table_is_full_says_how_and_transaction_each_applies_the_same_folder() {
+    let mut cluster = Cluster::init(free_port());
+    cluster.start_with(&[
+        "-c",
+        "max_locks_per_transaction=10",
+        "-c",
+        "max_connections=20",
+    ]);
+    let db = cluster.create_database("locks_full");
+    let url = cluster.url(&db);
+    let mut folder = Folder::new();
+    for i in 0..60u8 {
+        let sql: Vec<String> = (0..10)
+            .map(|t| format!("CREATE TABLE \"lk_{i}_{t}\" (\"id\" integer PRIMARY KEY);"))
+            .collect();
+        folder.add(
+            &format!("{i:04}_tables"),
+            i64::from(i) + 1,
+            &sql.join("\n--> statement-breakpoint\n"),
+        );
+    }
+    let out = migrate(&url, folder.path());
+    out.expect(8);
+    out.says("ERROR 53200 out of shared memory");
+    out.says("max_locks_per_transaction");
+    out.says("Raise that limit, or apply fewer migrations per transaction");
+    assert!(!out.stderr.contains("Fix the SQL"), "{}", out.stderr);
+    assert!(rows(&url).is_empty());
+    let out = run(command(&url, folder.path())
+        .env("PORTCULLIS_TRANSACTION", "each")
+        .arg("migrate"));
+    out.expect(0);
+    assert_eq!(rows(&url).len(), 60);
+    cluster.stop();
+}
+
 /// drizzle's classic trap: a migration adds an enum value and a later one of the same deploy
 /// uses it, all in one transaction (55P04). The message says how to get out, and the way it
 /// gives (the marker on the migration that adds the value) works.

@@ -433,6 +433,14 @@ impl Cluster {
         }
     }
 
+    /// [`Cluster::start`] with `extra` settings after the harness's own (`["-c",
+    /// "name=value", ...]`, later ones winning).
+    pub fn start_with(&mut self, extra: &[&str]) {
+        if let Err(e) = self.try_start_with(extra, true, None) {
+            panic!("Cluster::start_with on port {}: {}", self.port, e.message());
+        }
+    }
+
     /// Starts the server as a standby that refuses every connection (SQLSTATE 57P03, "the
     /// database system is not accepting connections"): `standby.signal` with nothing to
     /// replicate from, and `hot_standby` off. Returns once its log says it entered standby
