@@ -272,6 +272,20 @@ fn cause(sqlstate: &str, message: &str) -> Cause {
              it (0 turns it off); an index on a big table is better built with CREATE INDEX \
              CONCURRENTLY, which portcullis runs outside a transaction. Then deploy again."
         }
+        "25P04" => {
+            "The server ended the session: the transaction ran longer than transaction_timeout \
+             (PostgreSQL 17 and later). portcullis turns that limit off for its own session, \
+             so a statement of the migrations or seeds set it (SET transaction_timeout); remove \
+             that, or bound single statements with PORTCULLIS_STATEMENT_TIMEOUT instead, then \
+             deploy again."
+        }
+        "25P03" => {
+            "The server ended the session: it waited for portcullis's next statement inside the \
+             transaction for longer than idle_in_transaction_session_timeout (a slow network \
+             path, or a runner starved of CPU); nothing is wrong with the SQL. Raise that \
+             timeout for the migration role (ALTER ROLE ... SET \
+             idle_in_transaction_session_timeout = ...), then deploy again."
+        }
         "57014" => {
             "Another session cancelled it (pg_cancel_backend, an operator or a watchdog); \
              nothing is wrong with the SQL. Deploy again; a restart may help."
@@ -400,6 +414,17 @@ mod tests {
                 .contains("-- portcullis: no-transaction")
         );
         assert!(failure("53100", "could not extend file").contains("out of disk space"));
+        assert!(
+            failure("25P04", "terminating connection due to transaction timeout")
+                .contains("SET transaction_timeout")
+        );
+        assert!(
+            failure(
+                "25P03",
+                "terminating connection due to idle-in-transaction timeout"
+            )
+            .contains("idle_in_transaction_session_timeout")
+        );
         assert!(
             failure("42501", "permission denied for schema public")
                 .contains("GRANT CREATE ON SCHEMA public TO <user>")

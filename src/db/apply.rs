@@ -150,13 +150,17 @@ pub async fn apply(
 ) -> Result<Vec<Applied>, Error> {
     let client = session.client();
     let ms = |d: Duration| format!("{}ms", d.as_millis());
-    let what = "setting lock_timeout and statement_timeout";
+    let what = "setting lock_timeout, statement_timeout and transaction_timeout";
     let configure = session.within(what, async {
         use tokio_postgres::types::Type;
         // Typed parameters: one round trip, no separate prepare.
         client
             .query_typed(
-                "select set_config('lock_timeout', $1, false), set_config('statement_timeout', $2, false)",
+                &format!(
+                    "select set_config('lock_timeout', $1, false), \
+                     set_config('statement_timeout', $2, false), {}",
+                    super::no_transaction_timeout(false)
+                ),
                 &[
                     (&ms(limits.lock_timeout), Type::TEXT),
                     (&ms(limits.statement_timeout), Type::TEXT),

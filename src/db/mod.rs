@@ -197,6 +197,18 @@ impl Session {
     }
 }
 
+/// A select-list item that turns `transaction_timeout` off for the session (`local` false) or
+/// for the open transaction (`local` true; set inside a transaction, it also stops the timer
+/// already running). Only on PostgreSQL 17 and later: older servers do not know the setting. A
+/// role's or database's transaction_timeout is meant for the app, and would end a long
+/// migration's or seeds' transaction midway; PORTCULLIS_STATEMENT_TIMEOUT is portcullis's limit.
+pub(crate) fn no_transaction_timeout(local: bool) -> String {
+    format!(
+        "case when current_setting('server_version_num')::int >= 170000 then \
+         set_config('transaction_timeout', '0', {local}) end"
+    )
+}
+
 /// Ends server process `$1` if it is this run's own session, whose connection was given up: the
 /// one that started before `$2` ([`Session::alive_at`], when it was serving us), since any later
 /// session with the same pid started after ours ended. A session of one's own role may be ended

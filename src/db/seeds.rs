@@ -360,11 +360,15 @@ async fn in_transaction(
 ) -> Result<(Seeded, bool), Failure> {
     let client = session.client();
     let ms = |d: Duration| format!("{}ms", d.as_millis());
-    let what = "setting lock_timeout and statement_timeout for the seeds";
+    let what = "setting lock_timeout, statement_timeout and transaction_timeout for the seeds";
     quick(session, what, async {
         client
             .query_one(
-                "select set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)",
+                &format!(
+                    "select set_config('lock_timeout', $1, true), \
+                     set_config('statement_timeout', $2, true), {}",
+                    super::no_transaction_timeout(true)
+                ),
                 &[&ms(opts.lock_timeout), &ms(opts.statement_timeout)],
             )
             .await

@@ -50,6 +50,84 @@ fn create_index_concurrently_runs_outside_the_batch_and_the_index_is_valid() {
     assert_eq!(rows(&url).len(), 3);
 }
 
+/// A `transaction_timeout` (PostgreSQL 17 and later) set on the database or role for the app
+/// does not end a long migration's or seeds' transaction midway: portcullis turns it off for
+/// its own session, as it sets statement_timeout itself. A migration that sets it anyway is
+/// ended by the server, and the message says that, not "Fix the SQL". On an older server,
+/// which has no such setting, the version check keeps portcullis from asking for it.
+#[test]
+fn a_database_transaction_timeout_does_not_end_a_long_migration() {
+    let url = fresh_db("txn_timeout");
+    let known = query(
+        &url,
+        "select count(*) from pg_settings where name = 'transaction_timeout'",
+    )[0][0]
+        .as_deref()
+        == Some("1");
+    let version: i32 = query(&url, "show server_version_num")[0][0]
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(known, version >= 170000, "server_version_num {version}");
+    if known {
+        execute(
+            &url,
+            &format!(
+                "alter database \"{}\" set transaction_timeout = '1s'",
+                db_name(&url)
+            ),
+        );
+    }
+    let mut folder = Folder::new();
+    folder.add(
+        "0000_slow",
+        1,
+        "CREATE TABLE \"slow\" (\"id\" integer);\n--> statement-breakpoint\n\
+         SELECT pg_sleep(1.5);",
+    );
+    let seeds = folder.path().join("seeds");
+    std::fs::create_dir(&seeds).unwrap();
+    std::fs::write(
+        seeds.join("1_slow.sql"),
+        "select pg_sleep(1.5);\ninsert into slow values (1);\n",
+    )
+    .unwrap();
+    let out = run(command(&url, folder.path())
+        .env("PORTCULLIS_SEEDS_DIR", &seeds)
+        .arg("migrate"));
+    out.expect(0);
+    assert_eq!(rows(&url).len(), 1);
+    assert_eq!(
+        query(&url, "select count(*) from slow")[0][0].as_deref(),
+        Some("1")
+    );
+    // Nothing pending: the seeds' transaction is the first, and turns the limit off itself.
+    let out = run(command(&url, folder.path())
+        .env("PORTCULLIS_SEEDS_DIR", &seeds)
+        .arg("seed"));
+    out.expect(0);
+    assert_eq!(
+        query(&url, "select count(*) from slow")[0][0].as_deref(),
+        Some("2")
+    );
+    if !known {
+        return;
+    }
+    // The session's own setting, made by a migration, still applies: the server ends it.
+    folder.add(
+        "0001_sets_it",
+        2,
+        "SET transaction_timeout = '500ms';\n--> statement-breakpoint\nSELECT pg_sleep(1.5);",
+    );
+    let out = migrate(&url, folder.path());
+    out.expect(8);
+    out.says("ERROR 25P04 terminating connection due to transaction timeout");
+    out.says("a statement of the migrations or seeds set it (SET transaction_timeout)");
+    assert!(!out.stderr.contains("Fix the SQL"), "{}", out.stderr);
+    assert_eq!(rows(&url).len(), 1);
+}
+
 #[test]
 fn the_marker_comment_lets_an_added_enum_value_be_used_in_the_same_run() {
     // drizzle runs everything in one transaction, where a value added by ALTER TYPE cannot be
