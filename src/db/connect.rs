@@ -33,7 +33,7 @@ pub fn classify(e: &tokio_postgres::Error, db: &Database) -> Attempt {
         let text = format!("{} ({code})", dbe.message());
         return if code.starts_with("08") || matches!(code, "57P03" | "53300" | "57P01" | "57P02") {
             Attempt::Transient(text)
-        } else if code == "28000" && dbe.message().contains("no encryption") {
+        } else if code == "28000" && refused_unencrypted(dbe.message()) {
             Attempt::Permanent(format!(
                 "{text}: the server accepts this user only over TLS. Set sslmode=require (or \
                  verify-full with sslrootcert) in {} (or PGSSLMODE)",
@@ -521,11 +521,17 @@ pub async fn wait_for(db: &Database, timeout: Duration) -> Result<Session, Error
     }
 }
 
+/// Whether pg_hba.conf's refusal (SQLSTATE 28000) says it refused an unencrypted connection:
+/// "..., no encryption" since PostgreSQL 14, "..., SSL off" before.
+fn refused_unencrypted(message: &str) -> bool {
+    message.ends_with("no encryption") || message.ends_with("SSL off")
+}
+
 /// How [`wait_on`] failed: a refusal from pg_hba.conf (SQLSTATE 28000), which may depend on
 /// whether the connection is encrypted, or anything else.
 enum Refusal {
     /// Refused by pg_hba.conf; `unencrypted`: the server said it refused an unencrypted
-    /// connection (its message ends in "no encryption").
+    /// connection ([`refused_unencrypted`]).
     Authorization {
         error: Error,
         unencrypted: bool,
@@ -636,7 +642,7 @@ async fn wait_on(db: &Database, timeout: Duration) -> Result<Session, Refusal> {
                         {
                             Refusal::Authorization {
                                 error: refused,
-                                unencrypted: d.message().ends_with("no encryption"),
+                                unencrypted: refused_unencrypted(d.message()),
                                 why: d.message().to_string(),
                             }
                         }
@@ -718,6 +724,24 @@ fn up_but_refusing_advice(sqlstate: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_of_an_unencrypted_connection_is_told_in_both_wordings() {
+        // PostgreSQL 14 and later.
+        assert!(refused_unencrypted(
+            "no pg_hba.conf entry for host \"10.0.0.7\", user \"app\", database \"app\", no encryption"
+        ));
+        // PostgreSQL 13 and earlier, from a `reject` line or no line at all.
+        assert!(refused_unencrypted(
+            "pg_hba.conf rejects connection for host \"127.0.0.1\", user \"app\", database \"app\", SSL off"
+        ));
+        assert!(!refused_unencrypted(
+            "no pg_hba.conf entry for host \"10.0.0.7\", user \"app\", database \"app\", SSL encryption"
+        ));
+        assert!(!refused_unencrypted(
+            "no pg_hba.conf entry for host \"10.0.0.7\", user \"app\", database \"app\", SSL on"
+        ));
+    }
 
     #[test]
     fn a_wait_that_ends_on_a_server_that_is_up_does_not_blame_the_network() {

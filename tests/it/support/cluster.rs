@@ -217,7 +217,7 @@ fn template() -> Result<&'static Template, String> {
                         "--auth-host=scram-sha-256",
                     ])
                     .arg(format!("--pwfile={}", pwfile.display()))
-                    .args(["-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"]);
+                    .args(["-E", "UTF8", "--locale=C", "--no-sync"]);
                 proc::as_server_user(&mut cmd, &base)?;
                 proc::run_tied(cmd, "initdb")
             })();
