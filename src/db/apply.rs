@@ -156,11 +156,7 @@ pub async fn apply(
         // Typed parameters: one round trip, no separate prepare.
         client
             .query_typed(
-                &format!(
-                    "select set_config('lock_timeout', $1, false), \
-                     set_config('statement_timeout', $2, false), {}",
-                    super::no_transaction_timeout(false)
-                ),
+                &super::set_limits(false),
                 &[
                     (&ms(limits.lock_timeout), Type::TEXT),
                     (&ms(limits.statement_timeout), Type::TEXT),

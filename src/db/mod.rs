@@ -197,14 +197,18 @@ impl Session {
     }
 }
 
-/// A select-list item that turns `transaction_timeout` off for the session (`local` false) or
-/// for the open transaction (`local` true; set inside a transaction, it also stops the timer
-/// already running). Only on PostgreSQL 17 and later: older servers do not know the setting. A
-/// role's or database's transaction_timeout is meant for the app, and would end a long
-/// migration's or seeds' transaction midway; PORTCULLIS_STATEMENT_TIMEOUT is portcullis's limit.
-pub(crate) fn no_transaction_timeout(local: bool) -> String {
+/// The statement that sets portcullis's limits: `lock_timeout` to `$1` and `statement_timeout`
+/// to `$2` (text, such as `5000ms`), for the session (`local` false: the migrations) or for
+/// the open transaction (`local` true: the seeds). On PostgreSQL 17 and later it also turns
+/// `transaction_timeout` off (older servers do not know the setting; set inside a transaction,
+/// this also stops the timer already running): a role's or database's transaction_timeout is
+/// meant for the app, and would end a long migration's or seeds' transaction midway, where
+/// PORTCULLIS_STATEMENT_TIMEOUT is meant to be the one limit.
+pub(crate) fn set_limits(local: bool) -> String {
     format!(
-        "case when current_setting('server_version_num')::int >= 170000 then \
+        "select set_config('lock_timeout', $1, {local}), \
+         set_config('statement_timeout', $2, {local}), \
+         case when current_setting('server_version_num')::int >= 170000 then \
          set_config('transaction_timeout', '0', {local}) end"
     )
 }

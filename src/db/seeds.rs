@@ -364,11 +364,7 @@ async fn in_transaction(
     quick(session, what, async {
         client
             .query_one(
-                &format!(
-                    "select set_config('lock_timeout', $1, true), \
-                     set_config('statement_timeout', $2, true), {}",
-                    super::no_transaction_timeout(true)
-                ),
+                &super::set_limits(true),
                 &[&ms(opts.lock_timeout), &ms(opts.statement_timeout)],
             )
             .await

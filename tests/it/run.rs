@@ -47,6 +47,17 @@ impl Output {
         );
         self
     }
+
+    /// Asserts that stderr does not contain `needle`, showing stderr when it does.
+    #[track_caller]
+    pub fn never_says(&self, needle: &str) -> &Output {
+        assert!(
+            !self.stderr.contains(needle),
+            "stderr contains {needle:?}:\n{}",
+            self.stderr
+        );
+        self
+    }
 }
 
 /// A command with a clean environment: only what the test gives it (plus a fixed host name).

@@ -124,7 +124,7 @@ fn a_database_transaction_timeout_does_not_end_a_long_migration() {
     out.expect(8);
     out.says("ERROR 25P04 terminating connection due to transaction timeout");
     out.says("a statement of the migrations or seeds set it (SET transaction_timeout)");
-    assert!(!out.stderr.contains("Fix the SQL"), "{}", out.stderr);
+    out.never_says("Fix the SQL");
     assert_eq!(rows(&url).len(), 1);
 }
 
@@ -413,7 +413,7 @@ fn ddl_lock_retries_exhausted_exit_8_with_the_story() {
     // The blocker's query is shown with its string literals (escaped, dollar-quoted) masked
     // and its comments left out.
     out.says("SELECT count(*) FROM busy2 WHERE '…' <> '…' AND E'…' <> '…' ;");
-    assert!(!out.stderr.contains("s3cret"), "{}", out.stderr);
+    out.never_says("s3cret");
     out.says("PORTCULLIS_DDL_LOCK_RETRIES");
     assert!(!table_exists(&url, "calm"), "the batch was rolled back");
     assert!(rows(&url).is_empty());
@@ -513,11 +513,7 @@ fn sigterm_outside_a_transaction_says_what_stays_committed() {
         "statement(s) 1 ran and are committed; statement 2 failed; statement(s) 3 did not run",
     );
     out.says("the next run starts it again from its first statement");
-    assert!(
-        !out.stderr.contains("nothing half-done was committed"),
-        "{}",
-        out.stderr
-    );
+    out.never_says("nothing half-done was committed");
     assert!(table_exists(&url, "nt_a") && !table_exists(&url, "nt_b"));
     assert!(rows(&url).is_empty());
     assert_eq!(advisory_locks(&url), 0);
@@ -611,11 +607,7 @@ fn a_second_sigterm_outside_a_transaction_says_what_stays_committed() {
          statement 2 are committed, and whether statement 2 completed is unknown",
     );
     out.says("the next run starts it again from its first statement");
-    assert!(
-        !out.stderr.contains("nothing half-done was committed"),
-        "{}",
-        out.stderr
-    );
+    out.never_says("nothing half-done was committed");
     server_let_go(&url, STUBBORN_NEEDLE, Instant::now());
     assert!(
         table_exists(&url, "twice_nt"),
@@ -935,7 +927,7 @@ fn tls_modes_behave_like_libpq() {
     ));
     out.expect(6);
     // Refused for good at the first attempt.
-    assert!(!out.stderr.contains("(attempt"), "{}", out.stderr);
+    out.never_says("(attempt");
     out.says("TLS failed");
     out.says("invalid peer certificate");
     // The right CA but a name the certificate does not carry (it names only `localhost`).
@@ -1003,7 +995,7 @@ fn tls_prefer_allow_and_client_certificates() {
     // prefer encrypts when the server offers TLS: this server refuses plain TCP.
     let out = wait(&password_url("sslmode=prefer"), &[]);
     out.expect(0);
-    assert!(!out.stderr.contains("once more"), "{}", out.stderr);
+    out.never_says("once more");
     // allow tries plain TCP first, as libpq does, and TLS once the server refuses that.
     let out = wait(&password_url("sslmode=allow"), &[]);
     out.expect(0);
@@ -1027,11 +1019,11 @@ fn tls_prefer_allow_and_client_certificates() {
     );
     out.expect(6);
     out.says("password authentication failed");
-    assert!(!out.stderr.contains("only over TLS"), "{}", out.stderr);
+    out.never_says("only over TLS");
     // ... and when sslmode is not given at all (libpq's default is prefer).
     let out = wait(&password_url("connect_timeout=5"), &[]);
     out.expect(0);
-    assert!(!out.stderr.contains("without TLS"), "{}", out.stderr);
+    out.never_says("without TLS");
     // A user the server refuses over TLS (pg_hba.conf) but takes without: prefer tries once
     // more without TLS, as libpq does; allow is taken at its first, plain, attempt; require
     // does not try plain TCP.
@@ -1046,7 +1038,7 @@ fn tls_prefer_allow_and_client_certificates() {
     }
     let out = wait(&plain_user("sslmode=allow"), &[]);
     out.expect(0);
-    assert!(!out.stderr.contains("once more"), "{}", out.stderr);
+    out.never_says("once more");
     let out = wait(&plain_user("sslmode=require"), &[]);
     out.expect(6);
     // "SSL encryption" since PostgreSQL 14, "SSL on" before.
@@ -1055,7 +1047,7 @@ fn tls_prefer_allow_and_client_certificates() {
         "{}",
         out.stderr
     );
-    assert!(!out.stderr.contains("without TLS"), "{}", out.stderr);
+    out.never_says("without TLS");
 
     // Client certificates: the server checks them against its CA and maps CN=certuser.
     let cert_url =
@@ -1071,7 +1063,7 @@ fn tls_prefer_allow_and_client_certificates() {
     // Refused for good: exit 6 at once, not retried until the 5 s wait timeout.
     let refused_at_once = |out: &Output, started: Instant| {
         out.expect(6);
-        assert!(!out.stderr.contains("(attempt"), "{}", out.stderr);
+        out.never_says("(attempt");
         assert!(
             started.elapsed() < Duration::from_secs(4),
             "{:?}",
@@ -1297,7 +1289,7 @@ fn a_lock_timeout_after_a_files_own_commit_is_not_retried() {
     out.says("55P03");
     out.says("may have ended this transaction");
     out.says("is not retried");
-    assert!(!out.stderr.contains("retry 1 of 2"), "{}", out.stderr);
+    out.never_says("retry 1 of 2");
     // The file's COMMIT committed 0000_audit and its row once; a retry would have run them again.
     assert_eq!(
         query(&url, "select count(*)::text from audit"),
@@ -1329,7 +1321,7 @@ fn a_concurrent_index_that_timed_out_is_not_retried_into_an_invalid_index() {
     out.says("55P03");
     out.says("left the INVALID index public.orders_ref behind");
     out.says("DROP INDEX CONCURRENTLY IF EXISTS public.orders_ref;");
-    assert!(!out.stderr.contains("retry 1 of 2"), "{}", out.stderr);
+    out.never_says("retry 1 of 2");
     assert!(
         rows(&url).is_empty(),
         "an INVALID index must not be recorded as applied"
@@ -1380,7 +1372,7 @@ fn a_failed_statement_is_shown_without_its_string_literals() {
     out.expect(8);
     out.says("42704");
     out.says("(`ALTER ROLE no_such_role PASSWORD '…';`)");
-    assert!(!out.stderr.contains("SECRETPW"), "{}", out.stderr);
+    out.never_says("SECRETPW");
 }
 
 /// SIGTERM while a migration outside a transaction waits to retry a statement that hit
@@ -1418,7 +1410,7 @@ fn sigterm_while_a_statement_outside_a_transaction_waits_to_retry_says_what_stay
     out.expect(143);
     out.says("0000_nt runs outside a transaction");
     out.says("statement(s) 1 ran and are committed");
-    assert!(!out.stderr.contains("nothing half-done"), "{}", out.stderr);
+    out.never_says("nothing half-done");
     assert!(table_exists(&url, "nt_first"));
     assert!(rows(&url).is_empty());
 }
