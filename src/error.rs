@@ -272,6 +272,14 @@ fn cause(sqlstate: &str, message: &str) -> Cause {
              it (0 turns it off); an index on a big table is better built with CREATE INDEX \
              CONCURRENTLY, which portcullis runs outside a transaction. Then deploy again."
         }
+        "40001" => {
+            "PostgreSQL cancelled the transaction to keep it serializable: the database or role \
+             runs transactions at REPEATABLE READ or SERIALIZABLE (default_transaction_isolation), \
+             and another session changed the same rows meanwhile; nothing is wrong with the SQL. \
+             Deploy again (a restart may help), at a quieter time if it recurs, or let the \
+             migration role run at READ COMMITTED (ALTER ROLE ... SET \
+             default_transaction_isolation = 'read committed')."
+        }
         "25P04" => {
             "The server ended the session: the transaction ran longer than transaction_timeout \
              (PostgreSQL 17 and later). portcullis turns that limit off for its own session, \
@@ -414,6 +422,13 @@ mod tests {
                 .contains("-- portcullis: no-transaction")
         );
         assert!(failure("53100", "could not extend file").contains("out of disk space"));
+        assert!(
+            failure(
+                "40001",
+                "could not serialize access due to concurrent update"
+            )
+            .contains("default_transaction_isolation = 'read committed'")
+        );
         assert!(
             failure("25P04", "terminating connection due to transaction timeout")
                 .contains("SET transaction_timeout")

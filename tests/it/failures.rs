@@ -1010,6 +1010,45 @@ fn exit_8_when_the_lock_table_is_full_says_how_and_transaction_each_applies_the_
     cluster.stop();
 }
 
+/// A database that runs transactions at SERIALIZABLE (or REPEATABLE READ): a migration that
+/// updates a row another session changed after the migration's snapshot is cancelled (40001).
+/// Not the SQL's fault: the advice says to deploy again, or how to run at READ COMMITTED, and a
+/// run without the concurrent change applies it.
+#[test]
+fn exit_8_for_a_serialization_failure_says_to_deploy_again() {
+    let url = fresh_db("serializable");
+    execute(
+        &url,
+        &format!(
+            "create table ser (k int primary key, v int); insert into ser values (1, 0); \
+             alter database \"{}\" set default_transaction_isolation = 'serializable'",
+            db_name(&url)
+        ),
+    );
+    let mut folder = Folder::new();
+    folder.add(
+        "0000_update",
+        1,
+        "SELECT pg_sleep(2);\n--> statement-breakpoint\nUPDATE \"ser\" SET \"v\" = 1 WHERE \"k\" = 1;",
+    );
+    let child = spawn(command(&url, folder.path()).arg("migrate"));
+    let started = Instant::now();
+    wait_for_statement(&url, "pg_sleep(2)");
+    // The migration's snapshot is taken: this change comes after it.
+    execute(&url, "update ser set v = 2 where k = 1");
+    let out = finish(child, started, Duration::from_secs(30));
+    out.expect(8);
+    out.says("ERROR 40001 could not serialize access due to concurrent update");
+    out.says("PostgreSQL cancelled the transaction to keep it serializable");
+    out.never_says("Fix the SQL");
+    assert!(rows(&url).is_empty());
+    migrate(&url, folder.path()).expect(0);
+    assert_eq!(
+        query(&url, "select v from ser where k = 1")[0][0].as_deref(),
+        Some("1")
+    );
+}
+
 /// drizzle's classic trap: a migration adds an enum value to a type of an earlier deploy and a
 /// later one of the same deploy uses it, all in one transaction (55P04). The message says how
 /// to get out, and the way it gives (the marker on the migration that adds the value) works.
