@@ -17,6 +17,7 @@ use crate::source::lexer;
 use crate::source::split::{line_col, position_to_byte};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_core::Stream;
+use futures_sink::Sink;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -423,25 +424,8 @@ async fn in_transaction(
         ));
     }
 
-    // Values travel only as bound parameters; only the setting names are ever shown.
-    for var in opts.vars.iter() {
-        quick(session, &format!("setting {}", var.setting), async {
-            client
-                .query_one(
-                    "select set_config($1, $2, true)",
-                    &[&var.setting, &var.value()],
-                )
-                .await
-                .map_err(|e| {
-                    Error::Internal(format!(
-                        "setting {} (from {}) for the seeds failed: {}. Check the variable's name.",
-                        var.setting,
-                        var.variable,
-                        opts.vars.redact(&error_text(&e))
-                    ))
-                })
-        })
-        .await?;
+    if !opts.vars.is_empty() {
+        set_vars(session, opts.vars).await?;
     }
 
     let upsert = upsert_sql(&table);
@@ -481,6 +465,106 @@ async fn in_transaction(
         });
     }
     Ok((Seeded { ran, skipped }, created))
+}
+
+/// The temporary table the seed variables pass through (see [`set_vars`]); dropped at the
+/// seeds' COMMIT or ROLLBACK.
+const VARS_TABLE: &str = "pg_temp.portcullis_seed_vars";
+
+/// Sets each seed variable's setting for the seeds' transaction. The values never appear in SQL
+/// text, and where the database user may create temporary tables they are not bound parameters
+/// either: a server that logs statements (`log_statement = 'all'`, `log_min_duration_statement
+/// = 0`) writes bound parameters to its log in full, but not the rows of a `COPY ... FROM
+/// STDIN`. So the values go by COPY into a temporary table, and `set_config` reads them from
+/// there. Without the TEMPORARY privilege they go as bound parameters, with a warning.
+async fn set_vars(session: &Session, vars: &SeedVars) -> Result<(), Failure> {
+    let client = session.client();
+    let what = "setting the seed variables";
+    let failed = |e: &tokio_postgres::Error| {
+        Error::Internal(format!(
+            "setting the seed variables ({}) failed: {}. Check the variables' names.",
+            vars.settings(),
+            vars.redact(&error_text(e))
+        ))
+    };
+    quick(session, what, async {
+        let temporary: bool = client
+            .query_one(
+                "select has_database_privilege(current_database(), 'TEMPORARY')",
+                &[],
+            )
+            .await
+            .map_err(|e| query_failed(what, &e))?
+            .get(0);
+        if !temporary {
+            tracing::warn!(
+                "the database user may not create temporary tables in this database, so the \
+                 seed variables' values ({}) go to the server as bound parameters, which a \
+                 server that logs statements (log_statement = 'all') writes to its log; grant \
+                 TEMPORARY on the database to keep them out of it",
+                vars.settings()
+            );
+            for var in vars.iter() {
+                client
+                    .query_one(
+                        "select set_config($1, $2, true)",
+                        &[&var.setting, &var.value()],
+                    )
+                    .await
+                    .map_err(|e| failed(&e))?;
+            }
+            return Ok(());
+        }
+        client
+            .batch_execute(&format!(
+                "create temporary table {VARS_TABLE} (setting text not null, value text not \
+                 null) on commit drop"
+            ))
+            .await
+            .map_err(|e| query_failed(what, &e))?;
+        let sink = client
+            .copy_in::<_, std::io::Cursor<Vec<u8>>>(&format!("copy {VARS_TABLE} from stdin"))
+            .await
+            .map_err(|e| failed(&e))?;
+        let mut sink = std::pin::pin!(sink);
+        std::future::poll_fn(|cx| sink.as_mut().poll_ready(cx))
+            .await
+            .map_err(|e| failed(&e))?;
+        sink.as_mut()
+            .start_send(std::io::Cursor::new(copy_rows(vars)))
+            .map_err(|e| failed(&e))?;
+        sink.as_mut().finish().await.map_err(|e| failed(&e))?;
+        client
+            .query_one(
+                &format!("select count(set_config(setting, value, true)) from {VARS_TABLE}"),
+                &[],
+            )
+            .await
+            .map_err(|e| failed(&e))?;
+        Ok(())
+    })
+    .await
+}
+
+/// The variables as the rows of `COPY ... FROM STDIN` in text format: setting, tab, value,
+/// newline, with backslash, tab, newline and carriage return escaped.
+fn copy_rows(vars: &SeedVars) -> Vec<u8> {
+    let mut rows = String::new();
+    for var in vars.iter() {
+        rows.push_str(&var.setting);
+        rows.push('\t');
+        for c in var.value().chars() {
+            match c {
+                '\\' => rows.push_str("\\\\"),
+                '\t' => rows.push_str("\\t"),
+                '\n' => rows.push_str("\\n"),
+                '\r' => rows.push_str("\\r"),
+                c => rows.push(c),
+            }
+        }
+        rows.push('\n');
+    }
+    rows.into_bytes()
 }
 
 /// Sends one seed file as one simple query, watched (see [`Watch`]); returns how many statements
@@ -657,6 +741,24 @@ mod tests {
         assert_eq!(t, "\"my \"\"schema\"\"\".\"__portcullis_seeds\"");
         assert!(create_table_sql(&t).contains("name text PRIMARY KEY"));
         assert!(upsert_sql(&t).contains("run_count = s.run_count + 1"));
+    }
+
+    #[test]
+    fn variables_become_copy_rows_with_their_special_characters_escaped() {
+        let cfg = crate::config::Config::from_vars([
+            ("DATABASE_URL", "postgres://u@h/d"),
+            ("PORTCULLIS_SEED_VAR_PLAIN", "ops@example.com"),
+            ("PORTCULLIS_SEED_VAR_TRICKY", "a\tb\nc\rd\\e\\.\n\\."),
+        ])
+        .unwrap();
+        let rows = String::from_utf8(copy_rows(&cfg.seeds.vars)).unwrap();
+        assert_eq!(
+            rows,
+            "portcullis.plain\tops@example.com\n\
+             portcullis.tricky\ta\\tb\\nc\\rd\\\\e\\\\.\\n\\\\.\n"
+        );
+        // One line per variable: no value can end the data (`\.`) or start a row.
+        assert_eq!(rows.lines().count(), 2);
     }
 
     #[test]

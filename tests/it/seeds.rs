@@ -620,6 +620,43 @@ fn a_seed_that_changes_the_session_is_warned_about() {
 
 // ---- seed variables ---------------------------------------------------------------------------
 
+/// Seed variables reach the server through a temporary table (see the test above); a user
+/// that may not create one still gets them set, as bound parameters, and is told what that
+/// means for a server that logs statements.
+#[test]
+fn without_the_temporary_privilege_seed_variables_still_arrive_with_a_warning() {
+    let url = fresh_db("seed_vars_no_temp");
+    let db = db_name(&url).to_string();
+    let role = format!("pc_no_temp_{}", std::process::id());
+    crate::support::execute(
+        &url,
+        &format!(
+            "create role {role} login password 'pc-pw'; \
+             revoke temporary on database \"{db}\" from public; \
+             grant create on database \"{db}\" to {role}; \
+             grant create on schema public to {role}"
+        ),
+    );
+    let as_role = crate::support::Cluster::shared().url_with(&role, "pc-pw", &db);
+    let mut m = Folder::new();
+    m.add("0000_notes", 1, "create table notes (v text not null);");
+    let seeds = SeedDir::new();
+    seeds.write(
+        "1_notes.sql",
+        "insert into notes values (current_setting('portcullis.note'));",
+    );
+    let out = run(seeded(&as_role, m.path(), seeds.path())
+        .env("PORTCULLIS_SEED_VAR_NOTE", "kept out of sight")
+        .arg("migrate"));
+    out.expect(0);
+    out.says(
+        "the database user may not create temporary tables in this database, so the seed \
+         variables' values (portcullis.note) go to the server as bound parameters",
+    );
+    out.never_says("kept out of sight");
+    assert_eq!(one(&url, "select v from notes"), "kept out of sight");
+}
+
 #[test]
 fn a_seed_variable_with_quotes_and_semicolons_arrives_intact_and_harmless() {
     let url = fresh_db("seed_vars");
@@ -638,7 +675,9 @@ fn a_seed_variable_with_quotes_and_semicolons_arrives_intact_and_harmless() {
          on conflict (k) do update set v = excluded.v;",
     );
     let injection = "x'); drop table users; --";
-    let dollars = "$$ \"quoted\" \\ ; select pg_sleep(10); $$ ünï";
+    let dollars = "$$ \"quoted\" \\ ; select pg_sleep(10); $$ ünï\ttab\nline\r\\.\n\\.";
+    // A server that logs every statement, bound parameters included, gets no value either.
+    let db = log_statements(&url);
     for _ in 0..2 {
         run(seeded(&url, m.path(), seeds.path())
             .env("PORTCULLIS_SEED_VAR_NOTE", injection)
@@ -653,6 +692,21 @@ fn a_seed_variable_with_quotes_and_semicolons_arrives_intact_and_harmless() {
             ]
         );
         assert!(table_exists(&url, "users"));
+    }
+    let logged = server_log(&db, "portcullis@it-runner");
+    assert!(
+        logged
+            .iter()
+            .any(|l| l.contains("current_setting('portcullis.note')")),
+        "the seed's statement was not logged: {}",
+        logged.join("\n")
+    );
+    for value in ["drop table users", "select pg_sleep(10)", "ünï"] {
+        assert!(
+            !logged.iter().any(|l| l.contains(value)),
+            "{value:?} in the server log: {}",
+            logged.join("\n")
+        );
     }
     // The settings are transaction-local: nothing of them is left on the server.
     assert_eq!(
