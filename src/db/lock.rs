@@ -182,10 +182,13 @@ pub async fn take_or_queue(
         let slice = slice_max
             .min(timeout - waited)
             .max(Duration::from_millis(1));
-        // lock_timeout bounds the wait in the server; RESET only runs once the lock is granted
-        // (an error skips the rest of the batch), and the next slice sets it again.
+        // lock_timeout bounds the wait in the server; statement_timeout is off for it, since a
+        // database's or role's statement_timeout (meant for the app, and often shorter than a
+        // migration) would cancel the wait. The RESETs only run once the lock is granted (an
+        // error skips the rest of the batch), and the next slice sets both again.
         let batch = format!(
-            "SET lock_timeout = {}; SELECT pg_advisory_lock_shared({key}); RESET lock_timeout",
+            "SET statement_timeout = 0; SET lock_timeout = {}; \
+             SELECT pg_advisory_lock_shared({key}); RESET lock_timeout; RESET statement_timeout",
             slice.as_millis()
         );
         let queued = session

@@ -714,6 +714,39 @@ fn a_queued_runner_takes_over_when_the_runner_it_waited_for_is_killed() {
     assert_eq!(advisory_locks(&url), 0);
 }
 
+/// A statement_timeout set on the database or role for the app, shorter than a migration,
+/// does not cut a replica's wait for the migration lock short: the runner queued behind the
+/// one migrating waits it out and finds nothing left to do. (Before, the wait ended after the
+/// statement_timeout with exit 1, "please report it".)
+#[test]
+fn a_database_statement_timeout_does_not_cut_the_wait_for_the_lock_short() {
+    let url = fresh_db("lock_wait_st");
+    execute(
+        &url,
+        &format!(
+            "alter database \"{}\" set statement_timeout = '500ms'",
+            db_name(&url)
+        ),
+    );
+    let mut folder = Folder::new();
+    folder.add(
+        "0000_slow",
+        1,
+        "CREATE TABLE \"lw_slow\" (\"id\" integer);\n--> statement-breakpoint\n\
+         SELECT pg_sleep(2.02);",
+    );
+    let started = Instant::now();
+    let first = spawn(command(&url, folder.path()).arg("migrate"));
+    wait_for_statement(&url, "pg_sleep(2.02)");
+    let second = spawn(command(&url, folder.path()).arg("migrate"));
+    let out = finish(second, started, Duration::from_secs(30));
+    out.expect(0);
+    out.says("waiting for the migration lock");
+    out.says("the runner this one waited for left nothing to do");
+    finish(first, started, Duration::from_secs(30)).expect(0);
+    assert_eq!(rows(&url).len(), 1);
+}
+
 /// A queued runner holds no lock on the tracking table while it waits, so a holder that alters
 /// the table (drizzle 1.0's upgrade, `repair --apply`) is not blocked by it. Regression: the
 /// cache warm-up (since removed) read the table in the same transaction as the wait and kept its
