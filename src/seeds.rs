@@ -414,7 +414,9 @@ pub fn search_path_changed_before<'a>(e: Error, ran: impl IntoIterator<Item = &'
     let Error::SeedFailed(mut failure) = e else {
         return e;
     };
-    if !matches!(failure.sqlstate.as_str(), "42P01" | "42883" | "42704") {
+    // A failure that already has its own advice (a seed variable not given, also 42704) keeps it.
+    if failure.advice.is_some() || !matches!(failure.sqlstate.as_str(), "42P01" | "42883" | "42704")
+    {
         return Error::SeedFailed(failure);
     }
     let changed = ran

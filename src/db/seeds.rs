@@ -688,10 +688,14 @@ fn failure(
         .get(index)
         .map(|r| lexer::excerpt(&sent[r.clone()], 80))
         .unwrap_or_default();
-    let hint = db
-        .hint()
-        .map(str::to_string)
-        .or_else(|| missing_variable_hint(db.code().code(), db.message()));
+    let missing = missing_variable_hint(db.code().code(), db.message());
+    // A variable this run was not given: the file is not at fault.
+    let advice = missing.is_some().then(|| {
+        "The seed reads a variable this run was not given: set it (see the HINT) in the \
+         environment of this run, then deploy again."
+            .to_string()
+    });
+    let hint = db.hint().map(str::to_string).or(missing);
     SeedFailure {
         name: seed.name.clone(),
         file: seed.file(),
@@ -706,7 +710,7 @@ fn failure(
         detail: db.detail().map(|d| vars.redact(d)),
         hint: hint.map(|h| vars.redact(&h)),
         context: db.where_().map(|w| vars.redact(w)),
-        advice: None,
+        advice,
     }
 }
 

@@ -215,6 +215,8 @@ fn an_unset_seed_variable_exits_9_naming_the_variable_to_set() {
     );
     out.says("ERROR 42704");
     out.says("HINT: set PORTCULLIS_SEED_VAR_ADMIN_EMAIL for this run");
+    out.says("The seed reads a variable this run was not given");
+    out.never_says("Fix the SQL");
     // The migrations stay; the first seed, which worked, was rolled back with the second.
     assert_eq!(rows(&url).len(), 4);
     assert_eq!(count(&url, "organisations"), 0);
