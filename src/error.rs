@@ -294,9 +294,15 @@ fn cause(sqlstate: &str, message: &str) -> Cause {
              timeout for the migration role (ALTER ROLE ... SET \
              idle_in_transaction_session_timeout = ...), then deploy again."
         }
-        "57014" => {
+        "57014" if message.contains("user request") => {
             "Another session cancelled it (pg_cancel_backend, an operator or a watchdog); \
              nothing is wrong with the SQL. Deploy again; a restart may help."
+        }
+        // The server's text in another language (lc_messages): which of the two is unknown.
+        "57014" => {
+            "It was cancelled: either it ran longer than PORTCULLIS_STATEMENT_TIMEOUT allows \
+             (raise it, or 0 turns it off), or another session cancelled it (pg_cancel_backend, \
+             an operator or a watchdog); nothing is wrong with the SQL. Then deploy again."
         }
         "40P01" => {
             "It deadlocked with another session (often the app, taking the same tables' locks \
@@ -416,6 +422,16 @@ mod tests {
             cancelled.contains("Another session cancelled it"),
             "{cancelled}"
         );
+        // The server's own language (here German): both causes are named.
+        let either = failure(
+            "57014",
+            "storniere Anfrage wegen Zeitüberschreitung der Anweisung",
+        );
+        assert!(
+            either.contains("PORTCULLIS_STATEMENT_TIMEOUT") && either.contains("pg_cancel_backend"),
+            "{either}"
+        );
+        assert!(!either.contains("Fix the SQL"), "{either}");
         assert!(failure("40P01", "deadlock detected").contains("deadlocked"));
         assert!(
             failure("55P04", "unsafe use of new value \"b\" of enum type role")
