@@ -316,6 +316,12 @@ fn cause(sqlstate: &str, message: &str) -> Cause {
              no-transaction`, so that it commits on its own, or set PORTCULLIS_TRANSACTION=each \
              when the value comes from an earlier migration; then deploy again."
         }
+        "42501" if message.starts_with("permission denied to create extension") => {
+            "Creating this extension takes a superuser (PostgreSQL lets other users create only \
+             the extensions marked trusted), and no grant changes that. Have a superuser (on a \
+             managed database, its admin user or console) run CREATE EXTENSION once; the \
+             migration's CREATE EXTENSION IF NOT EXISTS then passes. Then deploy again."
+        }
         "42501" => {
             "The database user lacks a privilege this statement needs (the server's message says \
              which); nothing is wrong with the SQL. Grant it, or run migrations as the owner of \
@@ -433,6 +439,10 @@ mod tests {
         );
         assert!(!either.contains("Fix the SQL"), "{either}");
         assert!(failure("40P01", "deadlock detected").contains("deadlocked"));
+        assert!(
+            failure("42501", "permission denied to create extension \"postgis\"")
+                .contains("Have a superuser")
+        );
         assert!(
             failure("55P04", "unsafe use of new value \"b\" of enum type role")
                 .contains("-- portcullis: no-transaction")

@@ -1082,6 +1082,42 @@ fn exit_8_for_a_serialization_failure_says_to_deploy_again() {
     );
 }
 
+/// An extension only a superuser may create (here dblink; PostGIS and TimescaleDB are others),
+/// from a migration run by an ordinary owner: exit 8 saying to have a superuser create it once,
+/// not to grant a privilege, and after that the same migration passes (`IF NOT EXISTS`).
+#[test]
+fn exit_8_for_an_extension_only_a_superuser_may_create_says_how() {
+    let cluster = Cluster::shared();
+    let url = fresh_db("extension");
+    let db = db_name(&url).to_string();
+    let role = format!("pc_ext_{}", std::process::id());
+    execute(
+        &url,
+        &format!(
+            "create role {role} login password 'pc-pw'; alter database \"{db}\" owner to {role}; \
+             alter schema public owner to {role}"
+        ),
+    );
+    let as_owner = cluster.url_with(&role, "pc-pw", &db);
+    let mut folder = Folder::new();
+    folder.add(
+        "0000_ext",
+        1,
+        "CREATE EXTENSION IF NOT EXISTS \"dblink\";\n--> statement-breakpoint\n\
+         CREATE TABLE \"ext_t\" (\"id\" integer);",
+    );
+    let out = migrate(&as_owner, folder.path());
+    out.expect(8);
+    out.says("ERROR 42501 permission denied to create extension \"dblink\"");
+    out.says("Have a superuser (on a managed database, its admin user or console) run CREATE EXTENSION once");
+    out.never_says("Grant it");
+    out.never_says("Fix the SQL");
+    assert!(rows(&url).is_empty());
+    execute(&url, "create extension dblink");
+    migrate(&as_owner, folder.path()).expect(0);
+    assert!(table_exists(&url, "ext_t"));
+}
+
 /// drizzle's classic trap: a migration adds an enum value to a type of an earlier deploy and a
 /// later one of the same deploy uses it, all in one transaction (55P04). The message says how
 /// to get out, and the way it gives (the marker on the migration that adds the value) works.
