@@ -316,6 +316,17 @@ fn cause(sqlstate: &str, message: &str) -> Cause {
              no-transaction`, so that it commits on its own, or set PORTCULLIS_TRANSACTION=each \
              when the value comes from an earlier migration; then deploy again."
         }
+        // "extension "x" is not available" (0A000); older releases said "could not open
+        // extension control file" (58P01).
+        "0A000" | "58P01"
+            if (message.starts_with("extension ") && message.ends_with("is not available"))
+                || message.contains("extension control file") =>
+        {
+            "The database server does not have this extension installed; nothing is wrong with \
+             the SQL. Install it where PostgreSQL runs (its operating-system package; for \
+             pgvector in Docker, an image that has it, such as pgvector/pgvector), or enable it \
+             on a managed database (its list of supported extensions), then deploy again."
+        }
         "42501" if message.starts_with("permission denied to create extension") => {
             "Creating this extension takes a superuser (PostgreSQL lets other users create only \
              the extensions marked trusted), and no grant changes that. Have a superuser (on a \
@@ -439,6 +450,19 @@ mod tests {
         );
         assert!(!either.contains("Fix the SQL"), "{either}");
         assert!(failure("40P01", "deadlock detected").contains("deadlocked"));
+        for (sqlstate, message) in [
+            ("0A000", "extension \"vector\" is not available"),
+            (
+                "58P01",
+                "could not open extension control file \"/usr/share/postgresql/15/extension/vector.control\": No such file or directory",
+            ),
+        ] {
+            assert!(
+                failure(sqlstate, message).contains("does not have this extension installed"),
+                "{sqlstate}"
+            );
+        }
+        assert!(!failure("0A000", "cannot use subquery in check constraint").contains("extension"));
         assert!(
             failure("42501", "permission denied to create extension \"postgis\"")
                 .contains("Have a superuser")

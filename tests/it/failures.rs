@@ -1116,6 +1116,19 @@ fn exit_8_for_an_extension_only_a_superuser_may_create_says_how() {
     execute(&url, "create extension dblink");
     migrate(&as_owner, folder.path()).expect(0);
     assert!(table_exists(&url, "ext_t"));
+
+    // An extension the server does not have at all (pgvector on a plain postgres image).
+    folder.add(
+        "0001_absent",
+        2,
+        "CREATE EXTENSION IF NOT EXISTS \"pc_absent_extension\";",
+    );
+    let out = migrate(&as_owner, folder.path());
+    out.expect(8);
+    out.says("pc_absent_extension");
+    out.says("The database server does not have this extension installed");
+    out.never_says("Fix the SQL");
+    assert_eq!(rows(&url).len(), 1);
 }
 
 /// drizzle's classic trap: a migration adds an enum value to a type of an earlier deploy and a
