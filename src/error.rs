@@ -255,6 +255,13 @@ fn cause(sqlstate: &str, message: &str) -> Cause {
              Remove or merge them first (in this migration before the index, or in an earlier \
              one), then deploy again."
         }
+        "42804" if message.contains("cannot be cast automatically") => {
+            "drizzle-kit writes a column type change without a USING clause, and PostgreSQL has \
+             no automatic conversion between these types, so this fails on every database, \
+             empty or not. Edit the migration (it was not applied, here or anywhere) to convert \
+             the values as the HINT shows: ALTER COLUMN ... SET DATA TYPE <type> USING \
+             <column>::<type>; then deploy again."
+        }
         "23503" => {
             "A row refers to a row that does not exist (the DETAIL names it). If this adds a \
              foreign key, fix or delete the rows that break it first, or add it NOT VALID and \
@@ -450,6 +457,13 @@ mod tests {
         );
         assert!(!either.contains("Fix the SQL"), "{either}");
         assert!(failure("40P01", "deadlock detected").contains("deadlocked"));
+        assert!(
+            failure(
+                "42804",
+                "column \"n\" cannot be cast automatically to type integer"
+            )
+            .contains("USING <column>::<type>")
+        );
         for (sqlstate, message) in [
             ("0A000", "extension \"vector\" is not available"),
             (

@@ -1131,6 +1131,41 @@ fn exit_8_for_an_extension_only_a_superuser_may_create_says_how() {
     assert_eq!(rows(&url).len(), 1);
 }
 
+/// drizzle-kit's column type change without USING (text to integer): the advice says to add
+/// the USING clause the HINT shows, and the migration so edited applies.
+#[test]
+fn exit_8_for_a_type_change_without_using_says_to_add_it() {
+    let url = fresh_db("cast");
+    let mut folder = Folder::new();
+    folder.add(
+        "0000_t",
+        1,
+        "CREATE TABLE \"cast_t\" (\"n\" text);\n--> statement-breakpoint\n\
+         INSERT INTO \"cast_t\" VALUES ('1'), ('22');",
+    );
+    migrate(&url, folder.path()).expect(0);
+    folder.add(
+        "0001_int",
+        2,
+        "ALTER TABLE \"cast_t\" ALTER COLUMN \"n\" SET DATA TYPE integer;",
+    );
+    let out = migrate(&url, folder.path());
+    out.expect(8);
+    out.says("ERROR 42804 column \"n\" cannot be cast automatically to type integer");
+    out.says("HINT: You might need to specify \"USING n::integer\"");
+    out.says("drizzle-kit writes a column type change without a USING clause");
+    out.never_says("Fix the SQL");
+    folder.write(
+        "0001_int.sql",
+        b"ALTER TABLE \"cast_t\" ALTER COLUMN \"n\" SET DATA TYPE integer USING \"n\"::integer;",
+    );
+    migrate(&url, folder.path()).expect(0);
+    assert_eq!(
+        query(&url, "select sum(n) from cast_t")[0][0].as_deref(),
+        Some("23")
+    );
+}
+
 /// drizzle's classic trap: a migration adds an enum value to a type of an earlier deploy and a
 /// later one of the same deploy uses it, all in one transaction (55P04). The message says how
 /// to get out, and the way it gives (the marker on the migration that adds the value) works.
