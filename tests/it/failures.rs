@@ -721,13 +721,7 @@ fn a_queued_runner_takes_over_when_the_runner_it_waited_for_is_killed() {
 #[test]
 fn a_database_statement_timeout_does_not_cut_the_wait_for_the_lock_short() {
     let url = fresh_db("lock_wait_st");
-    execute(
-        &url,
-        &format!(
-            "alter database \"{}\" set statement_timeout = '500ms'",
-            db_name(&url)
-        ),
-    );
+    set_for_database(&url, "statement_timeout = '500ms'");
     let mut folder = Folder::new();
     folder.add(
         "0000_slow",
@@ -1052,12 +1046,9 @@ fn exit_8_for_a_serialization_failure_says_to_deploy_again() {
     let url = fresh_db("serializable");
     execute(
         &url,
-        &format!(
-            "create table ser (k int primary key, v int); insert into ser values (1, 0); \
-             alter database \"{}\" set default_transaction_isolation = 'serializable'",
-            db_name(&url)
-        ),
+        "create table ser (k int primary key, v int); insert into ser values (1, 0)",
     );
+    set_for_database(&url, "default_transaction_isolation = 'serializable'");
     let mut folder = Folder::new();
     folder.add(
         "0000_update",

@@ -274,17 +274,20 @@ fn wait_for_session(url: &str, needle: &str, active: bool) -> Duration {
     }
 }
 
+/// `ALTER DATABASE <url's database> SET <setting>` (such as `statement_timeout = '1s'`): what
+/// every new session on it starts with, as a database or role of production is set up.
+pub fn set_for_database(url: &str, setting: &str) {
+    crate::support::execute(
+        url,
+        &format!("alter database \"{}\" set {setting}", db_name(url)),
+    );
+}
+
 /// Sends every statement run in `url`'s database from now on to the server's log (new sessions
 /// only), and returns the database's name for [`server_log`].
 pub fn log_statements(url: &str) -> String {
-    let db = query(url, "select current_database()")[0][0]
-        .clone()
-        .expect("a database name");
-    crate::support::execute(
-        url,
-        &format!("alter database \"{db}\" set log_statement = 'all'"),
-    );
-    db
+    set_for_database(url, "log_statement = 'all'");
+    db_name(url).to_string()
 }
 
 /// The server log's lines from sessions on database `db` whose application_name is `app` (the

@@ -71,13 +71,7 @@ fn a_database_transaction_timeout_does_not_end_a_long_migration() {
         .unwrap();
     assert_eq!(known, version >= 170000, "server_version_num {version}");
     if known {
-        execute(
-            &url,
-            &format!(
-                "alter database \"{}\" set transaction_timeout = '1s'",
-                db_name(&url)
-            ),
-        );
+        set_for_database(&url, "transaction_timeout = '1s'");
     }
     let mut folder = Folder::new();
     folder.add(
