@@ -802,9 +802,12 @@ async fn unchanged_since(session: &Session, snapshot: &Snapshot) -> Result<(), E
     let client = session.client();
     let t = &snapshot.table;
     let q = &t.qualified;
+    // statement_timeout is off for the rest of the transaction: a database's or role's, meant
+    // for the app, would cut the lock wait (bounded by lock_timeout here) or the backup short.
     client
         .batch_execute(&format!(
-            "SET LOCAL lock_timeout = {}; LOCK TABLE {q} IN SHARE ROW EXCLUSIVE MODE",
+            "SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = {}; \
+             LOCK TABLE {q} IN SHARE ROW EXCLUSIVE MODE",
             repair_lock_wait(session).as_millis()
         ))
         .await

@@ -579,6 +579,8 @@ fn repair_changes_nothing_when_a_row_arrives_after_it_read_the_table() {
 #[test]
 fn repair_gives_up_on_a_table_another_session_keeps_locked() {
     let (url, folder) = four_applied_then("repair_locked", TEXT_CREATED_AT);
+    // A database's statement_timeout, shorter than the wait, does not cut it short.
+    set_for_database(&url, "statement_timeout = '300ms'");
     let _writer = hold_session(
         &url,
         "BEGIN; LOCK TABLE drizzle.__drizzle_migrations IN ROW EXCLUSIVE MODE",
