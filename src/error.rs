@@ -436,108 +436,115 @@ mod tests {
     fn failures_that_are_not_the_sqls_say_what_to_do_instead() {
         let failure =
             |sqlstate: &str, message: &str| migration_failure(sqlstate, message).to_string();
-        let timeout = failure("57014", "canceling statement due to statement timeout");
-        assert!(
-            timeout.contains("PORTCULLIS_STATEMENT_TIMEOUT"),
-            "{timeout}"
-        );
-        let cancelled = failure("57014", "canceling statement due to user request");
-        assert!(
-            cancelled.contains("Another session cancelled it"),
-            "{cancelled}"
-        );
-        // The server's own language (here German): both causes are named.
-        let either = failure(
-            "57014",
-            "storniere Anfrage wegen Zeitüberschreitung der Anweisung",
-        );
-        assert!(
-            either.contains("PORTCULLIS_STATEMENT_TIMEOUT") && either.contains("pg_cancel_backend"),
-            "{either}"
-        );
-        assert!(!either.contains("Fix the SQL"), "{either}");
-        assert!(failure("40P01", "deadlock detected").contains("deadlocked"));
-        assert!(
-            failure(
+        // (SQLSTATE, the server's message, what the advice must say): none of them is "Fix the
+        // SQL".
+        let cases = [
+            (
+                "57014",
+                "canceling statement due to statement timeout",
+                "PORTCULLIS_STATEMENT_TIMEOUT",
+            ),
+            (
+                "57014",
+                "canceling statement due to user request",
+                "Another session cancelled it",
+            ),
+            // The server's own language (here German): both causes are named.
+            (
+                "57014",
+                "storniere Anfrage wegen Zeitüberschreitung der Anweisung",
+                "PORTCULLIS_STATEMENT_TIMEOUT",
+            ),
+            (
+                "57014",
+                "storniere Anfrage wegen Zeitüberschreitung der Anweisung",
+                "pg_cancel_backend",
+            ),
+            ("40P01", "deadlock detected", "deadlocked"),
+            (
                 "42804",
-                "column \"n\" cannot be cast automatically to type integer"
-            )
-            .contains("USING <column>::<type>")
-        );
-        for (sqlstate, message) in [
-            ("0A000", "extension \"vector\" is not available"),
+                "column \"n\" cannot be cast automatically to type integer",
+                "USING <column>::<type>",
+            ),
+            (
+                "0A000",
+                "extension \"vector\" is not available",
+                "does not have this extension installed",
+            ),
             (
                 "58P01",
                 "could not open extension control file \"/usr/share/postgresql/15/extension/vector.control\": No such file or directory",
+                "does not have this extension installed",
             ),
-        ] {
+            (
+                "42501",
+                "permission denied to create extension \"postgis\"",
+                "Have a superuser",
+            ),
+            (
+                "55P04",
+                "unsafe use of new value \"b\" of enum type role",
+                "-- portcullis: no-transaction",
+            ),
+            ("53100", "could not extend file", "out of disk space"),
+            (
+                "40001",
+                "could not serialize access due to concurrent update",
+                "default_transaction_isolation = 'read committed'",
+            ),
+            (
+                "25P04",
+                "terminating connection due to transaction timeout",
+                "SET transaction_timeout",
+            ),
+            (
+                "25P03",
+                "terminating connection due to idle-in-transaction timeout",
+                "idle_in_transaction_session_timeout",
+            ),
+            (
+                "42501",
+                "permission denied for schema public",
+                "GRANT CREATE ON SCHEMA public TO <user>",
+            ),
+            (
+                "53200",
+                "out of shared memory",
+                "PORTCULLIS_TRANSACTION=each",
+            ),
+            (
+                "23502",
+                "column \"c\" of relation \"t\" contains null values",
+                "NOT NULL DEFAULT",
+            ),
+            (
+                "23505",
+                "could not create unique index \"u\"",
+                "duplicates of the new",
+            ),
+            (
+                "23514",
+                "check constraint \"k\" of relation \"t\" is violated by some row",
+                "NOT VALID",
+            ),
+        ];
+        for (sqlstate, message, says) in cases {
+            let text = failure(sqlstate, message);
+            assert!(text.contains(says), "{sqlstate} {message}: {text}");
             assert!(
-                failure(sqlstate, message).contains("does not have this extension installed"),
-                "{sqlstate}"
+                !text.contains("Fix the SQL"),
+                "{sqlstate} {message}: {text}"
             );
         }
-        assert!(!failure("0A000", "cannot use subquery in check constraint").contains("extension"));
-        assert!(
-            failure("42501", "permission denied to create extension \"postgis\"")
-                .contains("Have a superuser")
+        // Near misses keep "Fix the SQL" or their own advice: an INSERT's own NOT NULL
+        // violation, and a 0A000 that is not about an extension.
+        let insert = failure(
+            "23502",
+            "null value in column \"c\" of relation \"t\" violates not-null",
         );
-        assert!(
-            failure("55P04", "unsafe use of new value \"b\" of enum type role")
-                .contains("-- portcullis: no-transaction")
-        );
-        assert!(failure("53100", "could not extend file").contains("out of disk space"));
-        assert!(
-            failure(
-                "40001",
-                "could not serialize access due to concurrent update"
-            )
-            .contains("default_transaction_isolation = 'read committed'")
-        );
-        assert!(
-            failure("25P04", "terminating connection due to transaction timeout")
-                .contains("SET transaction_timeout")
-        );
-        assert!(
-            failure(
-                "25P03",
-                "terminating connection due to idle-in-transaction timeout"
-            )
-            .contains("idle_in_transaction_session_timeout")
-        );
-        assert!(
-            failure("42501", "permission denied for schema public")
-                .contains("GRANT CREATE ON SCHEMA public TO <user>")
-        );
-        assert!(failure("53200", "out of shared memory").contains("PORTCULLIS_TRANSACTION=each"));
-        assert!(
-            failure(
-                "23502",
-                "column \"c\" of relation \"t\" contains null values"
-            )
-            .contains("NOT NULL DEFAULT")
-        );
-        // A NOT NULL violation by an INSERT is the SQL's (or the data's) own.
-        assert!(
-            failure(
-                "23502",
-                "null value in column \"c\" of relation \"t\" violates not-null"
-            )
-            .contains("Fix the SQL")
-        );
-        assert!(
-            failure("23505", "could not create unique index \"u\"")
-                .contains("duplicates of the new")
-        );
-        assert!(
-            failure(
-                "23514",
-                "check constraint \"k\" of relation \"t\" is violated by some row"
-            )
-            .contains("NOT VALID")
-        );
-        for text in [timeout, cancelled] {
-            assert!(!text.contains("Fix the SQL"), "{text}");
-        }
+        assert!(insert.contains("Fix the SQL"), "{insert}");
+        let feature = failure("0A000", "cannot use subquery in check constraint");
+        assert!(!feature.contains("extension"), "{feature}");
         assert!(failure("42601", "syntax error").contains("Fix the SQL in drizzle/0001_users.sql"));
     }
 
