@@ -24,6 +24,9 @@ declare -A INTEGRITY=(
   [18]=sha512-jVw/MdDtIX/vICH/DKIe6/mHpiCggdx6QVyza4vt/NbcZFsL0KhwglF6F1Koqx3gRBZ9XtN+vi63EsqSyqOSxA==
 )
 
+# tests/it runs a server with lc_messages in German (these builds answer in English anyway).
+ensure_german_locale
+
 majors=("$@")
 [ ${#majors[@]} -gt 0 ] || majors=(18)
 for major in "${majors[@]}"; do

@@ -21,6 +21,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   # Debian starts a system PgBouncer on install; the tests run their own.
   if command -v service >/dev/null; then service pgbouncer stop >/dev/null 2>&1 || true; fi
 fi
+# A test runs a server whose messages are in German (lc_messages).
+ensure_german_locale
 export PG_BIN="${PG_BIN:-$(pg_bin_dir)}"
 echo "using PostgreSQL from $PG_BIN ($("$PG_BIN/postgres" --version))"
 

@@ -3,6 +3,7 @@
 //! is known, and it always ends with what the operator should do next.
 
 use crate::exit::ExitCode;
+use crate::source::lexer::Command;
 use std::fmt;
 
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +60,7 @@ impl Error {
 
     /// A failed migration: exit 8, or exit 6 when the server refuses it whatever its SQL.
     pub fn migration_failed(failure: MigrationFailure) -> Error {
-        match cause(&failure.sqlstate, &failure.message) {
+        match failure.cause() {
             Cause::Refused(_) => Error::Refused(failure.to_string()),
             _ => Error::MigrationFailed(Box::new(failure)),
         }
@@ -67,7 +68,7 @@ impl Error {
 
     /// A failed seed: exit 9, or exit 6 when the server refuses it whatever its SQL.
     pub fn seed_failed(failure: SeedFailure) -> Error {
-        match cause(&failure.sqlstate, &failure.message) {
+        match failure.cause() {
             Cause::Refused(_) => Error::Refused(failure.to_string()),
             _ => Error::SeedFailed(Box::new(failure)),
         }
@@ -96,11 +97,24 @@ pub struct MigrationFailure {
     pub message: String,
     pub detail: Option<String>,
     pub hint: Option<String>,
+    /// What the failed statement does (`ALTER TABLE` ...), when known.
+    pub command: Command,
     /// What happened to the run's other work (rolled back, or committed in `each` mode).
     pub consequence: String,
     /// What to do, when the run knows more than the SQLSTATE says (a database that already has
     /// what the migrations create, while the tracking table is empty); else by [`cause`].
     pub advice: Option<String>,
+}
+
+impl MigrationFailure {
+    fn cause(&self) -> Cause {
+        cause(
+            &self.sqlstate,
+            &self.message,
+            self.hint.as_deref(),
+            self.command,
+        )
+    }
 }
 
 impl fmt::Display for MigrationFailure {
@@ -110,7 +124,7 @@ impl fmt::Display for MigrationFailure {
         } else {
             format!("{}:{} (the statement starting there)", self.file, self.line)
         };
-        let advice = advice(&self.advice, &self.sqlstate, &self.message, || {
+        let advice = advice(&self.advice, self.cause(), || {
             format!(
                 "Fix the SQL in {} (or the database state it conflicts with) and deploy again.",
                 self.file
@@ -156,11 +170,24 @@ pub struct SeedFailure {
     pub message: String,
     pub detail: Option<String>,
     pub hint: Option<String>,
+    /// What the failed statement does (`ALTER TABLE` ...), when known.
+    pub command: Command,
     /// Where in PL/pgSQL (a `DO` block) it happened, when the server says.
     pub context: Option<String>,
     /// What to do, when the run knows more than the SQLSTATE says (an earlier seed changed
     /// search_path); else by [`cause`].
     pub advice: Option<String>,
+}
+
+impl SeedFailure {
+    fn cause(&self) -> Cause {
+        cause(
+            &self.sqlstate,
+            &self.message,
+            self.hint.as_deref(),
+            self.command,
+        )
+    }
 }
 
 impl fmt::Display for SeedFailure {
@@ -173,7 +200,7 @@ impl fmt::Display for SeedFailure {
                 self.file, self.line, self.column
             )
         };
-        let advice = advice(&self.advice, &self.sqlstate, &self.message, || {
+        let advice = advice(&self.advice, self.cause(), || {
             format!(
                 "Fix the SQL in {} (or the data it conflicts with; seeds must be idempotent, \
                  e.g. INSERT ... ON CONFLICT DO UPDATE) and deploy again.",
@@ -220,13 +247,8 @@ enum Cause {
 
 /// The last sentence of a failed statement's message: `own` advice when the run knows more,
 /// else the SQLSTATE's ([`cause`]), else `fix_the_sql`.
-fn advice(
-    own: &Option<String>,
-    sqlstate: &str,
-    message: &str,
-    fix_the_sql: impl FnOnce() -> String,
-) -> String {
-    match (own, cause(sqlstate, message)) {
+fn advice(own: &Option<String>, cause: Cause, fix_the_sql: impl FnOnce() -> String) -> String {
+    match (own, cause) {
         (Some(advice), _) => advice.clone(),
         (None, Cause::Advice(advice) | Cause::Refused(advice)) => advice.to_string(),
         (None, Cause::TheSql) => fix_the_sql(),
@@ -240,22 +262,35 @@ pub(crate) const READ_ONLY: &str = "The server accepts only reads: it is a hot s
      (with several hosts, add target_session_attrs=read-write to the URL), or turn \
      default_transaction_read_only off for the migration role.";
 
-fn cause(sqlstate: &str, message: &str) -> Cause {
+/// The advice of a few codes depends on more than the code. The server's message tells most
+/// precisely, but only in English: in the language of another `lc_messages`, what the failed
+/// statement does (`command`) and SQL words in the HINT tell instead, so each such case below
+/// matches either way.
+fn cause(sqlstate: &str, message: &str, hint: Option<&str>, command: Command) -> Cause {
+    use Command::*;
     let advice = match sqlstate {
         "25006" => return Cause::Refused(READ_ONLY),
         // A change the rows already in the table break.
-        "23502" if message.contains("contains null values") => {
+        // An ALTER TABLE's 23502 is always about rows already there.
+        "23502" if message.contains("contains null values") || command == AlterTable => {
             "The table has rows, and the new NOT NULL column has no value for them. Give it a \
              DEFAULT in the same statement (ADD COLUMN ... NOT NULL DEFAULT ...), or add it \
              nullable, fill it (UPDATE) and SET NOT NULL in a later migration; then deploy \
              again."
         }
-        "23505" if message.starts_with("could not create unique index") => {
+        "23505"
+            if message.starts_with("could not create unique index")
+                || matches!(command, CreateIndex | AlterTable) =>
+        {
             "The table already holds duplicates of the new unique key (the DETAIL names one). \
              Remove or merge them first (in this migration before the index, or in an earlier \
              one), then deploy again."
         }
-        "42804" if message.contains("cannot be cast automatically") => {
+        // The HINT (`You might need to specify "USING n::integer"`) keeps the SQL word.
+        "42804"
+            if message.contains("cannot be cast automatically")
+                || (command == AlterTable && hint.is_some_and(|h| h.contains("USING"))) =>
+        {
             "drizzle-kit writes a column type change without a USING clause, and PostgreSQL has \
              no automatic conversion between these types, so this fails on every database, \
              empty or not. Edit the migration (it was not applied, here or anywhere) to convert \
@@ -268,7 +303,10 @@ fn cause(sqlstate: &str, message: &str) -> Cause {
              VALIDATE CONSTRAINT it once they are clean; if this inserts, insert the referenced \
              row first. Then deploy again."
         }
-        "23514" if message.contains("is violated by some row") => {
+        "23514"
+            if message.contains("is violated by some row")
+                || matches!(command, AlterTable | AlterDomain) =>
+        {
             "Rows already in the table break the new CHECK constraint. Fix them first, or add \
              the constraint NOT VALID and VALIDATE CONSTRAINT it once they are clean; then \
              deploy again."
@@ -334,11 +372,30 @@ fn cause(sqlstate: &str, message: &str) -> Cause {
              pgvector in Docker, an image that has it, such as pgvector/pgvector), or enable it \
              on a managed database (its list of supported extensions), then deploy again."
         }
+        // In another language (or, rarely, something else the extension's script does not
+        // support): the usual cause, hedged.
+        "0A000" | "58P01" if command == CreateExtension => {
+            "The server could not create this extension; its message says why, and usually it \
+             is that the extension is not installed where PostgreSQL runs. Then install it there \
+             (its operating-system package; for pgvector in Docker, an image that has it, such as \
+             pgvector/pgvector), or enable it on a managed database (its list of supported \
+             extensions), and deploy again."
+        }
         "42501" if message.starts_with("permission denied to create extension") => {
             "Creating this extension takes a superuser (PostgreSQL lets other users create only \
              the extensions marked trusted), and no grant changes that. Have a superuser (on a \
              managed database, its admin user or console) run CREATE EXTENSION once; the \
              migration's CREATE EXTENSION IF NOT EXISTS then passes. Then deploy again."
+        }
+        // The same refusal in another language, or a trusted extension without CREATE on the
+        // database.
+        "42501" if command == CreateExtension => {
+            "Creating an extension takes a superuser, unless the extension is marked trusted \
+             (pgcrypto, pg_trgm, ...), which then takes CREATE on the database; the server's \
+             message and HINT say which applies. For the first, have a superuser (on a managed \
+             database, its admin user or console) run CREATE EXTENSION once, and the \
+             migration's CREATE EXTENSION IF NOT EXISTS then passes; for the second, GRANT \
+             CREATE ON DATABASE <db> TO <user>. Then deploy again."
         }
         "42501" => {
             "The database user lacks a privilege this statement needs (the server's message says \
@@ -373,18 +430,21 @@ pub(crate) fn server_error(
     hint: Option<&str>,
     context: Option<&str>,
 ) -> String {
-    let mut text = format!("ERROR {sqlstate} {message}");
+    // Each part without its final period, so that no ".;" comes between them.
+    let part = |text: &str| text.trim_end_matches('.').to_string();
+    let mut text = format!("ERROR {sqlstate} {}", part(message));
     if let Some(detail) = detail {
-        text.push_str(&format!("; DETAIL: {detail}"));
+        text.push_str(&format!("; DETAIL: {}", part(detail)));
     }
     if let Some(hint) = hint {
-        text.push_str(&format!("; HINT: {hint}"));
+        text.push_str(&format!("; HINT: {}", part(hint)));
     }
     if let Some(context) = context {
-        text.push_str(&format!("; CONTEXT: {}", context.replace('\n', " / ")));
+        text.push_str(&format!(
+            "; CONTEXT: {}",
+            part(&context.replace('\n', " / "))
+        ));
     }
-    let end = text.trim_end_matches('.').len();
-    text.truncate(end);
     text
 }
 
@@ -408,9 +468,31 @@ mod tests {
             message: message.into(),
             detail: None,
             hint: None,
+            command: Command::Other,
             consequence: "Nothing was committed.".into(),
             advice: None,
         }
+    }
+
+    #[test]
+    fn the_parts_of_a_server_error_end_without_their_periods() {
+        // PostgreSQL's DETAIL and HINT are sentences that end with a period.
+        assert_eq!(
+            server_error(
+                "0A000",
+                "extension \"x\" is not available",
+                Some(
+                    "Could not open extension control file \"x.control\": No such file or directory."
+                ),
+                Some(
+                    "The extension must first be installed on the system where PostgreSQL is running."
+                ),
+                None
+            ),
+            "ERROR 0A000 extension \"x\" is not available; DETAIL: Could not open extension \
+             control file \"x.control\": No such file or directory; HINT: The extension must first \
+             be installed on the system where PostgreSQL is running"
+        );
     }
 
     #[test]
@@ -548,6 +630,108 @@ mod tests {
         assert!(failure("42601", "syntax error").contains("Fix the SQL in drizzle/0001_users.sql"));
     }
 
+    /// A server whose `lc_messages` is not English (the messages below are PostgreSQL 15's in
+    /// German): the failed statement's command, and the SQL word in a HINT, tell what the
+    /// English text would.
+    #[test]
+    fn in_another_language_the_statement_and_the_hint_tell_the_cause() {
+        use Command::*;
+        let failure = |sqlstate: &str, message: &str, hint: Option<&str>, command: Command| {
+            MigrationFailure {
+                hint: hint.map(str::to_string),
+                command,
+                ..migration_failure(sqlstate, message)
+            }
+            .to_string()
+        };
+        let not_null = "Spalte »name« von Relation »child« enthält NULL-Werte";
+        let unique = "konnte Unique Index »child_v« nicht erstellen";
+        let cast = "Spalte »n« kann nicht automatisch in Typ integer umgewandelt werden";
+        let using = Some("Sie müssen möglicherweise »USING n::integer« angeben.");
+        let check = "Check-Constraint »k« von Relation »child« wird von irgendeiner Zeile verletzt";
+        let absent = "Erweiterung »pc_absent« ist nicht verfügbar";
+        let superuser = "keine Berechtigung, um Erweiterung »dblink« zu erzeugen";
+        // (SQLSTATE, message, HINT, command, what the advice says; None: "Fix the SQL").
+        let cases = [
+            (
+                "23502",
+                not_null,
+                None,
+                AlterTable,
+                Some("NOT NULL DEFAULT"),
+            ),
+            ("23502", not_null, None, Other, None),
+            (
+                "23505",
+                unique,
+                None,
+                CreateIndex,
+                Some("duplicates of the new"),
+            ),
+            (
+                "23505",
+                unique,
+                None,
+                AlterTable,
+                Some("duplicates of the new"),
+            ),
+            ("23505", unique, None, Other, None),
+            (
+                "42804",
+                cast,
+                using,
+                AlterTable,
+                Some("USING <column>::<type>"),
+            ),
+            // A default of the wrong type: its HINT has no USING.
+            (
+                "42804",
+                cast,
+                Some("Sie müssen den Ausdruck umschreiben oder eine Typumwandlung vornehmen."),
+                AlterTable,
+                None,
+            ),
+            ("42804", cast, using, Other, None),
+            ("23514", check, None, AlterTable, Some("NOT VALID")),
+            ("23514", check, None, AlterDomain, Some("NOT VALID")),
+            ("23514", check, None, Other, None),
+            (
+                "0A000",
+                absent,
+                None,
+                CreateExtension,
+                Some("not installed where PostgreSQL runs"),
+            ),
+            ("0A000", absent, None, Other, None),
+            (
+                "42501",
+                superuser,
+                None,
+                CreateExtension,
+                Some("unless the extension is marked trusted"),
+            ),
+        ];
+        for (sqlstate, message, hint, command, says) in cases {
+            let text = failure(sqlstate, message, hint, command);
+            match says {
+                Some(says) => {
+                    assert!(text.contains(says), "{sqlstate} {command:?}: {text}");
+                    assert!(
+                        !text.contains("Fix the SQL"),
+                        "{sqlstate} {command:?}: {text}"
+                    );
+                }
+                None => assert!(
+                    text.contains("Fix the SQL"),
+                    "{sqlstate} {command:?}: {text}"
+                ),
+            }
+        }
+        // Another 42501 in another language keeps the general advice.
+        let schema = failure("42501", "keine Berechtigung für Schema public", None, Other);
+        assert!(schema.contains("GRANT CREATE ON SCHEMA public"), "{schema}");
+    }
+
     #[test]
     fn a_server_that_takes_only_reads_is_exit_6_for_a_migration_and_a_seed_alike() {
         let migration = |sqlstate: &str| {
@@ -570,6 +754,7 @@ mod tests {
                 message: "cannot execute INSERT in a read-only transaction".into(),
                 detail: None,
                 hint: None,
+                command: Command::Other,
                 context: None,
                 advice: None,
             })

@@ -85,6 +85,17 @@ apt_install() {
   fi
 }
 
+# Makes the de_DE.UTF-8 locale when the system lacks it (Debian's `locales` package holds the
+# definitions): one integration test runs a server whose messages are in German.
+ensure_german_locale() {
+  if locale -a 2>/dev/null | grep -qix 'de_DE\.utf-\?8'; then return; fi
+  command -v localedef >/dev/null && [ -d /usr/share/i18n/locales ] || apt_install locales
+  echo "making the de_DE.UTF-8 locale for the tests..." >&2
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo localedef -i de_DE -f UTF-8 de_DE.UTF-8
+}
+
 # Prints a free TCP port on 127.0.0.1.
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null \

@@ -21,7 +21,7 @@ use super::{Session, query_failed, rollback};
 use crate::config::TransactionMode;
 use crate::error::{Error, MigrationFailure};
 use crate::interrupt;
-use crate::source::lexer;
+use crate::source::lexer::{self, Command};
 use crate::source::split::{line_col, position_to_byte};
 use crate::source::{Chunk, Migration};
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -560,6 +560,7 @@ impl Runner<'_> {
                         column: 1,
                         exact_position: false,
                         statement_excerpt: "COMMIT (deferred constraints are checked here)".into(),
+                        command: Command::Other,
                         sqlstate: db.code().code().to_string(),
                         message: db.message().to_string(),
                         detail: db.detail().map(str::to_string),
@@ -945,6 +946,7 @@ impl Runner<'_> {
             column,
             exact_position: position.is_some(),
             statement_excerpt: lexer::excerpt(sent, 80),
+            command: Command::failed_in(sent, position.map(|p| position_to_byte(sent, p))),
             sqlstate: db.code().code().to_string(),
             message: db.message().to_string(),
             detail: db.detail().map(str::to_string),
@@ -1134,6 +1136,7 @@ impl Runner<'_> {
             column,
             exact_position: false,
             statement_excerpt: lexer::excerpt(c.text, 80),
+            command: Command::failed_in(c.text, None),
             sqlstate: if deadlock { "40P01" } else { "55P03" }.into(),
             message: {
                 let attempts = super::lock_attempts(deadlock, retries, self.limits.lock_timeout);

@@ -46,7 +46,7 @@ pub fn classify(e: &tokio_postgres::Error, db: &Database) -> Attempt {
                 super::quote_ident(db.user()),
                 db.source
             ))
-        } else if code == "28P01" || code == "28000" {
+        } else if code == "28P01" {
             // The server's text usually says "password authentication failed" already.
             let text = if dbe.message().contains("authentication failed") {
                 text
@@ -55,17 +55,23 @@ pub fn classify(e: &tokio_postgres::Error, db: &Database) -> Attempt {
             };
             // An expired password (VALID UNTIL in the past) gets the same words as a wrong one:
             // the server tells only its own log which it was.
-            let expired = if code == "28P01" {
-                "; a password past the role's VALID UNTIL date is refused with the same words, \
-                 and only the server's log says which"
-            } else {
-                ""
-            };
             Attempt::Permanent(format!(
-                "{text}. Check the user and password in {} (user {:?}{expired}), and the \
-                 server's pg_hba.conf",
+                "{text}. Check the user and password in {} (user {:?}; a password past the \
+                 role's VALID UNTIL date is refused with the same words, and only the server's \
+                 log says which), and the server's pg_hba.conf",
                 db.source,
                 db.user()
+            ))
+        } else if code == "28000" {
+            // pg_hba.conf's refusal, a method other than a password failing (ident, peer,
+            // certificate), or NOLOGIN told in a language other than English.
+            Attempt::Permanent(format!(
+                "{text}. Check the server's pg_hba.conf (a line must let user {:?} into this \
+                 database from this host, over TLS or not as this connection is made, by a \
+                 method it can pass), that the role may log in (LOGIN), and the user and \
+                 password in {}",
+                db.user(),
+                db.source
             ))
         } else if code == "55000"
             && dbe
@@ -77,6 +83,19 @@ pub fn classify(e: &tokio_postgres::Error, db: &Database) -> Attempt {
                  upgrade) or because it is a template. Once that is over, turn it back on \
                  (ALTER DATABASE {} ALLOW_CONNECTIONS true) and run again",
                 super::quote_ident(db.pg.get_dbname().unwrap_or(db.user()))
+            ))
+        } else if code == "55000" {
+            // The same in a language other than English, or (PostgreSQL 16 and later, and
+            // later minor releases of 12 to 15) a database an interrupted DROP DATABASE left
+            // invalid.
+            Attempt::Permanent(format!(
+                "{text}: the server lets no one connect to this database now; its message says \
+                 why: usually ALLOW_CONNECTIONS is off, for maintenance (a restore, an upgrade) \
+                 or because it is a template (then turn it back on once that is over: ALTER \
+                 DATABASE {} ALLOW_CONNECTIONS true), or an interrupted DROP DATABASE left it \
+                 invalid (then drop it, or fix the name in {})",
+                super::quote_ident(db.pg.get_dbname().unwrap_or(db.user())),
+                db.source
             ))
         } else if code == "3D000" {
             Attempt::Permanent(format!(

@@ -3,7 +3,7 @@
 //! read whole, and upgraded to 1.0's shape the way drizzle 1.0 does it (drizzle-compat.md 2.2,
 //! 4.4, E23-E30).
 
-use super::{Session, qualified, query_failed, quote_ident};
+use super::{Session, creating_schema_failed, qualified, query_failed, quote_ident};
 use crate::config::format_duration;
 use crate::error::Error;
 use crate::plan::HistoryRow;
@@ -637,7 +637,9 @@ pub(crate) async fn ensure_schema(
             quote_ident(schema)
         ))
         .await
-        .map_err(|e| query_failed(&format!("creating schema {}", quote_ident(schema)), &e))?;
+        .map_err(|e| {
+            creating_schema_failed(&format!("creating schema {}", quote_ident(schema)), &e)
+        })?;
     Ok(true)
 }
 
@@ -659,7 +661,8 @@ async fn ensure(
     // One message: the schema (only when absent) and the table. The catalogs are read again in
     // the same round trip; that answer counts only when the DDL went through.
     let ddl = create_table_sql(&qualified, layout);
-    let ddl = if found.schema_exists {
+    let schema_existed = found.schema_exists;
+    let ddl = if schema_existed {
         ddl
     } else {
         format!(
@@ -668,7 +671,14 @@ async fn ensure(
         )
     };
     let (created, found) = tokio::join!(client.batch_execute(&ddl), catalog(client, schema, table));
-    created.map_err(|e| query_failed(&format!("creating {qualified}"), &e))?;
+    created.map_err(|e| {
+        let what = format!("creating {qualified}");
+        if schema_existed {
+            query_failed(&what, &e)
+        } else {
+            creating_schema_failed(&what, &e)
+        }
+    })?;
     tracing::info!("created the tracking table {qualified}");
     Ok((true, found?))
 }

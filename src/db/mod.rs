@@ -477,6 +477,16 @@ pub(crate) async fn name_relations(session: &Session, detail: &str) -> String {
 /// Turns an unexpected error of a bookkeeping query (not a migration statement) into the
 /// matching class: a lost connection may be retried, a privilege problem needs a person.
 pub(crate) fn query_failed(what: &str, e: &tokio_postgres::Error) -> Error {
+    failed(what, e, false)
+}
+
+/// [`query_failed`] for a statement that creates a schema, whose privilege error (42501) is
+/// about CREATE on the database, in whatever language the server words it.
+pub(crate) fn creating_schema_failed(what: &str, e: &tokio_postgres::Error) -> Error {
+    failed(what, e, true)
+}
+
+fn failed(what: &str, e: &tokio_postgres::Error, creates_schema: bool) -> Error {
     if let Some(db) = e.as_db_error() {
         let text = format!(
             "{what} failed: {}",
@@ -510,7 +520,7 @@ pub(crate) fn query_failed(what: &str, e: &tokio_postgres::Error) -> Error {
             "42501" => Error::Refused(format!(
                 "{text}. The database user lacks a privilege portcullis needs; grant it (or run \
                  portcullis as the migration owner).{}",
-                if db.message().starts_with("permission denied for database") {
+                if creates_schema || db.message().starts_with("permission denied for database") {
                     " Creating the tracking table's schema takes CREATE on the database (GRANT \
                      CREATE ON DATABASE <db> TO <user>); or create the schema beforehand, owned \
                      by that user."

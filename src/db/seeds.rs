@@ -301,6 +301,7 @@ async fn attempt(
                             exact_position: false,
                             statement_excerpt: "COMMIT (deferred constraints are checked here)"
                                 .into(),
+                            command: lexer::Command::Other,
                             sqlstate: db.code().code().to_string(),
                             message: opts.vars.redact(db.message()),
                             detail: db.detail().map(|d| opts.vars.redact(d)),
@@ -705,6 +706,9 @@ fn failure(
         column,
         exact_position: position.is_some(),
         statement_excerpt: vars.redact(&excerpt),
+        command: statements.get(index).map_or(lexer::Command::Other, |r| {
+            lexer::Command::of(&sent[r.clone()])
+        }),
         sqlstate: db.code().code().to_string(),
         message: vars.redact(db.message()),
         detail: db.detail().map(|d| vars.redact(d)),

@@ -261,6 +261,43 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_statement_is_told_by_its_first_words() {
+        assert_eq!(
+            Command::of("-- add it\nALTER TABLE \"a\" ADD COLUMN b int"),
+            Command::AlterTable
+        );
+        assert_eq!(
+            Command::of("/* x */ alter domain d add check (value > 0)"),
+            Command::AlterDomain
+        );
+        assert_eq!(
+            Command::of("CREATE UNIQUE INDEX i ON t (a)"),
+            Command::CreateIndex
+        );
+        assert_eq!(
+            Command::of("create index concurrently i on t (a)"),
+            Command::CreateIndex
+        );
+        assert_eq!(
+            Command::of("CREATE EXTENSION IF NOT EXISTS \"vector\""),
+            Command::CreateExtension
+        );
+        assert_eq!(Command::of("CREATE TABLE t (a int)"), Command::Other);
+        assert_eq!(
+            Command::of("INSERT INTO t VALUES ('ALTER TABLE')"),
+            Command::Other
+        );
+        assert_eq!(Command::of(""), Command::Other);
+        // Several statements in one query: the one at the server's position, else the one
+        // they all share, else none.
+        let two = "ALTER TABLE t ADD a int;\nINSERT INTO t VALUES (1);";
+        assert_eq!(Command::failed_in(two, Some(3)), Command::AlterTable);
+        assert_eq!(Command::failed_in(two, Some(30)), Command::Other);
+        assert_eq!(Command::failed_in(two, None), Command::Other);
+        let alters = "ALTER TABLE t ADD a int;\nALTER TABLE t ADD b int;";
+        assert_eq!(Command::failed_in(alters, None), Command::AlterTable);
+    }
+    #[test]
     fn splits_code_comments_and_literals() {
         assert_eq!(
             kinds("select 'a''b', \"x\"\"y\" -- c\n/* d /* e */ f */ $$g$$ $t$h$t$ $1"),
@@ -559,6 +596,57 @@ pub fn statement_words(text: &str) -> Vec<Vec<String>> {
     }
     statements.retain(|s| !s.is_empty());
     statements
+}
+
+/// What a statement does, told from its first words: enough to know what some SQLSTATEs mean
+/// without reading the server's message, which comes in the language of the server's
+/// `lc_messages`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Command {
+    AlterTable,
+    AlterDomain,
+    /// `CREATE [UNIQUE] INDEX`.
+    CreateIndex,
+    CreateExtension,
+    #[default]
+    Other,
+}
+
+impl Command {
+    /// The command of the first statement in `text` (comments skipped).
+    pub fn of(text: &str) -> Command {
+        let words = statement_words(text);
+        let words: Vec<&str> = words
+            .first()
+            .map(|w| w.iter().take(3).map(String::as_str).collect())
+            .unwrap_or_default();
+        match words.as_slice() {
+            ["ALTER", "TABLE", ..] => Command::AlterTable,
+            ["ALTER", "DOMAIN", ..] => Command::AlterDomain,
+            ["CREATE", "INDEX", ..] | ["CREATE", "UNIQUE", "INDEX"] => Command::CreateIndex,
+            ["CREATE", "EXTENSION", ..] => Command::CreateExtension,
+            _ => Command::Other,
+        }
+    }
+
+    /// The command of the statement of `text` (sent as one query) that failed: the one holding
+    /// byte `position` when the server named one, else the command all its statements share
+    /// (`Other` when they differ, since which of them failed is unknown).
+    pub fn failed_in(text: &str, position: Option<usize>) -> Command {
+        let ranges = statement_ranges(text);
+        if let Some(at) = position
+            && let Some(r) = ranges.iter().find(|r| at < r.end)
+        {
+            return Command::of(&text[r.clone()]);
+        }
+        let mut commands = ranges.iter().map(|r| Command::of(&text[r.clone()]));
+        let first = commands.next().unwrap_or_default();
+        if commands.all(|c| c == first) {
+            first
+        } else {
+            Command::Other
+        }
+    }
 }
 
 /// Byte ranges of the statements the server runs one after the other when `text` is sent as

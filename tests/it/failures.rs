@@ -2,7 +2,7 @@
 //! before connecting, for configuration and folder errors), with the message an operator sees.
 
 use crate::run::*;
-use crate::support::{Cluster, PASSWORD, execute, free_port, query};
+use crate::support::{Cluster, PASSWORD, execute, free_port, query, try_query};
 use std::time::{Duration, Instant};
 
 // ---- 2: configuration -------------------------------------------------------------------
@@ -1585,4 +1585,160 @@ fn too_many_connections_is_waited_out() {
     out.says("too many connections");
     out.says("(attempt 1");
     assert_eq!(rows(&admin).len(), 4);
+}
+
+/// A server whose messages come in another language (`lc_messages`; German here, as initdb
+/// sets it on a German system): the advice the English text would pick comes from the SQLSTATE
+/// and the failed statement instead, for a migration and for the connection. Needs the
+/// de_DE.UTF-8 locale on this machine (`localedef -i de_DE -f UTF-8 de_DE.UTF-8`; `.ci/run`
+/// makes it). A server built without translations (the npm packages of
+/// `scripts/test-pg-versions.sh`) answers in English whatever `lc_messages` says; there this
+/// test checks the same advice on the English path, and says so.
+#[test]
+fn the_advice_does_not_depend_on_the_language_of_the_server() {
+    let locales = std::process::Command::new("locale")
+        .arg("-a")
+        .output()
+        .expect("run `locale -a`");
+    let locales = String::from_utf8_lossy(&locales.stdout).to_lowercase();
+    assert!(
+        locales.contains("de_de.utf8"),
+        "this test needs the de_DE.UTF-8 locale: run `localedef -i de_DE -f UTF-8 de_DE.UTF-8` \
+         (Debian's `locales` package), as .ci/run does; `locale -a` lists: {locales}"
+    );
+    let mut cluster = Cluster::init(free_port());
+    cluster.start_with(&["-c", "lc_messages=de_DE.UTF-8"]);
+    let db = cluster.create_database("german");
+    let url = cluster.url(&db);
+    let german = try_query(&url, "select 1/0")
+        .expect_err("1/0 fails")
+        .contains("Division durch Null");
+    if !german {
+        eprintln!(
+            "NOTE: this server has no translations (built without NLS); the advice is checked \
+             on the English path only"
+        );
+    }
+    let mut folder = Folder::new();
+    folder.add(
+        "0000_base",
+        1,
+        "CREATE TABLE child (id int, v int, n text);\n--> statement-breakpoint\n\
+         INSERT INTO child VALUES (1, 0, '1'), (2, 0, 'x');",
+    );
+    migrate(&url, folder.path()).expect(0);
+    folder.add("0001_change", 2, "SELECT 1;");
+    // (the migration, the server's words in German, the advice)
+    for (sql, words, advice) in [
+        (
+            "ALTER TABLE child ADD COLUMN name text NOT NULL;",
+            "enthält NULL-Werte",
+            "Give it a DEFAULT in the same statement",
+        ),
+        (
+            "CREATE UNIQUE INDEX child_v ON child (v);",
+            "konnte Unique Index »child_v« nicht erstellen",
+            "The table already holds duplicates of the new unique key",
+        ),
+        (
+            "ALTER TABLE child ADD CONSTRAINT child_v_positive CHECK (v > 0);",
+            "wird von irgendeiner Zeile verletzt",
+            "add the constraint NOT VALID",
+        ),
+        (
+            "ALTER TABLE child ALTER COLUMN n SET DATA TYPE integer;",
+            "kann nicht automatisch in Typ integer umgewandelt werden",
+            "ALTER COLUMN ... SET DATA TYPE <type> USING <column>::<type>",
+        ),
+        (
+            "CREATE EXTENSION IF NOT EXISTS \"pc_absent_extension\";",
+            "ist nicht verfügbar",
+            "for pgvector in Docker, an image that has it",
+        ),
+    ] {
+        folder.write("0001_change.sql", sql.as_bytes());
+        let out = migrate(&url, folder.path());
+        out.expect(8);
+        if german {
+            out.says(words);
+        }
+        out.says(advice);
+        out.never_says("Fix the SQL");
+        // The server's DETAIL and HINT are joined without a stray period.
+        out.never_says(".;");
+        assert_eq!(rows(&url).len(), 1);
+    }
+
+    // An extension only a superuser may create, by the owner of another database.
+    let owner = format!("pc_de_owner_{}", std::process::id());
+    let owned = cluster.create_database("german_owned");
+    execute(
+        &cluster.url(&owned),
+        &format!(
+            "create role {owner} login password 'pc-pw'; alter database \"{owned}\" owner to \
+             {owner}; alter schema public owner to {owner}"
+        ),
+    );
+    let mut extension = Folder::new();
+    extension.add("0000_ext", 1, "CREATE EXTENSION IF NOT EXISTS \"dblink\";");
+    let out = migrate(&cluster.url_with(&owner, "pc-pw", &owned), extension.path());
+    out.expect(8);
+    if german {
+        out.says("keine Berechtigung, um Erweiterung »dblink« zu erzeugen");
+    }
+    out.says(
+        "superuser (on a managed database, its admin user or console) run CREATE EXTENSION once",
+    );
+    out.never_says("Fix the SQL");
+
+    // The tracking table's own schema, by a user without CREATE on the database.
+    let user = format!("pc_de_user_{}", std::process::id());
+    execute(
+        &url,
+        &format!(
+            "create role {user} login password 'pc-pw'; revoke create on database \"{db}\" \
+             from public"
+        ),
+    );
+    let out = run(
+        command(&cluster.url_with(&user, "pc-pw", &db), folder.path())
+            .env("PORTCULLIS_MIGRATIONS_SCHEMA", "pc_de_schema")
+            .arg("migrate"),
+    );
+    out.expect(6);
+    if german {
+        out.says("keine Berechtigung für Datenbank");
+    }
+    out.says("GRANT CREATE ON DATABASE <db> TO <user>");
+
+    // Connection refusals: a role without LOGIN, a database closed to connections.
+    let nologin = format!("pc_de_nologin_{}", std::process::id());
+    execute(
+        &url,
+        &format!("create role {nologin} nologin password 'pc-pw'"),
+    );
+    let out = migrate(&cluster.url_with(&nologin, "pc-pw", &db), folder.path());
+    out.expect(6);
+    if german {
+        out.says("hat keine Berechtigung zum Einloggen (28000)");
+        out.says("that the role may log in (LOGIN)");
+    } else {
+        out.says(&format!("ALTER ROLE \"{nologin}\" LOGIN"));
+    }
+    let closed = cluster.create_database("german_closed");
+    execute(
+        &url,
+        &format!("alter database \"{closed}\" allow_connections false"),
+    );
+    let out = migrate(&cluster.url(&closed), folder.path());
+    out.expect(6);
+    if german {
+        // Before the database's encoding is known, this cluster's C LC_CTYPE makes the server
+        // transliterate its words to ASCII (`>>german_closed<<`, `gegenw?rtig`).
+        out.says("keine Verbindungen (55000)");
+    }
+    out.says(&format!(
+        "ALTER DATABASE \"{closed}\" ALLOW_CONNECTIONS true"
+    ));
+    cluster.stop();
 }
