@@ -180,6 +180,8 @@ impl Database {
                     .copied()
                     .unwrap_or(5432);
                 match h {
+                    // An IPv6 address in brackets, as in a URL: `[2001:db8::1]:5432`.
+                    Host::Tcp(name) if name.contains(':') => format!("[{name}]:{port}"),
                     Host::Tcp(name) => format!("{name}:{port}"),
                     Host::Unix(path) => format!("{}/.s.PGSQL.{port}", path.display()),
                 }
@@ -1634,6 +1636,11 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.database.target(), "10.0.0.5:5432/shop");
+        // An IPv6 address is shown in brackets, so that its port stands apart.
+        let c = cfg(&[("DATABASE_URL", "postgres://app@[2001:db8::5]:6543/shop")]).unwrap();
+        assert_eq!(c.database.target(), "[2001:db8::5]:6543/shop");
+        let c = cfg(&[("PGHOST", "::1"), ("PGUSER", "app"), ("PGDATABASE", "shop")]).unwrap();
+        assert_eq!(c.database.target(), "[::1]:5432/shop");
 
         // The URL's own sslmode wins over PGSSLMODE.
         let c = cfg(&[

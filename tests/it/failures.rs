@@ -398,6 +398,17 @@ fn exit_5_when_nothing_answers_within_the_wait_timeout() {
     out.says("connection refused");
     out.says("did not accept connections within 2s");
     out.says("waiting for 127.0.0.1:");
+
+    // An IPv6 address is shown in brackets, so that its port stands apart.
+    let port = free_port();
+    let url = format!("postgres://postgres:{PASSWORD}@[::1]:{port}/x");
+    let out = run(command(&url, &example_dir())
+        .env("PORTCULLIS_WAIT_TIMEOUT", "0")
+        .arg("migrate"));
+    out.expect(5);
+    out.says(&format!(
+        "the database at [::1]:{port}/x did not accept connections"
+    ));
 }
 
 #[test]
