@@ -583,6 +583,9 @@ async fn wait_on(db: &Database, timeout: Duration) -> Result<Session, Refusal> {
     let mut last_progress = Instant::now();
     // What to do when the last attempt met a server that is up but refused us for now.
     let mut up_but_refusing: Option<&'static str>;
+    // Whether an attempt found no route to the server's address (a network without IPv6,
+    // trying a host that has only IPv6 addresses, say).
+    let mut no_route = false;
     loop {
         attempt += 1;
         up_but_refusing = None;
@@ -643,6 +646,7 @@ async fn wait_on(db: &Database, timeout: Duration) -> Result<Session, Refusal> {
                     up_but_refusing = e
                         .as_db_error()
                         .and_then(|d| up_but_refusing_advice(d.code().code()));
+                    no_route |= found_no_route(&e);
                     why
                 }
                 Attempt::Permanent(why) => {
@@ -679,7 +683,12 @@ async fn wait_on(db: &Database, timeout: Duration) -> Result<Session, Refusal> {
             "connecting to {target} failed: {reason}"
         );
         if elapsed >= timeout {
-            return Err(unreachable(db, timeout, attempt, &reason, up_but_refusing).into());
+            let advice = match up_but_refusing {
+                Some(advice) => Some(advice.to_string()),
+                None if no_route => only_ipv6(db).await,
+                None => None,
+            };
+            return Err(unreachable(db, timeout, attempt, &reason, advice).into());
         }
         if last_progress.elapsed() >= PROGRESS_EVERY || attempt == 1 {
             last_progress = Instant::now();
@@ -701,7 +710,7 @@ fn unreachable(
     timeout: Duration,
     attempt: u32,
     reason: &str,
-    up_but_refusing: Option<&str>,
+    up_but_refusing: Option<String>,
 ) -> Error {
     Error::Unreachable(format!(
         "the database at {} did not accept connections within {} ({attempt} attempt{}, last \
@@ -709,10 +718,76 @@ fn unreachable(
         db.target(),
         format_duration(timeout),
         if attempt == 1 { "" } else { "s" },
-        up_but_refusing.unwrap_or(
+        up_but_refusing.as_deref().unwrap_or(
             "Check that it is running and reachable from here (host, port, DNS, network \
              policy), or raise PORTCULLIS_WAIT_TIMEOUT; a restart may help."
         )
+    ))
+}
+
+/// Whether `e` is the operating system's "no route": network or host unreachable.
+fn found_no_route(e: &tokio_postgres::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::NetworkUnreachable | std::io::ErrorKind::HostUnreachable
+            );
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// After "no route": the advice for a host that has only IPv6 addresses, which a network
+/// without IPv6 cannot reach (Supabase's direct host, from GitHub Actions, Render or many
+/// Docker and Kubernetes networks). `None` when every host has an IPv4 address too, or its
+/// name does not resolve now.
+async fn only_ipv6(db: &Database) -> Option<String> {
+    let ports = db.pg.get_ports();
+    for (i, host) in db.pg.get_hosts().iter().enumerate() {
+        let tokio_postgres::config::Host::Tcp(name) = host else {
+            continue;
+        };
+        let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+        let addresses: Vec<std::net::IpAddr> = match name.parse() {
+            Ok(ip) => vec![ip],
+            Err(_) => tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::net::lookup_host((name.as_str(), port)),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|found| found.map(|a| a.ip()).collect())
+            .unwrap_or_default(),
+        };
+        if let Some(advice) = ipv6_only_advice(name, &addresses) {
+            return Some(advice);
+        }
+    }
+    None
+}
+
+/// The advice for `host`, whose `addresses` are all IPv6 (else `None`).
+fn ipv6_only_advice(host: &str, addresses: &[std::net::IpAddr]) -> Option<String> {
+    if addresses.is_empty() || !addresses.iter().all(std::net::IpAddr::is_ipv6) {
+        return None;
+    }
+    let listed: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+    let has = if host.parse::<std::net::IpAddr>().is_ok() {
+        format!("{host} is an IPv6 address")
+    } else {
+        format!("{host} has only IPv6 addresses ({})", listed.join(", "))
+    };
+    Some(format!(
+        "{has}, and this machine had no route to it: its network has no IPv6, as on GitHub \
+         Actions runners and in many Docker, Kubernetes and hosting networks. Connect through an \
+         address it can reach over IPv4: for Supabase, whose direct host db.<project>.supabase.co \
+         has only IPv6 addresses, the session pooler's connection string (Supavisor in session \
+         mode, port 5432 on <region>.pooler.supabase.com; not transaction mode on port 6543, \
+         where the migration lock cannot work). Or give this network IPv6."
     ))
 }
 
@@ -743,6 +818,30 @@ fn up_but_refusing_advice(sqlstate: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_host_with_only_ipv6_addresses_gets_the_advice_for_a_network_without_ipv6() {
+        let v6: std::net::IpAddr = "2600:1f18:2e13::58b2".parse().unwrap();
+        let v4: std::net::IpAddr = "10.0.0.5".parse().unwrap();
+        let advice = ipv6_only_advice("db.abc.supabase.co", &[v6]).unwrap();
+        assert!(
+            advice.starts_with(
+                "db.abc.supabase.co has only IPv6 addresses (2600:1f18:2e13::58b2), and this \
+                 machine had no route to it"
+            ),
+            "{advice}"
+        );
+        assert!(advice.contains("session pooler"), "{advice}");
+        let literal = ipv6_only_advice("2001:db8::1", &["2001:db8::1".parse().unwrap()]).unwrap();
+        assert!(
+            literal.starts_with("2001:db8::1 is an IPv6 address, and"),
+            "{literal}"
+        );
+        // A host with an IPv4 address too, or none: no such advice.
+        assert_eq!(ipv6_only_advice("db", &[v6, v4]), None);
+        assert_eq!(ipv6_only_advice("db", &[v4]), None);
+        assert_eq!(ipv6_only_advice("db", &[]), None);
+    }
 
     #[test]
     fn a_refusal_of_an_unencrypted_connection_is_told_in_both_wordings() {
@@ -777,7 +876,7 @@ mod tests {
                 Duration::from_secs(30),
                 12,
                 why,
-                up_but_refusing_advice(sqlstate),
+                up_but_refusing_advice(sqlstate).map(str::to_string),
             )
             .to_string()
         };

@@ -3,6 +3,7 @@
 
 use crate::run::*;
 use crate::support::{Cluster, PASSWORD, execute, free_port, query, try_query};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 // ---- 2: configuration -------------------------------------------------------------------
@@ -409,6 +410,66 @@ fn exit_5_when_nothing_answers_within_the_wait_timeout() {
     out.says(&format!(
         "the database at [::1]:{port}/x did not accept connections"
     ));
+}
+
+/// A network without IPv6 (GitHub Actions runners, many Docker and Kubernetes networks) and a
+/// host with only IPv6 addresses (Supabase's direct host, db.<project>.supabase.co): "Network
+/// is unreachable" until the deadline, and the exit-5 message says why and what to use
+/// instead. Here in a network namespace of its own with only the loopback device, and its own
+/// /etc/hosts (a mount namespace), so it needs root, as CI runs; `ip` is iproute2's.
+#[test]
+fn exit_5_for_a_host_with_only_ipv6_addresses_from_a_network_without_ipv6_says_so() {
+    let hosts = std::env::temp_dir().join(format!("portcullis-hosts-{}", std::process::id()));
+    std::fs::write(
+        &hosts,
+        "127.0.0.1 localhost\n2001:db8::10 db.pc-test.supabase.co\n",
+    )
+    .unwrap();
+    let in_namespace = |url: &str| {
+        let inner = command(url, &example_dir());
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--net", "--mount", "sh", "-c"])
+            .arg(
+                "ip link set lo up && mount --bind \"$PC_HOSTS\" /etc/hosts && exec \"$PC_BIN\" \
+                 migrate",
+            )
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("PC_HOSTS", &hosts)
+            .env("PC_BIN", BIN)
+            .stdin(std::process::Stdio::null());
+        for (k, v) in inner.get_envs() {
+            if let Some(v) = v {
+                cmd.env(k, v);
+            }
+        }
+        cmd.env("PORTCULLIS_WAIT_TIMEOUT", "1s");
+        let out = run(&mut cmd);
+        assert!(
+            !out.stderr.contains("unshare:") && !out.stderr.contains("mount:"),
+            "this test needs root (a network and a mount namespace) and iproute2's `ip`: {}",
+            out.stderr
+        );
+        out
+    };
+    let out = in_namespace(&format!(
+        "postgres://postgres:{PASSWORD}@db.pc-test.supabase.co:5432/postgres"
+    ));
+    out.expect(5);
+    out.says("Network is unreachable");
+    out.says("db.pc-test.supabase.co has only IPv6 addresses (2001:db8::10), and this machine had no route to it");
+    out.says("the session pooler's connection string");
+    out.never_says("Check that it is running");
+    out.never_says(PASSWORD);
+    // An IPv4 address the namespace has no route to either: the general advice.
+    let out = in_namespace(&format!(
+        "postgres://postgres:{PASSWORD}@10.9.9.9:5432/postgres"
+    ));
+    out.expect(5);
+    out.says("Network is unreachable");
+    out.says("Check that it is running and reachable from here");
+    out.never_says("IPv6");
+    let _ = std::fs::remove_file(&hosts);
 }
 
 #[test]
