@@ -586,9 +586,12 @@ async fn wait_on(db: &Database, timeout: Duration) -> Result<Session, Refusal> {
     // Whether an attempt found no route to the server's address (a network without IPv6,
     // trying a host that has only IPv6 addresses, say).
     let mut no_route = false;
+    // Whether the last attempt found nothing listening (connection refused, or no socket file).
+    let mut nothing_listens;
     loop {
         attempt += 1;
         up_but_refusing = None;
+        nothing_listens = false;
         let remaining = timeout.saturating_sub(started.elapsed());
         // The last attempt may overshoot the deadline by up to a second rather than be too short
         // to complete a handshake; `0` (try once) gets a full attempt.
@@ -646,7 +649,18 @@ async fn wait_on(db: &Database, timeout: Duration) -> Result<Session, Refusal> {
                     up_but_refusing = e
                         .as_db_error()
                         .and_then(|d| up_but_refusing_advice(d.code().code()));
-                    no_route |= found_no_route(&e);
+                    let kind = io_error_kind(&e);
+                    no_route |= matches!(
+                        kind,
+                        Some(
+                            std::io::ErrorKind::NetworkUnreachable
+                                | std::io::ErrorKind::HostUnreachable
+                        )
+                    );
+                    nothing_listens = matches!(
+                        kind,
+                        Some(std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound)
+                    );
                     why
                 }
                 Attempt::Permanent(why) => {
@@ -686,6 +700,7 @@ async fn wait_on(db: &Database, timeout: Duration) -> Result<Session, Refusal> {
             let advice = match up_but_refusing {
                 Some(advice) => Some(advice.to_string()),
                 None if no_route => only_ipv6(db).await,
+                None if nothing_listens => nothing_listens_locally(db),
                 None => None,
             };
             return Err(unreachable(db, timeout, attempt, &reason, advice).into());
@@ -725,19 +740,47 @@ fn unreachable(
     ))
 }
 
-/// Whether `e` is the operating system's "no route": network or host unreachable.
-fn found_no_route(e: &tokio_postgres::Error) -> bool {
+/// The kind of the operating system's error under `e`, if one is.
+fn io_error_kind(e: &tokio_postgres::Error) -> Option<std::io::ErrorKind> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::NetworkUnreachable | std::io::ErrorKind::HostUnreachable
-            );
+            return Some(io.kind());
         }
         source = err.source();
     }
-    false
+    None
+}
+
+/// After nothing accepted connections for the whole wait: when every host is this machine's
+/// own (a loopback address, `localhost`, a Unix socket), the usual causes are a proxy in the
+/// same pod that starts after portcullis, or `localhost` inside a container.
+fn nothing_listens_locally(db: &Database) -> Option<String> {
+    use tokio_postgres::config::Host;
+    let local = db.pg.get_hosts().iter().all(|h| match h {
+        Host::Tcp(name) => {
+            name.eq_ignore_ascii_case("localhost")
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        Host::Unix(_) => true,
+    });
+    local.then(|| {
+        format!(
+            "Nothing accepted connections at {} on this machine itself for the whole wait. If \
+             the database is reached through a proxy in the same pod or container network \
+             (Cloud SQL Auth Proxy, a PgBouncer sidecar), it must start first: in Kubernetes, \
+             init containers run before the pod's other containers, so run the proxy as a \
+             native sidecar (an init container with restartPolicy: Always, listed before \
+             portcullis; Kubernetes 1.29 and later); in Docker Compose, list it in depends_on. \
+             Otherwise fix the host in {} (inside a container, localhost is the container \
+             itself: use the database's service or host name), or raise \
+             PORTCULLIS_WAIT_TIMEOUT.",
+            db.host_port(),
+            db.source
+        )
+    })
 }
 
 /// After "no route": the advice for a host that has only IPv6 addresses, which a network

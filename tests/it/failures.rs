@@ -399,6 +399,11 @@ fn exit_5_when_nothing_answers_within_the_wait_timeout() {
     out.says("connection refused");
     out.says("did not accept connections within 2s");
     out.says("waiting for 127.0.0.1:");
+    // Nothing listens on this machine's own address: a proxy sidecar that starts after an init
+    // container, or localhost inside a container.
+    out.says("Nothing accepted connections at 127.0.0.1:");
+    out.says("run the proxy as a native sidecar");
+    out.says("inside a container, localhost is the container itself");
 
     // An IPv6 address is shown in brackets, so that its port stands apart.
     let port = free_port();
@@ -469,6 +474,7 @@ fn exit_5_for_a_host_with_only_ipv6_addresses_from_a_network_without_ipv6_says_s
     out.says("Network is unreachable");
     out.says("Check that it is running and reachable from here");
     out.never_says("IPv6");
+    out.never_says("native sidecar");
     let _ = std::fs::remove_file(&hosts);
 }
 
