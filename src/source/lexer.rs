@@ -262,32 +262,27 @@ mod tests {
 
     #[test]
     fn a_failed_statement_is_told_by_its_first_words() {
-        assert_eq!(
-            Command::of("-- add it\nALTER TABLE \"a\" ADD COLUMN b int"),
-            Command::AlterTable
-        );
-        assert_eq!(
-            Command::of("/* x */ alter domain d add check (value > 0)"),
-            Command::AlterDomain
-        );
-        assert_eq!(
-            Command::of("CREATE UNIQUE INDEX i ON t (a)"),
-            Command::CreateIndex
-        );
-        assert_eq!(
-            Command::of("create index concurrently i on t (a)"),
-            Command::CreateIndex
-        );
-        assert_eq!(
-            Command::of("CREATE EXTENSION IF NOT EXISTS \"vector\""),
-            Command::CreateExtension
-        );
-        assert_eq!(Command::of("CREATE TABLE t (a int)"), Command::Other);
-        assert_eq!(
-            Command::of("INSERT INTO t VALUES ('ALTER TABLE')"),
-            Command::Other
-        );
-        assert_eq!(Command::of(""), Command::Other);
+        for (text, command) in [
+            (
+                "-- add it\nALTER TABLE \"a\" ADD COLUMN b int",
+                Command::AlterTable,
+            ),
+            (
+                "/* x */ alter domain d add check (value > 0)",
+                Command::AlterDomain,
+            ),
+            ("CREATE UNIQUE INDEX i ON t (a)", Command::CreateIndex),
+            ("create index concurrently i on t (a)", Command::CreateIndex),
+            (
+                "CREATE EXTENSION IF NOT EXISTS \"vector\"",
+                Command::CreateExtension,
+            ),
+            ("CREATE TABLE t (a int)", Command::Other),
+            ("INSERT INTO t VALUES ('ALTER TABLE')", Command::Other),
+            ("", Command::Other),
+        ] {
+            assert_eq!(Command::of(text), command, "{text}");
+        }
         // Several statements in one query: the one at the server's position, else the one
         // they all share, else none.
         let two = "ALTER TABLE t ADD a int;\nINSERT INTO t VALUES (1);";
