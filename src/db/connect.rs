@@ -588,10 +588,15 @@ async fn wait_on(db: &Database, timeout: Duration) -> Result<Session, Refusal> {
     let mut no_route = false;
     // Whether the last attempt found nothing listening (connection refused, or no socket file).
     let mut nothing_listens;
+    // Whether the last attempt reached something that answered oddly or not at all, and
+    // whether that something was asked once whether it speaks PostgreSQL's protocol.
+    let mut odd_answer;
+    let mut probed = false;
     loop {
         attempt += 1;
         up_but_refusing = None;
         nothing_listens = false;
+        odd_answer = false;
         let remaining = timeout.saturating_sub(started.elapsed());
         // The last attempt may overshoot the deadline by up to a second rather than be too short
         // to complete a handshake; `0` (try once) gets a full attempt.
@@ -661,9 +666,17 @@ async fn wait_on(db: &Database, timeout: Duration) -> Result<Session, Refusal> {
                         kind,
                         Some(std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound)
                     );
+                    odd_answer = e.as_db_error().is_none() && !nothing_listens && !no_route;
                     why
                 }
                 Attempt::Permanent(why) => {
+                    // Not an error PostgreSQL sent (a TLS failure): what answered may not be
+                    // PostgreSQL at all, which would make the TLS advice mislead.
+                    if e.as_db_error().is_none()
+                        && let Some(not) = not_postgres(db).await
+                    {
+                        return Err(Refusal::Other(not));
+                    }
                     let refused = Error::Refused(format!(
                         "the database at {} refused the connection as user {:?}: {why}. Waiting \
                          will not help, so portcullis stops now.",
@@ -688,8 +701,17 @@ async fn wait_on(db: &Database, timeout: Duration) -> Result<Session, Refusal> {
                 }
             },
             Ok(Err(other)) => other.to_string(),
-            Err(_) => "timed out".to_string(),
+            Err(_) => {
+                odd_answer = true;
+                "timed out".to_string()
+            }
         };
+        if odd_answer && !probed {
+            probed = true;
+            if let Some(not) = not_postgres(db).await {
+                return Err(Refusal::Other(not));
+            }
+        }
         let elapsed = started.elapsed();
         tracing::debug!(
             attempt,
@@ -738,6 +760,69 @@ fn unreachable(
              policy), or raise PORTCULLIS_WAIT_TIMEOUT; a restart may help."
         )
     ))
+}
+
+/// Asks each TCP host of `db` to start a PostgreSQL session (an SSLRequest, which every
+/// PostgreSQL server and pooler answers with one byte) and returns the refusal to report when
+/// one answers with a line of text instead: an HTTP or SSH server, say, on a wrong port.
+/// `None` when every host answers like PostgreSQL, or not at all.
+async fn not_postgres(db: &Database) -> Option<Error> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+    let wait = Duration::from_secs(2);
+    let ports = db.pg.get_ports();
+    for (i, host) in db.pg.get_hosts().iter().enumerate() {
+        let tokio_postgres::config::Host::Tcp(name) = host else {
+            continue;
+        };
+        let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+        let answer = tokio::time::timeout(wait, async {
+            let mut stream = tokio::net::TcpStream::connect((name.as_str(), port)).await?;
+            stream.write_all(&SSL_REQUEST).await?;
+            let mut buf = [0u8; 128];
+            let n = stream.read(&mut buf).await?;
+            Ok::<_, std::io::Error>(buf[..n].to_vec())
+        })
+        .await;
+        if let Ok(Ok(answer)) = answer
+            && let Some(line) = text_answer(&answer)
+        {
+            let what = if line.starts_with("HTTP/") {
+                " (an HTTP server)"
+            } else if line.starts_with("SSH-") {
+                " (an SSH server)"
+            } else {
+                ""
+            };
+            let at = if name.contains(':') {
+                format!("[{name}]:{port}")
+            } else {
+                format!("{name}:{port}")
+            };
+            return Some(Error::Refused(format!(
+                "what answers at {at} is not PostgreSQL: asked to start a PostgreSQL session, it \
+                 answered `{line}`{what}. Check the host and port in {} (PostgreSQL listens on \
+                 5432 unless configured otherwise; a managed database's console shows its \
+                 connection string). Waiting will not help, so portcullis stops now.",
+                db.source
+            )));
+        }
+    }
+    None
+}
+
+/// The first line of `answer` when it is text (4 or more printable ASCII characters), which a
+/// PostgreSQL server never sends first: it answers an SSLRequest with the single byte `S` or
+/// `N`, and anything else it sends starts with a type byte and a binary length.
+fn text_answer(answer: &[u8]) -> Option<String> {
+    let line: Vec<u8> = answer
+        .iter()
+        .copied()
+        .take_while(|b| *b != b'\r' && *b != b'\n')
+        .take(80)
+        .collect();
+    (line.len() >= 4 && line.iter().all(|b| (0x20..0x7f).contains(b)))
+        .then(|| String::from_utf8_lossy(&line).into_owned())
 }
 
 /// The kind of the operating system's error under `e`, if one is.
@@ -861,6 +946,23 @@ fn up_but_refusing_advice(sqlstate: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_in_text_is_not_postgresql() {
+        assert_eq!(
+            text_answer(b"HTTP/1.1 400 Bad Request\r\nServer: nginx\r\n\r\n").as_deref(),
+            Some("HTTP/1.1 400 Bad Request")
+        );
+        assert_eq!(
+            text_answer(b"SSH-2.0-OpenSSH_9.2p1\r\n").as_deref(),
+            Some("SSH-2.0-OpenSSH_9.2p1")
+        );
+        // What PostgreSQL answers: one byte, or a message with a binary length.
+        assert_eq!(text_answer(b"S"), None);
+        assert_eq!(text_answer(b"N"), None);
+        assert_eq!(text_answer(b"E\0\0\0\x5aSFATAL\0"), None);
+        assert_eq!(text_answer(b""), None);
+    }
 
     #[test]
     fn a_host_with_only_ipv6_addresses_gets_the_advice_for_a_network_without_ipv6() {

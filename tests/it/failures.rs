@@ -478,6 +478,61 @@ fn exit_5_for_a_host_with_only_ipv6_addresses_from_a_network_without_ipv6_says_s
     let _ = std::fs::remove_file(&hosts);
 }
 
+/// A wrong port where something else answers: an HTTP server (a web port, a database's HTTP
+/// API), or an SSH server, which speaks first. Exit 6 at once, naming what answered, instead of
+/// retrying "bytes remaining on stream" (or, with sslmode=require, "does not support TLS")
+/// until the deadline. The servers here are the test's own, on loopback ports.
+#[test]
+fn exit_6_at_once_when_what_answers_is_not_postgresql() {
+    use std::io::{Read, Write};
+    let serve = |first_words: &'static [u8], speaks_first: bool| {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                if !speaks_first {
+                    let _ = stream.read(&mut [0u8; 256]);
+                }
+                let _ = stream.write_all(first_words);
+            }
+        });
+        port
+    };
+    let http = serve(
+        b"HTTP/1.1 400 Bad Request\r\nServer: nginx\r\nConnection: close\r\n\r\n",
+        false,
+    );
+    let ssh = serve(b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n", true);
+    for (port, answered) in [
+        (
+            http,
+            "it answered `HTTP/1.1 400 Bad Request` (an HTTP server)",
+        ),
+        (
+            ssh,
+            "it answered `SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3` (an SSH server)",
+        ),
+    ] {
+        for sslmode in ["disable", "prefer", "require"] {
+            let url =
+                format!("postgres://postgres:{PASSWORD}@127.0.0.1:{port}/x?sslmode={sslmode}");
+            let out = run(command(&url, &example_dir())
+                .env("PORTCULLIS_WAIT_TIMEOUT", "60s")
+                .arg("migrate"));
+            out.expect(6);
+            out.says(&format!(
+                "what answers at 127.0.0.1:{port} is not PostgreSQL"
+            ));
+            out.says(answered);
+            out.says("Check the host and port in DATABASE_URL");
+            out.never_says("sslmode=disable or sslmode=prefer");
+            out.never_says(PASSWORD);
+            assert!(out.elapsed < Duration::from_secs(20), "{:?}", out.elapsed);
+        }
+    }
+}
+
 #[test]
 fn exit_6_fast_for_a_wrong_password_or_a_missing_database() {
     let cluster = Cluster::shared();
