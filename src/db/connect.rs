@@ -588,8 +588,8 @@ async fn wait_on(db: &Database, timeout: Duration) -> Result<Session, Refusal> {
     let mut no_route = false;
     // Whether the last attempt found nothing listening (connection refused, or no socket file).
     let mut nothing_listens;
-    // Whether the last attempt reached something that answered oddly or not at all, and
-    // whether that something was asked once whether it speaks PostgreSQL's protocol.
+    // Whether the last attempt reached something that answered in a way PostgreSQL does not,
+    // and whether that something was asked once whether it speaks PostgreSQL's protocol.
     let mut odd_answer;
     let mut probed = false;
     loop {
@@ -701,10 +701,9 @@ async fn wait_on(db: &Database, timeout: Duration) -> Result<Session, Refusal> {
                 }
             },
             Ok(Err(other)) => other.to_string(),
-            Err(_) => {
-                odd_answer = true;
-                "timed out".to_string()
-            }
+            // Silence is not asked about: a stalled network or proxy would stall the question
+            // too, and add its wait to the deadline.
+            Err(_) => "timed out".to_string(),
         };
         if odd_answer && !probed {
             probed = true;
