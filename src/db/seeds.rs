@@ -723,8 +723,16 @@ fn missing_variable_hint(sqlstate: &str, message: &str) -> Option<String> {
     if sqlstate != "42704" {
         return None;
     }
-    let setting = message.split('"').nth(1)?;
-    let name = setting.strip_prefix("portcullis.")?;
+    // The name follows "portcullis." in any language's quotes ("...", »...«, 「...」).
+    let at = message.find("portcullis.")? + "portcullis.".len();
+    let name: String = message[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    if name.is_empty() {
+        return None;
+    }
+    let setting = format!("portcullis.{name}");
     Some(format!(
         "set PORTCULLIS_SEED_VAR_{} for this run (the seed reads current_setting('{setting}')), \
          or read it with current_setting('{setting}', true), which gives NULL when it is unset",
@@ -742,6 +750,26 @@ fn error_text(e: &tokio_postgres::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_variable_is_named_in_any_language() {
+        for message in [
+            "unrecognized configuration parameter \"portcullis.admin_email\"",
+            "nicht erkannter Konfigurationsparameter »portcullis.admin_email«",
+            "nicht erkannter Konfigurationsparameter >>portcullis.admin_email<<",
+        ] {
+            let hint = missing_variable_hint("42704", message).expect(message);
+            assert!(
+                hint.starts_with("set PORTCULLIS_SEED_VAR_ADMIN_EMAIL for this run"),
+                "{hint}"
+            );
+        }
+        assert_eq!(
+            missing_variable_hint("42704", "unrecognized configuration parameter \"foo.bar\""),
+            None
+        );
+        assert_eq!(missing_variable_hint("42601", "portcullis.x"), None);
+    }
 
     #[test]
     fn sql_quotes_the_table() {

@@ -1844,6 +1844,23 @@ fn the_advice_does_not_depend_on_the_language_of_the_server() {
     }
     out.says("GRANT CREATE ON DATABASE <db> TO <user>");
 
+    // A seed that reads a variable the run was not given: the variable is named.
+    let seeds = Folder::new();
+    seeds.write(
+        "1_admin.sql",
+        b"SELECT current_setting('portcullis.admin_email');",
+    );
+    let out = run(command(&url, folder.path())
+        .env("PORTCULLIS_SEEDS_DIR", seeds.path())
+        .arg("seed"));
+    out.expect(9);
+    if german {
+        out.says("Konfigurationsparameter");
+    }
+    out.says("HINT: set PORTCULLIS_SEED_VAR_ADMIN_EMAIL for this run");
+    out.says("The seed reads a variable this run was not given");
+    out.never_says("Fix the SQL");
+
     // Connection refusals: a role without LOGIN, a database closed to connections.
     let nologin = format!("pc_de_nologin_{}", std::process::id());
     execute(
