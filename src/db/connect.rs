@@ -588,6 +588,8 @@ async fn wait_on(db: &Database, timeout: Duration) -> Result<Session, Refusal> {
     let mut no_route = false;
     // Whether the last attempt found nothing listening (connection refused, or no socket file).
     let mut nothing_listens;
+    // Whether the last attempt could not resolve the host's name.
+    let mut unresolved;
     // Whether the last attempt reached something that answered in a way PostgreSQL does not,
     // and whether that something was asked once whether it speaks PostgreSQL's protocol.
     let mut odd_answer;
@@ -596,6 +598,7 @@ async fn wait_on(db: &Database, timeout: Duration) -> Result<Session, Refusal> {
         attempt += 1;
         up_but_refusing = None;
         nothing_listens = false;
+        unresolved = false;
         odd_answer = false;
         let remaining = timeout.saturating_sub(started.elapsed());
         // The last attempt may overshoot the deadline by up to a second rather than be too short
@@ -666,7 +669,9 @@ async fn wait_on(db: &Database, timeout: Duration) -> Result<Session, Refusal> {
                         kind,
                         Some(std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound)
                     );
-                    odd_answer = e.as_db_error().is_none() && !nothing_listens && !no_route;
+                    unresolved = name_not_resolved(&e);
+                    odd_answer =
+                        e.as_db_error().is_none() && !nothing_listens && !no_route && !unresolved;
                     why
                 }
                 Attempt::Permanent(why) => {
@@ -722,6 +727,7 @@ async fn wait_on(db: &Database, timeout: Duration) -> Result<Session, Refusal> {
                 Some(advice) => Some(advice.to_string()),
                 None if no_route => only_ipv6(db).await,
                 None if nothing_listens => nothing_listens_locally(db),
+                None if unresolved => Some(name_advice(db)),
                 None => None,
             };
             return Err(unreachable(db, timeout, attempt, &reason, advice).into());
@@ -822,6 +828,35 @@ fn text_answer(answer: &[u8]) -> Option<String> {
         .collect();
     (line.len() >= 4 && line.iter().all(|b| (0x20..0x7f).contains(b)))
         .then(|| String::from_utf8_lossy(&line).into_owned())
+}
+
+/// Whether `e` is a failed lookup of the host's name (the resolver's answer: no such name, or
+/// no answer from DNS), as Rust's standard library words it.
+fn name_not_resolved(e: &tokio_postgres::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return io
+                .to_string()
+                .starts_with("failed to lookup address information");
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// After the host's name did not resolve for the whole wait.
+fn name_advice(db: &Database) -> String {
+    format!(
+        "The host name did not resolve for the whole wait. Check its spelling in {}; in \
+         Kubernetes, a Service in another namespace is <service>.<namespace> (or \
+         <service>.<namespace>.svc.cluster.local), and a name that resolves on your own machine \
+         may not inside the cluster; in Docker Compose, use the database's service name, on a \
+         network both services share. If the resolver itself fails (\"Temporary failure in \
+         name resolution\"), check the DNS of this container; raise PORTCULLIS_WAIT_TIMEOUT if \
+         the name is still being created.",
+        db.source
+    )
 }
 
 /// The kind of the operating system's error under `e`, if one is.

@@ -415,6 +415,19 @@ fn exit_5_when_nothing_answers_within_the_wait_timeout() {
     out.says(&format!(
         "the database at [::1]:{port}/x did not accept connections"
     ));
+
+    // A host name that does not resolve (.invalid never does): the usual causes of that.
+    let url = format!("postgres://postgres:{PASSWORD}@pc-no-such-host.invalid:5432/x");
+    let out = run(command(&url, &example_dir())
+        .env("PORTCULLIS_WAIT_TIMEOUT", "1s")
+        .arg("migrate"));
+    out.expect(5);
+    out.says("failed to lookup address information");
+    out.says(
+        "The host name did not resolve for the whole wait. Check its spelling in DATABASE_URL",
+    );
+    out.says("<service>.<namespace>");
+    out.never_says("Check that it is running");
 }
 
 /// A network without IPv6 (GitHub Actions runners, many Docker and Kubernetes networks) and a
