@@ -156,6 +156,16 @@ impl fmt::Debug for Database {
     }
 }
 
+/// `name:port`, an IPv6 address in brackets as in a URL (`[2001:db8::1]:5432`), so that the
+/// port stands apart.
+pub fn tcp_address(name: &str, port: u16) -> String {
+    if name.contains(':') {
+        format!("[{name}]:{port}")
+    } else {
+        format!("{name}:{port}")
+    }
+}
+
 impl Database {
     /// `host:port/dbname`, for messages. Never contains the password.
     pub fn target(&self) -> String {
@@ -168,26 +178,34 @@ impl Database {
 
     /// `host:port` (several joined with `,`), for "waiting for ..." lines.
     pub fn host_port(&self) -> String {
-        let ports = self.pg.get_ports();
-        self.pg
-            .get_hosts()
-            .iter()
-            .enumerate()
-            .map(|(i, h)| {
-                let port = ports
-                    .get(i)
-                    .or_else(|| ports.first())
-                    .copied()
-                    .unwrap_or(5432);
-                match h {
-                    // An IPv6 address in brackets, as in a URL: `[2001:db8::1]:5432`.
-                    Host::Tcp(name) if name.contains(':') => format!("[{name}]:{port}"),
-                    Host::Tcp(name) => format!("{name}:{port}"),
-                    Host::Unix(path) => format!("{}/.s.PGSQL.{port}", path.display()),
-                }
+        self.hosts()
+            .map(|(h, port)| match h {
+                Host::Tcp(name) => tcp_address(name, port),
+                Host::Unix(path) => format!("{}/.s.PGSQL.{port}", path.display()),
             })
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// Each host with its port (a single port applies to every host, as in libpq).
+    pub fn hosts(&self) -> impl Iterator<Item = (&Host, u16)> {
+        let ports = self.pg.get_ports();
+        self.pg.get_hosts().iter().enumerate().map(move |(i, h)| {
+            let port = ports
+                .get(i)
+                .or_else(|| ports.first())
+                .copied()
+                .unwrap_or(5432);
+            (h, port)
+        })
+    }
+
+    /// The TCP hosts with their ports (Unix sockets left out).
+    pub fn tcp_hosts(&self) -> impl Iterator<Item = (&str, u16)> {
+        self.hosts().filter_map(|(h, port)| match h {
+            Host::Tcp(name) => Some((name.as_str(), port)),
+            Host::Unix(_) => None,
+        })
     }
 
     pub fn user(&self) -> &str {

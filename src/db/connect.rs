@@ -2,7 +2,7 @@
 //! deadline, retrying only what is transient and failing fast on what waiting cannot fix.
 
 use super::{Session, tls};
-use crate::config::{Database, SslMode, format_duration};
+use crate::config::{Database, SslMode, format_duration, tcp_address};
 use crate::error::Error;
 use crate::interrupt;
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -657,7 +657,7 @@ async fn wait_on(db: &Database, timeout: Duration) -> Result<Session, Refusal> {
                     up_but_refusing = e
                         .as_db_error()
                         .and_then(|d| up_but_refusing_advice(d.code().code()));
-                    let kind = io_error_kind(&e);
+                    let kind = io_error(&e).map(std::io::Error::kind);
                     no_route |= matches!(
                         kind,
                         Some(
@@ -775,14 +775,9 @@ async fn not_postgres(db: &Database) -> Option<Error> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
     let wait = Duration::from_secs(2);
-    let ports = db.pg.get_ports();
-    for (i, host) in db.pg.get_hosts().iter().enumerate() {
-        let tokio_postgres::config::Host::Tcp(name) = host else {
-            continue;
-        };
-        let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+    for (name, port) in db.tcp_hosts() {
         let answer = tokio::time::timeout(wait, async {
-            let mut stream = tokio::net::TcpStream::connect((name.as_str(), port)).await?;
+            let mut stream = tokio::net::TcpStream::connect((name, port)).await?;
             stream.write_all(&SSL_REQUEST).await?;
             let mut buf = [0u8; 128];
             let n = stream.read(&mut buf).await?;
@@ -799,16 +794,12 @@ async fn not_postgres(db: &Database) -> Option<Error> {
             } else {
                 ""
             };
-            let at = if name.contains(':') {
-                format!("[{name}]:{port}")
-            } else {
-                format!("{name}:{port}")
-            };
             return Some(Error::Refused(format!(
-                "what answers at {at} is not PostgreSQL: asked to start a PostgreSQL session, it \
+                "what answers at {} is not PostgreSQL: asked to start a PostgreSQL session, it \
                  answered `{line}`{what}. Check the host and port in {} (PostgreSQL listens on \
                  5432 unless configured otherwise; a managed database's console shows its \
                  connection string). Waiting will not help, so portcullis stops now.",
+                tcp_address(name, port),
                 db.source
             )));
         }
@@ -831,18 +822,12 @@ fn text_answer(answer: &[u8]) -> Option<String> {
 }
 
 /// Whether `e` is a failed lookup of the host's name (the resolver's answer: no such name, or
-/// no answer from DNS), as Rust's standard library words it.
+/// no answer from DNS), as Rust's standard library words it (its own text, not the server's).
 fn name_not_resolved(e: &tokio_postgres::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return io
-                .to_string()
-                .starts_with("failed to lookup address information");
-        }
-        source = err.source();
-    }
-    false
+    io_error(e).is_some_and(|io| {
+        io.to_string()
+            .starts_with("failed to lookup address information")
+    })
 }
 
 /// After the host's name did not resolve for the whole wait.
@@ -859,12 +844,12 @@ fn name_advice(db: &Database) -> String {
     )
 }
 
-/// The kind of the operating system's error under `e`, if one is.
-fn io_error_kind(e: &tokio_postgres::Error) -> Option<std::io::ErrorKind> {
+/// The operating system's error under `e`, if one is.
+fn io_error(e: &tokio_postgres::Error) -> Option<&std::io::Error> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return Some(io.kind());
+            return Some(io);
         }
         source = err.source();
     }
@@ -907,17 +892,12 @@ fn nothing_listens_locally(db: &Database) -> Option<String> {
 /// Docker and Kubernetes networks). `None` when every host has an IPv4 address too, or its
 /// name does not resolve now.
 async fn only_ipv6(db: &Database) -> Option<String> {
-    let ports = db.pg.get_ports();
-    for (i, host) in db.pg.get_hosts().iter().enumerate() {
-        let tokio_postgres::config::Host::Tcp(name) = host else {
-            continue;
-        };
-        let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+    for (name, port) in db.tcp_hosts() {
         let addresses: Vec<std::net::IpAddr> = match name.parse() {
             Ok(ip) => vec![ip],
             Err(_) => tokio::time::timeout(
                 Duration::from_secs(2),
-                tokio::net::lookup_host((name.as_str(), port)),
+                tokio::net::lookup_host((name, port)),
             )
             .await
             .ok()
