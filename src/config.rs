@@ -751,6 +751,12 @@ fn parse_failure(e: &tokio_postgres::Error, url: &str, is_url: bool) -> String {
     if let Some(cut) = cause.find(" but got") {
         return format!("{e}: {}", &cause[..cut]);
     }
+    if cause == "invalid value for option `target_session_attrs`" {
+        return format!(
+            "{e}: {cause}. portcullis takes target_session_attrs=any or read-write; a \
+             migration needs the primary, which read-write picks (where libpq's primary would)"
+        );
+    }
     let password_param = url
         .split_once('?')
         .is_some_and(|(_, query)| query.contains("password="));
@@ -798,6 +804,50 @@ fn foreign_parameter(name: &str) -> Option<String> {
         "ssl" => {
             "`ssl=...` is node-postgres's parameter; PostgreSQL's is sslmode: sslmode=require \
              (encrypted, the certificate not checked) or sslmode=verify-full (checked too)"
+        }
+        // libpq's own parameters that portcullis has no use for, or cannot honour.
+        "gssencmode" => {
+            "`gssencmode` is libpq's setting for GSSAPI (Kerberos) encryption, which portcullis \
+             never uses: with disable or prefer it changes nothing here, so remove it; for \
+             encryption use sslmode"
+        }
+        "sslcompression" => "`sslcompression` has done nothing since PostgreSQL 14: remove it",
+        "fallback_application_name" => {
+            "portcullis names its own sessions (application_name portcullis@<host name>): \
+             remove `fallback_application_name`"
+        }
+        "sslsni" => {
+            "portcullis always sends the host name in the TLS handshake, as libpq's default \
+             sslsni=1 does: remove `sslsni`"
+        }
+        "ssl_min_protocol_version" | "ssl_max_protocol_version" => {
+            return Some(format!(
+                "portcullis speaks TLS 1.2 and 1.3 only (a minimum of TLSv1.2 or lower already \
+                 holds): remove `{name}`"
+            ));
+        }
+        "requiressl" => "`requiressl=1` is libpq's old spelling of sslmode=require: write that",
+        "service" => {
+            "portcullis does not read pg_service.conf: put the host, port, user and database in \
+             the URL, and the password in it or in PGPASSWORD (or the whole URL in a file named \
+             by DATABASE_URL_FILE)"
+        }
+        "passfile" => {
+            "portcullis does not read a password file (.pgpass): put the password in the URL \
+             or in PGPASSWORD, or the whole URL in a file named by DATABASE_URL_FILE (a \
+             Kubernetes or Docker secret)"
+        }
+        "require_auth" => {
+            "portcullis cannot enforce `require_auth`: remove it. It authenticates the way the \
+             server asks (SCRAM, MD5 or a clear-text password), and channel_binding=require \
+             insists on SCRAM with channel binding over TLS"
+        }
+        "sslcrl" | "sslcrldir" | "sslcertmode" | "sslpassword" | "sslkeylogfile" | "krbsrvname"
+        | "gsslib" | "gssdelegation" | "requirepeer" | "replication" => {
+            return Some(format!(
+                "`{name}` is a libpq parameter that portcullis does not support: remove it from \
+                 the URL portcullis gets"
+            ));
         }
         _ => return None,
     }
@@ -1821,6 +1871,49 @@ mod tests {
         // Still an error: a client that ignored them would connect differently from the app.
         assert!(!says("postgres://u:pw@h/db?colour=red").contains("Prisma"));
         assert!(!says("postgres://u:pw@h/db?ssl=true").contains("pw"));
+    }
+
+    #[test]
+    fn libpq_parameters_portcullis_cannot_use_say_what_to_do() {
+        let says = |url: &str| cfg(&[("DATABASE_URL", url)]).unwrap_err().to_string();
+        for (query, advice) in [
+            (
+                "gssencmode=disable",
+                "with disable or prefer it changes nothing here",
+            ),
+            ("sslcompression=0", "has done nothing since PostgreSQL 14"),
+            (
+                "fallback_application_name=x",
+                "portcullis names its own sessions",
+            ),
+            (
+                "sslsni=1",
+                "always sends the host name in the TLS handshake",
+            ),
+            (
+                "ssl_min_protocol_version=TLSv1.2",
+                "speaks TLS 1.2 and 1.3 only",
+            ),
+            ("requiressl=1", "old spelling of sslmode=require"),
+            ("service=prod", "does not read pg_service.conf"),
+            ("passfile=/x", "does not read a password file (.pgpass)"),
+            (
+                "require_auth=scram-sha-256",
+                "cannot enforce `require_auth`",
+            ),
+            (
+                "sslcrl=/x",
+                "`sslcrl` is a libpq parameter that portcullis does not support",
+            ),
+            ("target_session_attrs=primary", "which read-write picks"),
+        ] {
+            let text = says(&format!("postgres://u:pw@h/db?{query}"));
+            assert!(text.contains(advice), "{query}: {text}");
+            assert!(!text.contains("pw@"), "{query}: {text}");
+        }
+        // In a keyword/value string, a parameter is not named (it may be the rest of a
+        // password), but the failure is still a configuration error.
+        assert!(says("host=h user=u gssencmode=disable").contains("an unknown option"));
     }
 
     #[test]

@@ -51,6 +51,12 @@ fn exit_2_for_bad_configuration_before_anything_else() {
     out.says("PORTCULLIS_DATABASE_URL is not a valid");
     out.never_says("--database-url on");
 
+    // A libpq parameter portcullis cannot use: what to do about it, before any connection.
+    let out = run(command(&format!("{url}&gssencmode=disable"), &example_dir()).arg("migrate"));
+    out.expect(2);
+    out.says("`gssencmode` is libpq's setting for GSSAPI (Kerberos) encryption");
+    out.never_says(PASSWORD);
+
     // Unknown flags and commands are usage errors.
     run(command(&url, &example_dir()).arg("--no-such-flag")).expect(2);
     run(command(&url, &example_dir()).arg("frobnicate")).expect(2);
