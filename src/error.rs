@@ -403,6 +403,13 @@ fn cause(sqlstate: &str, message: &str, hint: Option<&str>, command: Command) ->
              the schema and tables (since PostgreSQL 15, creating in schema public takes GRANT \
              CREATE ON SCHEMA public TO <user>), then deploy again."
         }
+        "22P05" => {
+            "The database's encoding (the second the message names) cannot store this \
+             character; the position above points at it. Leave it out of the file, or \
+             keep the data in a database created with ENCODING 'UTF8' (an existing database's \
+             encoding cannot be changed: dump it and restore it into a new one), then deploy \
+             again."
+        }
         "53100" => {
             "The server ran out of disk space; nothing is wrong with the SQL. Free space on the \
              volume that holds the file the message names, or grow it (a path under \

@@ -22,7 +22,7 @@ use crate::config::TransactionMode;
 use crate::error::{Error, MigrationFailure};
 use crate::interrupt;
 use crate::source::lexer::{self, Command};
-use crate::source::split::{line_col, position_to_byte};
+use crate::source::split::{line_col, position_to_byte, untranslatable_at};
 use crate::source::{Chunk, Migration};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::cell::{Cell, RefCell};
@@ -928,14 +928,17 @@ impl Runner<'_> {
                 },
             };
         }
+        // The server's position, or for a character the database's encoding cannot store,
+        // where that character is.
         let position = match db.position() {
-            Some(tokio_postgres::error::ErrorPosition::Original(p)) => Some(*p),
+            Some(tokio_postgres::error::ErrorPosition::Original(p)) => {
+                Some(position_to_byte(sent, *p))
+            }
+            _ if db.code().code() == "22P05" => untranslatable_at(sent, db.message()),
             _ => None,
         };
         let skipped = chunk.text.len() - sent.len();
-        let at = chunk.offset
-            + skipped
-            + position.map_or(leading_blank(sent), |p| position_to_byte(sent, p));
+        let at = chunk.offset + skipped + position.unwrap_or_else(|| leading_blank(sent));
         let (line, column) = line_col(&m.text, at);
         GroupError::Failed(Error::migration_failed(MigrationFailure {
             tag: m.tag.clone(),
@@ -946,7 +949,7 @@ impl Runner<'_> {
             column,
             exact_position: position.is_some(),
             statement_excerpt: lexer::excerpt(sent, 80),
-            command: Command::failed_in(sent, position.map(|p| position_to_byte(sent, p))),
+            command: Command::failed_in(sent, position),
             sqlstate: db.code().code().to_string(),
             message: db.message().to_string(),
             detail: db.detail().map(str::to_string),

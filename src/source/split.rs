@@ -111,6 +111,31 @@ pub fn position_to_byte(sent: &str, position: u32) -> usize {
         .map_or(sent.len(), |(byte, _)| byte)
 }
 
+/// Where in `sent` the character is that the database's encoding cannot store: PostgreSQL's
+/// 22P05 names it by its bytes in the client's encoding, UTF-8 here (`character with byte
+/// sequence 0xe2 0x98 0x95 in encoding "UTF8" has no equivalent in encoding "LATIN1"`; the bytes
+/// read the same in every language), but gives no position. The byte offset of its first
+/// occurrence, if the bytes make one character found in `sent`.
+pub fn untranslatable_at(sent: &str, message: &str) -> Option<usize> {
+    let mut bytes = Vec::new();
+    let mut rest = message;
+    // The first run of `0xNN` words, one space apart.
+    while let Some(at) = rest.find("0x") {
+        let hex = rest.get(at + 2..at + 4)?;
+        let byte = u8::from_str_radix(hex, 16).ok()?;
+        if !bytes.is_empty() && at != 1 {
+            break;
+        }
+        bytes.push(byte);
+        rest = &rest[at + 4..];
+    }
+    let character = std::str::from_utf8(&bytes).ok()?;
+    if character.chars().count() != 1 {
+        return None;
+    }
+    sent.find(character)
+}
+
 fn floor_char_boundary(text: &str, mut at: usize) -> usize {
     while !text.is_char_boundary(at) {
         at -= 1;
@@ -121,6 +146,24 @@ fn floor_char_boundary(text: &str, mut at: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_character_an_encoding_cannot_store_is_found_by_its_bytes() {
+        let sent = "-- café\nCREATE TABLE e (a text DEFAULT 'café ☕');";
+        let message = "character with byte sequence 0xe2 0x98 0x95 in encoding \"UTF8\" has no \
+                       equivalent in encoding \"LATIN1\"";
+        let at = untranslatable_at(sent, message).unwrap();
+        assert_eq!(&sent[at..at + 3], "☕");
+        assert_eq!(line_col(sent, at), (2, 38));
+        // Other languages word it differently around the same bytes.
+        let german = "Zeichen mit Byte-Folge 0xe2 0x98 0x95 in Kodierung »UTF8« hat keine \
+                      Entsprechung in Kodierung »LATIN1«";
+        assert_eq!(untranslatable_at(sent, german), Some(at));
+        // Not there, not one character, no bytes: no position.
+        assert_eq!(untranslatable_at("select 1", message), None);
+        assert_eq!(untranslatable_at(sent, "byte sequence 0xe2 0x98 in"), None);
+        assert_eq!(untranslatable_at(sent, "no bytes named"), None);
+    }
 
     fn texts(s: &str) -> Vec<&str> {
         split(s).into_iter().map(|c| c.text).collect()

@@ -1490,6 +1490,58 @@ fn exit_8_for_a_change_the_existing_rows_break_says_how_to_write_it() {
     }
 }
 
+/// A database whose encoding is not UTF-8 (LATIN1 here; WIN1252 is the default of a Windows
+/// install) cannot store every character a migration or seed may hold. The server names the
+/// character by its bytes but gives no position: the message points at the character itself,
+/// and says what to do instead of "Fix the SQL".
+#[test]
+fn exit_8_for_a_character_the_database_encoding_cannot_store_points_at_it() {
+    let cluster = Cluster::shared();
+    let db = format!("latin1_{}", std::process::id());
+    execute(
+        &cluster.url("postgres"),
+        &format!(
+            "create database {db} encoding 'LATIN1' template template0 lc_collate 'C' lc_ctype \
+             'C'"
+        ),
+    );
+    let url = cluster.url(&db);
+    let mut folder = Folder::new();
+    folder.add(
+        "0000_emoji",
+        1,
+        "-- café is fine in LATIN1\nCREATE TABLE e (a text DEFAULT 'café ☕');",
+    );
+    let out = migrate(&url, folder.path());
+    out.expect(8);
+    out.says("ERROR 22P05 character with byte sequence 0xe2 0x98 0x95");
+    out.says(&format!(
+        "failed at {}:2:38 in statement 1 of 1",
+        folder.path().join("0000_emoji.sql").display()
+    ));
+    out.says("The database's encoding (the second the message names) cannot store this character");
+    out.never_says("Fix the SQL");
+    assert!(rows(&url).is_empty());
+    // The same in a seed.
+    folder.write("0000_emoji.sql", b"CREATE TABLE e (a text);");
+    migrate(&url, folder.path()).expect(0);
+    let seeds = Folder::new();
+    seeds.write(
+        "1_e.sql",
+        "INSERT INTO e VALUES ('ok');\nINSERT INTO e VALUES ('☕');".as_bytes(),
+    );
+    let out = run(command(&url, folder.path())
+        .env("PORTCULLIS_SEEDS_DIR", seeds.path())
+        .arg("seed"));
+    out.expect(9);
+    out.says(&format!(
+        "failed at {}:2:24 in statement 2 of 2",
+        seeds.path().join("1_e.sql").display()
+    ));
+    out.says("cannot store this character");
+    execute(&cluster.url("postgres"), &format!("drop database {db}"));
+}
+
 #[test]
 fn exit_8_reports_detail_and_hint() {
     let url = fresh_db("detail");
