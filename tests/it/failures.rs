@@ -443,12 +443,13 @@ fn exit_5_when_nothing_answers_within_the_wait_timeout() {
 /// /etc/hosts (a mount namespace), so it needs root, as CI runs; `ip` is iproute2's.
 #[test]
 fn exit_5_for_a_host_with_only_ipv6_addresses_from_a_network_without_ipv6_says_so() {
-    let hosts = std::env::temp_dir().join(format!("portcullis-hosts-{}", std::process::id()));
-    std::fs::write(
-        &hosts,
-        "127.0.0.1 localhost\n2001:db8::10 db.pc-test.supabase.co\n",
-    )
-    .unwrap();
+    // In a folder removed on drop, so that a failing run leaves nothing behind either.
+    let scratch = Folder::new();
+    scratch.write(
+        "hosts",
+        b"127.0.0.1 localhost\n2001:db8::10 db.pc-test.supabase.co\n",
+    );
+    let hosts = scratch.path().join("hosts");
     let in_namespace = |url: &str| {
         let inner = command(url, &example_dir());
         let mut cmd = Command::new("unshare");
@@ -494,7 +495,6 @@ fn exit_5_for_a_host_with_only_ipv6_addresses_from_a_network_without_ipv6_says_s
     out.says("Check that it is running and reachable from here");
     out.never_says("IPv6");
     out.never_says("native sidecar");
-    let _ = std::fs::remove_file(&hosts);
 }
 
 /// A wrong port where something else answers: an HTTP server (a web port, a database's HTTP
