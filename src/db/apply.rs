@@ -22,7 +22,7 @@ use crate::config::TransactionMode;
 use crate::error::{Error, MigrationFailure};
 use crate::interrupt;
 use crate::source::lexer::{self, Command};
-use crate::source::split::{line_col, position_to_byte, untranslatable_at};
+use crate::source::split::line_col;
 use crate::source::{Chunk, Migration};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use std::cell::{Cell, RefCell};
@@ -928,15 +928,7 @@ impl Runner<'_> {
                 },
             };
         }
-        // The server's position, or for a character the database's encoding cannot store,
-        // where that character is.
-        let position = match db.position() {
-            Some(tokio_postgres::error::ErrorPosition::Original(p)) => {
-                Some(position_to_byte(sent, *p))
-            }
-            _ if db.code().code() == "22P05" => untranslatable_at(sent, db.message()),
-            _ => None,
-        };
+        let position = super::error_at(sent, db);
         let skipped = chunk.text.len() - sent.len();
         let at = chunk.offset + skipped + position.unwrap_or_else(|| leading_blank(sent));
         let (line, column) = line_col(&m.text, at);

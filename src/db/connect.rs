@@ -861,7 +861,7 @@ fn io_error(e: &tokio_postgres::Error) -> Option<&std::io::Error> {
 /// same pod that starts after portcullis, or `localhost` inside a container.
 fn nothing_listens_locally(db: &Database) -> Option<String> {
     use tokio_postgres::config::Host;
-    let local = db.pg.get_hosts().iter().all(|h| match h {
+    let local = db.hosts().all(|(h, _)| match h {
         Host::Tcp(name) => {
             name.eq_ignore_ascii_case("localhost")
                 || name

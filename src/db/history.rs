@@ -3,7 +3,7 @@
 //! read whole, and upgraded to 1.0's shape the way drizzle 1.0 does it (drizzle-compat.md 2.2,
 //! 4.4, E23-E30).
 
-use super::{Session, creating_schema_failed, qualified, query_failed, quote_ident};
+use super::{Session, qualified, query_failed, quote_ident, schema_query_failed};
 use crate::config::format_duration;
 use crate::error::Error;
 use crate::plan::HistoryRow;
@@ -638,7 +638,11 @@ pub(crate) async fn ensure_schema(
         ))
         .await
         .map_err(|e| {
-            creating_schema_failed(&format!("creating schema {}", quote_ident(schema)), &e)
+            schema_query_failed(
+                &format!("creating schema {}", quote_ident(schema)),
+                &e,
+                true,
+            )
         })?;
     Ok(true)
 }
@@ -671,14 +675,8 @@ async fn ensure(
         )
     };
     let (created, found) = tokio::join!(client.batch_execute(&ddl), catalog(client, schema, table));
-    created.map_err(|e| {
-        let what = format!("creating {qualified}");
-        if schema_existed {
-            query_failed(&what, &e)
-        } else {
-            creating_schema_failed(&what, &e)
-        }
-    })?;
+    created
+        .map_err(|e| schema_query_failed(&format!("creating {qualified}"), &e, !schema_existed))?;
     tracing::info!("created the tracking table {qualified}");
     Ok((true, found?))
 }

@@ -474,19 +474,30 @@ pub(crate) async fn name_relations(session: &Session, detail: &str) -> String {
     }
 }
 
+/// Where in `sent` (one query) the server's error is, as a byte offset: its position, or for a
+/// character the database's encoding cannot store (22P05, which has none), that character.
+pub(crate) fn error_at(sent: &str, db: &tokio_postgres::error::DbError) -> Option<usize> {
+    use crate::source::split::{position_to_byte, untranslatable_at};
+    match db.position() {
+        Some(tokio_postgres::error::ErrorPosition::Original(p)) => Some(position_to_byte(sent, *p)),
+        _ if db.code().code() == "22P05" => untranslatable_at(sent, db.message()),
+        _ => None,
+    }
+}
+
 /// Turns an unexpected error of a bookkeeping query (not a migration statement) into the
 /// matching class: a lost connection may be retried, a privilege problem needs a person.
 pub(crate) fn query_failed(what: &str, e: &tokio_postgres::Error) -> Error {
-    failed(what, e, false)
+    schema_query_failed(what, e, false)
 }
 
-/// [`query_failed`] for a statement that creates a schema, whose privilege error (42501) is
+/// [`query_failed`] for a query that `creates_schema`: then its privilege error (42501) is
 /// about CREATE on the database, in whatever language the server words it.
-pub(crate) fn creating_schema_failed(what: &str, e: &tokio_postgres::Error) -> Error {
-    failed(what, e, true)
-}
-
-fn failed(what: &str, e: &tokio_postgres::Error, creates_schema: bool) -> Error {
+pub(crate) fn schema_query_failed(
+    what: &str,
+    e: &tokio_postgres::Error,
+    creates_schema: bool,
+) -> Error {
     if let Some(db) = e.as_db_error() {
         let text = format!(
             "{what} failed: {}",

@@ -14,7 +14,7 @@ use crate::config::{SeedMode, SeedVars};
 use crate::error::{Error, SeedFailure};
 use crate::seeds::{self, Record, Seed, SeedSet, State};
 use crate::source::lexer;
-use crate::source::split::{line_col, position_to_byte, untranslatable_at};
+use crate::source::split::line_col;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_core::Stream;
 use futures_sink::Sink;
@@ -670,12 +670,7 @@ fn failure(
 ) -> SeedFailure {
     let statements = lexer::statement_ranges(sent);
     let last = statements.len().saturating_sub(1);
-    let position = match db.position() {
-        Some(tokio_postgres::error::ErrorPosition::Original(p)) => Some(position_to_byte(sent, *p)),
-        // A character the database's encoding cannot store: where it is.
-        _ if db.code().code() == "22P05" => untranslatable_at(sent, db.message()),
-        _ => None,
-    };
+    let position = super::error_at(sent, db);
     let (index, at) = match position {
         Some(byte) => (
             statements.iter().position(|r| byte < r.end).unwrap_or(last),

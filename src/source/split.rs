@@ -121,11 +121,15 @@ pub fn untranslatable_at(sent: &str, message: &str) -> Option<usize> {
     let mut rest = message;
     // The first run of `0xNN` words, one space apart.
     while let Some(at) = rest.find("0x") {
-        let hex = rest.get(at + 2..at + 4)?;
-        let byte = u8::from_str_radix(hex, 16).ok()?;
         if !bytes.is_empty() && at != 1 {
             break;
         }
+        let Some(byte) = rest
+            .get(at + 2..at + 4)
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+        else {
+            break;
+        };
         bytes.push(byte);
         rest = &rest[at + 4..];
     }

@@ -58,6 +58,16 @@ impl Output {
         );
         self
     }
+
+    /// Exit `code`, saying each of `texts`, with advice of its own rather than "Fix the SQL":
+    /// a failure that is not the SQL's fault.
+    pub fn advises(&self, code: i32, texts: &[&str]) -> &Output {
+        self.expect(code);
+        for text in texts {
+            self.says(text);
+        }
+        self.never_says("Fix the SQL")
+    }
 }
 
 /// A command with a clean environment: only what the test gives it (plus a fixed host name).

@@ -538,16 +538,20 @@ fn a_seed_on_a_server_that_takes_only_reads_is_exit_6_not_a_fault_of_its_sql() {
         &format!("alter database \"{db}\" set default_transaction_read_only = on"),
     );
     let out = run(seeded(&url, m.path(), seeds.path()).arg("migrate"));
-    out.expect(6);
-    out.says(&format!(
+    let at = format!(
         "seed 1_items.sql failed at {}:1:1 (the statement starting there) in statement 1 of 1",
         seeds.file("1_items.sql")
-    ));
-    out.says("ERROR 25006 cannot execute INSERT in a read-only transaction");
-    out.says("The seeds' transaction was rolled back");
-    out.says("The server accepts only reads: it is a hot standby");
-    out.says("exit_code=6");
-    out.never_says("Fix the SQL");
+    );
+    out.advises(
+        6,
+        &[
+            &at,
+            "ERROR 25006 cannot execute INSERT in a read-only transaction",
+            "The seeds' transaction was rolled back",
+            "The server accepts only reads: it is a hot standby",
+            "exit_code=6",
+        ],
+    );
     assert_eq!(seed_runs(&url), [("1_items.sql".to_string(), 1)]);
     assert_eq!(advisory_locks(&url), 0);
 }
